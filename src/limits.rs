@@ -1,0 +1,62 @@
+//! Every capacity and size in one place. Each "full" has a policy, noted next to the const.
+
+/// Largest RTSP request head + body we buffer per connection. Policy: a request that does not
+/// fit gets `413`/`431` and the connection is closed.
+pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
+/// Headers per request kept by the parser. Policy: more is `431 Request Header Fields Too Large`.
+pub const MAX_HEADERS: usize = 32;
+/// Largest RTSP response we write. Responses are built into a buffer of this size.
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024;
+/// Largest request body accepted (SET_PARAMETER/GET_PARAMETER). Policy: `413`.
+pub const MAX_BODY_BYTES: usize = 4 * 1024;
+/// Largest interleaved frame a client may send us (RTCP receiver reports). Policy: close.
+pub const MAX_INTERLEAVED_IN: usize = 2048;
+
+/// Default and upper bound of `--max-clients` (RTSP sessions). Policy when full: `503`.
+pub const DEFAULT_MAX_CLIENTS: usize = 16;
+pub const MAX_CLIENTS_LIMIT: usize = 1024;
+/// TCP connections per session slot (a client may open a second connection briefly).
+/// Policy when every connection slot is taken: accept and close at once.
+pub const CONNECTIONS_PER_CLIENT: usize = 2;
+/// Connection slots beyond the per-client share, so a full server can still answer 503.
+pub const SPARE_CONNECTIONS: usize = 4;
+
+/// Default RTSP session timeout (seconds), announced in the `Session` header.
+pub const DEFAULT_SESSION_TIMEOUT_S: u32 = 60;
+
+/// Largest SPS/PPS we keep for the SDP. Larger ones are not announced (still sent in-band).
+pub const MAX_PARAM_SET_BYTES: usize = 256;
+/// Largest SDP we write.
+pub const MAX_SDP_BYTES: usize = 2048;
+
+/// Largest RTP packet (bytes, header included). Sized for jumbo-less Ethernet.
+pub const MAX_RTP_PACKET: usize = 1500;
+/// Default link MTU; RTP packets are at most `mtu - IPV6_UDP_OVERHEAD` so they fit IPv4 and IPv6.
+pub const DEFAULT_MTU: usize = 1500;
+pub const IPV6_UDP_OVERHEAD: usize = 48;
+/// Smallest MTU accepted by configuration (IPv6 minimum link MTU).
+pub const MIN_MTU: usize = 576;
+
+/// RTP packets kept in the shared ring. A TCP client more than this many packets behind skips
+/// to the next IDR (policy: drop, never queue). 2048 × ~1.4 KiB ≈ 3 MiB at most, touched lazily.
+pub const RING_PACKETS: usize = 2048;
+
+/// Largest access unit the pipeline carries. Policy: a bigger one is dropped with a warning and
+/// the encoder is asked for an IDR.
+pub const MAX_ACCESS_UNIT: usize = 4 * 1024 * 1024;
+/// Encoded access units waiting between the encoder thread and the loop. Policy when full: the
+/// encoder drops the unit and the next frame is forced to be an IDR.
+pub const ENCODED_QUEUE: usize = 4;
+
+/// Minimum spacing between IDRs forced for joining clients (milliseconds), so a storm of joins
+/// cannot turn every frame into an IDR. Joins inside the window wait for the pending IDR.
+pub const FORCED_IDR_MIN_SPACING_MS: u64 = 250;
+
+/// RTCP sender report interval (milliseconds).
+pub const RTCP_SR_INTERVAL_MS: u64 = 1000;
+/// Largest RTCP compound packet we build or accept.
+pub const MAX_RTCP_PACKET: usize = 1500;
+
+/// Largest accepted frame dimension (both axes) and rate.
+pub const MAX_DIMENSION: u32 = 4096;
+pub const MAX_FPS: u32 = 240;

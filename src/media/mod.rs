@@ -1,0 +1,2 @@
+//! Media bitstream parsing (no I/O).
+pub mod h264;

@@ -1,0 +1,95 @@
+//! SDP (RFC 8866) for one H.264 video stream (RFC 6184 §8.2.1).
+//!
+//! The description is written from the live SPS/PPS, so `profile-level-id` and
+//! `sprop-parameter-sets` always match what is on the wire.
+
+use crate::media::h264::Sps;
+use crate::wbuf::{put_base64, Full, WBuf};
+
+/// Control URL of the one media, relative to `Content-Base`.
+pub const TRACK_CONTROL: &str = "trackID=0";
+
+#[derive(Debug, Clone, Copy)]
+pub struct SdpParams<'a> {
+    /// `o=` session id and version.
+    pub session_id: u64,
+    pub session_version: u64,
+    /// The address the client reached us on, for `o=`; IPv6 addresses contain ':'.
+    pub origin_addr: &'a str,
+    pub payload_type: u8,
+    pub sps: &'a [u8],
+    pub pps: &'a [u8],
+    pub framerate: u32,
+    /// Announced bandwidth in kbit/s (`b=AS`), 0 to omit.
+    pub bandwidth_kbps: u32,
+}
+
+/// Writes the SDP; returns the number of bytes written.
+pub fn write_sdp(p: &SdpParams<'_>, buf: &mut [u8]) -> Result<usize, Full> {
+    let mut w = WBuf::new(buf);
+    let ip = if p.origin_addr.contains(':') { "IP6" } else { "IP4" };
+    w.put_fmt(format_args!(
+        "v=0\r\no=- {} {} IN {} {}\r\ns=uavstream\r\nc=IN {} {}\r\nt=0 0\r\n\
+         a=tool:uavstream\r\na=type:broadcast\r\na=control:*\r\na=range:npt=now-\r\n",
+        p.session_id,
+        p.session_version,
+        ip,
+        p.origin_addr,
+        ip,
+        if ip == "IP6" { "::" } else { "0.0.0.0" },
+    ))?;
+    w.put_fmt(format_args!("m=video 0 RTP/AVP {}\r\n", p.payload_type))?;
+    if p.bandwidth_kbps > 0 {
+        w.put_fmt(format_args!("b=AS:{}\r\n", p.bandwidth_kbps))?;
+    }
+    w.put_fmt(format_args!("a=rtpmap:{} H264/90000\r\n", p.payload_type))?;
+    w.put_fmt(format_args!("a=fmtp:{} packetization-mode=1", p.payload_type))?;
+    if let Ok(sps) = Sps::parse(p.sps) {
+        let [a, b, c] = sps.profile_level_id();
+        w.put_fmt(format_args!(";profile-level-id={a:02X}{b:02X}{c:02X}"))?;
+    }
+    if !p.sps.is_empty() && !p.pps.is_empty() {
+        w.put(b";sprop-parameter-sets=")?;
+        put_base64(&mut w, p.sps)?;
+        w.put(b",")?;
+        put_base64(&mut w, p.pps)?;
+    }
+    w.put(b"\r\n")?;
+    if p.framerate > 0 {
+        w.put_fmt(format_args!("a=framerate:{}\r\n", p.framerate))?;
+    }
+    w.put_fmt(format_args!("a=control:{TRACK_CONTROL}\r\n"))?;
+    Ok(w.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sdp_carries_live_parameter_sets() {
+        let sps = [0x67, 0x42, 0xc0, 0x1f, 0xda, 0x01, 0x40, 0x16, 0xec, 0x04, 0x40, 0x00, 0x00, 0x03, 0x00, 0x40, 0x00, 0x00, 0x0f, 0x23, 0xc6, 0x0c, 0xa8];
+        let pps = [0x68, 0xce, 0x3c, 0x80];
+        let p = SdpParams {
+            session_id: 42,
+            session_version: 1,
+            origin_addr: "127.0.0.1",
+            payload_type: 96,
+            sps: &sps,
+            pps: &pps,
+            framerate: 30,
+            bandwidth_kbps: 2000,
+        };
+        let mut buf = [0xa5u8; 1024];
+        let n = write_sdp(&p, &mut buf).unwrap();
+        let sdp = core::str::from_utf8(&buf[..n]).unwrap();
+        assert!(sdp.starts_with("v=0\r\no=- 42 1 IN IP4 127.0.0.1\r\n"), "{sdp}");
+        assert!(sdp.contains("m=video 0 RTP/AVP 96\r\n"));
+        assert!(sdp.contains("a=rtpmap:96 H264/90000\r\n"));
+        assert!(sdp.contains(
+            "a=fmtp:96 packetization-mode=1;profile-level-id=42C01F;sprop-parameter-sets=Z0LAH9oBQBbsBEAAAAMAQAAADyPGDKg=,aM48gA==\r\n"
+        ), "{sdp}");
+        assert!(sdp.ends_with("a=control:trackID=0\r\n"));
+        assert!(write_sdp(&p, &mut [0u8; 64]).is_err());
+    }
+}

@@ -1,0 +1,557 @@
+//! The RTSP server core: sessions in fixed slots, request handling, expiry. Sans-IO.
+//!
+//! # Rules
+//! - `handle_*` in, `poll_*` out. The loop feeds each parsed request with
+//!   [`Server::handle_request`], receiving the response bytes and at most one [`Event`] to act
+//!   on; it feeds client RTCP with [`Server::handle_rtcp`] and connection loss with
+//!   [`Server::close_session_of`]. It then asks [`Server::poll_timeout`] when to wake and drains
+//!   [`Server::poll_expired`].
+//! - The core never reads a clock: every call takes `now`; a `now` older than the latest seen
+//!   is treated as the latest (time never runs backwards inside the core).
+//! - Slots are allocated by the caller before the server starts (`--max-clients`); nothing grows.
+//!   A SETUP when every slot is taken is answered `503 Service Unavailable`.
+//!
+//! # Session states
+//! ```text
+//!  Free ──SETUP──▶ Ready ──PLAY──▶ Playing
+//!   ▲               ▲  ◀──PAUSE──    │
+//!   └──TEARDOWN / timeout / connection closed ─┘
+//! ```
+//! A session is owned by the connection that created it; when that connection closes, the
+//! session is torn down too (a crashed VLC frees its slot at once instead of after the timeout).
+
+use core::time::Duration;
+
+use super::parse::{uri_path, Method, Request};
+use super::sdp::{write_sdp, SdpParams, TRACK_CONTROL};
+use super::transport::{self, Lower, TransportError};
+use crate::limits;
+use crate::rtp::rtcp::{parse_compound, RtcpPacket};
+use crate::time::Instant;
+use crate::wbuf::{Full, WBuf};
+
+/// Identifies a TCP connection; assigned by the loop, never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId(pub u64);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    Free,
+    Ready,
+    Playing,
+}
+
+/// Where a session's RTP and RTCP go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// UDP to the RTSP peer's address at these ports.
+    Udp { lower: Lower, client_rtp: u16, client_rtcp: u16 },
+    /// Interleaved in the RTSP TCP connection on these channels.
+    Interleaved { rtp_channel: u8, rtcp_channel: u8 },
+}
+
+/// Reception quality as the client last reported it (RTCP RR).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reception {
+    pub reports: u32,
+    pub fraction_lost: u8,
+    pub cumulative_lost: i32,
+    /// Interarrival jitter in 90 kHz units.
+    pub jitter: u32,
+    pub highest_sequence: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Session {
+    pub state: SessionState,
+    pub id: u64,
+    pub conn: ConnId,
+    pub delivery: Delivery,
+    /// The UDP ports this slot sends from; set once by the loop when it binds them.
+    pub server_ports: (u16, u16),
+    pub last_seen: Instant,
+    pub reception: Reception,
+}
+
+impl Session {
+    pub const FREE: Session = Session {
+        state: SessionState::Free,
+        id: 0,
+        conn: ConnId(0),
+        delivery: Delivery::Interleaved { rtp_channel: 0, rtcp_channel: 1 },
+        server_ports: (0, 0),
+        last_seen: Instant::ZERO,
+        reception: Reception { reports: 0, fraction_lost: 0, cumulative_lost: 0, jitter: 0, highest_sequence: 0 },
+    };
+}
+
+/// What the loop must do after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Setup { slot: usize },
+    Play { slot: usize },
+    Pause { slot: usize },
+    Teardown { slot: usize },
+}
+
+/// The stream as it is right now, for DESCRIBE and PLAY.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamInfo<'a> {
+    pub sps: &'a [u8],
+    pub pps: &'a [u8],
+    pub ssrc: u32,
+    /// Sequence number of the next packet the stream will send.
+    pub next_sequence: u16,
+    /// RTP timestamp corresponding to `now`.
+    pub rtptime_now: u32,
+    pub framerate: u32,
+    pub bitrate_kbps: u32,
+}
+
+/// Per-request context from the loop.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestCtx<'a> {
+    pub conn: ConnId,
+    /// Our address as the client reached it (for SDP `o=`).
+    pub local_addr: &'a str,
+    /// `None` until the stream has produced its parameter sets.
+    pub stream: Option<StreamInfo<'a>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Bytes of response written into the output buffer.
+    pub len: usize,
+    pub event: Option<Event>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ServerConfig<'c> {
+    /// Stream path, e.g. `/live`.
+    pub path: &'c str,
+    pub session_timeout: Duration,
+}
+
+const PUBLIC: &str = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
+const SERVER: &str = concat!("uavstream/", env!("CARGO_PKG_VERSION"));
+
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        408 => "Request Timeout",
+        413 => "Request Entity Too Large",
+        414 => "Request-URI Too Large",
+        431 => "Request Header Fields Too Large",
+        451 => "Parameter Not Understood",
+        454 => "Session Not Found",
+        455 => "Method Not Valid in This State",
+        459 => "Aggregate Operation Not Allowed",
+        461 => "Unsupported Transport",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        505 => "RTSP Version Not Supported",
+        551 => "Option not supported",
+        _ => "Error",
+    }
+}
+
+fn start(w: &mut WBuf<'_>, status: u16, cseq: Option<&str>) -> Result<(), Full> {
+    w.put_fmt(format_args!("RTSP/1.0 {} {}\r\n", status, reason_phrase(status)))?;
+    if let Some(c) = cseq {
+        w.put_fmt(format_args!("CSeq: {c}\r\n"))?;
+    }
+    w.put_fmt(format_args!("Server: {SERVER}\r\n"))
+}
+
+fn finish(w: &mut WBuf<'_>, content_type: Option<&str>, body: &[u8]) -> Result<(), Full> {
+    if let Some(t) = content_type {
+        w.put_fmt(format_args!("Content-Type: {t}\r\n"))?;
+    }
+    if !body.is_empty() {
+        w.put_fmt(format_args!("Content-Length: {}\r\n", body.len()))?;
+    }
+    w.put(b"\r\n")?;
+    w.put(body)
+}
+
+/// Writes a bodiless error response (for requests that could not even be parsed).
+pub fn write_error_response(status: u16, cseq: Option<&str>, out: &mut [u8]) -> usize {
+    let mut w = WBuf::new(out);
+    if start(&mut w, status, cseq).and_then(|_| finish(&mut w, None, &[])).is_err() {
+        return 0;
+    }
+    w.len()
+}
+
+#[derive(Debug)]
+pub struct Server<'c, S> {
+    cfg: ServerConfig<'c>,
+    sessions: S,
+    rng: u64,
+    latest: Instant,
+}
+
+impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
+    /// `sessions` are the fixed slots (all `Session::FREE`, with `server_ports` filled in);
+    /// `seed` seeds session ids (the loop passes bytes from the OS's random source).
+    pub fn new(cfg: ServerConfig<'c>, sessions: S, seed: u64) -> Self {
+        Self { cfg, sessions, rng: seed, latest: Instant::ZERO }
+    }
+
+    pub fn sessions(&self) -> &[Session] {
+        self.sessions.as_ref()
+    }
+
+    pub fn session(&self, slot: usize) -> Option<&Session> {
+        self.sessions.as_ref().get(slot)
+    }
+
+    /// Slots in use.
+    pub fn active(&self) -> usize {
+        self.sessions().iter().filter(|s| s.state != SessionState::Free).count()
+    }
+
+    fn clamp_now(&mut self, now: Instant) -> Instant {
+        if now > self.latest {
+            self.latest = now;
+        }
+        self.latest
+    }
+
+    fn next_id(&mut self) -> u64 {
+        // splitmix64
+        loop {
+            self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.rng;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            if z != 0 && !self.sessions().iter().any(|s| s.state != SessionState::Free && s.id == z) {
+                return z;
+            }
+        }
+    }
+
+    fn find(&self, id: &str) -> Option<usize> {
+        if id.is_empty() || id.len() > 16 {
+            return None;
+        }
+        let id = u64::from_str_radix(id, 16).ok()?;
+        self.sessions().iter().position(|s| s.state != SessionState::Free && s.id == id)
+    }
+
+    fn path_matches(&self, uri: &str, allow_track: bool) -> bool {
+        let Some(p) = uri_path(uri) else { return false };
+        let base = self.cfg.path.trim_end_matches('/');
+        let rest = match p.strip_prefix(base) {
+            Some(r) => r,
+            None => return false,
+        };
+        match rest {
+            "" | "/" => true,
+            r => allow_track && r.strip_prefix('/').is_some_and(|t| t == TRACK_CONTROL),
+        }
+    }
+
+    /// Handles one request; writes the response into `out`.
+    pub fn handle_request(&mut self, ctx: &RequestCtx<'_>, req: &Request<'_>, now: Instant, out: &mut [u8]) -> Outcome {
+        let now = self.clamp_now(now);
+        let mut w = WBuf::new(out);
+        match self.respond(ctx, req, now, &mut w) {
+            Ok(event) => Outcome { len: w.len(), event },
+            Err(Full) => {
+                let len = write_error_response(500, req.cseq(), out);
+                Outcome { len, event: None }
+            }
+        }
+    }
+
+    fn simple(w: &mut WBuf<'_>, status: u16, cseq: Option<&str>) -> Result<Option<Event>, Full> {
+        start(w, status, cseq)?;
+        finish(w, None, &[])?;
+        Ok(None)
+    }
+
+    fn put_session(&self, w: &mut WBuf<'_>, slot: usize) -> Result<(), Full> {
+        let s = &self.sessions()[slot];
+        w.put_fmt(format_args!("Session: {:016X};timeout={}\r\n", s.id, self.cfg.session_timeout.as_secs()))
+    }
+
+    fn respond(&mut self, ctx: &RequestCtx<'_>, req: &Request<'_>, now: Instant, w: &mut WBuf<'_>) -> Result<Option<Event>, Full> {
+        let Some(cseq) = req.cseq() else {
+            return Self::simple(w, 400, None);
+        };
+        let cseq = Some(cseq);
+        if let Some(req_opt) = req.header("Require") {
+            start(w, 551, cseq)?;
+            w.put_fmt(format_args!("Unsupported: {req_opt}\r\n"))?;
+            finish(w, None, &[])?;
+            return Ok(None);
+        }
+        let slot = match req.session_id() {
+            Some(id) => match self.find(id) {
+                Some(slot) => {
+                    self.sessions.as_mut()[slot].last_seen = now;
+                    Some(slot)
+                }
+                None => return Self::simple(w, 454, cseq),
+            },
+            None => None,
+        };
+        match req.method {
+            Method::Options => {
+                start(w, 200, cseq)?;
+                if let Some(slot) = slot {
+                    self.put_session(w, slot)?;
+                }
+                w.put_fmt(format_args!("Public: {PUBLIC}\r\n"))?;
+                finish(w, None, &[])?;
+                Ok(None)
+            }
+            Method::Describe => self.describe(ctx, req, w),
+            Method::Setup => self.setup(ctx, req, slot, now, w),
+            Method::Play => {
+                let Some(slot) = slot else { return Self::simple(w, 454, cseq) };
+                if req.uri != "*" && !self.path_matches(req.uri, true) {
+                    return Self::simple(w, 404, cseq);
+                }
+                self.sessions.as_mut()[slot].state = SessionState::Playing;
+                start(w, 200, cseq)?;
+                self.put_session(w, slot)?;
+                w.put(b"Range: npt=now-\r\n")?;
+                if let Some(stream) = ctx.stream {
+                    w.put(b"RTP-Info: url=")?;
+                    put_track_url(w, req.uri)?;
+                    w.put_fmt(format_args!(";seq={};rtptime={}\r\n", stream.next_sequence, stream.rtptime_now))?;
+                }
+                finish(w, None, &[])?;
+                Ok(Some(Event::Play { slot }))
+            }
+            Method::Pause => {
+                let Some(slot) = slot else { return Self::simple(w, 454, cseq) };
+                let was_playing = self.sessions()[slot].state == SessionState::Playing;
+                self.sessions.as_mut()[slot].state = SessionState::Ready;
+                start(w, 200, cseq)?;
+                self.put_session(w, slot)?;
+                finish(w, None, &[])?;
+                Ok(was_playing.then_some(Event::Pause { slot }))
+            }
+            Method::Teardown => {
+                let Some(slot) = slot else { return Self::simple(w, 454, cseq) };
+                self.sessions.as_mut()[slot].state = SessionState::Free;
+                start(w, 200, cseq)?;
+                finish(w, None, &[])?;
+                Ok(Some(Event::Teardown { slot }))
+            }
+            Method::GetParameter | Method::SetParameter => {
+                // Keepalives (GStreamer, VLC, ffmpeg): an empty body. We expose no parameters.
+                let status = if req.body.iter().all(u8::is_ascii_whitespace) { 200 } else { 451 };
+                start(w, status, cseq)?;
+                if let Some(slot) = slot {
+                    self.put_session(w, slot)?;
+                }
+                finish(w, None, &[])?;
+                Ok(None)
+            }
+            Method::Announce | Method::Record | Method::Redirect => {
+                start(w, 405, cseq)?;
+                w.put_fmt(format_args!("Allow: {PUBLIC}\r\n"))?;
+                finish(w, None, &[])?;
+                Ok(None)
+            }
+            Method::Other(_) => Self::simple(w, 501, cseq),
+        }
+    }
+
+    fn describe(&mut self, ctx: &RequestCtx<'_>, req: &Request<'_>, w: &mut WBuf<'_>) -> Result<Option<Event>, Full> {
+        let cseq = req.cseq();
+        if !self.path_matches(req.uri, false) {
+            return Self::simple(w, 404, cseq);
+        }
+        let Some(stream) = ctx.stream else {
+            start(w, 503, cseq)?;
+            w.put(b"Retry-After: 1\r\n")?;
+            finish(w, None, &[])?;
+            return Ok(None);
+        };
+        let mut sdp = [0u8; limits::MAX_SDP_BYTES];
+        let n = write_sdp(
+            &SdpParams {
+                session_id: u64::from(stream.ssrc),
+                session_version: 1,
+                origin_addr: ctx.local_addr,
+                payload_type: crate::rtp::H264_PAYLOAD_TYPE,
+                sps: stream.sps,
+                pps: stream.pps,
+                framerate: stream.framerate,
+                bandwidth_kbps: stream.bitrate_kbps,
+            },
+            &mut sdp,
+        )?;
+        start(w, 200, cseq)?;
+        w.put(b"Content-Base: ")?;
+        w.put(req.uri.trim_end_matches('/').as_bytes())?;
+        w.put(b"/\r\n")?;
+        finish(w, Some("application/sdp"), &sdp[..n])?;
+        Ok(None)
+    }
+
+    fn setup(
+        &mut self,
+        ctx: &RequestCtx<'_>,
+        req: &Request<'_>,
+        existing: Option<usize>,
+        now: Instant,
+        w: &mut WBuf<'_>,
+    ) -> Result<Option<Event>, Full> {
+        let cseq = req.cseq();
+        if !self.path_matches(req.uri, true) {
+            return Self::simple(w, 404, cseq);
+        }
+        let Some(th) = req.header("Transport") else {
+            return Self::simple(w, 461, cseq);
+        };
+        let spec = match transport::choose(th) {
+            Ok(t) => t,
+            Err(TransportError::Unsupported) => return Self::simple(w, 461, cseq),
+            Err(TransportError::Malformed) => return Self::simple(w, 400, cseq),
+        };
+        let slot = match existing {
+            Some(slot) if self.sessions()[slot].state == SessionState::Playing => {
+                return Self::simple(w, 455, cseq);
+            }
+            Some(slot) => slot,
+            None => match self.sessions().iter().position(|s| s.state == SessionState::Free) {
+                Some(slot) => slot,
+                None => {
+                    start(w, 503, cseq)?;
+                    w.put(b"Retry-After: 5\r\n")?;
+                    finish(w, None, &[])?;
+                    return Ok(None);
+                }
+            },
+        };
+        let delivery = match (spec.lower, spec.client_port) {
+            (Lower::Tcp, _) => {
+                let (rtp_channel, rtcp_channel) = spec.interleaved.unwrap_or((0, 1));
+                Delivery::Interleaved { rtp_channel, rtcp_channel }
+            }
+            (lower, Some((client_rtp, client_rtcp))) => Delivery::Udp { lower, client_rtp, client_rtcp },
+            (_, None) => return Self::simple(w, 461, cseq),
+        };
+        let id = if existing.is_some() { self.sessions()[slot].id } else { self.next_id() };
+        let s = &mut self.sessions.as_mut()[slot];
+        s.state = SessionState::Ready;
+        s.id = id;
+        s.conn = ctx.conn;
+        s.delivery = delivery;
+        s.last_seen = now;
+        s.reception = Reception::default();
+        let server_ports = s.server_ports;
+        let ssrc = ctx.stream.map_or(0, |st| st.ssrc);
+        start(w, 200, cseq)?;
+        w.put(b"Transport: ")?;
+        match delivery {
+            Delivery::Udp { lower, client_rtp, client_rtcp } => {
+                transport::write_udp_reply(w, lower, (client_rtp, client_rtcp), server_ports, ssrc)?
+            }
+            Delivery::Interleaved { rtp_channel, rtcp_channel } => {
+                transport::write_tcp_reply(w, (rtp_channel, rtcp_channel), ssrc)?
+            }
+        }
+        w.put(b"\r\n")?;
+        self.put_session(w, slot)?;
+        finish(w, None, &[])?;
+        Ok(Some(Event::Setup { slot }))
+    }
+
+    /// A client's RTCP for `slot` (UDP from its RTCP port, or its interleaved RTCP channel).
+    /// Receiver reports refresh the session and update its reception figures.
+    pub fn handle_rtcp(&mut self, slot: usize, data: &[u8], now: Instant) {
+        let now = self.clamp_now(now);
+        let Some(s) = self.sessions.as_mut().get_mut(slot) else { return };
+        if s.state == SessionState::Free {
+            return;
+        }
+        let mut valid = false;
+        for pkt in parse_compound(data) {
+            let blocks = match pkt {
+                Ok(RtcpPacket::ReceiverReport { blocks, .. }) | Ok(RtcpPacket::SenderReport { blocks, .. }) => blocks,
+                Ok(_) => {
+                    valid = true;
+                    continue;
+                }
+                Err(_) => break,
+            };
+            valid = true;
+            for b in blocks {
+                let r = &mut s.reception;
+                r.reports = r.reports.saturating_add(1);
+                r.fraction_lost = b.fraction_lost;
+                r.cumulative_lost = b.cumulative_lost;
+                r.jitter = b.jitter;
+                r.highest_sequence = b.highest_sequence;
+            }
+        }
+        if valid {
+            s.last_seen = now;
+        }
+    }
+
+    /// The connection `conn` closed: frees one of its sessions and returns the slot. Call until
+    /// `None`.
+    pub fn close_session_of(&mut self, conn: ConnId) -> Option<usize> {
+        let slot = self.sessions().iter().position(|s| s.state != SessionState::Free && s.conn == conn)?;
+        self.sessions.as_mut()[slot].state = SessionState::Free;
+        Some(slot)
+    }
+
+    /// Frees a slot for a reason of the loop's own (e.g. a client that stopped reading).
+    pub fn drop_session(&mut self, slot: usize) {
+        if let Some(s) = self.sessions.as_mut().get_mut(slot) {
+            s.state = SessionState::Free;
+        }
+    }
+
+    /// When the next session would expire.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sessions()
+            .iter()
+            .filter(|s| s.state != SessionState::Free)
+            .map(|s| s.last_seen + self.cfg.session_timeout)
+            .min()
+    }
+
+    /// Frees and returns one session that has been silent past its timeout.
+    #[must_use]
+    pub fn poll_expired(&mut self, now: Instant) -> Option<usize> {
+        let now = self.clamp_now(now);
+        let timeout = self.cfg.session_timeout;
+        let slot = self
+            .sessions()
+            .iter()
+            .position(|s| s.state != SessionState::Free && now.saturating_since(s.last_seen) >= timeout)?;
+        self.sessions.as_mut()[slot].state = SessionState::Free;
+        Some(slot)
+    }
+}
+
+/// Writes the track URL for `RTP-Info` from the request URL (aggregate or track).
+fn put_track_url(w: &mut WBuf<'_>, uri: &str) -> Result<(), Full> {
+    let base = uri.trim_end_matches('/');
+    if base.ends_with(TRACK_CONTROL) {
+        w.put(base.as_bytes())
+    } else {
+        w.put_fmt(format_args!("{base}/{TRACK_CONTROL}"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,181 @@
+//! The RTSP `Transport` header (RFC 2326 §12.39): what a client asks for in SETUP and what we
+//! answer.
+//!
+//! Quirks handled, by client:
+//! - WinTAK sends `RTP/AVP/UDP;unicast;...` (the explicit lower-transport spelling); a server
+//!   that refused it broke WinTAK (mediamtx #1790). We accept it and echo the same spelling.
+//! - Some clients ask for odd interleaved channel ids (`interleaved=3-4`, mediamtx #1762): any
+//!   pair is accepted.
+//! - A single `client_port=N` means RTP on N and RTCP on N+1.
+//! - A `destination=` parameter is ignored: RTP goes to the address the RTSP request came from,
+//!   so the server cannot be turned into a traffic reflector.
+
+use crate::wbuf::{Full, WBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lower {
+    /// `RTP/AVP` (UDP implied).
+    UdpImplicit,
+    /// `RTP/AVP/UDP`.
+    UdpExplicit,
+    /// `RTP/AVP/TCP`.
+    Tcp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportSpec {
+    pub lower: Lower,
+    pub multicast: bool,
+    pub client_port: Option<(u16, u16)>,
+    pub interleaved: Option<(u8, u8)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportError {
+    /// Nothing in the header is RTP/AVP over UDP or TCP (answered with 461).
+    Unsupported,
+    /// A parameter we need could not be parsed (answered with 400).
+    Malformed,
+}
+
+fn parse_range<T: core::str::FromStr + Copy>(v: &str) -> Option<(T, Option<T>)> {
+    match v.split_once('-') {
+        Some((a, b)) => Some((a.trim().parse().ok()?, Some(b.trim().parse().ok()?))),
+        None => Some((v.trim().parse().ok()?, None)),
+    }
+}
+
+/// Parses one transport spec (`RTP/AVP;unicast;client_port=a-b`).
+pub fn parse_spec(spec: &str) -> Result<TransportSpec, TransportError> {
+    let mut params = spec.split(';').map(str::trim);
+    let proto = params.next().unwrap_or("");
+    let lower = [Lower::UdpImplicit, Lower::UdpExplicit, Lower::Tcp]
+        .into_iter()
+        .find(|l| proto.eq_ignore_ascii_case(l.as_str()))
+        .ok_or(TransportError::Unsupported)?;
+    let mut t = TransportSpec { lower, multicast: false, client_port: None, interleaved: None };
+    for p in params {
+        let (k, v) = p.split_once('=').map_or((p, ""), |(k, v)| (k.trim(), v.trim().trim_matches('"')));
+        if k.eq_ignore_ascii_case("multicast") {
+            t.multicast = true;
+        } else if k.eq_ignore_ascii_case("client_port") {
+            let (a, b) = parse_range::<u16>(v).ok_or(TransportError::Malformed)?;
+            let b = match b {
+                Some(b) => b,
+                None => a.checked_add(1).ok_or(TransportError::Malformed)?,
+            };
+            if a == 0 || b == 0 {
+                return Err(TransportError::Malformed);
+            }
+            t.client_port = Some((a, b));
+        } else if k.eq_ignore_ascii_case("interleaved") {
+            let (a, b) = parse_range::<u8>(v).ok_or(TransportError::Malformed)?;
+            let b = match b {
+                Some(b) => b,
+                None => a.checked_add(1).ok_or(TransportError::Malformed)?,
+            };
+            if a == b {
+                return Err(TransportError::Malformed);
+            }
+            t.interleaved = Some((a, b));
+        }
+    }
+    Ok(t)
+}
+
+/// Picks the first spec of a comma-separated `Transport` header that we can serve:
+/// unicast RTP/AVP over UDP (with client ports) or over TCP.
+pub fn choose(header: &str) -> Result<TransportSpec, TransportError> {
+    let mut first_err = TransportError::Unsupported;
+    for spec in header.split(',') {
+        match parse_spec(spec) {
+            Ok(t) if t.multicast => {}
+            Ok(t) if t.lower != Lower::Tcp && t.client_port.is_none() => first_err = TransportError::Malformed,
+            Ok(t) => return Ok(t),
+            Err(TransportError::Malformed) => first_err = TransportError::Malformed,
+            Err(TransportError::Unsupported) => {}
+        }
+    }
+    Err(first_err)
+}
+
+impl Lower {
+    fn as_str(self) -> &'static str {
+        match self {
+            Lower::UdpImplicit => "RTP/AVP",
+            Lower::UdpExplicit => "RTP/AVP/UDP",
+            Lower::Tcp => "RTP/AVP/TCP",
+        }
+    }
+}
+
+/// Writes the reply `Transport` value for a UDP session.
+pub fn write_udp_reply(w: &mut WBuf<'_>, lower: Lower, client: (u16, u16), server: (u16, u16), ssrc: u32) -> Result<(), Full> {
+    w.put_fmt(format_args!(
+        "{};unicast;client_port={}-{};server_port={}-{};ssrc={:08X};mode=\"PLAY\"",
+        lower.as_str(),
+        client.0,
+        client.1,
+        server.0,
+        server.1,
+        ssrc
+    ))
+}
+
+/// Writes the reply `Transport` value for a TCP-interleaved session.
+pub fn write_tcp_reply(w: &mut WBuf<'_>, channels: (u8, u8), ssrc: u32) -> Result<(), Full> {
+    w.put_fmt(format_args!(
+        "RTP/AVP/TCP;unicast;interleaved={}-{};ssrc={:08X};mode=\"PLAY\"",
+        channels.0, channels.1, ssrc
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_transports() {
+        // GStreamer rtspsrc
+        assert_eq!(
+            choose("RTP/AVP;unicast;client_port=45486-45487").unwrap(),
+            TransportSpec { lower: Lower::UdpImplicit, multicast: false, client_port: Some((45486, 45487)), interleaved: None }
+        );
+        // WinTAK
+        assert_eq!(choose("RTP/AVP/UDP;unicast;client_port=50620-50621").unwrap().lower, Lower::UdpExplicit);
+        // ffmpeg over TCP
+        assert_eq!(choose("RTP/AVP/TCP;unicast;interleaved=0-1").unwrap().interleaved, Some((0, 1)));
+        // odd channel pair (mediamtx #1762)
+        assert_eq!(choose("RTP/AVP/TCP;unicast;interleaved=3-4").unwrap().interleaved, Some((3, 4)));
+        // single port and single channel
+        assert_eq!(choose("RTP/AVP;unicast;client_port=5000").unwrap().client_port, Some((5000, 5001)));
+        assert_eq!(choose("RTP/AVP/TCP;interleaved=6").unwrap().interleaved, Some((6, 7)));
+        // GStreamer offers several; multicast is skipped in favour of what we serve.
+        let t = choose("RTP/AVP;multicast;port=5000-5001,RTP/AVP/TCP;unicast;interleaved=0-1").unwrap();
+        assert_eq!(t.lower, Lower::Tcp);
+        // TCP without interleaved: the server picks.
+        assert_eq!(choose("RTP/AVP/TCP;unicast").unwrap().interleaved, None);
+    }
+
+    #[test]
+    fn refused_transports() {
+        assert_eq!(choose("RAW/RAW/UDP;unicast"), Err(TransportError::Unsupported));
+        assert_eq!(choose("RTP/AVP;multicast"), Err(TransportError::Unsupported));
+        assert_eq!(choose("RTP/AVP;unicast"), Err(TransportError::Malformed));
+        assert_eq!(choose("RTP/AVP;unicast;client_port=x-y"), Err(TransportError::Malformed));
+        assert_eq!(choose("RTP/AVP;unicast;client_port=65535"), Err(TransportError::Malformed));
+        assert_eq!(choose("RTP/AVP/TCP;interleaved=255"), Err(TransportError::Malformed));
+        assert_eq!(choose(""), Err(TransportError::Unsupported));
+    }
+
+    #[test]
+    fn replies() {
+        let mut buf = [0u8; 160];
+        let mut w = WBuf::new(&mut buf);
+        write_udp_reply(&mut w, Lower::UdpExplicit, (1, 2), (3, 4), 0xab).unwrap();
+        assert_eq!(
+            w.written(),
+            b"RTP/AVP/UDP;unicast;client_port=1-2;server_port=3-4;ssrc=000000AB;mode=\"PLAY\""
+        );
+    }
+}
