@@ -1,0 +1,69 @@
+SUMMARY = "Low-latency RTSP/RTP camera streaming daemon"
+DESCRIPTION = "uavstream streams a V4L2 camera (or a test pattern) as H.264 \
+               over RTSP/RTP with the lowest latency the hardware allows, \
+               for drones, robots and IP cameras. It is configured from the \
+               kernel command line (uavstream.KEY=VALUE), UAVSTREAM_* \
+               environment variables or flags."
+HOMEPAGE = "https://example.invalid/uavstream"
+BUGTRACKER = "https://example.invalid/uavstream/issues"
+SECTION = "multimedia"
+CVE_PRODUCT = "uavstream"
+LICENSE = "MIT | Apache-2.0"
+# The licence is declared in Cargo.toml (line 7).
+LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=7;endline=7;md5=86b31c7756a1a7962f28b62856ed4f05"
+
+PV = "0.1.0+git"
+
+SRC_URI = "git://example.invalid/uavstream.git;protocol=https;branch=main;destsuffix=${BP}"
+# The layer lives in the daemon's own repository, so it follows main, whose
+# Cargo.lock uavstream-crates.inc is generated from (scripts/gen-crates-inc).
+# A release branch pins SRCREV to its tag's commit instead.
+SRCREV ?= "${AUTOREV}"
+
+require ${BPN}-crates.inc
+
+inherit cargo cargo-update-recipe-crates systemd update-rc.d useradd
+
+# Cargo features. "std" is the I/O half of the crate and always on; the
+# encoders are PACKAGECONFIG options, passed to `cargo build` through
+# PACKAGECONFIG_CONFARGS by cargo.bbclass.
+#   software: OpenH264 built from source (C++), the only H.264 encoder on a
+#             CM5 (no hardware encoder) and a fallback elsewhere.
+#   v4l2:     V4L2 capture and M2M encoder through the v4l2r crate, whose
+#             build script runs bindgen, hence libclang from clang-native
+#             and the target's uapi headers through the sysroot.
+CARGO_BUILD_FLAGS += "--no-default-features --features std"
+PACKAGECONFIG ??= "software v4l2"
+PACKAGECONFIG[software] = "--features software"
+PACKAGECONFIG[v4l2] = "--features v4l2,,clang-native"
+
+export LIBCLANG_PATH = "${STAGING_LIBDIR_NATIVE}"
+export BINDGEN_EXTRA_CLANG_ARGS = "--sysroot=${STAGING_DIR_TARGET}"
+
+do_install:append() {
+    install -d ${D}${sysconfdir}/default
+    install -m 0644 ${S}/dist/default/uavstream ${D}${sysconfdir}/default/uavstream
+
+    if ${@bb.utils.contains('DISTRO_FEATURES', 'systemd', 'true', 'false', d)}; then
+        install -d ${D}${systemd_system_unitdir}
+        install -m 0644 ${S}/dist/uavstream.service ${D}${systemd_system_unitdir}/uavstream.service
+    fi
+    if ${@bb.utils.contains('DISTRO_FEATURES', 'sysvinit', 'true', 'false', d)}; then
+        install -d ${D}${INIT_D_DIR}
+        install -m 0755 ${S}/dist/S99uavstream ${D}${INIT_D_DIR}/uavstream
+    fi
+}
+
+# A fixed system user in "video" (camera, encoder and dma-heap nodes are
+# group video), the same account dist/uavstream.sysusers describes.
+USERADD_PACKAGES = "${PN}"
+USERADD_PARAM:${PN} = "--system --no-create-home --home-dir /nonexistent \
+                       --shell /sbin/nologin --user-group --groups video uavstream"
+
+SYSTEMD_SERVICE:${PN} = "uavstream.service"
+SYSTEMD_AUTO_ENABLE:${PN} = "enable"
+
+INITSCRIPT_NAME = "uavstream"
+INITSCRIPT_PARAMS = "start 99 2 3 4 5 . stop 01 0 1 6 ."
+
+CONFFILES:${PN} = "${sysconfdir}/default/uavstream"
