@@ -1,0 +1,58 @@
+################################################################################
+#
+# uavstream
+#
+################################################################################
+
+UAVSTREAM_VERSION = 0.1.0
+UAVSTREAM_SITE = https://example.invalid/uavstream.git
+UAVSTREAM_SITE_METHOD = git
+UAVSTREAM_LICENSE = MIT or Apache-2.0
+UAVSTREAM_LICENSE_FILES = Cargo.toml
+
+# "std" is the I/O half of the crate and always on; the encoders are
+# Kconfig options. cargo-package runs `cargo build` and then
+# `cargo install`, so both get the same feature list.
+UAVSTREAM_FEATURES = std
+ifeq ($(BR2_PACKAGE_UAVSTREAM_SOFTWARE_ENCODER),y)
+UAVSTREAM_FEATURES += software
+endif
+ifeq ($(BR2_PACKAGE_UAVSTREAM_V4L2),y)
+UAVSTREAM_FEATURES += v4l2
+# v4l2r's build script runs bindgen: libclang from host-clang, and the
+# target's <linux/videodev2.h> from the staging sysroot.
+UAVSTREAM_DEPENDENCIES += host-clang
+UAVSTREAM_CARGO_ENV += \
+	LIBCLANG_PATH=$(HOST_DIR)/lib \
+	BINDGEN_EXTRA_CLANG_ARGS="--sysroot=$(STAGING_DIR)"
+endif
+
+UAVSTREAM_CARGO_OPTS = \
+	--no-default-features \
+	--features "$(subst $(space),$(comma),$(strip $(UAVSTREAM_FEATURES)))"
+UAVSTREAM_CARGO_BUILD_OPTS = $(UAVSTREAM_CARGO_OPTS)
+UAVSTREAM_CARGO_INSTALL_OPTS = $(UAVSTREAM_CARGO_OPTS)
+
+define UAVSTREAM_INSTALL_DEFAULTS
+	$(INSTALL) -D -m 0644 $(@D)/dist/default/uavstream \
+		$(TARGET_DIR)/etc/default/uavstream
+endef
+UAVSTREAM_POST_INSTALL_TARGET_HOOKS += UAVSTREAM_INSTALL_DEFAULTS
+
+define UAVSTREAM_INSTALL_INIT_SYSV
+	$(INSTALL) -D -m 0755 $(UAVSTREAM_PKGDIR)/S99uavstream \
+		$(TARGET_DIR)/etc/init.d/S99uavstream
+endef
+
+define UAVSTREAM_INSTALL_INIT_SYSTEMD
+	$(INSTALL) -D -m 0644 $(UAVSTREAM_PKGDIR)/uavstream.service \
+		$(TARGET_DIR)/usr/lib/systemd/system/uavstream.service
+endef
+
+# A fixed system user in group video: camera, encoder and dma-heap nodes
+# belong to that group (same account as dist/uavstream.sysusers).
+define UAVSTREAM_USERS
+	uavstream -1 uavstream -1 * - - video uavstream camera daemon
+endef
+
+$(eval $(cargo-package))
