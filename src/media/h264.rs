@@ -94,7 +94,9 @@ impl<'a> Iterator for AnnexB<'a> {
 /// types 14–18 after a VCL NAL start a new unit; a VCL NAL with `first_mb_in_slice == 0`
 /// after a VCL NAL does too).
 pub fn starts_access_unit(nal: &[u8], seen_vcl: bool) -> bool {
-    let Some(t) = nal_unit_type(nal) else { return false };
+    let Some(t) = nal_unit_type(nal) else {
+        return false;
+    };
     if !seen_vcl {
         return false;
     }
@@ -102,6 +104,133 @@ pub fn starts_access_unit(nal: &[u8], seen_vcl: bool) -> bool {
         nal_type::AUD | nal_type::SPS | nal_type::PPS | nal_type::SEI | 14..=18 => true,
         1 | 5 => nal.get(1).is_some_and(|b| b & 0x80 != 0),
         _ => false,
+    }
+}
+
+/// An access unit found by [`AuSplitter`]: byte range in the stream and what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuSpan {
+    pub start: u64,
+    pub end: u64,
+    pub idr: bool,
+    pub has_sps: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SplitState {
+    /// Inside a NAL (or before the first start code).
+    Body,
+    /// Just after a start code: the next byte is the NAL header.
+    Header,
+    /// After a slice NAL header: the next byte tells whether `first_mb_in_slice == 0`.
+    FirstMb,
+}
+
+/// Splits an Annex B stream fed in arbitrary chunks into access units, without buffering it
+/// (used to index files of any length). Bytes before the first start code are skipped.
+#[derive(Debug, Clone)]
+pub struct AuSplitter {
+    pos: u64,
+    zeros: u64,
+    state: SplitState,
+    header: u8,
+    nal_start: u64,
+    au_start: Option<u64>,
+    seen_vcl: bool,
+    idr: bool,
+    has_sps: bool,
+}
+
+impl Default for AuSplitter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AuSplitter {
+    pub fn new() -> Self {
+        Self {
+            pos: 0,
+            zeros: 0,
+            state: SplitState::Body,
+            header: 0,
+            nal_start: 0,
+            au_start: None,
+            seen_vcl: false,
+            idr: false,
+            has_sps: false,
+        }
+    }
+
+    fn nal_begins(&mut self, boundary: bool, emit: &mut impl FnMut(AuSpan)) {
+        if boundary || self.au_start.is_none() {
+            if let Some(start) = self.au_start {
+                emit(AuSpan {
+                    start,
+                    end: self.nal_start,
+                    idr: self.idr,
+                    has_sps: self.has_sps,
+                });
+            }
+            self.au_start = Some(self.nal_start);
+            self.seen_vcl = false;
+            self.idr = false;
+            self.has_sps = false;
+        }
+        let t = self.header & 0x1f;
+        self.seen_vcl |= is_vcl(t);
+        self.idr |= t == nal_type::IDR;
+        self.has_sps |= t == nal_type::SPS;
+    }
+
+    /// Feeds the next chunk of the stream; completed units are passed to `emit`.
+    pub fn feed(&mut self, chunk: &[u8], emit: &mut impl FnMut(AuSpan)) {
+        for &b in chunk {
+            match self.state {
+                SplitState::Header => {
+                    self.header = b;
+                    let t = b & 0x1f;
+                    if (t == 1 || t == 5) && self.seen_vcl {
+                        self.state = SplitState::FirstMb;
+                    } else {
+                        let boundary = starts_access_unit(&[b], self.seen_vcl);
+                        self.nal_begins(boundary, emit);
+                        self.state = SplitState::Body;
+                    }
+                }
+                SplitState::FirstMb => {
+                    let boundary = starts_access_unit(&[self.header, b], self.seen_vcl);
+                    self.nal_begins(boundary, emit);
+                    self.state = SplitState::Body;
+                }
+                SplitState::Body => {}
+            }
+            if b == 0 {
+                self.zeros += 1;
+            } else {
+                if b == 1 && self.zeros >= 2 && self.state == SplitState::Body {
+                    self.nal_start = self.pos - self.zeros.min(3);
+                    self.state = SplitState::Header;
+                }
+                self.zeros = 0;
+            }
+            self.pos += 1;
+        }
+    }
+
+    /// Ends the stream: emits the last unit.
+    pub fn finish(mut self, emit: &mut impl FnMut(AuSpan)) {
+        if let Some(start) = self.au_start.take() {
+            if self.state == SplitState::FirstMb {
+                self.nal_begins(false, emit);
+            }
+            emit(AuSpan {
+                start,
+                end: self.pos,
+                idr: self.idr,
+                has_sps: self.has_sps,
+            });
+        }
     }
 }
 
@@ -125,7 +254,13 @@ pub enum SpsError {
 
 impl<'a> BitReader<'a> {
     fn new(data: &'a [u8]) -> Self {
-        Self { data, pos: 0, zeros: 0, cur: 0, bits_left: 0 }
+        Self {
+            data,
+            pos: 0,
+            zeros: 0,
+            cur: 0,
+            bits_left: 0,
+        }
     }
 
     fn next_byte(&mut self) -> Result<u8, SpsError> {
@@ -136,7 +271,11 @@ impl<'a> BitReader<'a> {
                 self.zeros = 0;
                 continue;
             }
-            self.zeros = if b == 0 { self.zeros.saturating_add(1) } else { 0 };
+            self.zeros = if b == 0 {
+                self.zeros.saturating_add(1)
+            } else {
+                0
+            };
             return Ok(b);
         }
     }
@@ -200,7 +339,10 @@ impl Sps {
         let _sps_id = r.ue()?;
         let mut chroma_format_idc = 1;
         let mut separate_colour_plane = false;
-        if matches!(profile_idc, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
+        if matches!(
+            profile_idc,
+            100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+        ) {
             chroma_format_idc = r.ue()?;
             if chroma_format_idc > 3 {
                 return Err(SpsError::Invalid);
@@ -275,17 +417,35 @@ impl Sps {
             (3, false) => (1, 1),
             _ => (1, 1),
         };
-        let crop_unit_x = if chroma_format_idc == 0 || separate_colour_plane { 1 } else { sub_w };
+        let crop_unit_x = if chroma_format_idc == 0 || separate_colour_plane {
+            1
+        } else {
+            sub_w
+        };
         let crop_unit_y = (2 - frame_mbs_only)
-            * if chroma_format_idc == 0 || separate_colour_plane { 1 } else { sub_h };
+            * if chroma_format_idc == 0 || separate_colour_plane {
+                1
+            } else {
+                sub_h
+            };
         let crop_x = crop_unit_x * (u64::from(crop_l) + u64::from(crop_r));
         let crop_y = crop_unit_y as u64 * (u64::from(crop_t) + u64::from(crop_b));
-        let width = u64::from(width_mbs * 16).checked_sub(crop_x).ok_or(SpsError::Invalid)?;
-        let height = u64::from(height_mbs * 16).checked_sub(crop_y).ok_or(SpsError::Invalid)?;
+        let width = u64::from(width_mbs * 16)
+            .checked_sub(crop_x)
+            .ok_or(SpsError::Invalid)?;
+        let height = u64::from(height_mbs * 16)
+            .checked_sub(crop_y)
+            .ok_or(SpsError::Invalid)?;
         if width == 0 || height == 0 {
             return Err(SpsError::Invalid);
         }
-        Ok(Sps { profile_idc, constraint_flags, level_idc, width: width as u32, height: height as u32 })
+        Ok(Sps {
+            profile_idc,
+            constraint_flags,
+            level_idc,
+            width: width as u32,
+            height: height as u32,
+        })
     }
 
     /// `profile-level-id` for the SDP (RFC 6184 §8.1): the three bytes after the NAL header.
@@ -337,9 +497,52 @@ mod tests {
             0xff, 0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 0, 1, 0x65, 4, 5, 0, 0,
         ];
         let nals: heapless::Vec<&[u8], 4> = annex_b(&data).collect();
-        assert_eq!(&nals[..], &[&[0x67, 1, 2][..], &[0x68, 3][..], &[0x65, 4, 5][..]]);
+        assert_eq!(
+            &nals[..],
+            &[&[0x67, 1, 2][..], &[0x68, 3][..], &[0x65, 4, 5][..]]
+        );
         assert_eq!(annex_b(&[0, 0, 1]).count(), 0);
         assert_eq!(annex_b(&[1, 2, 3]).count(), 0);
+    }
+
+    #[test]
+    fn splitter_finds_units_in_any_chunking() {
+        // AUD SPS PPS IDR(2 slices) | P | AUD P
+        let stream: &[u8] = &[
+            0, 0, 0, 1, 0x09, 0x10, 0, 0, 0, 1, 0x67, 0x42, 0, 0, 1, 0x68, 0xce, 0, 0, 1, 0x65,
+            0x88, 0x84, 0, 0, 1, 0x65, 0x11, 0x22, 0, 0, 0, 1, 0x41, 0x9a, 0x01, 0, 0, 1, 0x09,
+            0x30, 0, 0, 1, 0x41, 0x9b,
+        ];
+        let want = [
+            AuSpan {
+                start: 0,
+                end: 29,
+                idr: true,
+                has_sps: true,
+            },
+            AuSpan {
+                start: 29,
+                end: 36,
+                idr: false,
+                has_sps: false,
+            },
+            AuSpan {
+                start: 36,
+                end: 46,
+                idr: false,
+                has_sps: false,
+            },
+        ];
+        assert_eq!(stream.len(), 46);
+        for chunk in 1..=stream.len() {
+            let mut got: heapless::Vec<AuSpan, 4> = heapless::Vec::new();
+            let mut sp = AuSplitter::new();
+            for c in stream.chunks(chunk) {
+                sp.feed(c, &mut |a| got.push(a).unwrap());
+            }
+            sp.finish(&mut |a| got.push(a).unwrap());
+            assert_eq!(&got[..], &want[..], "chunk {chunk}");
+        }
     }
 
     #[test]

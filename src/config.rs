@@ -1,0 +1,508 @@
+//! Configuration: one key, three spellings, four layers.
+//!
+//! `--width 1280` = `UAVSTREAM_WIDTH=1280` = `uavstream.width=1280` on the kernel command line.
+//! Precedence: defaults < kernel command line < environment < flags. Every resolved value
+//! remembers its origin so `--print-config` can show it and an error can name it. A bad value is
+//! a [`ConfigError`] naming key, value and origin (the binary exits with status 2). Unknown
+//! `uavstream.*` command-line keys and unknown `UAVSTREAM_*` variables are warnings, not errors:
+//! the Pi firmware adds keys of its own and a typo must not brick a drone's video on boot.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use crate::cmdline;
+use crate::limits;
+
+/// Where a value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Origin {
+    Default,
+    KernelCmdline,
+    Environment,
+    Flag,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Origin::Default => "default",
+            Origin::KernelCmdline => "kernel command line",
+            Origin::Environment => "environment",
+            Origin::Flag => "command-line flag",
+        })
+    }
+}
+
+/// A bad value: names the key, the value and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: &'static str,
+    pub value: String,
+    pub origin: Origin,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let spelled = match self.origin {
+            Origin::Default => format!("default {}", self.key),
+            Origin::KernelCmdline => format!("uavstream.{}", self.key),
+            Origin::Environment => env_name(self.key),
+            Origin::Flag => format!("--{}", self.key),
+        };
+        write!(
+            f,
+            "invalid {} value {:?} ({} from the {}): {}",
+            self.key, self.value, spelled, self.origin, self.reason
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where frames come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    TestPattern,
+    /// An H.264 Annex B file replayed in real time, looping.
+    File(PathBuf),
+}
+
+/// Which encoder turns frames into H.264.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncoderChoice {
+    /// Passthrough when the source is already H.264, else the software encoder.
+    Auto,
+    Software,
+    Passthrough,
+}
+
+/// Every key: name, default, help. The order is the `--print-config` order.
+pub const KEYS: &[(&str, &str, &str)] = &[
+    (
+        "source",
+        "testpattern",
+        "testpattern | file:PATH (H.264 Annex B, replayed at --fps, looping)",
+    ),
+    ("encoder", "auto", "auto | software | passthrough"),
+    ("width", "1280", "frame width in pixels (even)"),
+    ("height", "720", "frame height in pixels (even)"),
+    ("fps", "30", "frames per second"),
+    (
+        "bitrate",
+        "2000000",
+        "encoder bitrate in bit/s (suffixes k and M accepted)",
+    ),
+    (
+        "idr-interval",
+        "0",
+        "frames between IDRs; 0 = one per second",
+    ),
+    ("listen", "0.0.0.0", "address the RTSP server listens on"),
+    ("port", "8554", "RTSP TCP port"),
+    ("path", "/live", "stream path: rtsp://HOST:PORT/PATH"),
+    (
+        "max-clients",
+        "16",
+        "RTSP session slots, allocated at start; more get 503",
+    ),
+    (
+        "rtp-ports",
+        "50000-50999",
+        "UDP port range for per-session RTP/RTCP pairs",
+    ),
+    (
+        "mtu",
+        "1500",
+        "link MTU; RTP packets are sized to fit IPv4 and IPv6",
+    ),
+    (
+        "session-timeout",
+        "60",
+        "seconds of silence before an RTSP session expires",
+    ),
+    ("log-level", "info", "error | warn | info | debug | trace"),
+];
+
+/// The `UAVSTREAM_*` variable of a key.
+pub fn env_name(key: &str) -> String {
+    format!("UAVSTREAM_{}", key.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// Raw layered values before parsing: one slot per key in [`KEYS`].
+#[derive(Debug, Clone)]
+pub struct RawConfig {
+    values: Vec<(String, Origin)>,
+    pub warnings: Vec<String>,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RawConfig {
+    pub fn new() -> Self {
+        Self {
+            values: KEYS
+                .iter()
+                .map(|(_, d, _)| ((*d).to_owned(), Origin::Default))
+                .collect(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn index(key: &[u8]) -> Option<usize> {
+        KEYS.iter()
+            .position(|(k, _, _)| cmdline::param_eq(k.as_bytes(), key))
+    }
+
+    /// Sets `key` if `origin` ranks at least as high as what is there.
+    pub fn set(&mut self, key: &str, value: &str, origin: Origin) -> bool {
+        match Self::index(key.as_bytes()) {
+            Some(i) if origin >= self.values[i].1 => {
+                self.values[i] = (value.to_owned(), origin);
+                true
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> (&str, Origin) {
+        let i = Self::index(key.as_bytes()).expect("known key");
+        (&self.values[i].0, self.values[i].1)
+    }
+
+    /// Applies the `uavstream.*` keys of a kernel command line.
+    pub fn apply_cmdline(&mut self, line: &str) {
+        for arg in cmdline::args(line.as_bytes()) {
+            let Some(key) = cmdline::uavstream_key(arg.param) else {
+                continue;
+            };
+            let key = String::from_utf8_lossy(key).into_owned();
+            let Some(value) = arg.value else {
+                self.warnings.push(format!(
+                    "kernel command line: uavstream.{key} has no value; ignored"
+                ));
+                continue;
+            };
+            let value = String::from_utf8_lossy(value).into_owned();
+            if !self.set(&key, &value, Origin::KernelCmdline) {
+                self.warnings.push(format!(
+                    "kernel command line: unknown key uavstream.{key}; ignored"
+                ));
+            }
+        }
+    }
+
+    /// Applies `UAVSTREAM_*` variables from `vars`.
+    pub fn apply_env<I: IntoIterator<Item = (String, String)>>(&mut self, vars: I) {
+        for (name, value) in vars {
+            let Some(rest) = name.strip_prefix("UAVSTREAM_") else {
+                continue;
+            };
+            if rest == "PROC_CMDLINE" {
+                continue;
+            }
+            let key = rest.to_ascii_lowercase().replace('_', "-");
+            if !self.set(&key, &value, Origin::Environment) {
+                self.warnings
+                    .push(format!("environment: unknown variable {name}; ignored"));
+            }
+        }
+    }
+
+    /// Parses every value.
+    pub fn resolve(&self) -> Result<Config, ConfigError> {
+        let p = Parser { raw: self };
+        let fps: u32 = p.num("fps", 1, limits::MAX_FPS)?;
+        let max_clients: usize =
+            p.num("max-clients", 1, limits::MAX_CLIENTS_LIMIT as u32)? as usize;
+        let rtp_ports = p.field("rtp-ports", |v| {
+            let (a, b) = v
+                .split_once('-')
+                .ok_or("expected FIRST-LAST, e.g. 50000-50999")?;
+            let a: u16 = a.trim().parse().map_err(|_| "FIRST is not a port number")?;
+            let b: u16 = b.trim().parse().map_err(|_| "LAST is not a port number")?;
+            if a == 0 || a > b {
+                return Err("FIRST must be 1..=LAST".into());
+            }
+            if usize::from(b - a) + 1 < 2 * max_clients {
+                return Err(format!(
+                    "needs at least {} ports (2 per client, --max-clients {max_clients})",
+                    2 * max_clients
+                ));
+            }
+            Ok((a, b))
+        })?;
+        Ok(Config {
+            source: p.field("source", |v| match v {
+                "testpattern" => Ok(SourceSpec::TestPattern),
+                _ => match v.strip_prefix("file:") {
+                    Some(path) if !path.is_empty() => Ok(SourceSpec::File(PathBuf::from(path))),
+                    _ => Err("expected testpattern or file:PATH".into()),
+                },
+            })?,
+            encoder: p.field("encoder", |v| match v {
+                "auto" => Ok(EncoderChoice::Auto),
+                "software" => Ok(EncoderChoice::Software),
+                "passthrough" => Ok(EncoderChoice::Passthrough),
+                _ => Err("expected auto, software or passthrough".into()),
+            })?,
+            width: p.field("width", even_dimension)?,
+            height: p.field("height", even_dimension)?,
+            fps,
+            bitrate: p.field("bitrate", parse_bitrate)?,
+            idr_interval: p.num("idr-interval", 0, 100_000)?,
+            listen: p.field("listen", |v| {
+                v.parse::<IpAddr>().map_err(|_| "not an IP address".into())
+            })?,
+            port: p.num("port", 1, 65535)? as u16,
+            path: p.field("path", |v| {
+                if !v.starts_with('/')
+                    || v.len() > 64
+                    || v.bytes()
+                        .any(|b| b.is_ascii_control() || b == b' ' || b == b'?' || b == b'#')
+                {
+                    Err(
+                        "must start with '/', be at most 64 characters, without spaces, '?' or '#'"
+                            .into(),
+                    )
+                } else {
+                    Ok(v.to_owned())
+                }
+            })?,
+            max_clients,
+            rtp_ports,
+            mtu: p.num("mtu", limits::MIN_MTU as u32, limits::MAX_RTP_PACKET as u32)? as usize,
+            session_timeout: p.num("session-timeout", 5, 3600)?,
+            log_level: p.field("log-level", |v| match v {
+                "off" | "error" | "warn" | "info" | "debug" | "trace" => Ok(v.to_owned()),
+                _ => Err("expected error, warn, info, debug or trace".into()),
+            })?,
+        })
+    }
+
+    /// `key = value (origin)` lines for `--print-config`.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        for (i, (k, _, _)) in KEYS.iter().enumerate() {
+            let (v, o) = &self.values[i];
+            s.push_str(&format!("{k:<16} = {v:<24} ({o})\n"));
+        }
+        s
+    }
+}
+
+struct Parser<'a> {
+    raw: &'a RawConfig,
+}
+
+impl Parser<'_> {
+    fn field<T>(
+        &self,
+        key: &'static str,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        let (v, origin) = self.raw.get(key);
+        f(v.trim()).map_err(|reason| ConfigError {
+            key,
+            value: v.to_owned(),
+            origin,
+            reason,
+        })
+    }
+
+    fn num(&self, key: &'static str, min: u32, max: u32) -> Result<u32, ConfigError> {
+        self.field(key, |v| {
+            let n: u32 = v.parse().map_err(|_| "not a whole number".to_owned())?;
+            if (min..=max).contains(&n) {
+                Ok(n)
+            } else {
+                Err(format!("must be between {min} and {max}"))
+            }
+        })
+    }
+}
+
+fn even_dimension(v: &str) -> Result<u32, String> {
+    let n: u32 = v.parse().map_err(|_| "not a whole number".to_owned())?;
+    if !(16..=limits::MAX_DIMENSION).contains(&n) || n % 2 != 0 {
+        return Err(format!(
+            "must be an even number between 16 and {}",
+            limits::MAX_DIMENSION
+        ));
+    }
+    Ok(n)
+}
+
+fn parse_bitrate(v: &str) -> Result<u32, String> {
+    let (num, mult) = match v.strip_suffix(['k', 'K']) {
+        Some(n) => (n, 1_000),
+        None => match v.strip_suffix('M') {
+            Some(n) => (n, 1_000_000),
+            None => (v, 1),
+        },
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| "not a number (e.g. 2000000, 2000k or 2M)".to_owned())?;
+    let bps = n.saturating_mul(mult);
+    if !(10_000..=100_000_000).contains(&bps) {
+        return Err("must be between 10k and 100M bit/s".into());
+    }
+    Ok(bps as u32)
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub source: SourceSpec,
+    pub encoder: EncoderChoice,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub bitrate: u32,
+    pub idr_interval: u32,
+    pub listen: IpAddr,
+    pub port: u16,
+    pub path: String,
+    pub max_clients: usize,
+    pub rtp_ports: (u16, u16),
+    pub mtu: usize,
+    pub session_timeout: u32,
+    pub log_level: String,
+}
+
+impl Config {
+    /// Frames between IDRs, with 0 meaning one second.
+    pub fn idr_period(&self) -> u32 {
+        if self.idr_interval == 0 {
+            self.fps
+        } else {
+            self.idr_interval
+        }
+    }
+
+    /// Largest RTP packet, so that it fits the link MTU over IPv6 as well as IPv4.
+    pub fn max_rtp_packet(&self) -> usize {
+        self.mtu - limits::IPV6_UDP_OVERHEAD
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_resolve() {
+        let c = RawConfig::new().resolve().unwrap();
+        assert_eq!((c.width, c.height, c.fps, c.port), (1280, 720, 30, 8554));
+        assert_eq!(c.source, SourceSpec::TestPattern);
+        assert_eq!(c.idr_period(), 30);
+        assert_eq!(c.max_rtp_packet(), 1452);
+    }
+
+    #[test]
+    fn precedence_is_default_cmdline_env_flag() {
+        let mut raw = RawConfig::new();
+        raw.apply_cmdline("console=ttyS0 uavstream.width=640 uavstream.height=480 uavstream.fps=15 uavstream.port=1000");
+        raw.apply_env(env(&[
+            ("UAVSTREAM_HEIGHT", "360"),
+            ("UAVSTREAM_FPS", "20"),
+            ("HOME", "/root"),
+        ]));
+        // flags come last, whatever order the layers are applied in
+        raw.set("fps", "25", Origin::Flag);
+        raw.apply_env(env(&[("UAVSTREAM_FPS", "21")]));
+        raw.apply_cmdline("uavstream.fps=22");
+        let c = raw.resolve().unwrap();
+        assert_eq!((c.width, c.height, c.fps, c.port), (640, 360, 25, 1000));
+        assert_eq!(raw.get("width").1, Origin::KernelCmdline);
+        assert_eq!(raw.get("height").1, Origin::Environment);
+        assert_eq!(raw.get("fps").1, Origin::Flag);
+        assert_eq!(raw.get("bitrate").1, Origin::Default);
+        assert!(raw
+            .describe()
+            .contains("width            = 640                      (kernel command line)"));
+    }
+
+    #[test]
+    fn cmdline_keys_use_kernel_quoting_and_dash_underscore_equivalence() {
+        let mut raw = RawConfig::new();
+        raw.apply_cmdline("uavstream.max_clients=4 \"uavstream.path=/front cam\" uavstream.session-timeout=30 -- uavstream.port=1");
+        assert_eq!(raw.get("max-clients"), ("4", Origin::KernelCmdline));
+        assert_eq!(raw.get("path"), ("/front cam", Origin::KernelCmdline));
+        assert_eq!(raw.get("session-timeout"), ("30", Origin::KernelCmdline));
+        assert_eq!(raw.get("port"), ("8554", Origin::Default));
+        // the path has a space: a clear error naming the cmdline key
+        let e = raw.resolve().unwrap_err();
+        assert_eq!((e.key, e.origin), ("path", Origin::KernelCmdline));
+        assert!(e.to_string().contains("uavstream.path"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_warn() {
+        let mut raw = RawConfig::new();
+        raw.apply_cmdline("uavstream.widht=1 uavstream.fps uavstream.width=320");
+        raw.apply_env(env(&[
+            ("UAVSTREAM_HIEGHT", "2"),
+            ("UAVSTREAM_PROC_CMDLINE", "x"),
+        ]));
+        assert_eq!(raw.warnings.len(), 3, "{:?}", raw.warnings);
+        assert!(raw.warnings[0].contains("uavstream.widht"));
+        assert!(raw.warnings[2].contains("UAVSTREAM_HIEGHT"));
+        assert_eq!(raw.resolve().unwrap().width, 320);
+    }
+
+    #[test]
+    fn bad_values_name_key_value_and_origin() {
+        let cases: &[(&str, &str, Origin, &str)] = &[
+            ("width", "abc", Origin::Flag, "--width"),
+            ("width", "641", Origin::Environment, "UAVSTREAM_WIDTH"),
+            ("fps", "0", Origin::KernelCmdline, "uavstream.fps"),
+            ("port", "70000", Origin::Flag, "--port"),
+            ("bitrate", "2G", Origin::Flag, "--bitrate"),
+            ("listen", "localhost", Origin::Flag, "--listen"),
+            ("source", "v4l3", Origin::Flag, "--source"),
+            ("source", "file:", Origin::Flag, "--source"),
+            ("encoder", "x264", Origin::Flag, "--encoder"),
+            ("path", "live", Origin::Flag, "--path"),
+            ("max-clients", "0", Origin::Flag, "--max-clients"),
+            ("rtp-ports", "6000-6010", Origin::Flag, "--rtp-ports"),
+            ("rtp-ports", "7000-6000", Origin::Flag, "--rtp-ports"),
+            ("mtu", "100", Origin::Flag, "--mtu"),
+            ("session-timeout", "1", Origin::Flag, "--session-timeout"),
+            ("log-level", "loud", Origin::Flag, "--log-level"),
+        ];
+        for (key, value, origin, spelled) in cases {
+            let mut raw = RawConfig::new();
+            raw.set(key, value, *origin);
+            let e = raw.resolve().unwrap_err();
+            assert_eq!(e.key, *key);
+            assert_eq!(e.value, *value);
+            assert_eq!(e.origin, *origin);
+            let msg = e.to_string();
+            assert!(msg.contains(spelled) && msg.contains(value), "{msg}");
+        }
+    }
+
+    #[test]
+    fn bitrate_suffixes() {
+        assert_eq!(parse_bitrate("2M"), Ok(2_000_000));
+        assert_eq!(parse_bitrate("500k"), Ok(500_000));
+        assert_eq!(parse_bitrate("8000000"), Ok(8_000_000));
+        assert!(parse_bitrate("9999").is_err());
+    }
+}

@@ -1,0 +1,3 @@
+//! Encoders that turn raw frames into H.264 access units.
+#[cfg(feature = "software")]
+pub mod software;

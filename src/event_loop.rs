@@ -1,0 +1,995 @@
+//! The one `poll(2)` loop: the only owner of file descriptors and of the clock.
+//!
+//! ```text
+//!            ┌──────────── poll(2) ────────────┐
+//!  signalfd ─┤ SIGINT/SIGTERM → BYE, exit 0    │
+//!  pipeline ─┤ access unit → hub.push (packetize once into the ring) → pump every player
+//!  listener ─┤ accept → connection slot (or close when none is free)
+//!  TCP conn ─┤ read → parse_input → Server::handle_request → pending → write
+//!            │ POLLOUT → flush pending → pump its interleaved session
+//!  UDP RTCP ─┤ receiver reports → Server::handle_rtcp
+//!  timeout  ─┤ session expiry, sender reports, deferred IDR requests, watchdog
+//!            └─────────────────────────────────┘
+//! ```
+//!
+//! Invariants:
+//! - Nothing here blocks: every socket is non-blocking; the encoder is a worker thread behind an
+//!   eventfd; a file source is paced by a timerfd.
+//! - Capacities are fixed at start: connection slots, session slots (each with its UDP port
+//!   pair bound at start), the packet ring, per-connection buffers. Nothing grows with load.
+//! - Latency first: a UDP send the kernel refuses is a dropped packet, never a queue; a TCP
+//!   client that falls behind the ring skips to the next IDR; per-connection output holds at
+//!   most one response and one partial packet.
+//! - A client starts at an IDR (fast join): new players wait for the next keyframe in the ring,
+//!   and a live encoder is asked for one at once (at most every
+//!   [`limits::FORCED_IDR_MIN_SPACING_MS`]).
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::limits;
+use crate::rtp::rtcp::{self, SenderReport};
+use crate::rtsp::parse::{parse_input, Input};
+use crate::rtsp::session::{
+    self, ConnId, Delivery, Event, RequestCtx, Server, ServerConfig, Session, SessionState,
+};
+use crate::source::{IdrControl, Pipeline};
+use crate::sys::{self, sd_notify::Notifier, PollFd, POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT};
+use crate::time;
+
+/// Output buffered per connection: one response, one partial packet, one sender report.
+const PENDING_CAP: usize = limits::MAX_RESPONSE_BYTES + limits::MAX_RTP_PACKET + 4 + 512;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token {
+    Listener,
+    Signal,
+    Pipeline,
+    Conn(usize),
+    Rtp(usize),
+    Rtcp(usize),
+}
+
+#[derive(Debug)]
+struct Conn {
+    id: ConnId,
+    stream: TcpStream,
+    peer: SocketAddr,
+    local_ip: String,
+    inbuf: Box<[u8]>,
+    inlen: usize,
+    pending: Vec<u8>,
+    want_write: bool,
+    close_after_flush: bool,
+    dead: bool,
+}
+
+impl Conn {
+    /// Writes as much of `pending` as the socket takes. `Err` means the connection is gone.
+    fn flush(&mut self) -> io::Result<()> {
+        while !self.pending.is_empty() {
+            match (&self.stream).write(&self.pending) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.pending.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.want_write = true;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.want_write = false;
+        Ok(())
+    }
+
+    fn queue(&mut self, bytes: &[u8]) -> bool {
+        if self.pending.len() + bytes.len() > PENDING_CAP {
+            return false;
+        }
+        self.pending.extend_from_slice(bytes);
+        true
+    }
+}
+
+/// A session slot's sockets and fan-out position.
+#[derive(Debug)]
+struct Slot {
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    playing: bool,
+    /// Next ring index to send.
+    next: u64,
+    waiting_idr: bool,
+    conn: Option<usize>,
+    rtp_dest: Option<SocketAddr>,
+    rtcp_dest: Option<SocketAddr>,
+    channels: (u8, u8),
+    play_at: Option<Instant>,
+    peer: Option<SocketAddr>,
+    sent: u64,
+    dropped: u64,
+}
+
+impl Slot {
+    fn reset(&mut self) {
+        self.playing = false;
+        self.waiting_idr = true;
+        self.conn = None;
+        self.rtp_dest = None;
+        self.rtcp_dest = None;
+        self.play_at = None;
+        self.peer = None;
+        self.sent = 0;
+        self.dropped = 0;
+    }
+}
+
+/// Rate-limits IDR requests made for joining clients.
+#[derive(Debug, Default)]
+struct IdrLimiter {
+    last: Option<Instant>,
+    deferred: bool,
+}
+
+impl IdrLimiter {
+    const SPACING: Duration = Duration::from_millis(limits::FORCED_IDR_MIN_SPACING_MS);
+
+    fn request(&mut self, now: Instant) -> bool {
+        match self.last {
+            Some(l) if now.saturating_duration_since(l) < Self::SPACING => {
+                self.deferred = true;
+                false
+            }
+            _ => {
+                self.last = Some(now);
+                true
+            }
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.deferred
+            .then(|| self.last.map_or(Instant::now(), |l| l + Self::SPACING))
+    }
+
+    fn poll(&mut self, now: Instant) -> bool {
+        if self.deadline().is_some_and(|d| now >= d) {
+            self.deferred = false;
+            self.last = Some(now);
+            return true;
+        }
+        false
+    }
+}
+
+pub struct EventLoop<'c> {
+    listener: TcpListener,
+    signals: nix::sys::signalfd::SignalFd,
+    pipeline: Box<dyn Pipeline>,
+    hub: Hub,
+    server: Server<'c, Vec<Session>>,
+    conns: Vec<Option<Conn>>,
+    slots: Vec<Slot>,
+    epoch: Instant,
+    next_conn_id: u64,
+    next_sr: Instant,
+    next_watchdog: Option<Instant>,
+    idr: IdrLimiter,
+    notifier: Notifier,
+    pollfds: Vec<PollFd>,
+    tokens: Vec<Token>,
+    response: Box<[u8]>,
+    rtcp_buf: Box<[u8]>,
+    cname: String,
+    udp_drops_logged: Instant,
+}
+
+impl std::fmt::Debug for EventLoop<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLoop")
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Binds `max_clients` even/odd UDP port pairs inside the configured range.
+/// An RTP socket, its RTCP socket and their ports.
+type UdpPair = (UdpSocket, UdpSocket, (u16, u16));
+
+fn bind_udp_pairs(ip: IpAddr, range: (u16, u16), count: usize) -> io::Result<Vec<UdpPair>> {
+    let mut pairs = Vec::with_capacity(count);
+    let mut port = u32::from(range.0 + (range.0 % 2));
+    while pairs.len() < count && port < u32::from(range.1) {
+        let (a, b) = (port as u16, port as u16 + 1);
+        port += 2;
+        let Ok(rtp) = UdpSocket::bind((ip, a)) else {
+            continue;
+        };
+        let Ok(rtcp) = UdpSocket::bind((ip, b)) else {
+            continue;
+        };
+        rtp.set_nonblocking(true)?;
+        rtcp.set_nonblocking(true)?;
+        pairs.push((rtp, rtcp, (a, b)));
+    }
+    if pairs.len() < count {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "rtp-ports {}-{}: only {} free even/odd port pairs on {ip}, max-clients needs {count}",
+                range.0,
+                range.1,
+                pairs.len()
+            ),
+        ));
+    }
+    Ok(pairs)
+}
+
+impl<'c> EventLoop<'c> {
+    /// Binds every socket and allocates every slot. Call before anything else spawns threads:
+    /// it blocks SIGINT/SIGTERM for the signalfd.
+    pub fn new(
+        cfg: &'c Config,
+        signals: nix::sys::signalfd::SignalFd,
+        pipeline: Box<dyn Pipeline>,
+        notifier: Notifier,
+    ) -> io::Result<Self> {
+        let listener = TcpListener::bind((cfg.listen, cfg.port)).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("listen on {}:{}: {e}", cfg.listen, cfg.port),
+            )
+        })?;
+        listener.set_nonblocking(true)?;
+        let pairs = bind_udp_pairs(cfg.listen, cfg.rtp_ports, cfg.max_clients)?;
+        let mut sessions = vec![Session::FREE; cfg.max_clients];
+        let mut slots = Vec::with_capacity(cfg.max_clients);
+        for (s, (rtp, rtcp, ports)) in sessions.iter_mut().zip(pairs) {
+            s.server_ports = ports;
+            slots.push(Slot {
+                rtp,
+                rtcp,
+                playing: false,
+                next: 0,
+                waiting_idr: true,
+                conn: None,
+                rtp_dest: None,
+                rtcp_dest: None,
+                channels: (0, 1),
+                play_at: None,
+                peer: None,
+                sent: 0,
+                dropped: 0,
+            });
+        }
+        let epoch = Instant::now();
+        let server = Server::new(
+            ServerConfig {
+                path: &cfg.path,
+                session_timeout: Duration::from_secs(u64::from(cfg.session_timeout)),
+            },
+            sessions,
+            sys::random_u64(),
+        );
+        let hub = Hub::new(
+            cfg.max_rtp_packet(),
+            epoch,
+            sys::random_u64(),
+            cfg.fps,
+            cfg.bitrate / 1000,
+        );
+        let n_conns = cfg.max_clients * limits::CONNECTIONS_PER_CLIENT + limits::SPARE_CONNECTIONS;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let next_watchdog = notifier.watchdog_interval.map(|_| epoch);
+        Ok(EventLoop {
+            listener,
+            signals,
+            pipeline,
+            hub,
+            server,
+            conns: (0..n_conns).map(|_| None).collect(),
+            slots,
+            epoch,
+            next_conn_id: 1,
+            next_sr: epoch + Duration::from_millis(limits::RTCP_SR_INTERVAL_MS),
+            next_watchdog,
+            idr: IdrLimiter::default(),
+            notifier,
+            pollfds: Vec::with_capacity(3 + n_conns + 2 * cfg.max_clients),
+            tokens: Vec::with_capacity(3 + n_conns + 2 * cfg.max_clients),
+            response: vec![0; limits::MAX_RESPONSE_BYTES].into_boxed_slice(),
+            rtcp_buf: vec![0; limits::MAX_RTCP_PACKET].into_boxed_slice(),
+            cname: format!("uavstream@{}", host.trim()),
+            udp_drops_logged: epoch,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    fn core_now(&self, now: Instant) -> time::Instant {
+        time::Instant::from_micros(now.saturating_duration_since(self.epoch).as_micros() as u64)
+    }
+
+    fn core_to_std(&self, t: time::Instant) -> Instant {
+        self.epoch + Duration::from_micros(t.as_micros())
+    }
+
+    /// Runs until SIGINT/SIGTERM (returns `Ok`) or a fatal error.
+    pub fn run(&mut self) -> io::Result<()> {
+        log::info!("source: {}", self.pipeline.describe());
+        self.notifier.notify("READY=1");
+        loop {
+            self.build_pollset();
+            let timeout = self.timeout_ms(Instant::now());
+            sys::poll(&mut self.pollfds, timeout)?;
+            let now = Instant::now();
+            for i in 0..self.pollfds.len() {
+                let rev = self.pollfds[i].revents;
+                if rev == 0 {
+                    continue;
+                }
+                match self.tokens[i] {
+                    Token::Signal => {
+                        if let Ok(Some(sig)) = self.signals.read_signal() {
+                            log::info!("signal {}: stopping", sig.ssi_signo);
+                            self.shutdown();
+                            return Ok(());
+                        }
+                    }
+                    Token::Pipeline => self.on_pipeline(now)?,
+                    Token::Listener => self.accept(now),
+                    Token::Conn(c) => self.on_conn(c, rev, now),
+                    Token::Rtcp(s) => self.on_udp(s, true, now),
+                    Token::Rtp(s) => self.on_udp(s, false, now),
+                }
+            }
+            self.reap_dead_conns();
+            self.on_timers(now);
+        }
+    }
+
+    fn build_pollset(&mut self) {
+        self.pollfds.clear();
+        self.tokens.clear();
+        let add = |fds: &mut Vec<PollFd>, toks: &mut Vec<Token>, fd, ev, t| {
+            fds.push(sys::poll_entry(fd, ev));
+            toks.push(t);
+        };
+        add(
+            &mut self.pollfds,
+            &mut self.tokens,
+            self.signals.as_fd().as_raw_fd(),
+            POLLIN,
+            Token::Signal,
+        );
+        add(
+            &mut self.pollfds,
+            &mut self.tokens,
+            self.pipeline.fd(),
+            POLLIN,
+            Token::Pipeline,
+        );
+        add(
+            &mut self.pollfds,
+            &mut self.tokens,
+            self.listener.as_raw_fd(),
+            POLLIN,
+            Token::Listener,
+        );
+        for (i, c) in self.conns.iter().enumerate() {
+            let Some(c) = c else { continue };
+            let mut ev = 0;
+            // Backpressure: stop reading while a response could not be queued.
+            if c.pending.len() + limits::MAX_RESPONSE_BYTES <= PENDING_CAP && !c.close_after_flush {
+                ev |= POLLIN;
+            }
+            if c.want_write {
+                ev |= POLLOUT;
+            }
+            add(
+                &mut self.pollfds,
+                &mut self.tokens,
+                c.stream.as_raw_fd(),
+                ev,
+                Token::Conn(i),
+            );
+        }
+        for (i, s) in self.slots.iter().enumerate() {
+            if self.server.sessions()[i].state != SessionState::Free {
+                add(
+                    &mut self.pollfds,
+                    &mut self.tokens,
+                    s.rtcp.as_raw_fd(),
+                    POLLIN,
+                    Token::Rtcp(i),
+                );
+                add(
+                    &mut self.pollfds,
+                    &mut self.tokens,
+                    s.rtp.as_raw_fd(),
+                    POLLIN,
+                    Token::Rtp(i),
+                );
+            }
+        }
+    }
+
+    fn timeout_ms(&self, now: Instant) -> i32 {
+        let mut deadline = self.next_sr;
+        if let Some(t) = self.server.poll_timeout() {
+            deadline = deadline.min(self.core_to_std(t));
+        }
+        if let Some(t) = self.idr.deadline() {
+            deadline = deadline.min(t);
+        }
+        if let Some(t) = self.next_watchdog {
+            deadline = deadline.min(t);
+        }
+        // Round up to whole milliseconds so the loop never spins.
+        let us = deadline.saturating_duration_since(now).as_micros();
+        us.div_ceil(1000).min(60_000) as i32
+    }
+
+    fn on_pipeline(&mut self, now: Instant) -> io::Result<()> {
+        let mut pushed = Vec::<crate::hub::Pushed>::new();
+        {
+            let hub = &mut self.hub;
+            let mut sink = |data: &[u8], capture: Instant| {
+                let p = hub.push(data, capture);
+                if p.count > 0 {
+                    pushed.push(p);
+                }
+            };
+            self.pipeline
+                .on_ready(&mut sink)
+                .map_err(|e| io::Error::new(e.kind(), format!("pipeline: {e}")))?;
+        }
+        if pushed.iter().any(|p| p.idr) {
+            // A natural IDR serves everyone waiting: no deferred request needed.
+            self.idr.deferred = false;
+        }
+        if !pushed.is_empty() {
+            for s in 0..self.slots.len() {
+                self.pump(s, now);
+            }
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self, now: Instant) {
+        loop {
+            let (stream, peer) = match self.listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE/ENFILE and friends: keep serving those we have.
+                    log::warn!("accept: {e}");
+                    return;
+                }
+            };
+            let Some(idx) = self.conns.iter().position(Option::is_none) else {
+                log::warn!("{peer}: every connection slot is taken; closing");
+                continue;
+            };
+            if stream.set_nonblocking(true).is_err() {
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let local_ip = stream
+                .local_addr()
+                .map(|a| a.ip().to_canonical().to_string())
+                .unwrap_or_else(|_| "0.0.0.0".into());
+            let id = ConnId(self.next_conn_id);
+            self.next_conn_id += 1;
+            log::info!("{peer}: connected (connection {})", id.0);
+            let _ = now;
+            self.conns[idx] = Some(Conn {
+                id,
+                stream,
+                peer,
+                local_ip,
+                inbuf: vec![0; limits::MAX_REQUEST_BYTES].into_boxed_slice(),
+                inlen: 0,
+                pending: Vec::with_capacity(PENDING_CAP),
+                want_write: false,
+                close_after_flush: false,
+                dead: false,
+            });
+        }
+    }
+
+    fn on_conn(&mut self, c: usize, rev: i16, now: Instant) {
+        if rev & (POLLERR | POLLNVAL) != 0 {
+            self.kill_conn(c, "socket error");
+            return;
+        }
+        if rev & POLLOUT != 0 {
+            self.flush_conn(c, now);
+        }
+        if rev & (POLLIN | POLLHUP) != 0 {
+            self.read_conn(c, now);
+        }
+    }
+
+    fn kill_conn(&mut self, c: usize, why: &str) {
+        if let Some(conn) = self.conns[c].as_mut() {
+            if !conn.dead {
+                log::debug!("{}: {why}", conn.peer);
+            }
+            conn.dead = true;
+        }
+    }
+
+    fn flush_conn(&mut self, c: usize, now: Instant) {
+        let Some(conn) = self.conns[c].as_mut() else {
+            return;
+        };
+        if conn.flush().is_err() {
+            self.kill_conn(c, "write failed");
+            return;
+        }
+        if conn.pending.is_empty() && conn.close_after_flush {
+            conn.dead = true;
+            return;
+        }
+        if conn.pending.is_empty() {
+            for s in 0..self.slots.len() {
+                if self.slots[s].conn == Some(c) {
+                    self.pump(s, now);
+                }
+            }
+        }
+    }
+
+    fn read_conn(&mut self, c: usize, now: Instant) {
+        let Some(conn) = self.conns[c].as_mut() else {
+            return;
+        };
+        let mut eof = false;
+        loop {
+            if conn.inlen == conn.inbuf.len() {
+                break;
+            }
+            match (&conn.stream).read(&mut conn.inbuf[conn.inlen..]) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => conn.inlen += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    eof = true;
+                    break;
+                }
+            }
+        }
+        self.process_input(c, now);
+        if eof {
+            self.kill_conn(c, "closed by peer");
+        } else {
+            self.flush_conn(c, now);
+        }
+    }
+
+    /// Handles every complete request or interleaved frame in the connection's input.
+    fn process_input(&mut self, c: usize, now: Instant) {
+        let Some(conn) = self.conns[c].as_mut() else {
+            return;
+        };
+        let inbuf = std::mem::take(&mut conn.inbuf);
+        let mut inlen = conn.inlen;
+        let (conn_id, peer) = (conn.id, conn.peer);
+        let local_ip = std::mem::take(&mut conn.local_ip);
+        let mut consumed_total = 0;
+        while let Some(conn) = self.conns[c].as_mut() {
+            if conn.close_after_flush
+                || conn.pending.len() + limits::MAX_RESPONSE_BYTES > PENDING_CAP
+            {
+                break;
+            }
+            let input = &inbuf[consumed_total..inlen];
+            match parse_input(input) {
+                Ok(Input::Incomplete) => break,
+                Ok(Input::Interleaved {
+                    channel,
+                    data,
+                    consumed,
+                }) => {
+                    let slot = self
+                        .slots
+                        .iter()
+                        .position(|s| s.conn == Some(c) && s.channels.1 == channel);
+                    if let Some(slot) = slot {
+                        self.server.handle_rtcp(slot, data, self.core_now(now));
+                    }
+                    consumed_total += consumed;
+                }
+                Ok(Input::Request { request, consumed }) => {
+                    let stream = self.hub.stream_info(now);
+                    let ctx = RequestCtx {
+                        conn: conn_id,
+                        local_addr: &local_ip,
+                        stream,
+                    };
+                    let core_now = time::Instant::from_micros(
+                        now.saturating_duration_since(self.epoch).as_micros() as u64,
+                    );
+                    let out =
+                        self.server
+                            .handle_request(&ctx, &request, core_now, &mut self.response);
+                    log::debug!(
+                        "{peer}: {} {} -> {}",
+                        request.method.as_str(),
+                        request.uri,
+                        status_of(&self.response[..out.len])
+                    );
+                    if let Some(conn) = self.conns[c].as_mut() {
+                        conn.queue(&self.response[..out.len]);
+                    }
+                    consumed_total += consumed;
+                    if let Some(ev) = out.event {
+                        self.on_event(ev, c, now);
+                    }
+                }
+                Err(e) => {
+                    log::info!(
+                        "{peer}: bad request ({}); answering {} and closing",
+                        e.reason(),
+                        e.status()
+                    );
+                    let n = session::write_error_response(e.status(), None, &mut self.response);
+                    if let Some(conn) = self.conns[c].as_mut() {
+                        conn.queue(&self.response[..n]);
+                        conn.close_after_flush = true;
+                    }
+                    consumed_total = inlen;
+                    break;
+                }
+            }
+        }
+        let mut inbuf = inbuf;
+        inbuf.copy_within(consumed_total..inlen, 0);
+        inlen -= consumed_total;
+        if let Some(conn) = self.conns[c].as_mut() {
+            conn.inbuf = inbuf;
+            conn.inlen = inlen;
+            conn.local_ip = local_ip;
+        }
+    }
+
+    fn on_event(&mut self, ev: Event, c: usize, now: Instant) {
+        let Some(peer) = self.conns[c].as_ref().map(|x| x.peer) else {
+            return;
+        };
+        match ev {
+            Event::Setup { slot } => {
+                let sess = self.server.sessions()[slot];
+                let s = &mut self.slots[slot];
+                s.reset();
+                s.peer = Some(peer);
+                match sess.delivery {
+                    Delivery::Udp {
+                        client_rtp,
+                        client_rtcp,
+                        ..
+                    } => {
+                        s.rtp_dest = Some(SocketAddr::new(peer.ip(), client_rtp));
+                        s.rtcp_dest = Some(SocketAddr::new(peer.ip(), client_rtcp));
+                    }
+                    Delivery::Interleaved {
+                        rtp_channel,
+                        rtcp_channel,
+                    } => {
+                        s.conn = Some(c);
+                        s.channels = (rtp_channel, rtcp_channel);
+                    }
+                }
+            }
+            Event::Play { slot } => {
+                let sess = self.server.sessions()[slot];
+                let s = &mut self.slots[slot];
+                s.playing = true;
+                s.waiting_idr = true;
+                s.next = self.hub.ring.head();
+                s.play_at = Some(now);
+                log::info!(
+                    "{peer}: PLAY session {:016X} via {}",
+                    sess.id,
+                    describe_delivery(&sess, s)
+                );
+                if self.pipeline.idr_control() == IdrControl::OnRequest && self.idr.request(now) {
+                    self.pipeline.request_idr();
+                }
+            }
+            Event::Pause { slot } => {
+                self.slots[slot].playing = false;
+                log::info!(
+                    "{peer}: PAUSE session {:016X}",
+                    self.server.sessions()[slot].id
+                );
+            }
+            Event::Teardown { slot } => self.end_session(slot, "TEARDOWN"),
+        }
+    }
+
+    fn end_session(&mut self, slot: usize, why: &str) {
+        let sess = self.server.sessions()[slot];
+        let s = &mut self.slots[slot];
+        let r = sess.reception;
+        let peer = s.peer.map_or_else(|| "?".to_owned(), |p| p.to_string());
+        log::info!(
+            "{peer}: session {:016X} ended ({why}); sent {} packets, dropped {}; client reports: {} RR, lost {}, jitter {:.1} ms",
+            sess.id,
+            s.sent,
+            s.dropped,
+            r.reports,
+            r.cumulative_lost,
+            f64::from(r.jitter) / 90.0
+        );
+        s.reset();
+    }
+
+    /// Sends a slot everything from its position to the ring head, as far as its transport
+    /// takes it now.
+    fn pump(&mut self, slot: usize, now: Instant) {
+        let s = &mut self.slots[slot];
+        if !s.playing {
+            return;
+        }
+        let ring = &self.hub.ring;
+        if s.next < ring.oldest() {
+            // Fell behind the ring (a stalled TCP reader): skip to the next IDR.
+            s.waiting_idr = true;
+            s.dropped += ring.oldest() - s.next;
+        }
+        if s.waiting_idr {
+            match ring.next_keyframe(s.next) {
+                Some(k) => {
+                    s.next = k;
+                    s.waiting_idr = false;
+                    if let Some(t) = s.play_at.take() {
+                        log::debug!(
+                            "slot {slot}: first IDR {:.1} ms after PLAY",
+                            now.saturating_duration_since(t).as_secs_f64() * 1e3
+                        );
+                    }
+                }
+                None => {
+                    s.next = ring.head();
+                    return;
+                }
+            }
+        }
+        match s.conn {
+            None => {
+                let Some(dest) = s.rtp_dest else { return };
+                while s.next < ring.head() {
+                    let Some(pkt) = ring.get(s.next) else { break };
+                    match s.rtp.send_to(pkt.bytes, dest) {
+                        Ok(_) => s.sent += 1,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        // Full socket buffer or ICMP-reported unreachable port: the packet is
+                        // dropped; UDP never queues.
+                        Err(_) => s.dropped += 1,
+                    }
+                    s.next += 1;
+                }
+            }
+            Some(c) => {
+                let Some(conn) = self.conns[c].as_mut() else {
+                    return;
+                };
+                if conn.dead {
+                    return;
+                }
+                if !conn.pending.is_empty() {
+                    if conn.flush().is_err() {
+                        conn.dead = true;
+                        return;
+                    }
+                    if !conn.pending.is_empty() {
+                        return;
+                    }
+                }
+                while s.next < ring.head() {
+                    let Some(pkt) = ring.get(s.next) else { break };
+                    let len = pkt.bytes.len() as u16;
+                    let hdr = [b'$', s.channels.0, (len >> 8) as u8, len as u8];
+                    let total = 4 + pkt.bytes.len();
+                    match (&conn.stream)
+                        .write_vectored(&[IoSlice::new(&hdr), IoSlice::new(pkt.bytes)])
+                    {
+                        Ok(n) if n >= total => {}
+                        Ok(n) => {
+                            // Partial write: keep the rest of this one packet, then wait.
+                            if n < 4 {
+                                conn.pending.extend_from_slice(&hdr[n..]);
+                                conn.pending.extend_from_slice(pkt.bytes);
+                            } else {
+                                conn.pending.extend_from_slice(&pkt.bytes[n - 4..]);
+                            }
+                            conn.want_write = true;
+                            s.sent += 1;
+                            s.next += 1;
+                            break;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            conn.want_write = true;
+                            break;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(_) => {
+                            conn.dead = true;
+                            break;
+                        }
+                    }
+                    s.sent += 1;
+                    s.next += 1;
+                }
+            }
+        }
+        if now.saturating_duration_since(self.udp_drops_logged) > Duration::from_secs(5)
+            && s.dropped > 0
+            && s.conn.is_none()
+        {
+            self.udp_drops_logged = now;
+            log::warn!(
+                "slot {slot}: {} packets dropped so far (kernel send buffer full)",
+                s.dropped
+            );
+        }
+    }
+
+    fn on_udp(&mut self, slot: usize, is_rtcp: bool, now: Instant) {
+        let expected_ip = self.slots[slot].peer.map(|p| p.ip().to_canonical());
+        loop {
+            let sock = if is_rtcp {
+                &self.slots[slot].rtcp
+            } else {
+                &self.slots[slot].rtp
+            };
+            match sock.recv_from(&mut self.rtcp_buf) {
+                Ok((n, from)) => {
+                    // Only the session's own client may refresh it.
+                    if is_rtcp && Some(from.ip().to_canonical()) == expected_ip {
+                        let core_now = self.core_now(now);
+                        self.server.handle_rtcp(slot, &self.rtcp_buf[..n], core_now);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // WouldBlock, or an ICMP error queued on the socket: nothing more to read.
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn reap_dead_conns(&mut self) {
+        for c in 0..self.conns.len() {
+            let Some(conn) = self.conns[c].as_ref() else {
+                continue;
+            };
+            if !conn.dead {
+                continue;
+            }
+            let (id, peer) = (conn.id, conn.peer);
+            while let Some(slot) = self.server.close_session_of(id) {
+                self.end_session(slot, "connection closed");
+            }
+            for s in &mut self.slots {
+                if s.conn == Some(c) {
+                    s.reset();
+                }
+            }
+            log::info!("{peer}: disconnected (connection {})", id.0);
+            self.conns[c] = None;
+        }
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        let core_now = self.core_now(now);
+        while let Some(slot) = self.server.poll_expired(core_now) {
+            self.end_session(slot, "timed out");
+        }
+        if self.idr.poll(now) && self.pipeline.idr_control() == IdrControl::OnRequest {
+            self.pipeline.request_idr();
+        }
+        if now >= self.next_sr {
+            self.next_sr = now + Duration::from_millis(limits::RTCP_SR_INTERVAL_MS);
+            self.send_rtcp(now, false);
+        }
+        if let (Some(t), Some(interval)) = (self.next_watchdog, self.notifier.watchdog_interval) {
+            if now >= t {
+                self.notifier.notify("WATCHDOG=1");
+                self.next_watchdog = Some(now + interval);
+            }
+        }
+    }
+
+    /// Sends a sender report (or, with `bye`, SR+SDES+BYE) to every playing session.
+    fn send_rtcp(&mut self, now: Instant, bye: bool) {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let sr = SenderReport {
+            ssrc: self.hub.ssrc(),
+            ntp: rtcp::ntp_from_unix(wall.as_secs(), wall.subsec_nanos()),
+            rtp_timestamp: self.hub.rtp_time(now),
+            packet_count: self.hub.packets as u32,
+            octet_count: self.hub.octets as u32,
+        };
+        let mut pkt = [0u8; 256];
+        let written = if bye {
+            rtcp::write_bye(&sr, &self.cname, &mut pkt[4..])
+        } else {
+            rtcp::write_sender_report(&sr, &self.cname, &mut pkt[4..])
+        };
+        let Ok(n) = written else { return };
+        for (i, s) in self.slots.iter().enumerate() {
+            if !s.playing || self.server.sessions()[i].state != SessionState::Playing {
+                continue;
+            }
+            match (s.conn, s.rtcp_dest) {
+                (Some(c), _) => {
+                    if let Some(conn) = self.conns[c].as_mut() {
+                        pkt[..4].copy_from_slice(&[b'$', s.channels.1, (n >> 8) as u8, n as u8]);
+                        // Only at a packet boundary: when output is pending, skip this report.
+                        if conn.pending.is_empty()
+                            && conn.queue(&pkt[..4 + n])
+                            && conn.flush().is_err()
+                        {
+                            conn.dead = true;
+                        }
+                    }
+                }
+                (None, Some(dest)) => {
+                    let _ = s.rtcp.send_to(&pkt[4..4 + n], dest);
+                }
+                (None, None) => {}
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        self.notifier.notify("STOPPING=1");
+        self.send_rtcp(Instant::now(), true);
+        for c in self.conns.iter_mut().flatten() {
+            let _ = c.flush();
+        }
+    }
+}
+
+fn status_of(resp: &[u8]) -> &str {
+    std::str::from_utf8(resp.get(9..12).unwrap_or(b"???")).unwrap_or("???")
+}
+
+fn describe_delivery(sess: &Session, s: &Slot) -> String {
+    match sess.delivery {
+        Delivery::Udp {
+            client_rtp,
+            client_rtcp,
+            ..
+        } => format!(
+            "UDP to ports {client_rtp}-{client_rtcp} from {}-{}",
+            sess.server_ports.0, sess.server_ports.1
+        ),
+        Delivery::Interleaved {
+            rtp_channel,
+            rtcp_channel,
+        } => {
+            let _ = s;
+            format!("TCP interleaved channels {rtp_channel}-{rtcp_channel}")
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! The stream hub: packetizes each access unit once into a ring of preallocated packet slots
+//! that every client reads from, and keeps what joining clients need (SPS/PPS, the RTP clock).
+//!
+//! Invariants:
+//! - Packet `i` (a monotonically increasing index) lives in slot `i % capacity` until packet
+//!   `i + capacity` overwrites it; [`Ring::get`] refuses indices that are gone.
+//! - Every IDR access unit starts with SPS and PPS on the wire (prepended when the unit lacks
+//!   them), and its first packet is flagged `keyframe_start`, so a client that starts there
+//!   can decode at once.
+//! - RTP timestamps come from the capture time on the monotonic clock, never the wall clock.
+
+use std::time::Instant;
+
+use crate::limits;
+use crate::media::h264::{annex_b, nal_type, nal_unit_type, Sps};
+use crate::rtp::h264::{AccessUnit, Packetizer};
+use crate::rtp::{H264_PAYLOAD_TYPE, VIDEO_CLOCK_RATE};
+use crate::rtsp::session::StreamInfo;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Meta {
+    len: u16,
+    keyframe_start: bool,
+    /// Last packet of its access unit (RTP marker).
+    marker: bool,
+}
+
+/// Fixed ring of RTP packets.
+#[derive(Debug)]
+pub struct Ring {
+    buf: Vec<u8>,
+    meta: Vec<Meta>,
+    slot: usize,
+    head: u64,
+    /// Indices of recent keyframe starts, oldest first (bounded).
+    keyframes: std::collections::VecDeque<u64>,
+}
+
+/// A packet in the ring.
+#[derive(Debug, Clone, Copy)]
+pub struct Packet<'a> {
+    pub bytes: &'a [u8],
+    pub keyframe_start: bool,
+    pub marker: bool,
+}
+
+impl Ring {
+    pub fn new(capacity: usize, slot: usize) -> Ring {
+        Ring {
+            buf: vec![0; capacity * slot],
+            meta: vec![Meta::default(); capacity],
+            slot,
+            head: 0,
+            keyframes: std::collections::VecDeque::with_capacity(64),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.meta.len()
+    }
+
+    /// Index the next packet will get.
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    /// Oldest index still held.
+    pub fn oldest(&self) -> u64 {
+        self.head.saturating_sub(self.capacity() as u64)
+    }
+
+    pub fn get(&self, i: u64) -> Option<Packet<'_>> {
+        if i >= self.head || i < self.oldest() {
+            return None;
+        }
+        let s = (i % self.capacity() as u64) as usize;
+        let m = self.meta[s];
+        Some(Packet {
+            bytes: &self.buf[s * self.slot..s * self.slot + usize::from(m.len)],
+            keyframe_start: m.keyframe_start,
+            marker: m.marker,
+        })
+    }
+
+    /// First keyframe start at or after `from` that is still held.
+    pub fn next_keyframe(&self, from: u64) -> Option<u64> {
+        let from = from.max(self.oldest());
+        self.keyframes.iter().copied().find(|&k| k >= from)
+    }
+
+    fn slot_mut(&mut self) -> &mut [u8] {
+        let s = (self.head % self.capacity() as u64) as usize;
+        &mut self.buf[s * self.slot..(s + 1) * self.slot]
+    }
+
+    fn commit(&mut self, len: usize, keyframe_start: bool, marker: bool) {
+        let s = (self.head % self.capacity() as u64) as usize;
+        self.meta[s] = Meta {
+            len: len as u16,
+            keyframe_start,
+            marker,
+        };
+        if keyframe_start {
+            if self.keyframes.len() == self.keyframes.capacity() {
+                self.keyframes.pop_front();
+            }
+            self.keyframes.push_back(self.head);
+        }
+        self.head += 1;
+        let oldest = self.oldest();
+        while self.keyframes.front().is_some_and(|&k| k < oldest) {
+            self.keyframes.pop_front();
+        }
+    }
+}
+
+/// What one access unit became.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pushed {
+    pub first: u64,
+    pub count: usize,
+    pub idr: bool,
+    pub bytes: usize,
+}
+
+#[derive(Debug)]
+pub struct Hub {
+    pub ring: Ring,
+    packetizer: Packetizer,
+    sps: Vec<u8>,
+    pps: Vec<u8>,
+    epoch: Instant,
+    rtp_base: u32,
+    last_timestamp: u32,
+    pub packets: u64,
+    pub octets: u64,
+    pub units: u64,
+    pub idrs: u64,
+    framerate: u32,
+    bitrate_kbps: u32,
+    size: Option<(u32, u32)>,
+}
+
+impl Hub {
+    /// `random` seeds the SSRC, the first sequence number and the RTP timestamp base
+    /// (RFC 3550 §5.1 asks for random initial values).
+    pub fn new(
+        max_packet: usize,
+        epoch: Instant,
+        random: u64,
+        framerate: u32,
+        bitrate_kbps: u32,
+    ) -> Hub {
+        let max_packet = max_packet.min(limits::MAX_RTP_PACKET);
+        Hub {
+            ring: Ring::new(limits::RING_PACKETS, max_packet),
+            packetizer: Packetizer::new(
+                (random >> 32) as u32,
+                H264_PAYLOAD_TYPE,
+                random as u16,
+                max_packet,
+            ),
+            sps: Vec::with_capacity(limits::MAX_PARAM_SET_BYTES),
+            pps: Vec::with_capacity(limits::MAX_PARAM_SET_BYTES),
+            epoch,
+            rtp_base: (random >> 16) as u32,
+            last_timestamp: 0,
+            packets: 0,
+            octets: 0,
+            units: 0,
+            idrs: 0,
+            framerate,
+            bitrate_kbps,
+            size: None,
+        }
+    }
+
+    pub fn ssrc(&self) -> u32 {
+        self.packetizer.ssrc()
+    }
+
+    /// RTP timestamp of an instant on the capture clock.
+    pub fn rtp_time(&self, at: Instant) -> u32 {
+        let us = at.saturating_duration_since(self.epoch).as_micros();
+        self.rtp_base
+            .wrapping_add((us * u128::from(VIDEO_CLOCK_RATE) / 1_000_000) as u32)
+    }
+
+    /// Picture size from the latest SPS.
+    pub fn size(&self) -> Option<(u32, u32)> {
+        self.size
+    }
+
+    pub fn stream_info(&self, now: Instant) -> Option<StreamInfo<'_>> {
+        if self.sps.is_empty() || self.pps.is_empty() {
+            return None;
+        }
+        Some(StreamInfo {
+            sps: &self.sps,
+            pps: &self.pps,
+            ssrc: self.ssrc(),
+            next_sequence: self.packetizer.next_sequence(),
+            rtptime_now: self.rtp_time(now),
+            framerate: self.framerate,
+            bitrate_kbps: self.bitrate_kbps,
+        })
+    }
+
+    /// Last RTP timestamp sent (for sender reports).
+    pub fn last_timestamp(&self) -> u32 {
+        self.last_timestamp
+    }
+
+    /// Packetizes one access unit into the ring.
+    pub fn push(&mut self, data: &[u8], capture: Instant) -> Pushed {
+        let mut idr = false;
+        let mut has_sps = false;
+        let mut has_pps = false;
+        for nal in annex_b(data) {
+            match nal_unit_type(nal) {
+                Some(nal_type::IDR) => idr = true,
+                Some(nal_type::SPS) => {
+                    has_sps = true;
+                    if nal != self.sps.as_slice() && nal.len() <= limits::MAX_PARAM_SET_BYTES {
+                        self.sps.clear();
+                        self.sps.extend_from_slice(nal);
+                        match Sps::parse(nal) {
+                            Ok(s) => {
+                                if self.size != Some((s.width, s.height)) {
+                                    log::info!(
+                                        "stream: H.264 {}x{}, profile_idc {} level_idc {}",
+                                        s.width,
+                                        s.height,
+                                        s.profile_idc,
+                                        s.level_idc
+                                    );
+                                }
+                                self.size = Some((s.width, s.height));
+                            }
+                            Err(e) => log::warn!("stream: SPS not understood ({e:?}); sent as is"),
+                        }
+                    }
+                }
+                Some(nal_type::PPS) => {
+                    has_pps = true;
+                    if nal != self.pps.as_slice() && nal.len() <= limits::MAX_PARAM_SET_BYTES {
+                        self.pps.clear();
+                        self.pps.extend_from_slice(nal);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let prepend = if idr {
+            [
+                (!has_sps).then_some(self.sps.as_slice()),
+                (!has_pps).then_some(self.pps.as_slice()),
+            ]
+        } else {
+            [None, None]
+        };
+        let timestamp = self.rtp_time(capture);
+        self.last_timestamp = timestamp;
+        let first = self.ring.head();
+        let mut count = 0;
+        let mut bytes = 0;
+        let mut pkts = self.packetizer.push(AccessUnit {
+            data,
+            timestamp,
+            prepend,
+        });
+        loop {
+            let slot = self.ring.slot_mut();
+            match pkts.next(slot) {
+                None => break,
+                Some(Ok(info)) => {
+                    self.ring.commit(info.len, idr && count == 0, info.marker);
+                    count += 1;
+                    bytes += info.len;
+                }
+                Some(Err(_)) => break, // slot smaller than max_packet: cannot happen, sized together
+            }
+        }
+        self.units += 1;
+        self.idrs += u64::from(idr);
+        self.packets += count as u64;
+        self.octets += (bytes - count * crate::rtp::header::HEADER_LEN) as u64;
+        Pushed {
+            first,
+            count,
+            idr,
+            bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_overwrites_and_tracks_keyframes() {
+        let mut r = Ring::new(4, 8);
+        for i in 0..6u64 {
+            r.slot_mut()[0] = i as u8;
+            r.commit(1, i == 1 || i == 4, false);
+        }
+        assert_eq!((r.oldest(), r.head()), (2, 6));
+        assert!(r.get(1).is_none());
+        assert_eq!(r.get(2).unwrap().bytes, &[2]);
+        assert!(r.get(6).is_none());
+        assert_eq!(r.next_keyframe(0), Some(4));
+        assert_eq!(r.next_keyframe(5), None);
+    }
+
+    #[test]
+    fn idr_gets_parameter_sets_prepended_and_flagged() {
+        let t0 = Instant::now();
+        let mut hub = Hub::new(200, t0, 0x1111_2222_3333_4444, 30, 1000);
+        let sps = [
+            0x67, 0x42, 0xc0, 0x1f, 0xda, 0x01, 0x40, 0x16, 0xec, 0x04, 0x40, 0x00, 0x00, 0x03,
+            0x00, 0x40, 0x00, 0x00, 0x0f, 0x23, 0xc6, 0x0c, 0xa8,
+        ];
+        let mut first = vec![0, 0, 0, 1];
+        first.extend_from_slice(&sps);
+        first.extend_from_slice(&[
+            0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80, 0, 0, 0, 1, 0x65, 1, 2, 3,
+        ]);
+        assert!(hub.stream_info(t0).is_none());
+        let p = hub.push(&first, t0);
+        assert_eq!((p.count, p.idr), (3, true));
+        assert_eq!(hub.size(), Some((1280, 720)));
+        assert!(hub.ring.get(0).unwrap().keyframe_start);
+        // A later IDR without parameter sets gets them in front.
+        let t1 = t0 + std::time::Duration::from_millis(1000);
+        let p = hub.push(&[0, 0, 1, 0x65, 9, 9], t1);
+        assert_eq!(p.count, 3);
+        let pkt = hub.ring.get(p.first).unwrap();
+        assert!(pkt.keyframe_start);
+        assert_eq!(pkt.bytes[12], 0x67);
+        assert_eq!(hub.ring.get(p.first + 1).unwrap().bytes[12], 0x68);
+        assert!(hub.ring.get(p.first + 2).unwrap().marker);
+        // 90 kHz timestamps from the capture clock.
+        let ts =
+            |i: u64| u32::from_be_bytes(hub.ring.get(i).unwrap().bytes[4..8].try_into().unwrap());
+        assert_eq!(ts(p.first).wrapping_sub(ts(0)), 90_000);
+        // A P-frame is not a keyframe start and gets nothing prepended.
+        let p = hub.push(&[0, 0, 1, 0x41, 9], t1);
+        assert_eq!(p.count, 1);
+        assert!(!hub.ring.get(p.first).unwrap().keyframe_start);
+        assert_eq!(hub.ring.next_keyframe(0), Some(0));
+        assert_eq!(hub.ring.next_keyframe(1), Some(3));
+    }
+}

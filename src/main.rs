@@ -1,0 +1,193 @@
+//! uavstream: low-latency RTSP/RTP camera streaming daemon.
+//!
+//! Thin: load the configuration, start logging, build the pipeline, run the loop, map the
+//! outcome to an exit status (0 clean stop, 1 runtime failure, 2 bad configuration).
+
+use std::process::ExitCode;
+
+use argh::FromArgs;
+use uavstream::config::{self, Origin, RawConfig};
+use uavstream::{event_loop, source, sys};
+
+/// Low-latency RTSP/RTP H.264 streaming daemon for embedded Linux.
+///
+/// Every option is also an environment variable (UAVSTREAM_WIDTH=1280) and a kernel
+/// command-line key (uavstream.width=1280). Precedence: defaults < kernel command line <
+/// environment < flags.
+#[derive(FromArgs, Debug)]
+struct Flags {
+    /// testpattern | file:PATH (H.264 Annex B replayed at --fps, looping) [testpattern]
+    #[argh(option)]
+    source: Option<String>,
+    /// auto | software | passthrough [auto]
+    #[argh(option)]
+    encoder: Option<String>,
+    /// frame width in pixels [1280]
+    #[argh(option)]
+    width: Option<String>,
+    /// frame height in pixels [720]
+    #[argh(option)]
+    height: Option<String>,
+    /// frames per second [30]
+    #[argh(option)]
+    fps: Option<String>,
+    /// encoder bitrate in bit/s, k and M suffixes accepted [2000000]
+    #[argh(option)]
+    bitrate: Option<String>,
+    /// frames between IDRs, 0 = one per second [0]
+    #[argh(option)]
+    idr_interval: Option<String>,
+    /// address to listen on [0.0.0.0]
+    #[argh(option)]
+    listen: Option<String>,
+    /// RTSP port [8554]
+    #[argh(option)]
+    port: Option<String>,
+    /// stream path [/live]
+    #[argh(option)]
+    path: Option<String>,
+    /// RTSP session slots, allocated at start; more get 503 [16]
+    #[argh(option)]
+    max_clients: Option<String>,
+    /// UDP port range for per-session RTP/RTCP pairs [50000-50999]
+    #[argh(option)]
+    rtp_ports: Option<String>,
+    /// link MTU; RTP packets are sized to fit it [1500]
+    #[argh(option)]
+    mtu: Option<String>,
+    /// seconds of silence before an RTSP session expires [60]
+    #[argh(option)]
+    session_timeout: Option<String>,
+    /// error | warn | info | debug | trace [info]
+    #[argh(option)]
+    log_level: Option<String>,
+    /// print every resolved setting with its origin, then exit
+    #[argh(switch)]
+    print_config: bool,
+    /// print the version and exit
+    #[argh(switch)]
+    version: bool,
+}
+
+impl Flags {
+    fn apply(&self, raw: &mut RawConfig) {
+        let pairs: [(&str, &Option<String>); 15] = [
+            ("source", &self.source),
+            ("encoder", &self.encoder),
+            ("width", &self.width),
+            ("height", &self.height),
+            ("fps", &self.fps),
+            ("bitrate", &self.bitrate),
+            ("idr-interval", &self.idr_interval),
+            ("listen", &self.listen),
+            ("port", &self.port),
+            ("path", &self.path),
+            ("max-clients", &self.max_clients),
+            ("rtp-ports", &self.rtp_ports),
+            ("mtu", &self.mtu),
+            ("session-timeout", &self.session_timeout),
+            ("log-level", &self.log_level),
+        ];
+        debug_assert_eq!(pairs.len(), config::KEYS.len());
+        for (k, v) in pairs {
+            if let Some(v) = v {
+                raw.set(k, v, Origin::Flag);
+            }
+        }
+    }
+}
+
+/// The kernel command line: `$UAVSTREAM_PROC_CMDLINE` when set (tests, like systemd's
+/// `SYSTEMD_PROC_CMDLINE`), else `/proc/cmdline`.
+fn kernel_cmdline() -> String {
+    std::env::var("UAVSTREAM_PROC_CMDLINE")
+        .unwrap_or_else(|_| std::fs::read_to_string("/proc/cmdline").unwrap_or_default())
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+fn main() -> ExitCode {
+    let flags: Flags = argh::from_env();
+    if flags.version {
+        println!("uavstream {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let mut raw = RawConfig::new();
+    raw.apply_cmdline(&kernel_cmdline());
+    raw.apply_env(std::env::vars());
+    flags.apply(&mut raw);
+    let cfg = match raw.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("uavstream: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if flags.print_config {
+        print!("{}", raw.describe());
+        for w in &raw.warnings {
+            println!("# warning: {w}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let mut logger = env_logger::Builder::new();
+    logger.parse_filters(&cfg.log_level);
+    if let Ok(filters) = std::env::var("RUST_LOG") {
+        logger.parse_filters(&filters);
+    }
+    logger.format_timestamp_millis().init();
+    for w in &raw.warnings {
+        log::warn!("{w}");
+    }
+
+    // Before any thread exists, so every thread inherits the blocked mask.
+    let signals = match sys::termination_signalfd() {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("signalfd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    sys::ignore_sigpipe();
+    sys::raise_fd_limit();
+    let notifier = sys::sd_notify::Notifier::from_env();
+
+    let pipeline = match source::build(&cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut lp = match event_loop::EventLoop::new(&cfg, signals, pipeline, notifier) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match lp.local_addr() {
+        Ok(a) => log::info!(
+            "serving rtsp://{}:{}{}",
+            display_host(a.ip()),
+            a.port(),
+            cfg.path
+        ),
+        Err(e) => log::warn!("local address: {e}"),
+    }
+    match lp.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn display_host(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => "127.0.0.1".into(),
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => "[::1]".into(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    }
+}

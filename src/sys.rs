@@ -1,0 +1,157 @@
+//! The few system interfaces std does not wrap: `poll(2)`, the random seed, signal handling,
+//! the fd limit, and systemd's notify protocol. This is the one module allowed `unsafe`.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::RawFd;
+
+pub use libc::pollfd as PollFd;
+pub use libc::{POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT};
+
+/// A `pollfd` entry for `fd` waiting for `events`.
+pub fn poll_entry(fd: RawFd, events: i16) -> PollFd {
+    PollFd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+/// `poll(2)`; an interrupted call returns `Ok(0)`.
+pub fn poll(fds: &mut [PollFd], timeout_ms: i32) -> io::Result<usize> {
+    // SAFETY: `fds` is a valid, exclusively borrowed slice of `pollfd` for the whole call, and
+    // its length is passed with it.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(0);
+        }
+        return Err(e);
+    }
+    Ok(n as usize)
+}
+
+/// 64 bits from the kernel's random source (session ids, SSRC, initial sequence numbers).
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: `b` is a valid writable buffer of the length passed.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != 8 {
+        // Fall back on something that differs per boot and per process rather than failing.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        return (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32);
+    }
+    u64::from_ne_bytes(b)
+}
+
+/// Blocks SIGINT and SIGTERM in this thread (and the threads it spawns afterwards) and returns
+/// a non-blocking signalfd that reports them, so the loop sees them as readable input.
+pub fn termination_signalfd() -> io::Result<nix::sys::signalfd::SignalFd> {
+    use nix::sys::signal::{SigSet, Signal};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGINT);
+    mask.add(Signal::SIGTERM);
+    mask.thread_block().map_err(io::Error::from)?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(io::Error::from)
+}
+
+/// Ignores SIGPIPE so a client that vanishes is an `EPIPE` error, not the end of the process.
+pub fn ignore_sigpipe() {
+    // SAFETY: setting SIGPIPE's disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// Raises the soft open-file limit to the hard limit (each session slot holds two UDP sockets).
+pub fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid out-pointer for getrlimit/setrlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Resident set size of this process in KiB (from `/proc/self/statm`), for logs and tests.
+pub fn rss_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4)
+}
+
+/// systemd's notify protocol (sd_notify(3)) over `$NOTIFY_SOCKET`, without libsystemd.
+pub mod sd_notify {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    use std::time::Duration;
+
+    /// A connected notify socket, or nothing when not started by systemd with `Type=notify`.
+    #[derive(Debug)]
+    pub struct Notifier {
+        sock: Option<(UnixDatagram, SocketAddr)>,
+        /// Half of `WatchdogSec`, when the watchdog is enabled for this process.
+        pub watchdog_interval: Option<Duration>,
+    }
+
+    impl Notifier {
+        /// Reads `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` from the environment.
+        pub fn from_env() -> Notifier {
+            let sock = std::env::var_os("NOTIFY_SOCKET").and_then(|path| {
+                let path = path.into_encoded_bytes();
+                let addr = if let Some(name) = path.strip_prefix(b"@") {
+                    use std::os::linux::net::SocketAddrExt;
+                    SocketAddr::from_abstract_name(name).ok()?
+                } else {
+                    SocketAddr::from_pathname(std::ffi::OsStr::from_bytes(&path)).ok()?
+                };
+                let s = UnixDatagram::unbound().ok()?;
+                s.set_nonblocking(true).ok()?;
+                Some((s, addr))
+            });
+            let pid_ok = std::env::var("WATCHDOG_PID")
+                .map_or(true, |p| p.trim() == std::process::id().to_string());
+            let watchdog_interval = std::env::var("WATCHDOG_USEC")
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|&us| us > 0 && pid_ok)
+                .map(|us| Duration::from_micros(us / 2));
+            Notifier {
+                sock,
+                watchdog_interval,
+            }
+        }
+
+        pub fn enabled(&self) -> bool {
+            self.sock.is_some()
+        }
+
+        /// Sends one notify message (`READY=1`, `WATCHDOG=1`, `STOPPING=1`, `STATUS=...`).
+        pub fn notify(&self, msg: &str) {
+            if let Some((s, addr)) = &self.sock {
+                if let Err(e) = s.send_to_addr(msg.as_bytes(), addr) {
+                    log::debug!("sd_notify {msg:?}: {e}");
+                }
+            }
+        }
+    }
+}
