@@ -1,0 +1,218 @@
+//! The real binary played by real clients nobody here wrote: ffmpeg, GStreamer's `rtspsrc`
+//! (what QGroundControl uses) and the `retina` crate, over UDP and TCP.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{run_with_timeout, Daemon};
+
+const FRAMES: usize = 60;
+
+/// Decodes `FRAMES` frames with ffmpeg; returns (frames, dimensions line, stderr).
+fn ffmpeg_decode(url: &str, transport: &str) -> (usize, String, String) {
+    let out = run_with_timeout(
+        Command::new("ffmpeg").args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-rtsp_transport",
+            transport,
+            "-i",
+            url,
+            "-frames:v",
+            &FRAMES.to_string(),
+            "-f",
+            "framemd5",
+            "-",
+        ]),
+        Duration::from_secs(40),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let frames = stdout
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .count();
+    let dims = stdout
+        .lines()
+        .find(|l| l.starts_with("#dimensions"))
+        .unwrap_or("")
+        .to_owned();
+    (
+        frames,
+        dims,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn check_ffmpeg(transport: &str) {
+    let d = Daemon::start(&["--width", "640", "--height", "360"]);
+    let (frames, dims, stderr) = ffmpeg_decode(&d.url(), transport);
+    assert_eq!(
+        frames,
+        FRAMES,
+        "ffmpeg over {transport} decoded {frames} frames; stderr:\n{stderr}\nserver:\n{}",
+        d.log()
+    );
+    assert!(dims.ends_with("640x360"), "{dims}");
+    assert!(
+        stderr.trim().is_empty(),
+        "ffmpeg reported errors over {transport}:\n{stderr}"
+    );
+    let transport_log = if transport == "tcp" {
+        "TCP interleaved"
+    } else {
+        "via UDP"
+    };
+    assert!(d.log().contains(transport_log), "{}", d.log());
+}
+
+#[test]
+fn ffmpeg_decodes_over_tcp() {
+    check_ffmpeg("tcp");
+}
+
+#[test]
+fn ffmpeg_decodes_over_udp() {
+    check_ffmpeg("udp");
+}
+
+fn check_gstreamer(protocol: &str) {
+    let d = Daemon::start(&["--width", "640", "--height", "360"]);
+    let out = run_with_timeout(
+        Command::new("gst-launch-1.0").args([
+            "-e",
+            "rtspsrc",
+            &format!("location={}", d.url()),
+            &format!("protocols={protocol}"),
+            "latency=0",
+            "!",
+            "rtph264depay",
+            "!",
+            "h264parse",
+            "!",
+            "avdec_h264",
+            "!",
+            "identity",
+            &format!("eos-after={FRAMES}"),
+            "!",
+            "fakesink",
+        ]),
+        Duration::from_secs(40),
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "gst-launch over {protocol} failed:\n{text}\nserver:\n{}",
+        d.log()
+    );
+    assert!(
+        text.contains("Got EOS from element"),
+        "no EOS after {FRAMES} decoded frames:\n{text}"
+    );
+    assert!(
+        !text.contains("ERROR") && !text.contains("WARNING"),
+        "GStreamer reported problems:\n{text}"
+    );
+}
+
+#[test]
+fn gstreamer_rtspsrc_decodes_over_tcp() {
+    check_gstreamer("tcp");
+}
+
+#[test]
+fn gstreamer_rtspsrc_decodes_over_udp() {
+    check_gstreamer("udp");
+}
+
+#[test]
+fn retina_receives_and_depacketizes_frames() {
+    use futures::StreamExt;
+    use retina::client::{PlayOptions, SessionOptions, SetupOptions};
+    use retina::codec::{CodecItem, ParametersRef};
+
+    let d = Daemon::start(&["--width", "320", "--height", "240"]);
+    let url = url::Url::parse(&d.url()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let mut session = retina::client::Session::describe(url, SessionOptions::default())
+            .await
+            .unwrap();
+        let vi = session
+            .streams()
+            .iter()
+            .position(|s| s.media() == "video")
+            .expect("video stream");
+        assert_eq!(session.streams()[vi].encoding_name(), "h264");
+        match session.streams()[vi].parameters() {
+            Some(ParametersRef::Video(v)) => assert_eq!(v.pixel_dimensions(), (320, 240)),
+            other => panic!("no video parameters from the SDP: {other:?}"),
+        }
+        session.setup(vi, SetupOptions::default()).await.unwrap();
+        let mut demuxed = session
+            .play(PlayOptions::default())
+            .await
+            .unwrap()
+            .demuxed()
+            .unwrap();
+        let mut frames = 0;
+        let mut first_was_rap = None;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while frames < 30 {
+            let item = tokio::time::timeout_at(deadline, demuxed.next())
+                .await
+                .expect("frames within 20 s");
+            match item.expect("stream ended").expect("retina error") {
+                CodecItem::VideoFrame(f) => {
+                    first_was_rap.get_or_insert(f.is_random_access_point());
+                    assert_eq!(f.loss(), 0);
+                    assert!(!f.data().is_empty());
+                    frames += 1;
+                }
+                CodecItem::Rtcp(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(
+            first_was_rap,
+            Some(true),
+            "the first frame a client gets must be an IDR"
+        );
+    });
+}
+
+#[test]
+fn ten_concurrent_clients_mixed_udp_and_tcp_all_decode() {
+    let d = Daemon::start(&["--width", "320", "--height", "240"]);
+    let url = d.url();
+    let handles: Vec<_> = (0..10)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let transport = if i % 2 == 0 { "udp" } else { "tcp" };
+                (transport, ffmpeg_decode(&url, transport))
+            })
+        })
+        .collect();
+    // Measure while they play.
+    std::thread::sleep(Duration::from_millis(1500));
+    let rss = d.rss_kib();
+    for h in handles {
+        let (transport, (frames, _, stderr)) = h.join().unwrap();
+        assert_eq!(
+            frames, FRAMES,
+            "{transport} client decoded {frames}: {stderr}"
+        );
+        assert!(stderr.trim().is_empty(), "{transport}: {stderr}");
+    }
+    eprintln!("figure: server RSS with 10 clients playing: {rss} KiB");
+}

@@ -1,0 +1,460 @@
+//! Shared test support: start the real binary on free ports, a small synchronous RTSP client
+//! for protocol-level checks, and helpers to run external clients with a time limit.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running uavstream process, killed on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub port: u16,
+    pub log: Arc<Mutex<String>>,
+}
+
+static NEXT_RTP_BASE: AtomicU16 = AtomicU16::new(0);
+
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An even UDP port range of `len` ports, unique within this test process.
+pub fn rtp_range(len: u16) -> (u16, u16) {
+    // Spread test processes apart by pid so parallel test binaries do not collide.
+    let pid_part = (std::process::id() % 40) as u16 * 400;
+    let base = 20000 + pid_part + NEXT_RTP_BASE.fetch_add(len + 2, Ordering::SeqCst) % 400;
+    let base = base & !1;
+    (base, base + len - 1)
+}
+
+impl Daemon {
+    pub fn start(args: &[&str]) -> Daemon {
+        Self::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let port = free_tcp_port();
+        let max_clients = args
+            .iter()
+            .position(|a| *a == "--max-clients")
+            .map(|i| args[i + 1].parse::<u16>().unwrap())
+            .unwrap_or(16);
+        let (a, b) = rtp_range(2 * max_clients + 40);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_uavstream"));
+        cmd.args([
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--rtp-ports",
+            &format!("{a}-{b}"),
+        ])
+        .args(args)
+        .env("UAVSTREAM_PROC_CMDLINE", "")
+        .env("RUST_LOG", "uavstream=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start uavstream");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let log2 = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log2.lock().unwrap().push_str(&line);
+                log2.lock().unwrap().push('\n');
+            }
+        });
+        let d = Daemon { child, port, log };
+        d.wait_for_log("serving rtsp://", Duration::from_secs(20));
+        d
+    }
+
+    pub fn url(&self) -> String {
+        format!("rtsp://127.0.0.1:{}/live", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) {
+        let t = Instant::now();
+        while !self.log().contains(needle) {
+            assert!(
+                t.elapsed() < limit,
+                "no {needle:?} in the daemon's log within {limit:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Resident set size in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        s.lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs an external program with a time limit, capturing its output.
+pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn client");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let o = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let e = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: o.join().unwrap(),
+        stderr: e.join().unwrap(),
+    }
+}
+
+/// A response from the server.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn session(&self) -> String {
+        self.header("Session")
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+}
+
+/// One RTP or RTCP packet received, with its arrival time.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub channel: u8,
+    pub data: Vec<u8>,
+    pub at: Instant,
+}
+
+/// A minimal synchronous RTSP client (TCP), enough to drive the server precisely.
+pub struct RtspClient {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+    cseq: u32,
+    pub url: String,
+    /// Interleaved frames that arrived while waiting for a response.
+    pub frames: Vec<Received>,
+}
+
+impl RtspClient {
+    pub fn connect(url: &str) -> RtspClient {
+        let hostport = url.trim_start_matches("rtsp://").split('/').next().unwrap();
+        let stream = TcpStream::connect(hostport).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        RtspClient {
+            stream,
+            buf: Vec::new(),
+            cseq: 0,
+            url: url.to_owned(),
+            frames: Vec::new(),
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    pub fn request(&mut self, method: &str, uri: &str, headers: &[(&str, &str)]) -> Response {
+        self.cseq += 1;
+        let mut req = format!(
+            "{method} {uri} RTSP/1.0\r\nCSeq: {}\r\nUser-Agent: uavstream-tests\r\n",
+            self.cseq
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        self.send_raw(req.as_bytes());
+        let r = self.read_response().expect("response");
+        assert_eq!(
+            r.header("CSeq"),
+            Some(self.cseq.to_string().as_str()),
+            "CSeq echo"
+        );
+        r
+    }
+
+    fn fill(&mut self) -> bool {
+        let mut tmp = [0u8; 65536];
+        match self.stream.read(&mut tmp) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&tmp[..n]);
+                true
+            }
+        }
+    }
+
+    /// Next interleaved frame or `None` on timeout/close.
+    pub fn next_frame(&mut self) -> Option<Received> {
+        if let Some(f) = (!self.frames.is_empty()).then(|| self.frames.remove(0)) {
+            return Some(f);
+        }
+        loop {
+            if self.buf.first() == Some(&b'$') && self.buf.len() >= 4 {
+                let len = u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize;
+                if self.buf.len() >= 4 + len {
+                    let f = Received {
+                        channel: self.buf[1],
+                        data: self.buf[4..4 + len].to_vec(),
+                        at: Instant::now(),
+                    };
+                    self.buf.drain(..4 + len);
+                    return Some(f);
+                }
+            } else if !self.buf.is_empty() && self.buf[0] != b'$' {
+                panic!(
+                    "unexpected bytes between frames: {:?}",
+                    String::from_utf8_lossy(&self.buf[..self.buf.len().min(80)])
+                );
+            }
+            if !self.fill() {
+                return None;
+            }
+        }
+    }
+
+    /// Reads one response; `None` when the server closed the connection.
+    pub fn read_response(&mut self) -> Option<Response> {
+        loop {
+            while self.buf.first() == Some(&b'$') && self.buf.len() >= 4 {
+                let len = u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize;
+                if self.buf.len() < 4 + len {
+                    break;
+                }
+                self.frames.push(Received {
+                    channel: self.buf[1],
+                    data: self.buf[4..4 + len].to_vec(),
+                    at: Instant::now(),
+                });
+                self.buf.drain(..4 + len);
+            }
+            if self.buf.first() != Some(&b'$') {
+                if let Some(end) = find(&self.buf, b"\r\n\r\n") {
+                    let head = String::from_utf8(self.buf[..end].to_vec()).unwrap();
+                    let mut lines = head.split("\r\n");
+                    let status_line = lines.next().unwrap();
+                    assert!(status_line.starts_with("RTSP/1.0 "), "{status_line}");
+                    let status = status_line[9..12].parse().unwrap();
+                    let headers: Vec<(String, String)> = lines
+                        .filter_map(|l| {
+                            l.split_once(':')
+                                .map(|(a, b)| (a.trim().to_owned(), b.trim().to_owned()))
+                        })
+                        .collect();
+                    let clen: usize = headers
+                        .iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case("Content-Length"))
+                        .map_or(0, |(_, v)| v.parse().unwrap());
+                    while self.buf.len() < end + 4 + clen {
+                        if !self.fill() {
+                            return None;
+                        }
+                    }
+                    let body = self.buf[end + 4..end + 4 + clen].to_vec();
+                    self.buf.drain(..end + 4 + clen);
+                    return Some(Response {
+                        status,
+                        headers,
+                        body,
+                    });
+                }
+            }
+            if !self.fill() {
+                return None;
+            }
+        }
+    }
+
+    /// DESCRIBE, SETUP over TCP interleaved (channels 0-1), PLAY. Returns the session id.
+    pub fn play_tcp(&mut self) -> (String, Response) {
+        let url = self.url.clone();
+        let d = self.request("DESCRIBE", &url, &[("Accept", "application/sdp")]);
+        assert_eq!(d.status, 200, "DESCRIBE");
+        let s = self.request(
+            "SETUP",
+            &format!("{url}/trackID=0"),
+            &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
+        );
+        assert_eq!(s.status, 200, "SETUP");
+        let session = s.session();
+        let p = self.request(
+            "PLAY",
+            &format!("{url}/"),
+            &[("Session", &session), ("Range", "npt=0.000-")],
+        );
+        assert_eq!(p.status, 200, "PLAY");
+        (session, p)
+    }
+}
+
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A UDP pair for a client's RTP/RTCP.
+pub fn client_udp_pair() -> (UdpSocket, UdpSocket, u16) {
+    loop {
+        let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = rtp.local_addr().unwrap().port();
+        if port % 2 != 0 || port == u16::MAX {
+            continue;
+        }
+        if let Ok(rtcp) = UdpSocket::bind(("127.0.0.1", port + 1)) {
+            rtp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            return (rtp, rtcp, port);
+        }
+    }
+}
+
+/// RTP header fields.
+pub fn rtp_seq(pkt: &[u8]) -> u16 {
+    u16::from_be_bytes([pkt[2], pkt[3]])
+}
+
+pub fn rtp_marker(pkt: &[u8]) -> bool {
+    pkt[1] & 0x80 != 0
+}
+
+/// The NAL unit type an RTP H.264 payload starts (FU-A: the fragmented unit's type).
+pub fn rtp_nal_type(pkt: &[u8]) -> u8 {
+    let p = &pkt[12..];
+    match p[0] & 0x1f {
+        28 => p[1] & 0x1f,
+        t => t,
+    }
+}
+
+pub fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Generates an H.264 Annex B clip with ffmpeg's libx264.
+pub fn make_clip(path: &std::path::Path, size: &str, seconds: u32, gop: u32) {
+    let out = run_with_timeout(
+        Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                &format!("testsrc2=size={size}:rate=30"),
+                "-t",
+                &seconds.to_string(),
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+                "-g",
+                &gop.to_string(),
+                "-bf",
+                "0",
+                "-f",
+                "h264",
+            ])
+            .arg(path),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "ffmpeg clip: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
