@@ -279,13 +279,16 @@ impl<'c> EventLoop<'c> {
             sessions,
             sys::random_u64(),
         );
-        let hub = Hub::new(
+        let mut hub = Hub::new(
             cfg.max_rtp_packet(),
             epoch,
             sys::random_u64(),
             cfg.fps,
             cfg.bitrate / 1000,
         );
+        if let Some((sps, pps)) = pipeline.parameter_sets() {
+            hub.prime(&sps, &pps);
+        }
         let n_conns = cfg.max_clients * limits::CONNECTIONS_PER_CLIENT + limits::SPARE_CONNECTIONS;
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let next_watchdog = notifier.watchdog_interval.map(|_| epoch);

@@ -206,6 +206,15 @@ impl Hub {
         })
     }
 
+    /// Sets SPS and PPS before the first access unit (from a source that knows them).
+    pub fn prime(&mut self, sps: &[u8], pps: &[u8]) {
+        if sps.len() <= limits::MAX_PARAM_SET_BYTES && pps.len() <= limits::MAX_PARAM_SET_BYTES {
+            self.sps = sps.to_vec();
+            self.pps = pps.to_vec();
+            self.size = Sps::parse(sps).ok().map(|s| (s.width, s.height));
+        }
+    }
+
     /// Last RTP timestamp sent (for sender reports).
     pub fn last_timestamp(&self) -> u32 {
         self.last_timestamp

@@ -16,7 +16,7 @@ use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFl
 
 use super::{IdrControl, Pipeline};
 use crate::limits;
-use crate::media::h264::{AuSpan, AuSplitter};
+use crate::media::h264::{annex_b, nal_type, nal_unit_type, AuSpan, AuSplitter};
 
 #[derive(Debug)]
 pub struct FileSource {
@@ -127,6 +127,19 @@ impl Pipeline for FileSource {
 
     fn idr_control(&self) -> IdrControl {
         IdrControl::PassthroughOnly
+    }
+
+    fn parameter_sets(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        let span = self.units.iter().find(|u| u.has_sps)?;
+        let mut buf = vec![0; (span.end - span.start) as usize];
+        self.file.read_exact_at(&mut buf, span.start).ok()?;
+        let sps = annex_b(&buf)
+            .find(|n| nal_unit_type(n) == Some(nal_type::SPS))?
+            .to_vec();
+        let pps = annex_b(&buf)
+            .find(|n| nal_unit_type(n) == Some(nal_type::PPS))?
+            .to_vec();
+        Some((sps, pps))
     }
 
     fn describe(&self) -> String {

@@ -30,6 +30,10 @@ pub trait Pipeline {
     fn idr_control(&self) -> IdrControl;
     /// One line for the start-up log.
     fn describe(&self) -> String;
+    /// SPS and PPS known before the first access unit (a file's), so DESCRIBE works at once.
+    fn parameter_sets(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        None
+    }
 }
 
 /// Builds the pipeline the configuration asks for.
