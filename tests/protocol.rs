@@ -24,8 +24,9 @@ fn late_joiner_gets_parameter_sets_and_an_idr_first() {
         early.next_frame().expect("early client receives");
     }
     let mut joins = Vec::new();
-    for _ in 0..5 {
-        std::thread::sleep(Duration::from_millis(300));
+    for i in 0..5 {
+        // Vary the phase of the join against the 33 ms frame clock.
+        std::thread::sleep(Duration::from_millis(300 + 7 * i));
         let mut c = RtspClient::connect(&d.url());
         let url = c.url.clone();
         assert_eq!(c.request("DESCRIBE", &url, &[]).status, 200);
