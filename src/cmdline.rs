@@ -24,9 +24,7 @@ pub struct Args<'a> {
 
 /// Tokenizes `line` the way the kernel does.
 pub fn args(line: &[u8]) -> Args<'_> {
-    Args {
-        rest: skip_spaces(line),
-    }
+    Args { rest: skip_spaces(line) }
 }
 
 fn is_space(c: u8) -> bool {
@@ -75,25 +73,15 @@ impl<'a> Iterator for Args<'a> {
         let ends_with_quote = i > 0 && token[i - 1] == b'"';
         let arg = if equals == 0 {
             let end = if quoted && ends_with_quote { i - 1 } else { i };
-            Arg {
-                param: &token[..end],
-                value: None,
-            }
+            Arg { param: &token[..end], value: None }
         } else {
             let mut start = equals + 1;
             let value_quoted = token.get(start) == Some(&b'"');
             if value_quoted {
                 start += 1;
             }
-            let end = if (value_quoted || quoted) && ends_with_quote {
-                i - 1
-            } else {
-                i
-            };
-            Arg {
-                param: &token[..equals],
-                value: Some(&token[start.min(end)..end]),
-            }
+            let end = if (value_quoted || quoted) && ends_with_quote { i - 1 } else { i };
+            Arg { param: &token[..equals], value: Some(&token[start.min(end)..end]) }
         };
         if arg.param == b"--" && arg.value.is_none() {
             self.rest = &[];
@@ -131,12 +119,7 @@ mod tests {
 
     fn collect(line: &str) -> heapless::Vec<(&str, Option<&str>), 16> {
         args(line.as_bytes())
-            .map(|a| {
-                (
-                    core::str::from_utf8(a.param).unwrap(),
-                    a.value.map(|v| core::str::from_utf8(v).unwrap()),
-                )
-            })
+            .map(|a| (core::str::from_utf8(a.param).unwrap(), a.value.map(|v| core::str::from_utf8(v).unwrap())))
             .collect()
     }
 
@@ -144,11 +127,7 @@ mod tests {
     fn splits_on_whitespace_outside_quotes() {
         assert_eq!(
             &collect("  ro\troot=/dev/mmcblk0p2  quiet\n")[..],
-            &[
-                ("ro", None),
-                ("root", Some("/dev/mmcblk0p2")),
-                ("quiet", None)
-            ]
+            &[("ro", None), ("root", Some("/dev/mmcblk0p2")), ("quiet", None)]
         );
     }
 
@@ -156,19 +135,13 @@ mod tests {
     fn quoted_value_and_quoted_argument_are_equal() {
         assert_eq!(&collect(r#"k="a b""#)[..], &[("k", Some("a b"))]);
         assert_eq!(&collect(r#""k=a b""#)[..], &[("k", Some("a b"))]);
-        assert_eq!(
-            &collect(r#""flag with space" x"#)[..],
-            &[("flag with space", None), ("x", None)]
-        );
+        assert_eq!(&collect(r#""flag with space" x"#)[..], &[("flag with space", None), ("x", None)]);
     }
 
     #[test]
     fn quote_in_the_middle_keeps_the_kernels_oddities() {
         // No escapes: the quote toggles quoting and stays in the value.
-        assert_eq!(
-            &collect(r#"k=a"b c"d e"#)[..],
-            &[("k", Some(r#"a"b c"d"#)), ("e", None)]
-        );
+        assert_eq!(&collect(r#"k=a"b c"d e"#)[..], &[("k", Some(r#"a"b c"d"#)), ("e", None)]);
         // Unterminated quote runs to the end of the line.
         assert_eq!(&collect(r#"k="a b c"#)[..], &[("k", Some("a b c"))]);
         assert_eq!(&collect(r#"k=""#)[..], &[("k", Some(""))]);
@@ -180,19 +153,15 @@ mod tests {
     #[test]
     fn stops_at_double_dash() {
         assert_eq!(&collect("a=1 -- b=2 init")[..], &[("a", Some("1"))]);
-        assert_eq!(
-            &collect("a=1 --=x b")[..],
-            &[("a", Some("1")), ("--", Some("x")), ("b", None)]
-        );
+        assert_eq!(&collect("a=1 --=x b")[..], &[("a", Some("1")), ("--", Some("x")), ("b", None)]);
     }
 
     #[test]
     fn firmware_prefix_and_uavstream_keys() {
         let line = "coherent_pool=1M 8250.nr_uarts=1 uavstream.width=1280 uavstream.max_clients=4 \
                     console=ttyS0 uavstream.path=\"/my cam\"";
-        let keys: heapless::Vec<(&[u8], &[u8]), 8> = args(line.as_bytes())
-            .filter_map(|a| Some((uavstream_key(a.param)?, a.value?)))
-            .collect();
+        let keys: heapless::Vec<(&[u8], &[u8]), 8> =
+            args(line.as_bytes()).filter_map(|a| Some((uavstream_key(a.param)?, a.value?))).collect();
         assert_eq!(keys.len(), 3);
         assert!(param_eq(keys[1].0, b"max-clients"));
         assert_eq!(keys[2], (&b"path"[..], &b"/my cam"[..]));

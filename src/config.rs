@@ -51,11 +51,7 @@ impl fmt::Display for ConfigError {
             Origin::Environment => env_name(self.key),
             Origin::Flag => format!("--{}", self.key),
         };
-        write!(
-            f,
-            "invalid {} value {:?} ({} from the {}): {}",
-            self.key, self.value, spelled, self.origin, self.reason
-        )
+        write!(f, "invalid {} value {:?} ({} from the {}): {}", self.key, self.value, spelled, self.origin, self.reason)
     }
 }
 
@@ -80,48 +76,20 @@ pub enum EncoderChoice {
 
 /// Every key: name, default, help. The order is the `--print-config` order.
 pub const KEYS: &[(&str, &str, &str)] = &[
-    (
-        "source",
-        "testpattern",
-        "testpattern | file:PATH (H.264 Annex B, replayed at --fps, looping)",
-    ),
+    ("source", "testpattern", "testpattern | file:PATH (H.264 Annex B, replayed at --fps, looping)"),
     ("encoder", "auto", "auto | software | passthrough"),
     ("width", "1280", "frame width in pixels (even)"),
     ("height", "720", "frame height in pixels (even)"),
     ("fps", "30", "frames per second"),
-    (
-        "bitrate",
-        "2000000",
-        "encoder bitrate in bit/s (suffixes k and M accepted)",
-    ),
-    (
-        "idr-interval",
-        "0",
-        "frames between IDRs; 0 = one per second",
-    ),
+    ("bitrate", "2000000", "encoder bitrate in bit/s (suffixes k and M accepted)"),
+    ("idr-interval", "0", "frames between IDRs; 0 = one per second"),
     ("listen", "0.0.0.0", "address the RTSP server listens on"),
     ("port", "8554", "RTSP TCP port"),
     ("path", "/live", "stream path: rtsp://HOST:PORT/PATH"),
-    (
-        "max-clients",
-        "16",
-        "RTSP session slots, allocated at start; more get 503",
-    ),
-    (
-        "rtp-ports",
-        "50000-50999",
-        "UDP port range for per-session RTP/RTCP pairs",
-    ),
-    (
-        "mtu",
-        "1500",
-        "link MTU; RTP packets are sized to fit IPv4 and IPv6",
-    ),
-    (
-        "session-timeout",
-        "60",
-        "seconds of silence before an RTSP session expires",
-    ),
+    ("max-clients", "16", "RTSP session slots, allocated at start; more get 503"),
+    ("rtp-ports", "50000-50999", "UDP port range for per-session RTP/RTCP pairs"),
+    ("mtu", "1500", "link MTU; RTP packets are sized to fit IPv4 and IPv6"),
+    ("session-timeout", "60", "seconds of silence before an RTSP session expires"),
     ("log-level", "info", "error | warn | info | debug | trace"),
 ];
 
@@ -145,18 +113,11 @@ impl Default for RawConfig {
 
 impl RawConfig {
     pub fn new() -> Self {
-        Self {
-            values: KEYS
-                .iter()
-                .map(|(_, d, _)| ((*d).to_owned(), Origin::Default))
-                .collect(),
-            warnings: Vec::new(),
-        }
+        Self { values: KEYS.iter().map(|(_, d, _)| ((*d).to_owned(), Origin::Default)).collect(), warnings: Vec::new() }
     }
 
     fn index(key: &[u8]) -> Option<usize> {
-        KEYS.iter()
-            .position(|(k, _, _)| cmdline::param_eq(k.as_bytes(), key))
+        KEYS.iter().position(|(k, _, _)| cmdline::param_eq(k.as_bytes(), key))
     }
 
     /// Sets `key` if `origin` ranks at least as high as what is there.
@@ -184,16 +145,12 @@ impl RawConfig {
             };
             let key = String::from_utf8_lossy(key).into_owned();
             let Some(value) = arg.value else {
-                self.warnings.push(format!(
-                    "kernel command line: uavstream.{key} has no value; ignored"
-                ));
+                self.warnings.push(format!("kernel command line: uavstream.{key} has no value; ignored"));
                 continue;
             };
             let value = String::from_utf8_lossy(value).into_owned();
             if !self.set(&key, &value, Origin::KernelCmdline) {
-                self.warnings.push(format!(
-                    "kernel command line: unknown key uavstream.{key}; ignored"
-                ));
+                self.warnings.push(format!("kernel command line: unknown key uavstream.{key}; ignored"));
             }
         }
     }
@@ -209,8 +166,7 @@ impl RawConfig {
             }
             let key = rest.to_ascii_lowercase().replace('_', "-");
             if !self.set(&key, &value, Origin::Environment) {
-                self.warnings
-                    .push(format!("environment: unknown variable {name}; ignored"));
+                self.warnings.push(format!("environment: unknown variable {name}; ignored"));
             }
         }
     }
@@ -219,12 +175,9 @@ impl RawConfig {
     pub fn resolve(&self) -> Result<Config, ConfigError> {
         let p = Parser { raw: self };
         let fps: u32 = p.num("fps", 1, limits::MAX_FPS)?;
-        let max_clients: usize =
-            p.num("max-clients", 1, limits::MAX_CLIENTS_LIMIT as u32)? as usize;
+        let max_clients: usize = p.num("max-clients", 1, limits::MAX_CLIENTS_LIMIT as u32)? as usize;
         let rtp_ports = p.field("rtp-ports", |v| {
-            let (a, b) = v
-                .split_once('-')
-                .ok_or("expected FIRST-LAST, e.g. 50000-50999")?;
+            let (a, b) = v.split_once('-').ok_or("expected FIRST-LAST, e.g. 50000-50999")?;
             let a: u16 = a.trim().parse().map_err(|_| "FIRST is not a port number")?;
             let b: u16 = b.trim().parse().map_err(|_| "LAST is not a port number")?;
             if a == 0 || a > b {
@@ -257,20 +210,14 @@ impl RawConfig {
             fps,
             bitrate: p.field("bitrate", parse_bitrate)?,
             idr_interval: p.num("idr-interval", 0, 100_000)?,
-            listen: p.field("listen", |v| {
-                v.parse::<IpAddr>().map_err(|_| "not an IP address".into())
-            })?,
+            listen: p.field("listen", |v| v.parse::<IpAddr>().map_err(|_| "not an IP address".into()))?,
             port: p.num("port", 1, 65535)? as u16,
             path: p.field("path", |v| {
                 if !v.starts_with('/')
                     || v.len() > 64
-                    || v.bytes()
-                        .any(|b| b.is_ascii_control() || b == b' ' || b == b'?' || b == b'#')
+                    || v.bytes().any(|b| b.is_ascii_control() || b == b' ' || b == b'?' || b == b'#')
                 {
-                    Err(
-                        "must start with '/', be at most 64 characters, without spaces, '?' or '#'"
-                            .into(),
-                    )
+                    Err("must start with '/', be at most 64 characters, without spaces, '?' or '#'".into())
                 } else {
                     Ok(v.to_owned())
                 }
@@ -302,18 +249,9 @@ struct Parser<'a> {
 }
 
 impl Parser<'_> {
-    fn field<T>(
-        &self,
-        key: &'static str,
-        f: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Result<T, ConfigError> {
+    fn field<T>(&self, key: &'static str, f: impl FnOnce(&str) -> Result<T, String>) -> Result<T, ConfigError> {
         let (v, origin) = self.raw.get(key);
-        f(v.trim()).map_err(|reason| ConfigError {
-            key,
-            value: v.to_owned(),
-            origin,
-            reason,
-        })
+        f(v.trim()).map_err(|reason| ConfigError { key, value: v.to_owned(), origin, reason })
     }
 
     fn num(&self, key: &'static str, min: u32, max: u32) -> Result<u32, ConfigError> {
@@ -331,10 +269,7 @@ impl Parser<'_> {
 fn even_dimension(v: &str) -> Result<u32, String> {
     let n: u32 = v.parse().map_err(|_| "not a whole number".to_owned())?;
     if !(16..=limits::MAX_DIMENSION).contains(&n) || n % 2 != 0 {
-        return Err(format!(
-            "must be an even number between 16 and {}",
-            limits::MAX_DIMENSION
-        ));
+        return Err(format!("must be an even number between 16 and {}", limits::MAX_DIMENSION));
     }
     Ok(n)
 }
@@ -347,10 +282,7 @@ fn parse_bitrate(v: &str) -> Result<u32, String> {
             None => (v, 1),
         },
     };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| "not a number (e.g. 2000000, 2000k or 2M)".to_owned())?;
+    let n: u64 = num.trim().parse().map_err(|_| "not a number (e.g. 2000000, 2000k or 2M)".to_owned())?;
     let bps = n.saturating_mul(mult);
     if !(10_000..=100_000_000).contains(&bps) {
         return Err("must be between 10k and 100M bit/s".into());
@@ -399,10 +331,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-            .collect()
+        pairs.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
     }
 
     #[test]
@@ -417,12 +346,10 @@ mod tests {
     #[test]
     fn precedence_is_default_cmdline_env_flag() {
         let mut raw = RawConfig::new();
-        raw.apply_cmdline("console=ttyS0 uavstream.width=640 uavstream.height=480 uavstream.fps=15 uavstream.port=1000");
-        raw.apply_env(env(&[
-            ("UAVSTREAM_HEIGHT", "360"),
-            ("UAVSTREAM_FPS", "20"),
-            ("HOME", "/root"),
-        ]));
+        raw.apply_cmdline(
+            "console=ttyS0 uavstream.width=640 uavstream.height=480 uavstream.fps=15 uavstream.port=1000",
+        );
+        raw.apply_env(env(&[("UAVSTREAM_HEIGHT", "360"), ("UAVSTREAM_FPS", "20"), ("HOME", "/root")]));
         // flags come last, whatever order the layers are applied in
         raw.set("fps", "25", Origin::Flag);
         raw.apply_env(env(&[("UAVSTREAM_FPS", "21")]));
@@ -433,15 +360,15 @@ mod tests {
         assert_eq!(raw.get("height").1, Origin::Environment);
         assert_eq!(raw.get("fps").1, Origin::Flag);
         assert_eq!(raw.get("bitrate").1, Origin::Default);
-        assert!(raw
-            .describe()
-            .contains("width            = 640                      (kernel command line)"));
+        assert!(raw.describe().contains("width            = 640                      (kernel command line)"));
     }
 
     #[test]
     fn cmdline_keys_use_kernel_quoting_and_dash_underscore_equivalence() {
         let mut raw = RawConfig::new();
-        raw.apply_cmdline("uavstream.max_clients=4 \"uavstream.path=/front cam\" uavstream.session-timeout=30 -- uavstream.port=1");
+        raw.apply_cmdline(
+            "uavstream.max_clients=4 \"uavstream.path=/front cam\" uavstream.session-timeout=30 -- uavstream.port=1",
+        );
         assert_eq!(raw.get("max-clients"), ("4", Origin::KernelCmdline));
         assert_eq!(raw.get("path"), ("/front cam", Origin::KernelCmdline));
         assert_eq!(raw.get("session-timeout"), ("30", Origin::KernelCmdline));
@@ -456,10 +383,7 @@ mod tests {
     fn unknown_keys_warn() {
         let mut raw = RawConfig::new();
         raw.apply_cmdline("uavstream.widht=1 uavstream.fps uavstream.width=320");
-        raw.apply_env(env(&[
-            ("UAVSTREAM_HIEGHT", "2"),
-            ("UAVSTREAM_PROC_CMDLINE", "x"),
-        ]));
+        raw.apply_env(env(&[("UAVSTREAM_HIEGHT", "2"), ("UAVSTREAM_PROC_CMDLINE", "x")]));
         assert_eq!(raw.warnings.len(), 3, "{:?}", raw.warnings);
         assert!(raw.warnings[0].contains("uavstream.widht"));
         assert!(raw.warnings[2].contains("UAVSTREAM_HIEGHT"));

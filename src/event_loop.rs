@@ -34,9 +34,7 @@ use crate::hub::Hub;
 use crate::limits;
 use crate::rtp::rtcp::{self, SenderReport};
 use crate::rtsp::parse::{parse_input, Input};
-use crate::rtsp::session::{
-    self, ConnId, Delivery, Event, RequestCtx, Server, ServerConfig, Session, SessionState,
-};
+use crate::rtsp::session::{self, ConnId, Delivery, Event, RequestCtx, Server, ServerConfig, Session, SessionState};
 use crate::source::{IdrControl, Pipeline};
 use crate::sys::{self, sd_notify::Notifier, PollFd, POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT};
 use crate::time;
@@ -155,8 +153,7 @@ impl IdrLimiter {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        self.deferred
-            .then(|| self.last.map_or(Instant::now(), |l| l + Self::SPACING))
+        self.deferred.then(|| self.last.map_or(Instant::now(), |l| l + Self::SPACING))
     }
 
     fn poll(&mut self, now: Instant) -> bool {
@@ -193,9 +190,7 @@ pub struct EventLoop<'c> {
 
 impl std::fmt::Debug for EventLoop<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventLoop")
-            .field("listener", &self.listener)
-            .finish_non_exhaustive()
+        f.debug_struct("EventLoop").field("listener", &self.listener).finish_non_exhaustive()
     }
 }
 
@@ -242,12 +237,8 @@ impl<'c> EventLoop<'c> {
         pipeline: Box<dyn Pipeline>,
         notifier: Notifier,
     ) -> io::Result<Self> {
-        let listener = TcpListener::bind((cfg.listen, cfg.port)).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("listen on {}:{}: {e}", cfg.listen, cfg.port),
-            )
-        })?;
+        let listener = TcpListener::bind((cfg.listen, cfg.port))
+            .map_err(|e| io::Error::new(e.kind(), format!("listen on {}:{}: {e}", cfg.listen, cfg.port)))?;
         listener.set_nonblocking(true)?;
         let pairs = bind_udp_pairs(cfg.listen, cfg.rtp_ports, cfg.max_clients)?;
         let mut sessions = vec![Session::FREE; cfg.max_clients];
@@ -272,20 +263,11 @@ impl<'c> EventLoop<'c> {
         }
         let epoch = Instant::now();
         let server = Server::new(
-            ServerConfig {
-                path: &cfg.path,
-                session_timeout: Duration::from_secs(u64::from(cfg.session_timeout)),
-            },
+            ServerConfig { path: &cfg.path, session_timeout: Duration::from_secs(u64::from(cfg.session_timeout)) },
             sessions,
             sys::random_u64(),
         );
-        let mut hub = Hub::new(
-            cfg.max_rtp_packet(),
-            epoch,
-            sys::random_u64(),
-            cfg.fps,
-            cfg.bitrate / 1000,
-        );
+        let mut hub = Hub::new(cfg.max_rtp_packet(), epoch, sys::random_u64(), cfg.fps, cfg.bitrate / 1000);
         if let Some((sps, pps)) = pipeline.parameter_sets() {
             hub.prime(&sps, &pps);
         }
@@ -368,27 +350,9 @@ impl<'c> EventLoop<'c> {
             fds.push(sys::poll_entry(fd, ev));
             toks.push(t);
         };
-        add(
-            &mut self.pollfds,
-            &mut self.tokens,
-            self.signals.as_fd().as_raw_fd(),
-            POLLIN,
-            Token::Signal,
-        );
-        add(
-            &mut self.pollfds,
-            &mut self.tokens,
-            self.pipeline.fd(),
-            POLLIN,
-            Token::Pipeline,
-        );
-        add(
-            &mut self.pollfds,
-            &mut self.tokens,
-            self.listener.as_raw_fd(),
-            POLLIN,
-            Token::Listener,
-        );
+        add(&mut self.pollfds, &mut self.tokens, self.signals.as_fd().as_raw_fd(), POLLIN, Token::Signal);
+        add(&mut self.pollfds, &mut self.tokens, self.pipeline.fd(), POLLIN, Token::Pipeline);
+        add(&mut self.pollfds, &mut self.tokens, self.listener.as_raw_fd(), POLLIN, Token::Listener);
         for (i, c) in self.conns.iter().enumerate() {
             let Some(c) = c else { continue };
             let mut ev = 0;
@@ -399,30 +363,12 @@ impl<'c> EventLoop<'c> {
             if c.want_write {
                 ev |= POLLOUT;
             }
-            add(
-                &mut self.pollfds,
-                &mut self.tokens,
-                c.stream.as_raw_fd(),
-                ev,
-                Token::Conn(i),
-            );
+            add(&mut self.pollfds, &mut self.tokens, c.stream.as_raw_fd(), ev, Token::Conn(i));
         }
         for (i, s) in self.slots.iter().enumerate() {
             if self.server.sessions()[i].state != SessionState::Free {
-                add(
-                    &mut self.pollfds,
-                    &mut self.tokens,
-                    s.rtcp.as_raw_fd(),
-                    POLLIN,
-                    Token::Rtcp(i),
-                );
-                add(
-                    &mut self.pollfds,
-                    &mut self.tokens,
-                    s.rtp.as_raw_fd(),
-                    POLLIN,
-                    Token::Rtp(i),
-                );
+                add(&mut self.pollfds, &mut self.tokens, s.rtcp.as_raw_fd(), POLLIN, Token::Rtcp(i));
+                add(&mut self.pollfds, &mut self.tokens, s.rtp.as_raw_fd(), POLLIN, Token::Rtp(i));
             }
         }
     }
@@ -453,9 +399,7 @@ impl<'c> EventLoop<'c> {
                     pushed.push(p);
                 }
             };
-            self.pipeline
-                .on_ready(&mut sink)
-                .map_err(|e| io::Error::new(e.kind(), format!("pipeline: {e}")))?;
+            self.pipeline.on_ready(&mut sink).map_err(|e| io::Error::new(e.kind(), format!("pipeline: {e}")))?;
         }
         if pushed.iter().any(|p| p.idr) {
             // A natural IDR serves everyone waiting: no deferred request needed.
@@ -489,10 +433,8 @@ impl<'c> EventLoop<'c> {
                 continue;
             }
             let _ = stream.set_nodelay(true);
-            let local_ip = stream
-                .local_addr()
-                .map(|a| a.ip().to_canonical().to_string())
-                .unwrap_or_else(|_| "0.0.0.0".into());
+            let local_ip =
+                stream.local_addr().map(|a| a.ip().to_canonical().to_string()).unwrap_or_else(|_| "0.0.0.0".into());
             let id = ConnId(self.next_conn_id);
             self.next_conn_id += 1;
             log::info!("{peer}: connected (connection {})", id.0);
@@ -597,23 +539,14 @@ impl<'c> EventLoop<'c> {
         let local_ip = std::mem::take(&mut conn.local_ip);
         let mut consumed_total = 0;
         while let Some(conn) = self.conns[c].as_mut() {
-            if conn.close_after_flush
-                || conn.pending.len() + limits::MAX_RESPONSE_BYTES > PENDING_CAP
-            {
+            if conn.close_after_flush || conn.pending.len() + limits::MAX_RESPONSE_BYTES > PENDING_CAP {
                 break;
             }
             let input = &inbuf[consumed_total..inlen];
             match parse_input(input) {
                 Ok(Input::Incomplete) => break,
-                Ok(Input::Interleaved {
-                    channel,
-                    data,
-                    consumed,
-                }) => {
-                    let slot = self
-                        .slots
-                        .iter()
-                        .position(|s| s.conn == Some(c) && s.channels.1 == channel);
+                Ok(Input::Interleaved { channel, data, consumed }) => {
+                    let slot = self.slots.iter().position(|s| s.conn == Some(c) && s.channels.1 == channel);
                     if let Some(slot) = slot {
                         self.server.handle_rtcp(slot, data, self.core_now(now));
                     }
@@ -621,17 +554,10 @@ impl<'c> EventLoop<'c> {
                 }
                 Ok(Input::Request { request, consumed }) => {
                     let stream = self.hub.stream_info(now);
-                    let ctx = RequestCtx {
-                        conn: conn_id,
-                        local_addr: &local_ip,
-                        stream,
-                    };
-                    let core_now = time::Instant::from_micros(
-                        now.saturating_duration_since(self.epoch).as_micros() as u64,
-                    );
-                    let out =
-                        self.server
-                            .handle_request(&ctx, &request, core_now, &mut self.response);
+                    let ctx = RequestCtx { conn: conn_id, local_addr: &local_ip, stream };
+                    let core_now =
+                        time::Instant::from_micros(now.saturating_duration_since(self.epoch).as_micros() as u64);
+                    let out = self.server.handle_request(&ctx, &request, core_now, &mut self.response);
                     log::debug!(
                         "{peer}: {} {} -> {}",
                         request.method.as_str(),
@@ -647,11 +573,7 @@ impl<'c> EventLoop<'c> {
                     }
                 }
                 Err(e) => {
-                    log::info!(
-                        "{peer}: bad request ({}); answering {} and closing",
-                        e.reason(),
-                        e.status()
-                    );
+                    log::info!("{peer}: bad request ({}); answering {} and closing", e.reason(), e.status());
                     let n = session::write_error_response(e.status(), None, &mut self.response);
                     if let Some(conn) = self.conns[c].as_mut() {
                         conn.queue(&self.response[..n]);
@@ -683,18 +605,11 @@ impl<'c> EventLoop<'c> {
                 s.reset();
                 s.peer = Some(peer);
                 match sess.delivery {
-                    Delivery::Udp {
-                        client_rtp,
-                        client_rtcp,
-                        ..
-                    } => {
+                    Delivery::Udp { client_rtp, client_rtcp, .. } => {
                         s.rtp_dest = Some(SocketAddr::new(peer.ip(), client_rtp));
                         s.rtcp_dest = Some(SocketAddr::new(peer.ip(), client_rtcp));
                     }
-                    Delivery::Interleaved {
-                        rtp_channel,
-                        rtcp_channel,
-                    } => {
+                    Delivery::Interleaved { rtp_channel, rtcp_channel } => {
                         s.conn = Some(c);
                         s.channels = (rtp_channel, rtcp_channel);
                     }
@@ -707,21 +622,14 @@ impl<'c> EventLoop<'c> {
                 s.waiting_idr = true;
                 s.next = self.hub.ring.head();
                 s.play_at = Some(now);
-                log::info!(
-                    "{peer}: PLAY session {:016X} via {}",
-                    sess.id,
-                    describe_delivery(&sess, s)
-                );
+                log::info!("{peer}: PLAY session {:016X} via {}", sess.id, describe_delivery(&sess, s));
                 if self.pipeline.idr_control() == IdrControl::OnRequest && self.idr.request(now) {
                     self.pipeline.request_idr();
                 }
             }
             Event::Pause { slot } => {
                 self.slots[slot].playing = false;
-                log::info!(
-                    "{peer}: PAUSE session {:016X}",
-                    self.server.sessions()[slot].id
-                );
+                log::info!("{peer}: PAUSE session {:016X}", self.server.sessions()[slot].id);
             }
             Event::Teardown { slot } => self.end_session(slot, "TEARDOWN"),
         }
@@ -811,9 +719,7 @@ impl<'c> EventLoop<'c> {
                     let len = pkt.bytes.len() as u16;
                     let hdr = [b'$', s.channels.0, (len >> 8) as u8, len as u8];
                     let total = 4 + pkt.bytes.len();
-                    match (&conn.stream)
-                        .write_vectored(&[IoSlice::new(&hdr), IoSlice::new(pkt.bytes)])
-                    {
+                    match (&conn.stream).write_vectored(&[IoSlice::new(&hdr), IoSlice::new(pkt.bytes)]) {
                         Ok(n) if n >= total => {}
                         Ok(n) => {
                             // Partial write: keep the rest of this one packet, then wait.
@@ -848,21 +754,14 @@ impl<'c> EventLoop<'c> {
             && s.conn.is_none()
         {
             self.udp_drops_logged = now;
-            log::warn!(
-                "slot {slot}: {} packets dropped so far (kernel send buffer full)",
-                s.dropped
-            );
+            log::warn!("slot {slot}: {} packets dropped so far (kernel send buffer full)", s.dropped);
         }
     }
 
     fn on_udp(&mut self, slot: usize, is_rtcp: bool, now: Instant) {
         let expected_ip = self.slots[slot].peer.map(|p| p.ip().to_canonical());
         loop {
-            let sock = if is_rtcp {
-                &self.slots[slot].rtcp
-            } else {
-                &self.slots[slot].rtp
-            };
+            let sock = if is_rtcp { &self.slots[slot].rtcp } else { &self.slots[slot].rtp };
             match sock.recv_from(&mut self.rtcp_buf) {
                 Ok((n, from)) => {
                     // Only the session's own client may refresh it.
@@ -922,9 +821,7 @@ impl<'c> EventLoop<'c> {
 
     /// Sends a sender report (or, with `bye`, SR+SDES+BYE) to every playing session.
     fn send_rtcp(&mut self, now: Instant, bye: bool) {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let sr = SenderReport {
             ssrc: self.hub.ssrc(),
             ntp: rtcp::ntp_from_unix(wall.as_secs(), wall.subsec_nanos()),
@@ -948,10 +845,7 @@ impl<'c> EventLoop<'c> {
                     if let Some(conn) = self.conns[c].as_mut() {
                         pkt[..4].copy_from_slice(&[b'$', s.channels.1, (n >> 8) as u8, n as u8]);
                         // Only at a packet boundary: when output is pending, skip this report.
-                        if conn.pending.is_empty()
-                            && conn.queue(&pkt[..4 + n])
-                            && conn.flush().is_err()
-                        {
+                        if conn.pending.is_empty() && conn.queue(&pkt[..4 + n]) && conn.flush().is_err() {
                             conn.dead = true;
                         }
                     }
@@ -979,18 +873,10 @@ fn status_of(resp: &[u8]) -> &str {
 
 fn describe_delivery(sess: &Session, s: &Slot) -> String {
     match sess.delivery {
-        Delivery::Udp {
-            client_rtp,
-            client_rtcp,
-            ..
-        } => format!(
-            "UDP to ports {client_rtp}-{client_rtcp} from {}-{}",
-            sess.server_ports.0, sess.server_ports.1
-        ),
-        Delivery::Interleaved {
-            rtp_channel,
-            rtcp_channel,
-        } => {
+        Delivery::Udp { client_rtp, client_rtcp, .. } => {
+            format!("UDP to ports {client_rtp}-{client_rtcp} from {}-{}", sess.server_ports.0, sess.server_ports.1)
+        }
+        Delivery::Interleaved { rtp_channel, rtcp_channel } => {
             let _ = s;
             format!("TCP interleaved channels {rtp_channel}-{rtcp_channel}")
         }

@@ -95,11 +95,7 @@ impl Ring {
 
     fn commit(&mut self, len: usize, keyframe_start: bool, marker: bool) {
         let s = (self.head % self.capacity() as u64) as usize;
-        self.meta[s] = Meta {
-            len: len as u16,
-            keyframe_start,
-            marker,
-        };
+        self.meta[s] = Meta { len: len as u16, keyframe_start, marker };
         if keyframe_start {
             if self.keyframes.len() == self.keyframes.capacity() {
                 self.keyframes.pop_front();
@@ -144,22 +140,11 @@ pub struct Hub {
 impl Hub {
     /// `random` seeds the SSRC, the first sequence number and the RTP timestamp base
     /// (RFC 3550 §5.1 asks for random initial values).
-    pub fn new(
-        max_packet: usize,
-        epoch: Instant,
-        random: u64,
-        framerate: u32,
-        bitrate_kbps: u32,
-    ) -> Hub {
+    pub fn new(max_packet: usize, epoch: Instant, random: u64, framerate: u32, bitrate_kbps: u32) -> Hub {
         let max_packet = max_packet.min(limits::MAX_RTP_PACKET);
         Hub {
             ring: Ring::new(limits::RING_PACKETS, max_packet),
-            packetizer: Packetizer::new(
-                (random >> 32) as u32,
-                H264_PAYLOAD_TYPE,
-                random as u16,
-                max_packet,
-            ),
+            packetizer: Packetizer::new((random >> 32) as u32, H264_PAYLOAD_TYPE, random as u16, max_packet),
             sps: Vec::with_capacity(limits::MAX_PARAM_SET_BYTES),
             pps: Vec::with_capacity(limits::MAX_PARAM_SET_BYTES),
             epoch,
@@ -182,8 +167,7 @@ impl Hub {
     /// RTP timestamp of an instant on the capture clock.
     pub fn rtp_time(&self, at: Instant) -> u32 {
         let us = at.saturating_duration_since(self.epoch).as_micros();
-        self.rtp_base
-            .wrapping_add((us * u128::from(VIDEO_CLOCK_RATE) / 1_000_000) as u32)
+        self.rtp_base.wrapping_add((us * u128::from(VIDEO_CLOCK_RATE) / 1_000_000) as u32)
     }
 
     /// Picture size from the latest SPS.
@@ -261,10 +245,7 @@ impl Hub {
             }
         }
         let prepend = if idr {
-            [
-                (!has_sps).then_some(self.sps.as_slice()),
-                (!has_pps).then_some(self.pps.as_slice()),
-            ]
+            [(!has_sps).then_some(self.sps.as_slice()), (!has_pps).then_some(self.pps.as_slice())]
         } else {
             [None, None]
         };
@@ -273,11 +254,7 @@ impl Hub {
         let first = self.ring.head();
         let mut count = 0;
         let mut bytes = 0;
-        let mut pkts = self.packetizer.push(AccessUnit {
-            data,
-            timestamp,
-            prepend,
-        });
+        let mut pkts = self.packetizer.push(AccessUnit { data, timestamp, prepend });
         loop {
             let slot = self.ring.slot_mut();
             match pkts.next(slot) {
@@ -294,12 +271,7 @@ impl Hub {
         self.idrs += u64::from(idr);
         self.packets += count as u64;
         self.octets += (bytes - count * crate::rtp::header::HEADER_LEN) as u64;
-        Pushed {
-            first,
-            count,
-            idr,
-            bytes,
-        }
+        Pushed { first, count, idr, bytes }
     }
 }
 
@@ -327,14 +299,12 @@ mod tests {
         let t0 = Instant::now();
         let mut hub = Hub::new(200, t0, 0x1111_2222_3333_4444, 30, 1000);
         let sps = [
-            0x67, 0x42, 0xc0, 0x1f, 0xda, 0x01, 0x40, 0x16, 0xec, 0x04, 0x40, 0x00, 0x00, 0x03,
-            0x00, 0x40, 0x00, 0x00, 0x0f, 0x23, 0xc6, 0x0c, 0xa8,
+            0x67, 0x42, 0xc0, 0x1f, 0xda, 0x01, 0x40, 0x16, 0xec, 0x04, 0x40, 0x00, 0x00, 0x03, 0x00, 0x40, 0x00, 0x00,
+            0x0f, 0x23, 0xc6, 0x0c, 0xa8,
         ];
         let mut first = vec![0, 0, 0, 1];
         first.extend_from_slice(&sps);
-        first.extend_from_slice(&[
-            0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80, 0, 0, 0, 1, 0x65, 1, 2, 3,
-        ]);
+        first.extend_from_slice(&[0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80, 0, 0, 0, 1, 0x65, 1, 2, 3]);
         assert!(hub.stream_info(t0).is_none());
         let p = hub.push(&first, t0);
         assert_eq!((p.count, p.idr), (3, true));
@@ -350,8 +320,7 @@ mod tests {
         assert_eq!(hub.ring.get(p.first + 1).unwrap().bytes[12], 0x68);
         assert!(hub.ring.get(p.first + 2).unwrap().marker);
         // 90 kHz timestamps from the capture clock.
-        let ts =
-            |i: u64| u32::from_be_bytes(hub.ring.get(i).unwrap().bytes[4..8].try_into().unwrap());
+        let ts = |i: u64| u32::from_be_bytes(hub.ring.get(i).unwrap().bytes[4..8].try_into().unwrap());
         assert_eq!(ts(p.first).wrapping_sub(ts(0)), 90_000);
         // A P-frame is not a keyframe start and gets nothing prepended.
         let p = hub.push(&[0, 0, 1, 0x41, 9], t1);

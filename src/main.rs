@@ -166,12 +166,7 @@ fn main() -> ExitCode {
         }
     };
     match lp.local_addr() {
-        Ok(a) => log::info!(
-            "serving rtsp://{}:{}{}",
-            display_host(a.ip()),
-            a.port(),
-            cfg.path
-        ),
+        Ok(a) => log::info!("serving rtsp://{}:{}{}", display_host(a.ip()), a.port(), cfg.path),
         Err(e) => log::warn!("local address: {e}"),
     }
     match lp.run() {

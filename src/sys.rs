@@ -10,11 +10,7 @@ pub use libc::{POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT};
 
 /// A `pollfd` entry for `fd` waiting for `events`.
 pub fn poll_entry(fd: RawFd, events: i16) -> PollFd {
-    PollFd {
-        fd,
-        events,
-        revents: 0,
-    }
+    PollFd { fd, events, revents: 0 }
 }
 
 /// `poll(2)`; an interrupted call returns `Ok(0)`.
@@ -39,9 +35,7 @@ pub fn random_u64() -> u64 {
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
     if n != 8 {
         // Fall back on something that differs per boot and per process rather than failing.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         return (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32);
     }
     u64::from_ne_bytes(b)
@@ -56,8 +50,7 @@ pub fn termination_signalfd() -> io::Result<nix::sys::signalfd::SignalFd> {
     mask.add(Signal::SIGINT);
     mask.add(Signal::SIGTERM);
     mask.thread_block().map_err(io::Error::from)?;
-    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .map_err(io::Error::from)
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(io::Error::from)
 }
 
 /// Ignores SIGPIPE so a client that vanishes is an `EPIPE` error, not the end of the process.
@@ -70,20 +63,14 @@ pub fn ignore_sigpipe() {
 
 /// Raises the soft open-file limit to the hard limit (each session slot holds two UDP sockets).
 pub fn raise_fd_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: `lim` is a valid out-pointer for getrlimit/setrlimit.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return 0;
         }
         if lim.rlim_cur < lim.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
+            let want = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
                 lim.rlim_cur = lim.rlim_max;
             }
@@ -128,17 +115,13 @@ pub mod sd_notify {
                 s.set_nonblocking(true).ok()?;
                 Some((s, addr))
             });
-            let pid_ok = std::env::var("WATCHDOG_PID")
-                .map_or(true, |p| p.trim() == std::process::id().to_string());
+            let pid_ok = std::env::var("WATCHDOG_PID").map_or(true, |p| p.trim() == std::process::id().to_string());
             let watchdog_interval = std::env::var("WATCHDOG_USEC")
                 .ok()
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .filter(|&us| us > 0 && pid_ok)
                 .map(|us| Duration::from_micros(us / 2));
-            Notifier {
-                sock,
-                watchdog_interval,
-            }
+            Notifier { sock, watchdog_interval }
         }
 
         pub fn enabled(&self) -> bool {

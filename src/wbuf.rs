@@ -98,11 +98,7 @@ impl fmt::Write for WBuf<'_> {
 pub fn put_base64(out: &mut WBuf<'_>, data: &[u8]) -> Result<(), Full> {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         let mut quad = [b'='; 4];
         for (i, q) in quad.iter_mut().enumerate().take(chunk.len() + 1) {

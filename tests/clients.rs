@@ -30,20 +30,9 @@ fn ffmpeg_decode(url: &str, transport: &str) -> (usize, String, String) {
         Duration::from_secs(40),
     );
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let frames = stdout
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .count();
-    let dims = stdout
-        .lines()
-        .find(|l| l.starts_with("#dimensions"))
-        .unwrap_or("")
-        .to_owned();
-    (
-        frames,
-        dims,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let frames = stdout.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).count();
+    let dims = stdout.lines().find(|l| l.starts_with("#dimensions")).unwrap_or("").to_owned();
+    (frames, dims, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 fn check_ffmpeg(transport: &str) {
@@ -56,15 +45,8 @@ fn check_ffmpeg(transport: &str) {
         d.log()
     );
     assert!(dims.ends_with("640x360"), "{dims}");
-    assert!(
-        stderr.trim().is_empty(),
-        "ffmpeg reported errors over {transport}:\n{stderr}"
-    );
-    let transport_log = if transport == "tcp" {
-        "TCP interleaved"
-    } else {
-        "via UDP"
-    };
+    assert!(stderr.trim().is_empty(), "ffmpeg reported errors over {transport}:\n{stderr}");
+    let transport_log = if transport == "tcp" { "TCP interleaved" } else { "via UDP" };
     assert!(d.log().contains(transport_log), "{}", d.log());
 }
 
@@ -101,24 +83,10 @@ fn check_gstreamer(protocol: &str) {
         ]),
         Duration::from_secs(40),
     );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "gst-launch over {protocol} failed:\n{text}\nserver:\n{}",
-        d.log()
-    );
-    assert!(
-        text.contains("Got EOS from element"),
-        "no EOS after {FRAMES} decoded frames:\n{text}"
-    );
-    assert!(
-        !text.contains("ERROR") && !text.contains("WARNING"),
-        "GStreamer reported problems:\n{text}"
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "gst-launch over {protocol} failed:\n{text}\nserver:\n{}", d.log());
+    assert!(text.contains("Got EOS from element"), "no EOS after {FRAMES} decoded frames:\n{text}");
+    assert!(!text.contains("ERROR") && !text.contains("WARNING"), "GStreamer reported problems:\n{text}");
 }
 
 #[test]
@@ -139,38 +107,22 @@ fn retina_receives_and_depacketizes_frames() {
 
     let d = Daemon::start(&["--width", "320", "--height", "240"]);
     let url = url::Url::parse(&d.url()).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async move {
-        let mut session = retina::client::Session::describe(url, SessionOptions::default())
-            .await
-            .unwrap();
-        let vi = session
-            .streams()
-            .iter()
-            .position(|s| s.media() == "video")
-            .expect("video stream");
+        let mut session = retina::client::Session::describe(url, SessionOptions::default()).await.unwrap();
+        let vi = session.streams().iter().position(|s| s.media() == "video").expect("video stream");
         assert_eq!(session.streams()[vi].encoding_name(), "h264");
         match session.streams()[vi].parameters() {
             Some(ParametersRef::Video(v)) => assert_eq!(v.pixel_dimensions(), (320, 240)),
             other => panic!("no video parameters from the SDP: {other:?}"),
         }
         session.setup(vi, SetupOptions::default()).await.unwrap();
-        let mut demuxed = session
-            .play(PlayOptions::default())
-            .await
-            .unwrap()
-            .demuxed()
-            .unwrap();
+        let mut demuxed = session.play(PlayOptions::default()).await.unwrap().demuxed().unwrap();
         let mut frames = 0;
         let mut first_was_rap = None;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while frames < 30 {
-            let item = tokio::time::timeout_at(deadline, demuxed.next())
-                .await
-                .expect("frames within 20 s");
+            let item = tokio::time::timeout_at(deadline, demuxed.next()).await.expect("frames within 20 s");
             match item.expect("stream ended").expect("retina error") {
                 CodecItem::VideoFrame(f) => {
                     first_was_rap.get_or_insert(f.is_random_access_point());
@@ -182,11 +134,7 @@ fn retina_receives_and_depacketizes_frames() {
                 other => panic!("unexpected {other:?}"),
             }
         }
-        assert_eq!(
-            first_was_rap,
-            Some(true),
-            "the first frame a client gets must be an IDR"
-        );
+        assert_eq!(first_was_rap, Some(true), "the first frame a client gets must be an IDR");
     });
 }
 
@@ -208,10 +156,7 @@ fn ten_concurrent_clients_mixed_udp_and_tcp_all_decode() {
     let rss = d.rss_kib();
     for h in handles {
         let (transport, (frames, _, stderr)) = h.join().unwrap();
-        assert_eq!(
-            frames, FRAMES,
-            "{transport} client decoded {frames}: {stderr}"
-        );
+        assert_eq!(frames, FRAMES, "{transport} client decoded {frames}: {stderr}");
         assert!(stderr.trim().is_empty(), "{transport}: {stderr}");
     }
     eprintln!("figure: server RSS with 10 clients playing: {rss} KiB");

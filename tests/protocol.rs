@@ -7,9 +7,7 @@ use std::collections::HashSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{
-    client_udp_pair, make_clip, rtp_nal_type, rtp_seq, run_with_timeout, Daemon, RtspClient,
-};
+use common::{client_udp_pair, make_clip, rtp_nal_type, rtp_seq, run_with_timeout, Daemon, RtspClient};
 use uavstream::media::h264::{annex_b, nal_unit_type};
 use uavstream::rtp::h264::Depacketizer;
 use uavstream::wbuf::WBuf;
@@ -30,25 +28,14 @@ fn late_joiner_gets_parameter_sets_and_an_idr_first() {
         let mut c = RtspClient::connect(&d.url());
         let url = c.url.clone();
         assert_eq!(c.request("DESCRIBE", &url, &[]).status, 200);
-        let s = c.request(
-            "SETUP",
-            &format!("{url}/trackID=0"),
-            &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
-        );
+        let s =
+            c.request("SETUP", &format!("{url}/trackID=0"), &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")]);
         let session = s.session();
         let t0 = Instant::now();
         let p = c.request("PLAY", &url, &[("Session", &session)]);
         assert_eq!(p.status, 200);
         let rtp_info = p.header("RTP-Info").expect("RTP-Info in PLAY").to_owned();
-        let seq_base: u16 = rtp_info
-            .split("seq=")
-            .nth(1)
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let seq_base: u16 = rtp_info.split("seq=").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
         let mut types = Vec::new();
         let mut first_seq = None;
         let first_idr_at = loop {
@@ -67,10 +54,7 @@ fn late_joiner_gets_parameter_sets_and_an_idr_first() {
         assert_eq!(&types[..2], &[7, 8], "SPS and PPS come first: {types:?}");
         assert!(!types.contains(&1), "a P-slice before the IDR: {types:?}");
         // RTP-Info's seq is the stream's next packet; the client's first packet is at or after it.
-        assert!(
-            first_seq.unwrap().wrapping_sub(seq_base) < 1000,
-            "seq {first_seq:?} vs RTP-Info {seq_base}"
-        );
+        assert!(first_seq.unwrap().wrapping_sub(seq_base) < 1000, "seq {first_seq:?} vs RTP-Info {seq_base}");
         joins.push(first_idr_at.duration_since(t0));
     }
     joins.sort();
@@ -102,56 +86,33 @@ fn seventeenth_client_gets_503_and_teardown_frees_a_slot() {
         let transport = if i % 2 == 0 {
             "RTP/AVP/TCP;unicast;interleaved=0-1".to_owned()
         } else {
-            format!(
-                "RTP/AVP;unicast;client_port={}-{}",
-                40000 + 2 * i,
-                40001 + 2 * i
-            )
+            format!("RTP/AVP;unicast;client_port={}-{}", 40000 + 2 * i, 40001 + 2 * i)
         };
-        let r = c.request(
-            "SETUP",
-            &format!("{url}/trackID=0"),
-            &[("Transport", &transport)],
-        );
+        let r = c.request("SETUP", &format!("{url}/trackID=0"), &[("Transport", &transport)]);
         assert_eq!(r.status, 200, "client {i}");
         let session = r.session();
         clients.push((c, session));
     }
     let mut extra = RtspClient::connect(&d.url());
     let url = extra.url.clone();
-    let r = extra.request(
-        "SETUP",
-        &format!("{url}/trackID=0"),
-        &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
-    );
+    let r =
+        extra.request("SETUP", &format!("{url}/trackID=0"), &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")]);
     assert_eq!(r.status, 503);
     // The others are unaffected and a TEARDOWN frees exactly one slot.
     let (mut c0, s0) = clients.remove(0);
-    assert_eq!(
-        c0.request("TEARDOWN", &url, &[("Session", &s0)]).status,
-        200
-    );
-    let r = extra.request(
-        "SETUP",
-        &format!("{url}/trackID=0"),
-        &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
-    );
+    assert_eq!(c0.request("TEARDOWN", &url, &[("Session", &s0)]).status, 200);
+    let r =
+        extra.request("SETUP", &format!("{url}/trackID=0"), &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")]);
     assert_eq!(r.status, 200);
     let mut another = RtspClient::connect(&d.url());
-    let r = another.request(
-        "SETUP",
-        &format!("{url}/trackID=0"),
-        &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
-    );
+    let r =
+        another.request("SETUP", &format!("{url}/trackID=0"), &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")]);
     assert_eq!(r.status, 503);
     // Closing a connection frees its session too.
     drop(clients.remove(0));
     std::thread::sleep(Duration::from_millis(300));
-    let r = another.request(
-        "SETUP",
-        &format!("{url}/trackID=0"),
-        &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
-    );
+    let r =
+        another.request("SETUP", &format!("{url}/trackID=0"), &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")]);
     assert_eq!(r.status, 200, "slot of a closed connection was not freed");
 }
 
@@ -166,32 +127,19 @@ fn udp_client_receives_rtp_and_rtcp_sender_reports() {
     let s = c.request(
         "SETUP",
         &format!("{url}/trackID=0"),
-        &[(
-            "Transport",
-            &format!("RTP/AVP/UDP;unicast;client_port={port}-{}", port + 1),
-        )],
+        &[("Transport", &format!("RTP/AVP/UDP;unicast;client_port={port}-{}", port + 1))],
     );
     assert_eq!(s.status, 200);
     let transport = s.header("Transport").unwrap();
     assert!(transport.starts_with("RTP/AVP/UDP;unicast;"), "{transport}");
-    let server_ports = transport
-        .split("server_port=")
-        .nth(1)
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let server_ports = transport.split("server_port=").nth(1).unwrap().split(';').next().unwrap().to_owned();
     let (srtp, srtcp): (u16, u16) = {
         let (a, b) = server_ports.split_once('-').unwrap();
         (a.parse().unwrap(), b.parse().unwrap())
     };
     assert_eq!(srtcp, srtp + 1);
     let session = s.session();
-    assert_eq!(
-        c.request("PLAY", &url, &[("Session", &session)]).status,
-        200
-    );
+    assert_eq!(c.request("PLAY", &url, &[("Session", &session)]).status, 200);
     let mut buf = [0u8; 2048];
     let (n, from) = rtp.recv_from(&mut buf).unwrap();
     assert_eq!(from.port(), srtp);
@@ -202,11 +150,7 @@ fn udp_client_receives_rtp_and_rtcp_sender_reports() {
     assert!(n >= 28);
     // Keepalives: GET_PARAMETER and SET_PARAMETER with the session, OPTIONS too.
     for m in ["GET_PARAMETER", "SET_PARAMETER", "OPTIONS"] {
-        assert_eq!(
-            c.request(m, &url, &[("Session", &session)]).status,
-            200,
-            "{m}"
-        );
+        assert_eq!(c.request(m, &url, &[("Session", &session)]).status, 200, "{m}");
     }
 }
 
@@ -218,12 +162,7 @@ fn file_source_replays_nal_units_byte_for_byte() {
     make_clip(&clip, "320x240", 2, 15);
     let file = std::fs::read(&clip).unwrap();
     let file_nals: Vec<&[u8]> = annex_b(&file).collect();
-    let d = Daemon::start(&[
-        "--source",
-        &format!("file:{}", clip.display()),
-        "--fps",
-        "30",
-    ]);
+    let d = Daemon::start(&["--source", &format!("file:{}", clip.display()), "--fps", "30"]);
     let mut c = RtspClient::connect(&d.url());
     let (_s, _) = c.play_tcp();
     let mut au = vec![0u8; 1 << 20];
@@ -247,32 +186,15 @@ fn file_source_replays_nal_units_byte_for_byte() {
     // slices come in the file's order, wrapping at the end of the file.
     let file_set: HashSet<&[u8]> = file_nals.iter().copied().collect();
     for n in &received {
-        assert!(
-            file_set.contains(n.as_slice()),
-            "NAL type {} not in the file",
-            n[0] & 0x1f
-        );
+        assert!(file_set.contains(n.as_slice()), "NAL type {} not in the file", n[0] & 0x1f);
     }
-    let slices: Vec<&Vec<u8>> = received
-        .iter()
-        .filter(|n| matches!(nal_unit_type(n), Some(1 | 5)))
-        .collect();
+    let slices: Vec<&Vec<u8>> = received.iter().filter(|n| matches!(nal_unit_type(n), Some(1 | 5))).collect();
     assert_eq!(nal_unit_type(slices[0]), Some(5), "starts at an IDR");
-    let file_slices: Vec<&[u8]> = file_nals
-        .iter()
-        .copied()
-        .filter(|n| matches!(nal_unit_type(n), Some(1 | 5)))
-        .collect();
-    let start = file_slices
-        .iter()
-        .position(|s| *s == slices[0].as_slice())
-        .unwrap();
+    let file_slices: Vec<&[u8]> =
+        file_nals.iter().copied().filter(|n| matches!(nal_unit_type(n), Some(1 | 5))).collect();
+    let start = file_slices.iter().position(|s| *s == slices[0].as_slice()).unwrap();
     for (i, s) in slices.iter().enumerate() {
-        assert_eq!(
-            s.as_slice(),
-            file_slices[(start + i) % file_slices.len()],
-            "slice {i} out of order"
-        );
+        assert_eq!(s.as_slice(), file_slices[(start + i) % file_slices.len()], "slice {i} out of order");
     }
     assert!(d.log().contains("without re-encoding"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -285,34 +207,21 @@ fn unknown_path_is_404_and_garbage_gets_400_while_others_play() {
     let mut good = RtspClient::connect(&url);
     good.play_tcp();
     let mut c = RtspClient::connect(&url);
-    let r = c.request(
-        "DESCRIBE",
-        &format!("rtsp://127.0.0.1:{}/live", d.port),
-        &[],
-    );
+    let r = c.request("DESCRIBE", &format!("rtsp://127.0.0.1:{}/live", d.port), &[]);
     assert_eq!(r.status, 404);
     // Pipelined requests in one write, answered in order.
     c.send_raw(
-        format!(
-            "OPTIONS {url} RTSP/1.0\r\nCSeq: 10\r\n\r\nDESCRIBE {url} RTSP/1.0\r\nCSeq: 11\r\n\r\n"
-        )
-        .as_bytes(),
+        format!("OPTIONS {url} RTSP/1.0\r\nCSeq: 10\r\n\r\nDESCRIBE {url} RTSP/1.0\r\nCSeq: 11\r\n\r\n").as_bytes(),
     );
     let a = c.read_response().unwrap();
     let b = c.read_response().unwrap();
-    assert_eq!(
-        (a.header("CSeq"), b.header("CSeq")),
-        (Some("10"), Some("11"))
-    );
+    assert_eq!((a.header("CSeq"), b.header("CSeq")), (Some("10"), Some("11")));
     assert!(String::from_utf8_lossy(&b.body).contains("a=rtpmap:96 H264/90000"));
     let mut bad = RtspClient::connect(&url);
     bad.send_raw(b"\x16\x03\x01 this is not RTSP\r\n\r\n");
     let r = bad.read_response().expect("an answer");
     assert_eq!(r.status, 400);
-    assert!(
-        bad.read_response().is_none(),
-        "connection closed after a malformed request"
-    );
+    assert!(bad.read_response().is_none(), "connection closed after a malformed request");
     // The good client kept streaming.
     let mut seqs = Vec::new();
     while seqs.len() < 20 {
@@ -321,10 +230,7 @@ fn unknown_path_is_404_and_garbage_gets_400_while_others_play() {
             seqs.push(rtp_seq(&f.data));
         }
     }
-    assert!(
-        seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
-        "{seqs:?}"
-    );
+    assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)), "{seqs:?}");
 }
 
 #[test]
@@ -336,19 +242,11 @@ fn sigterm_sends_bye_and_exits_zero_within_a_second() {
     d.signal(15);
     let t = Instant::now();
     let status = d.wait_exit(Duration::from_secs(3)).expect("exited");
-    assert!(
-        t.elapsed() < Duration::from_secs(1),
-        "took {:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
     assert!(status.success(), "{status:?}");
     let mut saw_bye = false;
     while let Some(f) = c.next_frame() {
-        if f.channel == 1
-            && f.data
-                .windows(2)
-                .any(|w| w[0] & 0xc0 == 0x80 && w[1] == 203)
-        {
+        if f.channel == 1 && f.data.windows(2).any(|w| w[0] & 0xc0 == 0x80 && w[1] == 203) {
             saw_bye = true;
         }
     }
@@ -366,19 +264,13 @@ fn run_daemon(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
 
 #[test]
 fn bad_config_values_exit_2_naming_key_value_and_origin() {
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    /// (flags, environment, text the error must contain)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case<'_>] = &[
         (&["--width", "abc"], &[], "--width"),
         (&[], &[("UAVSTREAM_FPS", "0")], "UAVSTREAM_FPS"),
-        (
-            &[],
-            &[("UAVSTREAM_PROC_CMDLINE", "quiet uavstream.port=99999")],
-            "uavstream.port",
-        ),
-        (
-            &["--source", "file:/nonexistent.h264"],
-            &[("UAVSTREAM_PROC_CMDLINE", "")],
-            "/nonexistent.h264",
-        ),
+        (&[], &[("UAVSTREAM_PROC_CMDLINE", "quiet uavstream.port=99999")], "uavstream.port"),
+        (&["--source", "file:/nonexistent.h264"], &[("UAVSTREAM_PROC_CMDLINE", "")], "/nonexistent.h264"),
     ];
     for (args, env, needle) in cases {
         let out = run_daemon(args, env);
@@ -393,36 +285,16 @@ fn print_config_shows_every_value_and_its_origin() {
     let out = run_daemon(
         &["--print-config", "--fps", "25"],
         &[
-            (
-                "UAVSTREAM_PROC_CMDLINE",
-                "console=ttyS0 uavstream.width=640 uavstream.fps=15 uavstream.bogus=1",
-            ),
+            ("UAVSTREAM_PROC_CMDLINE", "console=ttyS0 uavstream.width=640 uavstream.fps=15 uavstream.bogus=1"),
             ("UAVSTREAM_HEIGHT", "480"),
         ],
     );
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = |k: &str| {
-        text.lines()
-            .find(|l| l.starts_with(&format!("{k} ")))
-            .unwrap()
-            .to_owned()
-    };
-    assert!(
-        line("width").contains("640") && line("width").contains("(kernel command line)"),
-        "{text}"
-    );
-    assert!(
-        line("height").contains("480") && line("height").contains("(environment)"),
-        "{text}"
-    );
-    assert!(
-        line("fps").contains("25") && line("fps").contains("(command-line flag)"),
-        "{text}"
-    );
-    assert!(
-        line("port").contains("8554") && line("port").contains("(default)"),
-        "{text}"
-    );
+    let line = |k: &str| text.lines().find(|l| l.starts_with(&format!("{k} "))).unwrap().to_owned();
+    assert!(line("width").contains("640") && line("width").contains("(kernel command line)"), "{text}");
+    assert!(line("height").contains("480") && line("height").contains("(environment)"), "{text}");
+    assert!(line("fps").contains("25") && line("fps").contains("(command-line flag)"), "{text}");
+    assert!(line("port").contains("8554") && line("port").contains("(default)"), "{text}");
     assert!(text.contains("unknown key uavstream.bogus"), "{text}");
 }

@@ -21,8 +21,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use openh264::encoder::{
-    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, IntraFramePeriod, Profile,
-    RateControlMode, UsageType,
+    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, IntraFramePeriod, Profile, RateControlMode, UsageType,
 };
 use openh264::formats::YUVSlices;
 use openh264::{OpenH264API, Timestamp};
@@ -56,9 +55,7 @@ pub struct SoftwarePipeline {
 
 impl std::fmt::Debug for SoftwarePipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SoftwarePipeline")
-            .field("desc", &self.desc)
-            .finish()
+        f.debug_struct("SoftwarePipeline").field("desc", &self.desc).finish()
     }
 }
 
@@ -74,13 +71,7 @@ pub struct EncoderSettings {
 
 impl EncoderSettings {
     pub fn from_config(cfg: &Config) -> Self {
-        Self {
-            width: cfg.width,
-            height: cfg.height,
-            fps: cfg.fps,
-            bitrate: cfg.bitrate,
-            idr_period: cfg.idr_period(),
-        }
+        Self { width: cfg.width, height: cfg.height, fps: cfg.fps, bitrate: cfg.bitrate, idr_period: cfg.idr_period() }
     }
 }
 
@@ -110,15 +101,36 @@ pub fn encode_frame(
     force_idr: bool,
     out: &mut Vec<u8>,
 ) -> Result<(), openh264::Error> {
+    let (w, h) = (pattern.width, pattern.height);
+    encode_planes(enc, (&pattern.y, &pattern.u, &pattern.v), (w, h), ts, force_idr, out)
+}
+
+/// Encodes one contiguous I420 frame (`w*h` luma, then U, then V) into `out`.
+pub fn encode_frame_i420(
+    enc: &mut Encoder,
+    frame: &[u8],
+    (w, h): (usize, usize),
+    ts: Duration,
+    force_idr: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), openh264::Error> {
+    let (y, uv) = frame.split_at(w * h);
+    let (u, v) = uv.split_at(w * h / 4);
+    encode_planes(enc, (y, u, v), (w, h), ts, force_idr, out)
+}
+
+fn encode_planes(
+    enc: &mut Encoder,
+    planes: (&[u8], &[u8], &[u8]),
+    (w, h): (usize, usize),
+    ts: Duration,
+    force_idr: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), openh264::Error> {
     if force_idr {
         enc.force_intra_frame();
     }
-    let (w, h) = (pattern.width, pattern.height);
-    let yuv = YUVSlices::new(
-        (&pattern.y, &pattern.u, &pattern.v),
-        (w, h),
-        (w, w / 2, w / 2),
-    );
+    let yuv = YUVSlices::new(planes, (w, h), (w, w / 2, w / 2));
     let bs = enc.encode_at(&yuv, Timestamp::from_millis(ts.as_millis() as u64))?;
     bs.write_vec(out);
     Ok(())
@@ -142,9 +154,8 @@ impl SoftwarePipeline {
             encoded: AtomicU64::new(0),
         });
         let s2 = Arc::clone(&shared);
-        let worker = std::thread::Builder::new()
-            .name("h264-encoder".into())
-            .spawn(move || worker(s2, settings, encoder))?;
+        let worker =
+            std::thread::Builder::new().name("h264-encoder".into()).spawn(move || worker(s2, settings, encoder))?;
         let desc = format!(
             "test pattern {}x{} @ {} fps, software H.264 (OpenH264, constrained baseline, {} kbit/s, IDR every {} frames) on a worker thread",
             settings.width,
@@ -153,11 +164,7 @@ impl SoftwarePipeline {
             settings.bitrate / 1000,
             settings.idr_period
         );
-        Ok(SoftwarePipeline {
-            shared,
-            worker: Some(worker),
-            desc,
-        })
+        Ok(SoftwarePipeline { shared, worker: Some(worker), desc })
     }
 }
 
@@ -185,13 +192,7 @@ fn worker(shared: Arc<Shared>, s: EncoderSettings, mut encoder: Encoder) {
         pattern.render(frame_no);
         frame_no += 1;
         let force = shared.force_idr.swap(false, Ordering::AcqRel) || force_next_idr;
-        let mut buf = shared
-            .free
-            .lock()
-            .map(|mut f| f.pop())
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let mut buf = shared.free.lock().map(|mut f| f.pop()).ok().flatten().unwrap_or_default();
         buf.clear();
         if let Err(e) = encode_frame(&mut encoder, &pattern, capture - start, force, &mut buf) {
             log::error!("software encoder: {e}");
@@ -229,12 +230,7 @@ impl Pipeline for SoftwarePipeline {
     fn on_ready(&mut self, sink: &mut dyn FnMut(&[u8], Instant)) -> io::Result<()> {
         let _ = self.shared.efd.read();
         loop {
-            let item = self
-                .shared
-                .ready
-                .lock()
-                .map_err(|_| io::Error::other("encoder thread panicked"))?
-                .pop_front();
+            let item = self.shared.ready.lock().map_err(|_| io::Error::other("encoder thread panicked"))?.pop_front();
             let Some(enc) = item else { break };
             sink(&enc.data, enc.capture);
             if let Ok(mut f) = self.shared.free.lock() {
@@ -283,48 +279,26 @@ mod tests {
 
     #[test]
     fn encodes_constrained_baseline_with_idr_period_and_forced_idr() {
-        let s = EncoderSettings {
-            width: 320,
-            height: 240,
-            fps: 30,
-            bitrate: 500_000,
-            idr_period: 10,
-        };
+        let s = EncoderSettings { width: 320, height: 240, fps: 30, bitrate: 500_000, idr_period: 10 };
         let mut enc = new_encoder(&s).unwrap();
         let mut pattern = TestPattern::new(320, 240);
         let mut idr_frames = Vec::new();
         for n in 0..25u64 {
             pattern.render(n);
             let mut out = Vec::new();
-            encode_frame(
-                &mut enc,
-                &pattern,
-                Duration::from_millis(n * 33),
-                n == 13,
-                &mut out,
-            )
-            .unwrap();
+            encode_frame(&mut enc, &pattern, Duration::from_millis(n * 33), n == 13, &mut out).unwrap();
             let types: Vec<u8> = annex_b(&out).filter_map(nal_unit_type).collect();
             assert!(!types.is_empty(), "frame {n} produced nothing");
             if types.contains(&nal_type::IDR) {
                 idr_frames.push(n);
-                assert!(
-                    types.contains(&nal_type::SPS) && types.contains(&nal_type::PPS),
-                    "IDR {n} without SPS/PPS"
-                );
-                let sps = annex_b(&out)
-                    .find(|n| nal_unit_type(n) == Some(nal_type::SPS))
-                    .unwrap();
+                assert!(types.contains(&nal_type::SPS) && types.contains(&nal_type::PPS), "IDR {n} without SPS/PPS");
+                let sps = annex_b(&out).find(|n| nal_unit_type(n) == Some(nal_type::SPS)).unwrap();
                 let sps = Sps::parse(sps).unwrap();
                 assert_eq!((sps.width, sps.height, sps.profile_idc), (320, 240, 66));
             }
             // No B-frames: every slice is I or P (slice_type 0/5 or 2/7 in the first bits).
             assert!(types.iter().all(|&t| t != 0 && t <= 12), "{types:?}");
         }
-        assert_eq!(
-            idr_frames,
-            vec![0, 10, 13, 23],
-            "IDR every 10 frames, plus the forced one at 13"
-        );
+        assert_eq!(idr_frames, vec![0, 10, 13, 23], "IDR every 10 frames, plus the forced one at 13");
     }
 }

@@ -165,12 +165,7 @@ impl AuSplitter {
     fn nal_begins(&mut self, boundary: bool, emit: &mut impl FnMut(AuSpan)) {
         if boundary || self.au_start.is_none() {
             if let Some(start) = self.au_start {
-                emit(AuSpan {
-                    start,
-                    end: self.nal_start,
-                    idr: self.idr,
-                    has_sps: self.has_sps,
-                });
+                emit(AuSpan { start, end: self.nal_start, idr: self.idr, has_sps: self.has_sps });
             }
             self.au_start = Some(self.nal_start);
             self.seen_vcl = false;
@@ -224,12 +219,7 @@ impl AuSplitter {
             if self.state == SplitState::FirstMb {
                 self.nal_begins(false, emit);
             }
-            emit(AuSpan {
-                start,
-                end: self.pos,
-                idr: self.idr,
-                has_sps: self.has_sps,
-            });
+            emit(AuSpan { start, end: self.pos, idr: self.idr, has_sps: self.has_sps });
         }
     }
 }
@@ -254,13 +244,7 @@ pub enum SpsError {
 
 impl<'a> BitReader<'a> {
     fn new(data: &'a [u8]) -> Self {
-        Self {
-            data,
-            pos: 0,
-            zeros: 0,
-            cur: 0,
-            bits_left: 0,
-        }
+        Self { data, pos: 0, zeros: 0, cur: 0, bits_left: 0 }
     }
 
     fn next_byte(&mut self) -> Result<u8, SpsError> {
@@ -271,11 +255,7 @@ impl<'a> BitReader<'a> {
                 self.zeros = 0;
                 continue;
             }
-            self.zeros = if b == 0 {
-                self.zeros.saturating_add(1)
-            } else {
-                0
-            };
+            self.zeros = if b == 0 { self.zeros.saturating_add(1) } else { 0 };
             return Ok(b);
         }
     }
@@ -339,10 +319,7 @@ impl Sps {
         let _sps_id = r.ue()?;
         let mut chroma_format_idc = 1;
         let mut separate_colour_plane = false;
-        if matches!(
-            profile_idc,
-            100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
-        ) {
+        if matches!(profile_idc, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
             chroma_format_idc = r.ue()?;
             if chroma_format_idc > 3 {
                 return Err(SpsError::Invalid);
@@ -417,35 +394,17 @@ impl Sps {
             (3, false) => (1, 1),
             _ => (1, 1),
         };
-        let crop_unit_x = if chroma_format_idc == 0 || separate_colour_plane {
-            1
-        } else {
-            sub_w
-        };
-        let crop_unit_y = (2 - frame_mbs_only)
-            * if chroma_format_idc == 0 || separate_colour_plane {
-                1
-            } else {
-                sub_h
-            };
+        let crop_unit_x = if chroma_format_idc == 0 || separate_colour_plane { 1 } else { sub_w };
+        let crop_unit_y =
+            (2 - frame_mbs_only) * if chroma_format_idc == 0 || separate_colour_plane { 1 } else { sub_h };
         let crop_x = crop_unit_x * (u64::from(crop_l) + u64::from(crop_r));
         let crop_y = crop_unit_y as u64 * (u64::from(crop_t) + u64::from(crop_b));
-        let width = u64::from(width_mbs * 16)
-            .checked_sub(crop_x)
-            .ok_or(SpsError::Invalid)?;
-        let height = u64::from(height_mbs * 16)
-            .checked_sub(crop_y)
-            .ok_or(SpsError::Invalid)?;
+        let width = u64::from(width_mbs * 16).checked_sub(crop_x).ok_or(SpsError::Invalid)?;
+        let height = u64::from(height_mbs * 16).checked_sub(crop_y).ok_or(SpsError::Invalid)?;
         if width == 0 || height == 0 {
             return Err(SpsError::Invalid);
         }
-        Ok(Sps {
-            profile_idc,
-            constraint_flags,
-            level_idc,
-            width: width as u32,
-            height: height as u32,
-        })
+        Ok(Sps { profile_idc, constraint_flags, level_idc, width: width as u32, height: height as u32 })
     }
 
     /// `profile-level-id` for the SDP (RFC 6184 §8.1): the three bytes after the NAL header.
@@ -461,12 +420,12 @@ mod tests {
     // SPS of a 1280x720 constrained-baseline stream (x264), and of a 1920x1080 High stream
     // whose height needs frame cropping (1088 coded rows).
     const SPS_720P_BASELINE: &[u8] = &[
-        0x67, 0x42, 0xc0, 0x1f, 0xda, 0x01, 0x40, 0x16, 0xec, 0x04, 0x40, 0x00, 0x00, 0x03, 0x00,
-        0x40, 0x00, 0x00, 0x0f, 0x23, 0xc6, 0x0c, 0xa8,
+        0x67, 0x42, 0xc0, 0x1f, 0xda, 0x01, 0x40, 0x16, 0xec, 0x04, 0x40, 0x00, 0x00, 0x03, 0x00, 0x40, 0x00, 0x00,
+        0x0f, 0x23, 0xc6, 0x0c, 0xa8,
     ];
     const SPS_1080P_HIGH: &[u8] = &[
-        0x67, 0x64, 0x00, 0x28, 0xac, 0xd9, 0x40, 0x78, 0x02, 0x27, 0xe5, 0x84, 0x00, 0x00, 0x03,
-        0x00, 0x04, 0x00, 0x00, 0x03, 0x00, 0xf0, 0x3c, 0x60, 0xc6, 0x58,
+        0x67, 0x64, 0x00, 0x28, 0xac, 0xd9, 0x40, 0x78, 0x02, 0x27, 0xe5, 0x84, 0x00, 0x00, 0x03, 0x00, 0x04, 0x00,
+        0x00, 0x03, 0x00, 0xf0, 0x3c, 0x60, 0xc6, 0x58,
     ];
 
     #[test]
@@ -493,14 +452,9 @@ mod tests {
 
     #[test]
     fn annex_b_splits_three_and_four_byte_start_codes() {
-        let data = [
-            0xff, 0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 0, 1, 0x65, 4, 5, 0, 0,
-        ];
+        let data = [0xff, 0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 0, 1, 0x65, 4, 5, 0, 0];
         let nals: heapless::Vec<&[u8], 4> = annex_b(&data).collect();
-        assert_eq!(
-            &nals[..],
-            &[&[0x67, 1, 2][..], &[0x68, 3][..], &[0x65, 4, 5][..]]
-        );
+        assert_eq!(&nals[..], &[&[0x67, 1, 2][..], &[0x68, 3][..], &[0x65, 4, 5][..]]);
         assert_eq!(annex_b(&[0, 0, 1]).count(), 0);
         assert_eq!(annex_b(&[1, 2, 3]).count(), 0);
     }
@@ -509,29 +463,13 @@ mod tests {
     fn splitter_finds_units_in_any_chunking() {
         // AUD SPS PPS IDR(2 slices) | P | AUD P
         let stream: &[u8] = &[
-            0, 0, 0, 1, 0x09, 0x10, 0, 0, 0, 1, 0x67, 0x42, 0, 0, 1, 0x68, 0xce, 0, 0, 1, 0x65,
-            0x88, 0x84, 0, 0, 1, 0x65, 0x11, 0x22, 0, 0, 0, 1, 0x41, 0x9a, 0x01, 0, 0, 1, 0x09,
-            0x30, 0, 0, 1, 0x41, 0x9b,
+            0, 0, 0, 1, 0x09, 0x10, 0, 0, 0, 1, 0x67, 0x42, 0, 0, 1, 0x68, 0xce, 0, 0, 1, 0x65, 0x88, 0x84, 0, 0, 1,
+            0x65, 0x11, 0x22, 0, 0, 0, 1, 0x41, 0x9a, 0x01, 0, 0, 1, 0x09, 0x30, 0, 0, 1, 0x41, 0x9b,
         ];
         let want = [
-            AuSpan {
-                start: 0,
-                end: 29,
-                idr: true,
-                has_sps: true,
-            },
-            AuSpan {
-                start: 29,
-                end: 36,
-                idr: false,
-                has_sps: false,
-            },
-            AuSpan {
-                start: 36,
-                end: 46,
-                idr: false,
-                has_sps: false,
-            },
+            AuSpan { start: 0, end: 29, idr: true, has_sps: true },
+            AuSpan { start: 29, end: 36, idr: false, has_sps: false },
+            AuSpan { start: 36, end: 46, idr: false, has_sps: false },
         ];
         assert_eq!(stream.len(), 46);
         for chunk in 1..=stream.len() {

@@ -46,12 +46,7 @@ pub struct Packetizer {
 impl Packetizer {
     /// `max_packet` is the largest RTP packet (header included) to emit; at least 32.
     pub fn new(ssrc: u32, payload_type: u8, first_sequence: u16, max_packet: usize) -> Self {
-        Self {
-            ssrc,
-            payload_type,
-            next_sequence: first_sequence,
-            max_packet: max_packet.max(32),
-        }
+        Self { ssrc, payload_type, next_sequence: first_sequence, max_packet: max_packet.max(32) }
     }
 
     /// Sequence number the next packet will carry.
@@ -69,14 +64,7 @@ impl Packetizer {
 
     #[must_use]
     pub fn push<'a>(&mut self, au: AccessUnit<'a>) -> Packets<'a, '_> {
-        let mut p = Packets {
-            pz: self,
-            au,
-            prepend_idx: 0,
-            nals: annex_b(au.data),
-            cur: None,
-            offset: 0,
-        };
+        let mut p = Packets { pz: self, au, prepend_idx: 0, nals: annex_b(au.data), cur: None, offset: 0 };
         p.cur = p.next_nal();
         p
     }
@@ -107,9 +95,7 @@ impl<'a> Packets<'a, '_> {
     }
 
     fn is_last_nal(&self) -> bool {
-        self.au.prepend[self.prepend_idx..]
-            .iter()
-            .all(|p| p.is_none_or(|n| n.is_empty()))
+        self.au.prepend[self.prepend_idx..].iter().all(|p| p.is_none_or(|n| n.is_empty()))
             && self.nals.clone().next().is_none()
     }
 
@@ -152,11 +138,7 @@ impl<'a> Packets<'a, '_> {
             self.offset = 0;
             self.cur = self.next_nal();
         }
-        Some(Ok(PacketInfo {
-            len: HEADER_LEN + len,
-            sequence,
-            marker,
-        }))
+        Some(Ok(PacketInfo { len: HEADER_LEN + len, sequence, marker }))
     }
 }
 
@@ -200,10 +182,7 @@ impl Depacketizer {
                         return Err(DepacketizeError::BadStapA);
                     }
                     let n = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
-                    let nal = rest
-                        .get(2..2 + n)
-                        .filter(|n| !n.is_empty())
-                        .ok_or(DepacketizeError::BadStapA)?;
+                    let nal = rest.get(2..2 + n).filter(|n| !n.is_empty()).ok_or(DepacketizeError::BadStapA)?;
                     out.put(&[0, 0, 0, 1]).map_err(full)?;
                     out.put(nal).map_err(full)?;
                     rest = &rest[2 + n..];
@@ -218,8 +197,7 @@ impl Depacketizer {
                     return Err(DepacketizeError::FragmentOutOfOrder);
                 }
                 if start {
-                    out.put(&[0, 0, 0, 1, (first & 0xe0) | (fu & 0x1f)])
-                        .map_err(full)?;
+                    out.put(&[0, 0, 0, 1, (first & 0xe0) | (fu & 0x1f)]).map_err(full)?;
                 }
                 out.put(&payload[2..]).map_err(full)?;
                 self.in_fragment = !end;
@@ -285,11 +263,7 @@ mod tests {
             let mut w = WBuf::new(&mut input);
             annexb(&[sei, nal], &mut w);
             let len = w.len();
-            let au = AccessUnit {
-                data: &input[..len],
-                timestamp: 90_000,
-                prepend: [Some(sps), None],
-            };
+            let au = AccessUnit { data: &input[..len], timestamp: 90_000, prepend: [Some(sps), None] };
             let mut out = [0u8; 800];
             let mut o = WBuf::new(&mut out);
             let pkts = round_trip(au, 65530, &mut o);
@@ -298,11 +272,7 @@ mod tests {
             annexb(&[sps, sei, nal], &mut e);
             assert_eq!(o.written(), e.written(), "size {size}");
             let body_room = MAX - HEADER_LEN - 2;
-            let nal_pkts = if size <= MAX - HEADER_LEN {
-                1
-            } else {
-                (size - 1).div_ceil(body_room)
-            };
+            let nal_pkts = if size <= MAX - HEADER_LEN { 1 } else { (size - 1).div_ceil(body_room) };
             assert_eq!(pkts, 2 + nal_pkts, "size {size}");
         }
     }
@@ -316,38 +286,23 @@ mod tests {
         annexb(&[&nal], &mut w);
         let len = w.len();
         let mut pz = Packetizer::new(1, 96, 0, MAX);
-        let mut pkts = pz.push(AccessUnit {
-            data: &input[..len],
-            timestamp: 3,
-            prepend: [None, None],
-        });
+        let mut pkts = pz.push(AccessUnit { data: &input[..len], timestamp: 3, prepend: [None, None] });
         let mut buf = [0u8; MAX];
         let mut flags: heapless::Vec<(u8, u8, bool), 8> = heapless::Vec::new();
         while let Some(r) = pkts.next(&mut buf) {
             let info = r.unwrap();
             flags.push((buf[12], buf[13], info.marker)).unwrap();
         }
-        assert_eq!(
-            &flags[..],
-            &[(0x5c, 0x85, false), (0x5c, 0x05, false), (0x5c, 0x45, true)]
-        );
+        assert_eq!(&flags[..], &[(0x5c, 0x85, false), (0x5c, 0x05, false), (0x5c, 0x45, true)]);
     }
 
     #[test]
     fn small_buffer_is_full_not_a_panic() {
         let data = [0, 0, 1, 0x41, 1, 2];
         let mut pz = Packetizer::new(1, 96, 0, MAX);
-        let mut pkts = pz.push(AccessUnit {
-            data: &data,
-            timestamp: 0,
-            prepend: [None, None],
-        });
+        let mut pkts = pz.push(AccessUnit { data: &data, timestamp: 0, prepend: [None, None] });
         assert_eq!(pkts.next(&mut [0u8; 10]), Some(Err(Full)));
-        let mut empty = pz.push(AccessUnit {
-            data: &[],
-            timestamp: 0,
-            prepend: [None, None],
-        });
+        let mut empty = pz.push(AccessUnit { data: &[], timestamp: 0, prepend: [None, None] });
         assert_eq!(empty.next(&mut [0u8; MAX]), None);
     }
 
@@ -356,23 +311,11 @@ mod tests {
         let mut out = [0u8; 64];
         let mut o = WBuf::new(&mut out);
         let mut de = Depacketizer::new();
-        assert_eq!(
-            de.push(&[0x7c, 0x05, 1], &mut o),
-            Err(DepacketizeError::FragmentOutOfOrder)
-        );
-        assert_eq!(
-            de.push(&[0x78, 0x00, 0x05], &mut o),
-            Err(DepacketizeError::BadStapA)
-        );
-        assert_eq!(
-            de.push(&[0x78, 0x00, 0x01, 0x67, 0x00, 0x01, 0x68], &mut o),
-            Ok(())
-        );
+        assert_eq!(de.push(&[0x7c, 0x05, 1], &mut o), Err(DepacketizeError::FragmentOutOfOrder));
+        assert_eq!(de.push(&[0x78, 0x00, 0x05], &mut o), Err(DepacketizeError::BadStapA));
+        assert_eq!(de.push(&[0x78, 0x00, 0x01, 0x67, 0x00, 0x01, 0x68], &mut o), Ok(()));
         assert_eq!(o.written(), &[0, 0, 0, 1, 0x67, 0, 0, 0, 1, 0x68]);
         assert_eq!(de.push(&[], &mut o), Err(DepacketizeError::Empty));
-        assert_eq!(
-            de.push(&[0x1e], &mut o),
-            Err(DepacketizeError::UnsupportedType(30))
-        );
+        assert_eq!(de.push(&[0x1e], &mut o), Err(DepacketizeError::UnsupportedType(30)));
     }
 }

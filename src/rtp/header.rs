@@ -89,13 +89,7 @@ mod tests {
 
     #[test]
     fn write_then_parse() {
-        let h = RtpHeader {
-            marker: true,
-            payload_type: 96,
-            sequence: 0xfffe,
-            timestamp: 0xdead_beef,
-            ssrc: 7,
-        };
+        let h = RtpHeader { marker: true, payload_type: 96, sequence: 0xfffe, timestamp: 0xdead_beef, ssrc: 7 };
         let mut buf = [0xa5u8; 16];
         assert_eq!(h.write_to(&mut buf), Some(12));
         assert_eq!(&buf[..4], &[0x80, 0xe0, 0xff, 0xfe]);

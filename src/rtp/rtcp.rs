@@ -212,12 +212,7 @@ impl<'a> Compound<'a> {
                     packet_count: word(body, 16),
                     octet_count: word(body, 20),
                 };
-                Ok(RtcpPacket::SenderReport {
-                    report,
-                    blocks: ReportBlocks {
-                        data: &body[24..24 + 24 * count],
-                    },
-                })
+                Ok(RtcpPacket::SenderReport { report, blocks: ReportBlocks { data: &body[24..24 + 24 * count] } })
             }
             PT_RR => {
                 if body.len() < 4 + 24 * count {
@@ -225,9 +220,7 @@ impl<'a> Compound<'a> {
                 }
                 Ok(RtcpPacket::ReceiverReport {
                     ssrc: word(body, 0),
-                    blocks: ReportBlocks {
-                        data: &body[4..4 + 24 * count],
-                    },
+                    blocks: ReportBlocks { data: &body[4..4 + 24 * count] },
                 })
             }
             PT_BYE => Ok(RtcpPacket::Bye),
@@ -279,10 +272,9 @@ mod tests {
     fn receiver_report_from_ffmpeg() {
         // RR + SDES as ffmpeg's RTP receiver sends it (one report block).
         let rr: &[u8] = &[
-            0x81, 0xc9, 0x00, 0x07, 0x5e, 0x2f, 0x41, 0x0a, 0x00, 0x00, 0xab, 0xcd, 0x05, 0xff,
-            0xff, 0xfe, 0x00, 0x01, 0x10, 0x20, 0x00, 0x00, 0x01, 0x2c, 0x11, 0x22, 0x33, 0x44,
-            0x00, 0x00, 0x80, 0x00, 0x81, 0xca, 0x00, 0x02, 0x5e, 0x2f, 0x41, 0x0a, 0x01, 0x00,
-            0x00, 0x00,
+            0x81, 0xc9, 0x00, 0x07, 0x5e, 0x2f, 0x41, 0x0a, 0x00, 0x00, 0xab, 0xcd, 0x05, 0xff, 0xff, 0xfe, 0x00, 0x01,
+            0x10, 0x20, 0x00, 0x00, 0x01, 0x2c, 0x11, 0x22, 0x33, 0x44, 0x00, 0x00, 0x80, 0x00, 0x81, 0xca, 0x00, 0x02,
+            0x5e, 0x2f, 0x41, 0x0a, 0x01, 0x00, 0x00, 0x00,
         ];
         let mut it = parse_compound(rr);
         match it.next() {
@@ -305,35 +297,20 @@ mod tests {
     #[test]
     fn malformed_compounds_are_errors_at_every_cut() {
         let mut buf = [0u8; 64];
-        let sr = SenderReport {
-            ssrc: 1,
-            ntp: 2,
-            rtp_timestamp: 3,
-            packet_count: 4,
-            octet_count: 5,
-        };
+        let sr = SenderReport { ssrc: 1, ntp: 2, rtp_timestamp: 3, packet_count: 4, octet_count: 5 };
         let n = write_sender_report(&sr, "c", &mut buf).unwrap();
         for cut in 1..n {
             let ok = parse_compound(&buf[..cut]).all(|p| p.is_ok());
             // Cuts on a packet boundary parse; every other cut must report an error.
             assert_eq!(ok, cut == 28, "cut {cut}");
         }
-        assert_eq!(
-            parse_compound(&[0x40, 200, 0, 0]).next(),
-            Some(Err(RtcpError::BadVersion))
-        );
+        assert_eq!(parse_compound(&[0x40, 200, 0, 0]).next(), Some(Err(RtcpError::BadVersion)));
         // RC says one block but the length holds none.
-        assert_eq!(
-            parse_compound(&[0x81, 201, 0, 1, 0, 0, 0, 1]).next(),
-            Some(Err(RtcpError::BadLength))
-        );
+        assert_eq!(parse_compound(&[0x81, 201, 0, 1, 0, 0, 0, 1]).next(), Some(Err(RtcpError::BadLength)));
     }
 
     #[test]
     fn ntp_epoch() {
-        assert_eq!(
-            ntp_from_unix(0, 500_000_000),
-            (2_208_988_800u64 << 32) | 0x8000_0000
-        );
+        assert_eq!(ntp_from_unix(0, 500_000_000), (2_208_988_800u64 << 32) | 0x8000_0000);
     }
 }

@@ -77,10 +77,7 @@ pub struct Request<'a> {
 impl<'a> Request<'a> {
     /// First header with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&'a str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|&(_, v)| v)
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|&(_, v)| v)
     }
 
     pub fn cseq(&self) -> Option<&'a str> {
@@ -89,8 +86,7 @@ impl<'a> Request<'a> {
 
     /// The session id of the `Session` header, without its parameters.
     pub fn session_id(&self) -> Option<&'a str> {
-        self.header("Session")
-            .map(|v| v.split(';').next().unwrap_or("").trim())
+        self.header("Session").map(|v| v.split(';').next().unwrap_or("").trim())
     }
 
     /// Writes the request back out (used by round-trip tests and fuzzing).
@@ -178,11 +174,7 @@ pub fn parse_input(buf: &[u8]) -> Result<Input<'_>, ParseError> {
             return Err(ParseError::FrameTooLarge);
         }
         return Ok(match buf.get(4..4 + len) {
-            Some(data) => Input::Interleaved {
-                channel: buf[1],
-                data,
-                consumed: 4 + len,
-            },
+            Some(data) => Input::Interleaved { channel: buf[1], data, consumed: 4 + len },
             None => Input::Incomplete,
         });
     }
@@ -211,10 +203,7 @@ fn find_head_end(buf: &[u8]) -> Option<(usize, usize)> {
 
 fn parse_request(buf: &[u8]) -> Result<Input<'_>, ParseError> {
     // Skip empty lines between pipelined requests (RFC 2616 §4.1 tolerance, sent by some VLCs).
-    let lead = buf
-        .iter()
-        .take_while(|&&b| b == b'\r' || b == b'\n')
-        .count();
+    let lead = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
     let buf_all = buf;
     let buf = &buf[lead..];
     if buf.is_empty() {
@@ -248,15 +237,10 @@ fn parse_request(buf: &[u8]) -> Result<Input<'_>, ParseError> {
         if name.is_empty() || !name.bytes().all(is_token_char) {
             return Err(ParseError::BadHeader);
         }
-        headers
-            .push((name, value.trim()))
-            .map_err(|_| ParseError::TooManyHeaders)?;
+        headers.push((name, value.trim())).map_err(|_| ParseError::TooManyHeaders)?;
     }
     let mut content_length = 0usize;
-    for (_, v) in headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("Content-Length"))
-    {
+    for (_, v) in headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("Content-Length")) {
         if v.is_empty() || v.len() > 9 || !v.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ParseError::BadContentLength);
         }
@@ -271,16 +255,7 @@ fn parse_request(buf: &[u8]) -> Result<Input<'_>, ParseError> {
     };
     let consumed = lead + total_head + content_length;
     debug_assert!(consumed <= buf_all.len());
-    Ok(Input::Request {
-        request: Request {
-            method,
-            uri,
-            version,
-            headers,
-            body,
-        },
-        consumed,
-    })
+    Ok(Input::Request { request: Request { method, uri, version, headers, body }, consumed })
 }
 
 fn is_token_char(b: u8) -> bool {
@@ -291,17 +266,14 @@ fn parse_request_line(line: &[u8]) -> Result<(Method<'_>, &str, (u8, u8)), Parse
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let line = core::str::from_utf8(line).map_err(|_| ParseError::NotUtf8)?;
     let mut parts = line.split(' ').filter(|p| !p.is_empty());
-    let (Some(method), Some(uri), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(method), Some(uri), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(ParseError::BadRequestLine);
     };
     if !method.bytes().all(is_token_char) || uri.bytes().any(|b| b.is_ascii_control()) {
         return Err(ParseError::BadRequestLine);
     }
-    let ver = version
-        .strip_prefix("RTSP/")
-        .ok_or(ParseError::BadRequestLine)?;
+    let ver = version.strip_prefix("RTSP/").ok_or(ParseError::BadRequestLine)?;
     let (maj, min) = ver.split_once('.').ok_or(ParseError::BadRequestLine)?;
     let parse_digit = |s: &str| -> Result<u8, ParseError> {
         match s.as_bytes() {
@@ -319,10 +291,7 @@ fn parse_request_line(line: &[u8]) -> Result<(Method<'_>, &str, (u8, u8)), Parse
 /// The path of an `rtsp://host[:port]/path[?query]` URL (or of an absolute path), without the
 /// query; `None` for `*` and anything that is not an rtsp URL or path.
 pub fn uri_path(uri: &str) -> Option<&str> {
-    let rest = if let Some(r) = uri
-        .strip_prefix("rtsp://")
-        .or_else(|| uri.strip_prefix("rtsps://"))
-    {
+    let rest = if let Some(r) = uri.strip_prefix("rtsp://").or_else(|| uri.strip_prefix("rtsps://")) {
         match r.find('/') {
             Some(i) => &r[i..],
             None => "/",
@@ -372,16 +341,8 @@ pub(crate) mod tests {
         assert_eq!(r.cseq(), Some("2"));
         assert_eq!(r.header("accept"), Some("application/sdp"));
         let (r, _) = request(GSTREAMER_SETUP_UDP);
-        assert_eq!(
-            r.header("transport"),
-            Some("RTP/AVP;unicast;client_port=45486-45487")
-        );
-        for req in [
-            FFMPEG_SETUP_TCP,
-            VLC_OPTIONS,
-            VLC_SETUP_UDP,
-            WINTAK_SETUP_UDP,
-        ] {
+        assert_eq!(r.header("transport"), Some("RTP/AVP;unicast;client_port=45486-45487"));
+        for req in [FFMPEG_SETUP_TCP, VLC_OPTIONS, VLC_SETUP_UDP, WINTAK_SETUP_UDP] {
             let (_, n) = request(req);
             assert_eq!(n, req.len());
         }
@@ -389,13 +350,7 @@ pub(crate) mod tests {
 
     #[test]
     fn every_split_point_is_incomplete_then_complete() {
-        for req in [
-            FFMPEG_DESCRIBE,
-            FFMPEG_SETUP_TCP,
-            GSTREAMER_SETUP_UDP,
-            VLC_SETUP_UDP,
-            WINTAK_SETUP_UDP,
-        ] {
+        for req in [FFMPEG_DESCRIBE, FFMPEG_SETUP_TCP, GSTREAMER_SETUP_UDP, VLC_SETUP_UDP, WINTAK_SETUP_UDP] {
             for cut in 0..req.len() {
                 assert_eq!(parse_input(&req[..cut]), Ok(Input::Incomplete), "cut {cut}");
             }
@@ -416,19 +371,9 @@ pub(crate) mod tests {
     #[test]
     fn interleaved_frames() {
         let f = [b'$', 1, 0, 3, 9, 8, 7, b'O'];
-        assert_eq!(
-            parse_input(&f),
-            Ok(Input::Interleaved {
-                channel: 1,
-                data: &[9, 8, 7],
-                consumed: 7
-            })
-        );
+        assert_eq!(parse_input(&f), Ok(Input::Interleaved { channel: 1, data: &[9, 8, 7], consumed: 7 }));
         assert_eq!(parse_input(&f[..6]), Ok(Input::Incomplete));
-        assert_eq!(
-            parse_input(&[b'$', 1, 0xff, 0xff]),
-            Err(ParseError::FrameTooLarge)
-        );
+        assert_eq!(parse_input(&[b'$', 1, 0xff, 0xff]), Err(ParseError::FrameTooLarge));
     }
 
     #[test]
@@ -439,18 +384,9 @@ pub(crate) mod tests {
             (b"PLAY rtsp://h/live RTSP/2.0\r\nCSeq: 1\r\n\r\n", 505),
             (b"PLAY rtsp://h/live RTSP/1.0\r\nNoColon\r\n\r\n", 400),
             (b"PLAY rtsp://h/live RTSP/1.0\r\n folded: x\r\n\r\n", 400),
-            (
-                b"PLAY rtsp://h/live RTSP/1.0\r\nContent-Length: -1\r\n\r\n",
-                400,
-            ),
-            (
-                b"PLAY rtsp://h/live RTSP/1.0\r\nContent-Length: 99999999999\r\n\r\n",
-                400,
-            ),
-            (
-                b"PLAY rtsp://h/live RTSP/1.0\r\nContent-Length: 100000\r\n\r\n",
-                413,
-            ),
+            (b"PLAY rtsp://h/live RTSP/1.0\r\nContent-Length: -1\r\n\r\n", 400),
+            (b"PLAY rtsp://h/live RTSP/1.0\r\nContent-Length: 99999999999\r\n\r\n", 400),
+            (b"PLAY rtsp://h/live RTSP/1.0\r\nContent-Length: 100000\r\n\r\n", 413),
             (b"PLAY rtsp://h/\xff RTSP/1.0\r\n\r\n", 400),
             (b"PLAY rtsp://h/live RTSP/1.0\r\nBad Name: x\r\n\r\n", 400),
             (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\n", 400),
@@ -487,10 +423,7 @@ pub(crate) mod tests {
     #[test]
     fn uri_paths() {
         assert_eq!(uri_path("rtsp://127.0.0.1:8554/live"), Some("/live"));
-        assert_eq!(
-            uri_path("rtsp://[::1]:8554/live/trackID=0?x=1"),
-            Some("/live/trackID=0")
-        );
+        assert_eq!(uri_path("rtsp://[::1]:8554/live/trackID=0?x=1"), Some("/live/trackID=0"));
         assert_eq!(uri_path("RTSP://host"), Some("/"));
         assert_eq!(uri_path("/live"), Some("/live"));
         assert_eq!(uri_path("*"), None);

@@ -27,11 +27,7 @@ pub struct SdpParams<'a> {
 /// Writes the SDP; returns the number of bytes written.
 pub fn write_sdp(p: &SdpParams<'_>, buf: &mut [u8]) -> Result<usize, Full> {
     let mut w = WBuf::new(buf);
-    let ip = if p.origin_addr.contains(':') {
-        "IP6"
-    } else {
-        "IP4"
-    };
+    let ip = if p.origin_addr.contains(':') { "IP6" } else { "IP4" };
     w.put_fmt(format_args!(
         "v=0\r\no=- {} {} IN {} {}\r\ns=uavstream\r\nc=IN {} {}\r\nt=0 0\r\n\
          a=tool:uavstream\r\na=type:broadcast\r\na=control:*\r\na=range:npt=now-\r\n",
@@ -47,10 +43,7 @@ pub fn write_sdp(p: &SdpParams<'_>, buf: &mut [u8]) -> Result<usize, Full> {
         w.put_fmt(format_args!("b=AS:{}\r\n", p.bandwidth_kbps))?;
     }
     w.put_fmt(format_args!("a=rtpmap:{} H264/90000\r\n", p.payload_type))?;
-    w.put_fmt(format_args!(
-        "a=fmtp:{} packetization-mode=1",
-        p.payload_type
-    ))?;
+    w.put_fmt(format_args!("a=fmtp:{} packetization-mode=1", p.payload_type))?;
     if let Ok(sps) = Sps::parse(p.sps) {
         let [a, b, c] = sps.profile_level_id();
         w.put_fmt(format_args!(";profile-level-id={a:02X}{b:02X}{c:02X}"))?;
@@ -76,8 +69,8 @@ mod tests {
     #[test]
     fn sdp_carries_live_parameter_sets() {
         let sps = [
-            0x67, 0x42, 0xc0, 0x1f, 0xda, 0x01, 0x40, 0x16, 0xec, 0x04, 0x40, 0x00, 0x00, 0x03,
-            0x00, 0x40, 0x00, 0x00, 0x0f, 0x23, 0xc6, 0x0c, 0xa8,
+            0x67, 0x42, 0xc0, 0x1f, 0xda, 0x01, 0x40, 0x16, 0xec, 0x04, 0x40, 0x00, 0x00, 0x03, 0x00, 0x40, 0x00, 0x00,
+            0x0f, 0x23, 0xc6, 0x0c, 0xa8,
         ];
         let pps = [0x68, 0xce, 0x3c, 0x80];
         let p = SdpParams {
@@ -93,10 +86,7 @@ mod tests {
         let mut buf = [0xa5u8; 1024];
         let n = write_sdp(&p, &mut buf).unwrap();
         let sdp = core::str::from_utf8(&buf[..n]).unwrap();
-        assert!(
-            sdp.starts_with("v=0\r\no=- 42 1 IN IP4 127.0.0.1\r\n"),
-            "{sdp}"
-        );
+        assert!(sdp.starts_with("v=0\r\no=- 42 1 IN IP4 127.0.0.1\r\n"), "{sdp}");
         assert!(sdp.contains("m=video 0 RTP/AVP 96\r\n"));
         assert!(sdp.contains("a=rtpmap:96 H264/90000\r\n"));
         assert!(sdp.contains(

@@ -45,11 +45,7 @@ pub enum SessionState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
     /// UDP to the RTSP peer's address at these ports.
-    Udp {
-        lower: Lower,
-        client_rtp: u16,
-        client_rtcp: u16,
-    },
+    Udp { lower: Lower, client_rtp: u16, client_rtcp: u16 },
     /// Interleaved in the RTSP TCP connection on these channels.
     Interleaved { rtp_channel: u8, rtcp_channel: u8 },
 }
@@ -82,19 +78,10 @@ impl Session {
         state: SessionState::Free,
         id: 0,
         conn: ConnId(0),
-        delivery: Delivery::Interleaved {
-            rtp_channel: 0,
-            rtcp_channel: 1,
-        },
+        delivery: Delivery::Interleaved { rtp_channel: 0, rtcp_channel: 1 },
         server_ports: (0, 0),
         last_seen: Instant::ZERO,
-        reception: Reception {
-            reports: 0,
-            fraction_lost: 0,
-            cumulative_lost: 0,
-            jitter: 0,
-            highest_sequence: 0,
-        },
+        reception: Reception { reports: 0, fraction_lost: 0, cumulative_lost: 0, jitter: 0, highest_sequence: 0 },
     };
 }
 
@@ -145,8 +132,7 @@ pub struct ServerConfig<'c> {
     pub session_timeout: Duration,
 }
 
-const PUBLIC: &str =
-    "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
+const PUBLIC: &str = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
 const SERVER: &str = concat!("uavstream/", env!("CARGO_PKG_VERSION"));
 
 pub fn reason_phrase(status: u16) -> &'static str {
@@ -176,11 +162,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
 }
 
 fn start(w: &mut WBuf<'_>, status: u16, cseq: Option<&str>) -> Result<(), Full> {
-    w.put_fmt(format_args!(
-        "RTSP/1.0 {} {}\r\n",
-        status,
-        reason_phrase(status)
-    ))?;
+    w.put_fmt(format_args!("RTSP/1.0 {} {}\r\n", status, reason_phrase(status)))?;
     if let Some(c) = cseq {
         w.put_fmt(format_args!("CSeq: {c}\r\n"))?;
     }
@@ -201,10 +183,7 @@ fn finish(w: &mut WBuf<'_>, content_type: Option<&str>, body: &[u8]) -> Result<(
 /// Writes a bodiless error response (for requests that could not even be parsed).
 pub fn write_error_response(status: u16, cseq: Option<&str>, out: &mut [u8]) -> usize {
     let mut w = WBuf::new(out);
-    if start(&mut w, status, cseq)
-        .and_then(|_| finish(&mut w, None, &[]))
-        .is_err()
-    {
+    if start(&mut w, status, cseq).and_then(|_| finish(&mut w, None, &[])).is_err() {
         return 0;
     }
     w.len()
@@ -222,12 +201,7 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
     /// `sessions` are the fixed slots (all `Session::FREE`, with `server_ports` filled in);
     /// `seed` seeds session ids (the loop passes bytes from the OS's random source).
     pub fn new(cfg: ServerConfig<'c>, sessions: S, seed: u64) -> Self {
-        Self {
-            cfg,
-            sessions,
-            rng: seed,
-            latest: Instant::ZERO,
-        }
+        Self { cfg, sessions, rng: seed, latest: Instant::ZERO }
     }
 
     pub fn sessions(&self) -> &[Session] {
@@ -240,10 +214,7 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
 
     /// Slots in use.
     pub fn active(&self) -> usize {
-        self.sessions()
-            .iter()
-            .filter(|s| s.state != SessionState::Free)
-            .count()
+        self.sessions().iter().filter(|s| s.state != SessionState::Free).count()
     }
 
     fn clamp_now(&mut self, now: Instant) -> Instant {
@@ -261,12 +232,7 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
             z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
             z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             z ^= z >> 31;
-            if z != 0
-                && !self
-                    .sessions()
-                    .iter()
-                    .any(|s| s.state != SessionState::Free && s.id == z)
-            {
+            if z != 0 && !self.sessions().iter().any(|s| s.state != SessionState::Free && s.id == z) {
                 return z;
             }
         }
@@ -277,9 +243,7 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
             return None;
         }
         let id = u64::from_str_radix(id, 16).ok()?;
-        self.sessions()
-            .iter()
-            .position(|s| s.state != SessionState::Free && s.id == id)
+        self.sessions().iter().position(|s| s.state != SessionState::Free && s.id == id)
     }
 
     fn path_matches(&self, uri: &str, allow_track: bool) -> bool {
@@ -296,20 +260,11 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
     }
 
     /// Handles one request; writes the response into `out`.
-    pub fn handle_request(
-        &mut self,
-        ctx: &RequestCtx<'_>,
-        req: &Request<'_>,
-        now: Instant,
-        out: &mut [u8],
-    ) -> Outcome {
+    pub fn handle_request(&mut self, ctx: &RequestCtx<'_>, req: &Request<'_>, now: Instant, out: &mut [u8]) -> Outcome {
         let now = self.clamp_now(now);
         let mut w = WBuf::new(out);
         match self.respond(ctx, req, now, &mut w) {
-            Ok(event) => Outcome {
-                len: w.len(),
-                event,
-            },
+            Ok(event) => Outcome { len: w.len(), event },
             Err(Full) => {
                 let len = write_error_response(500, req.cseq(), out);
                 Outcome { len, event: None }
@@ -325,11 +280,7 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
 
     fn put_session(&self, w: &mut WBuf<'_>, slot: usize) -> Result<(), Full> {
         let s = &self.sessions()[slot];
-        w.put_fmt(format_args!(
-            "Session: {:016X};timeout={}\r\n",
-            s.id,
-            self.cfg.session_timeout.as_secs()
-        ))
+        w.put_fmt(format_args!("Session: {:016X};timeout={}\r\n", s.id, self.cfg.session_timeout.as_secs()))
     }
 
     fn respond(
@@ -385,10 +336,7 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
                 if let Some(stream) = ctx.stream {
                     w.put(b"RTP-Info: url=")?;
                     put_track_url(w, req.uri)?;
-                    w.put_fmt(format_args!(
-                        ";seq={};rtptime={}\r\n",
-                        stream.next_sequence, stream.rtptime_now
-                    ))?;
+                    w.put_fmt(format_args!(";seq={};rtptime={}\r\n", stream.next_sequence, stream.rtptime_now))?;
                 }
                 finish(w, None, &[])?;
                 Ok(Some(Event::Play { slot }))
@@ -415,11 +363,7 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
             }
             Method::GetParameter | Method::SetParameter => {
                 // Keepalives (GStreamer, VLC, ffmpeg): an empty body. We expose no parameters.
-                let status = if req.body.iter().all(u8::is_ascii_whitespace) {
-                    200
-                } else {
-                    451
-                };
+                let status = if req.body.iter().all(u8::is_ascii_whitespace) { 200 } else { 451 };
                 start(w, status, cseq)?;
                 if let Some(slot) = slot {
                     self.put_session(w, slot)?;
@@ -437,12 +381,7 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
         }
     }
 
-    fn describe(
-        &mut self,
-        ctx: &RequestCtx<'_>,
-        req: &Request<'_>,
-        w: &mut WBuf<'_>,
-    ) -> Result<Option<Event>, Full> {
+    fn describe(&mut self, ctx: &RequestCtx<'_>, req: &Request<'_>, w: &mut WBuf<'_>) -> Result<Option<Event>, Full> {
         let cseq = req.cseq();
         if !self.path_matches(req.uri, false) {
             return Self::simple(w, 404, cseq);
@@ -500,11 +439,7 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
                 return Self::simple(w, 455, cseq);
             }
             Some(slot) => slot,
-            None => match self
-                .sessions()
-                .iter()
-                .position(|s| s.state == SessionState::Free)
-            {
+            None => match self.sessions().iter().position(|s| s.state == SessionState::Free) {
                 Some(slot) => slot,
                 None => {
                     start(w, 503, cseq)?;
@@ -517,23 +452,12 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
         let delivery = match (spec.lower, spec.client_port) {
             (Lower::Tcp, _) => {
                 let (rtp_channel, rtcp_channel) = spec.interleaved.unwrap_or((0, 1));
-                Delivery::Interleaved {
-                    rtp_channel,
-                    rtcp_channel,
-                }
+                Delivery::Interleaved { rtp_channel, rtcp_channel }
             }
-            (lower, Some((client_rtp, client_rtcp))) => Delivery::Udp {
-                lower,
-                client_rtp,
-                client_rtcp,
-            },
+            (lower, Some((client_rtp, client_rtcp))) => Delivery::Udp { lower, client_rtp, client_rtcp },
             (_, None) => return Self::simple(w, 461, cseq),
         };
-        let id = if existing.is_some() {
-            self.sessions()[slot].id
-        } else {
-            self.next_id()
-        };
+        let id = if existing.is_some() { self.sessions()[slot].id } else { self.next_id() };
         let s = &mut self.sessions.as_mut()[slot];
         s.state = SessionState::Ready;
         s.id = id;
@@ -546,17 +470,12 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
         start(w, 200, cseq)?;
         w.put(b"Transport: ")?;
         match delivery {
-            Delivery::Udp {
-                lower,
-                client_rtp,
-                client_rtcp,
-            } => {
+            Delivery::Udp { lower, client_rtp, client_rtcp } => {
                 transport::write_udp_reply(w, lower, (client_rtp, client_rtcp), server_ports, ssrc)?
             }
-            Delivery::Interleaved {
-                rtp_channel,
-                rtcp_channel,
-            } => transport::write_tcp_reply(w, (rtp_channel, rtcp_channel), ssrc)?,
+            Delivery::Interleaved { rtp_channel, rtcp_channel } => {
+                transport::write_tcp_reply(w, (rtp_channel, rtcp_channel), ssrc)?
+            }
         }
         w.put(b"\r\n")?;
         self.put_session(w, slot)?;
@@ -577,8 +496,7 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
         let mut valid = false;
         for pkt in parse_compound(data) {
             let blocks = match pkt {
-                Ok(RtcpPacket::ReceiverReport { blocks, .. })
-                | Ok(RtcpPacket::SenderReport { blocks, .. }) => blocks,
+                Ok(RtcpPacket::ReceiverReport { blocks, .. }) | Ok(RtcpPacket::SenderReport { blocks, .. }) => blocks,
                 Ok(_) => {
                     valid = true;
                     continue;
@@ -603,10 +521,7 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
     /// The connection `conn` closed: frees one of its sessions and returns the slot. Call until
     /// `None`.
     pub fn close_session_of(&mut self, conn: ConnId) -> Option<usize> {
-        let slot = self
-            .sessions()
-            .iter()
-            .position(|s| s.state != SessionState::Free && s.conn == conn)?;
+        let slot = self.sessions().iter().position(|s| s.state != SessionState::Free && s.conn == conn)?;
         self.sessions.as_mut()[slot].state = SessionState::Free;
         Some(slot)
     }
@@ -633,9 +548,10 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
     pub fn poll_expired(&mut self, now: Instant) -> Option<usize> {
         let now = self.clamp_now(now);
         let timeout = self.cfg.session_timeout;
-        let slot = self.sessions().iter().position(|s| {
-            s.state != SessionState::Free && now.saturating_since(s.last_seen) >= timeout
-        })?;
+        let slot = self
+            .sessions()
+            .iter()
+            .position(|s| s.state != SessionState::Free && now.saturating_since(s.last_seen) >= timeout)?;
         self.sessions.as_mut()[slot].state = SessionState::Free;
         Some(slot)
     }

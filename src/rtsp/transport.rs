@@ -53,16 +53,9 @@ pub fn parse_spec(spec: &str) -> Result<TransportSpec, TransportError> {
         .into_iter()
         .find(|l| proto.eq_ignore_ascii_case(l.as_str()))
         .ok_or(TransportError::Unsupported)?;
-    let mut t = TransportSpec {
-        lower,
-        multicast: false,
-        client_port: None,
-        interleaved: None,
-    };
+    let mut t = TransportSpec { lower, multicast: false, client_port: None, interleaved: None };
     for p in params {
-        let (k, v) = p
-            .split_once('=')
-            .map_or((p, ""), |(k, v)| (k.trim(), v.trim().trim_matches('"')));
+        let (k, v) = p.split_once('=').map_or((p, ""), |(k, v)| (k.trim(), v.trim().trim_matches('"')));
         if k.eq_ignore_ascii_case("multicast") {
             t.multicast = true;
         } else if k.eq_ignore_ascii_case("client_port") {
@@ -97,9 +90,7 @@ pub fn choose(header: &str) -> Result<TransportSpec, TransportError> {
     for spec in header.split(',') {
         match parse_spec(spec) {
             Ok(t) if t.multicast => {}
-            Ok(t) if t.lower != Lower::Tcp && t.client_port.is_none() => {
-                first_err = TransportError::Malformed
-            }
+            Ok(t) if t.lower != Lower::Tcp && t.client_port.is_none() => first_err = TransportError::Malformed,
             Ok(t) => return Ok(t),
             Err(TransportError::Malformed) => first_err = TransportError::Malformed,
             Err(TransportError::Unsupported) => {}
@@ -162,40 +153,16 @@ mod tests {
             }
         );
         // WinTAK
-        assert_eq!(
-            choose("RTP/AVP/UDP;unicast;client_port=50620-50621")
-                .unwrap()
-                .lower,
-            Lower::UdpExplicit
-        );
+        assert_eq!(choose("RTP/AVP/UDP;unicast;client_port=50620-50621").unwrap().lower, Lower::UdpExplicit);
         // ffmpeg over TCP
-        assert_eq!(
-            choose("RTP/AVP/TCP;unicast;interleaved=0-1")
-                .unwrap()
-                .interleaved,
-            Some((0, 1))
-        );
+        assert_eq!(choose("RTP/AVP/TCP;unicast;interleaved=0-1").unwrap().interleaved, Some((0, 1)));
         // odd channel pair (mediamtx #1762)
-        assert_eq!(
-            choose("RTP/AVP/TCP;unicast;interleaved=3-4")
-                .unwrap()
-                .interleaved,
-            Some((3, 4))
-        );
+        assert_eq!(choose("RTP/AVP/TCP;unicast;interleaved=3-4").unwrap().interleaved, Some((3, 4)));
         // single port and single channel
-        assert_eq!(
-            choose("RTP/AVP;unicast;client_port=5000")
-                .unwrap()
-                .client_port,
-            Some((5000, 5001))
-        );
-        assert_eq!(
-            choose("RTP/AVP/TCP;interleaved=6").unwrap().interleaved,
-            Some((6, 7))
-        );
+        assert_eq!(choose("RTP/AVP;unicast;client_port=5000").unwrap().client_port, Some((5000, 5001)));
+        assert_eq!(choose("RTP/AVP/TCP;interleaved=6").unwrap().interleaved, Some((6, 7)));
         // GStreamer offers several; multicast is skipped in favour of what we serve.
-        let t =
-            choose("RTP/AVP;multicast;port=5000-5001,RTP/AVP/TCP;unicast;interleaved=0-1").unwrap();
+        let t = choose("RTP/AVP;multicast;port=5000-5001,RTP/AVP/TCP;unicast;interleaved=0-1").unwrap();
         assert_eq!(t.lower, Lower::Tcp);
         // TCP without interleaved: the server picks.
         assert_eq!(choose("RTP/AVP/TCP;unicast").unwrap().interleaved, None);
@@ -203,27 +170,12 @@ mod tests {
 
     #[test]
     fn refused_transports() {
-        assert_eq!(
-            choose("RAW/RAW/UDP;unicast"),
-            Err(TransportError::Unsupported)
-        );
-        assert_eq!(
-            choose("RTP/AVP;multicast"),
-            Err(TransportError::Unsupported)
-        );
+        assert_eq!(choose("RAW/RAW/UDP;unicast"), Err(TransportError::Unsupported));
+        assert_eq!(choose("RTP/AVP;multicast"), Err(TransportError::Unsupported));
         assert_eq!(choose("RTP/AVP;unicast"), Err(TransportError::Malformed));
-        assert_eq!(
-            choose("RTP/AVP;unicast;client_port=x-y"),
-            Err(TransportError::Malformed)
-        );
-        assert_eq!(
-            choose("RTP/AVP;unicast;client_port=65535"),
-            Err(TransportError::Malformed)
-        );
-        assert_eq!(
-            choose("RTP/AVP/TCP;interleaved=255"),
-            Err(TransportError::Malformed)
-        );
+        assert_eq!(choose("RTP/AVP;unicast;client_port=x-y"), Err(TransportError::Malformed));
+        assert_eq!(choose("RTP/AVP;unicast;client_port=65535"), Err(TransportError::Malformed));
+        assert_eq!(choose("RTP/AVP/TCP;interleaved=255"), Err(TransportError::Malformed));
         assert_eq!(choose(""), Err(TransportError::Unsupported));
     }
 
@@ -232,9 +184,6 @@ mod tests {
         let mut buf = [0u8; 160];
         let mut w = WBuf::new(&mut buf);
         write_udp_reply(&mut w, Lower::UdpExplicit, (1, 2), (3, 4), 0xab).unwrap();
-        assert_eq!(
-            w.written(),
-            b"RTP/AVP/UDP;unicast;client_port=1-2;server_port=3-4;ssrc=000000AB;mode=\"PLAY\""
-        );
+        assert_eq!(w.written(), b"RTP/AVP/UDP;unicast;client_port=1-2;server_port=3-4;ssrc=000000AB;mode=\"PLAY\"");
     }
 }

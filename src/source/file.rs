@@ -53,46 +53,27 @@ impl FileSource {
         let units = index(io::BufReader::new(&file))?;
         let invalid = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_owned());
         if !units.iter().any(|u| u.idr) {
-            return Err(invalid(
-                "no IDR access unit: is this an H.264 Annex B (.h264/.264) file?",
-            ));
+            return Err(invalid("no IDR access unit: is this an H.264 Annex B (.h264/.264) file?"));
         }
         if !units.iter().any(|u| u.has_sps) {
             return Err(invalid("no SPS in the file: cannot describe the stream"));
         }
-        if let Some(big) = units
-            .iter()
-            .find(|u| u.end - u.start > limits::MAX_ACCESS_UNIT as u64)
-        {
+        if let Some(big) = units.iter().find(|u| u.end - u.start > limits::MAX_ACCESS_UNIT as u64) {
             return Err(invalid(&format!(
                 "access unit at byte {} is larger than {} bytes",
                 big.start,
                 limits::MAX_ACCESS_UNIT
             )));
         }
-        let timer = TimerFd::new(
-            ClockId::CLOCK_MONOTONIC,
-            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
-        )
-        .map_err(io::Error::from)?;
+        let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
+            .map_err(io::Error::from)?;
         let period = Duration::from_nanos(1_000_000_000 / u64::from(fps));
         timer
-            .set(
-                Expiration::Interval(TimeSpec::from_duration(period)),
-                TimerSetTimeFlags::empty(),
-            )
+            .set(Expiration::Interval(TimeSpec::from_duration(period)), TimerSetTimeFlags::empty())
             .map_err(io::Error::from)?;
         // Start at the first unit holding an SPS so the first thing sent is decodable.
         let next = units.iter().position(|u| u.has_sps).unwrap_or(0);
-        Ok(FileSource {
-            path: path.to_owned(),
-            file,
-            units,
-            next,
-            timer,
-            buf: Vec::new(),
-            fps,
-        })
+        Ok(FileSource { path: path.to_owned(), file, units, next, timer, buf: Vec::new(), fps })
     }
 
     pub fn units(&self) -> usize {
@@ -133,12 +114,8 @@ impl Pipeline for FileSource {
         let span = self.units.iter().find(|u| u.has_sps)?;
         let mut buf = vec![0; (span.end - span.start) as usize];
         self.file.read_exact_at(&mut buf, span.start).ok()?;
-        let sps = annex_b(&buf)
-            .find(|n| nal_unit_type(n) == Some(nal_type::SPS))?
-            .to_vec();
-        let pps = annex_b(&buf)
-            .find(|n| nal_unit_type(n) == Some(nal_type::PPS))?
-            .to_vec();
+        let sps = annex_b(&buf).find(|n| nal_unit_type(n) == Some(nal_type::SPS))?.to_vec();
+        let pps = annex_b(&buf).find(|n| nal_unit_type(n) == Some(nal_type::PPS))?.to_vec();
         Some((sps, pps))
     }
 

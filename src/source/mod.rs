@@ -41,12 +41,14 @@ pub fn build(cfg: &crate::config::Config) -> Result<Box<dyn Pipeline>, String> {
     use crate::config::{EncoderChoice, SourceSpec};
     match (&cfg.source, cfg.encoder) {
         (SourceSpec::File(path), EncoderChoice::Auto | EncoderChoice::Passthrough) => {
-            let f = file::FileSource::open(path, cfg.fps).map_err(|e| format!("source file:{}: {e}", path.display()))?;
+            let f =
+                file::FileSource::open(path, cfg.fps).map_err(|e| format!("source file:{}: {e}", path.display()))?;
             Ok(Box::new(f))
         }
-        (SourceSpec::File(_), EncoderChoice::Software) => {
-            Err("source file: holds H.264 already; it is replayed without re-encoding (use --encoder auto or passthrough)".into())
-        }
+        (SourceSpec::File(_), EncoderChoice::Software) => Err(
+            "source file: holds H.264 already; it is replayed without re-encoding (use --encoder auto or passthrough)"
+                .into(),
+        ),
         (SourceSpec::TestPattern, EncoderChoice::Passthrough) => {
             Err("the test pattern is raw video; it needs an encoder (--encoder auto or software)".into())
         }
@@ -56,8 +58,7 @@ pub fn build(cfg: &crate::config::Config) -> Result<Box<dyn Pipeline>, String> {
 
 #[cfg(feature = "software")]
 fn software_testpattern(cfg: &crate::config::Config) -> Result<Box<dyn Pipeline>, String> {
-    let p = crate::encode::software::SoftwarePipeline::start(cfg)
-        .map_err(|e| format!("software encoder: {e}"))?;
+    let p = crate::encode::software::SoftwarePipeline::start(cfg).map_err(|e| format!("software encoder: {e}"))?;
     Ok(Box::new(p))
 }
 

@@ -66,12 +66,7 @@ impl TestPattern {
         for row in self.y.chunks_exact_mut(w).take(bars_h) {
             row.copy_from_slice(&self.row_y);
         }
-        for (urow, vrow) in self
-            .u
-            .chunks_exact_mut(cw)
-            .zip(self.v.chunks_exact_mut(cw))
-            .take(bars_h / 2)
-        {
+        for (urow, vrow) in self.u.chunks_exact_mut(cw).zip(self.v.chunks_exact_mut(cw)).take(bars_h / 2) {
             urow.copy_from_slice(&self.row_u);
             vrow.copy_from_slice(&self.row_v);
         }
@@ -102,13 +97,7 @@ impl TestPattern {
         let gap = (digit_w / 3).max(2) & !1;
         let digits = 6;
         let pad = gap;
-        self.fill_rect(
-            0,
-            0,
-            pad * 2 + digits * (digit_w + gap),
-            digit_h + 2 * pad,
-            (16, 128, 128),
-        );
+        self.fill_rect(0, 0, pad * 2 + digits * (digit_w + gap), digit_h + 2 * pad, (16, 128, 128));
         let mut value = n;
         for i in (0..digits).rev() {
             let d = (value % 10) as usize;
@@ -197,11 +186,8 @@ mod tests {
     #[test]
     fn counter_digits_change_with_the_frame_number() {
         // Only the counter box (top left, 104x32 at 320x240) is compared: same bars behind.
-        let boxed = |p: &TestPattern| -> Vec<u8> {
-            (0..32)
-                .flat_map(|r| p.y[r * 320..r * 320 + 104].to_vec())
-                .collect()
-        };
+        let boxed =
+            |p: &TestPattern| -> Vec<u8> { (0..32).flat_map(|r| p.y[r * 320..r * 320 + 104].to_vec()).collect() };
         let mut p = TestPattern::new(320, 240);
         p.render(10);
         let ten = boxed(&p);

@@ -19,11 +19,7 @@ pub struct Daemon {
 static NEXT_RTP_BASE: AtomicU16 = AtomicU16::new(0);
 
 fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// An even UDP port range of `len` ports, unique within this test process.
@@ -42,27 +38,17 @@ impl Daemon {
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let port = free_tcp_port();
-        let max_clients = args
-            .iter()
-            .position(|a| *a == "--max-clients")
-            .map(|i| args[i + 1].parse::<u16>().unwrap())
-            .unwrap_or(16);
+        let max_clients =
+            args.iter().position(|a| *a == "--max-clients").map(|i| args[i + 1].parse::<u16>().unwrap()).unwrap_or(16);
         let (a, b) = rtp_range(2 * max_clients + 40);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_uavstream"));
-        cmd.args([
-            "--listen",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--rtp-ports",
-            &format!("{a}-{b}"),
-        ])
-        .args(args)
-        .env("UAVSTREAM_PROC_CMDLINE", "")
-        .env("RUST_LOG", "uavstream=debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        cmd.args(["--listen", "127.0.0.1", "--port", &port.to_string(), "--rtp-ports", &format!("{a}-{b}")])
+            .args(args)
+            .env("UAVSTREAM_PROC_CMDLINE", "")
+            .env("RUST_LOG", "uavstream=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -92,11 +78,7 @@ impl Daemon {
     pub fn wait_for_log(&self, needle: &str, limit: Duration) {
         let t = Instant::now();
         while !self.log().contains(needle) {
-            assert!(
-                t.elapsed() < limit,
-                "no {needle:?} in the daemon's log within {limit:?}:\n{}",
-                self.log()
-            );
+            assert!(t.elapsed() < limit, "no {needle:?} in the daemon's log within {limit:?}:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -104,21 +86,11 @@ impl Daemon {
     /// Resident set size in KiB.
     pub fn rss_kib(&self) -> u64 {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        s.lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .unwrap()
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap()
+        s.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
     pub fn signal(&self, sig: i32) {
-        let _ = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status();
     }
 
     pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
@@ -142,12 +114,8 @@ impl Drop for Daemon {
 
 /// Runs an external program with a time limit, capturing its output.
 pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn client");
+    let mut child =
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn client");
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let o = std::thread::spawn(move || {
@@ -171,11 +139,7 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    Output {
-        status,
-        stdout: o.join().unwrap(),
-        stderr: e.join().unwrap(),
-    }
+    Output { status, stdout: o.join().unwrap(), stderr: e.join().unwrap() }
 }
 
 /// A response from the server.
@@ -188,19 +152,10 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
     pub fn session(&self) -> String {
-        self.header("Session")
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .trim()
-            .to_owned()
+        self.header("Session").unwrap().split(';').next().unwrap().trim().to_owned()
     }
 }
 
@@ -226,17 +181,9 @@ impl RtspClient {
     pub fn connect(url: &str) -> RtspClient {
         let hostport = url.trim_start_matches("rtsp://").split('/').next().unwrap();
         let stream = TcpStream::connect(hostport).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         stream.set_nodelay(true).unwrap();
-        RtspClient {
-            stream,
-            buf: Vec::new(),
-            cseq: 0,
-            url: url.to_owned(),
-            frames: Vec::new(),
-        }
+        RtspClient { stream, buf: Vec::new(), cseq: 0, url: url.to_owned(), frames: Vec::new() }
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
@@ -245,21 +192,14 @@ impl RtspClient {
 
     pub fn request(&mut self, method: &str, uri: &str, headers: &[(&str, &str)]) -> Response {
         self.cseq += 1;
-        let mut req = format!(
-            "{method} {uri} RTSP/1.0\r\nCSeq: {}\r\nUser-Agent: uavstream-tests\r\n",
-            self.cseq
-        );
+        let mut req = format!("{method} {uri} RTSP/1.0\r\nCSeq: {}\r\nUser-Agent: uavstream-tests\r\n", self.cseq);
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
         req.push_str("\r\n");
         self.send_raw(req.as_bytes());
         let r = self.read_response().expect("response");
-        assert_eq!(
-            r.header("CSeq"),
-            Some(self.cseq.to_string().as_str()),
-            "CSeq echo"
-        );
+        assert_eq!(r.header("CSeq"), Some(self.cseq.to_string().as_str()), "CSeq echo");
         r
     }
 
@@ -283,11 +223,7 @@ impl RtspClient {
             if self.buf.first() == Some(&b'$') && self.buf.len() >= 4 {
                 let len = u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize;
                 if self.buf.len() >= 4 + len {
-                    let f = Received {
-                        channel: self.buf[1],
-                        data: self.buf[4..4 + len].to_vec(),
-                        at: Instant::now(),
-                    };
+                    let f = Received { channel: self.buf[1], data: self.buf[4..4 + len].to_vec(), at: Instant::now() };
                     self.buf.drain(..4 + len);
                     return Some(f);
                 }
@@ -326,10 +262,7 @@ impl RtspClient {
                     assert!(status_line.starts_with("RTSP/1.0 "), "{status_line}");
                     let status = status_line[9..12].parse().unwrap();
                     let headers: Vec<(String, String)> = lines
-                        .filter_map(|l| {
-                            l.split_once(':')
-                                .map(|(a, b)| (a.trim().to_owned(), b.trim().to_owned()))
-                        })
+                        .filter_map(|l| l.split_once(':').map(|(a, b)| (a.trim().to_owned(), b.trim().to_owned())))
                         .collect();
                     let clen: usize = headers
                         .iter()
@@ -342,11 +275,7 @@ impl RtspClient {
                     }
                     let body = self.buf[end + 4..end + 4 + clen].to_vec();
                     self.buf.drain(..end + 4 + clen);
-                    return Some(Response {
-                        status,
-                        headers,
-                        body,
-                    });
+                    return Some(Response { status, headers, body });
                 }
             }
             if !self.fill() {
@@ -360,18 +289,11 @@ impl RtspClient {
         let url = self.url.clone();
         let d = self.request("DESCRIBE", &url, &[("Accept", "application/sdp")]);
         assert_eq!(d.status, 200, "DESCRIBE");
-        let s = self.request(
-            "SETUP",
-            &format!("{url}/trackID=0"),
-            &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
-        );
+        let s =
+            self.request("SETUP", &format!("{url}/trackID=0"), &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")]);
         assert_eq!(s.status, 200, "SETUP");
         let session = s.session();
-        let p = self.request(
-            "PLAY",
-            &format!("{url}/"),
-            &[("Session", &session), ("Range", "npt=0.000-")],
-        );
+        let p = self.request("PLAY", &format!("{url}/"), &[("Session", &session), ("Range", "npt=0.000-")]);
         assert_eq!(p.status, 200, "PLAY");
         (session, p)
     }
@@ -415,11 +337,7 @@ pub fn rtp_nal_type(pkt: &[u8]) -> u8 {
 }
 
 pub fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {cmd}"))
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new("sh").arg("-c").arg(format!("command -v {cmd}")).output().is_ok_and(|o| o.status.success())
 }
 
 /// Generates an H.264 Annex B clip with ffmpeg's libx264.
@@ -452,9 +370,5 @@ pub fn make_clip(path: &std::path::Path, size: &str, seconds: u32, gop: u32) {
             .arg(path),
         Duration::from_secs(60),
     );
-    assert!(
-        out.status.success(),
-        "ffmpeg clip: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "ffmpeg clip: {}", String::from_utf8_lossy(&out.stderr));
 }

@@ -2,8 +2,8 @@ use super::*;
 use crate::rtsp::parse::{parse_input, Input};
 
 const SPS: &[u8] = &[
-    0x67, 0x42, 0xc0, 0x1f, 0xda, 0x01, 0x40, 0x16, 0xec, 0x04, 0x40, 0x00, 0x00, 0x03, 0x00, 0x40,
-    0x00, 0x00, 0x0f, 0x23, 0xc6, 0x0c, 0xa8,
+    0x67, 0x42, 0xc0, 0x1f, 0xda, 0x01, 0x40, 0x16, 0xec, 0x04, 0x40, 0x00, 0x00, 0x03, 0x00, 0x40, 0x00, 0x00, 0x0f,
+    0x23, 0xc6, 0x0c, 0xa8,
 ];
 const PPS: &[u8] = &[0x68, 0xce, 0x3c, 0x80];
 
@@ -24,14 +24,7 @@ fn server(slots: &mut [Session]) -> Server<'static, &mut [Session]> {
         *s = Session::FREE;
         s.server_ports = (50000 + 2 * i as u16, 50001 + 2 * i as u16);
     }
-    Server::new(
-        ServerConfig {
-            path: "/live",
-            session_timeout: Duration::from_secs(60),
-        },
-        slots,
-        7,
-    )
+    Server::new(ServerConfig { path: "/live", session_timeout: Duration::from_secs(60) }, slots, 7)
 }
 
 struct Reply {
@@ -48,57 +41,27 @@ impl Reply {
             .split("\r\n")
             .skip(1)
             .take_while(|l| !l.is_empty())
-            .find_map(|l| {
-                l.split_once(':')
-                    .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-                    .map(|(_, v)| v.trim())
-            })
+            .find_map(|l| l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()))
     }
     fn session(&self) -> &str {
         self.header("Session").unwrap().split(';').next().unwrap()
     }
 }
 
-fn send<S: AsRef<[Session]> + AsMut<[Session]>>(
-    srv: &mut Server<'_, S>,
-    conn: u64,
-    raw: &[u8],
-    now_s: u64,
-) -> Reply {
-    let Ok(Input::Request { request, consumed }) = parse_input(raw) else {
-        panic!("unparsable test request")
-    };
+fn send<S: AsRef<[Session]> + AsMut<[Session]>>(srv: &mut Server<'_, S>, conn: u64, raw: &[u8], now_s: u64) -> Reply {
+    let Ok(Input::Request { request, consumed }) = parse_input(raw) else { panic!("unparsable test request") };
     assert_eq!(consumed, raw.len());
-    let ctx = RequestCtx {
-        conn: ConnId(conn),
-        local_addr: "127.0.0.1",
-        stream: Some(stream()),
-    };
+    let ctx = RequestCtx { conn: ConnId(conn), local_addr: "127.0.0.1", stream: Some(stream()) };
     let mut out = [0xa5u8; 4096];
-    let o = srv.handle_request(
-        &ctx,
-        &request,
-        Instant::from_micros(now_s * 1_000_000),
-        &mut out,
-    );
+    let o = srv.handle_request(&ctx, &request, Instant::from_micros(now_s * 1_000_000), &mut out);
     let text = core::str::from_utf8(&out[..o.len]).unwrap();
-    assert!(
-        text.ends_with("\r\n\r\n") || text.contains("application/sdp"),
-        "{text}"
-    );
-    Reply {
-        text: heapless::String::try_from(text).unwrap(),
-        event: o.event,
-    }
+    assert!(text.ends_with("\r\n\r\n") || text.contains("application/sdp"), "{text}");
+    Reply { text: heapless::String::try_from(text).unwrap(), event: o.event }
 }
 
 fn req(method: &str, uri: &str, cseq: u32, extra: &str) -> heapless::String<512> {
     let mut s = heapless::String::new();
-    core::fmt::write(
-        &mut s,
-        format_args!("{method} {uri} RTSP/1.0\r\nCSeq: {cseq}\r\n{extra}\r\n"),
-    )
-    .unwrap();
+    core::fmt::write(&mut s, format_args!("{method} {uri} RTSP/1.0\r\nCSeq: {cseq}\r\n{extra}\r\n")).unwrap();
     s
 }
 
@@ -106,52 +69,36 @@ fn req(method: &str, uri: &str, cseq: u32, extra: &str) -> heapless::String<512>
 fn ffmpeg_tcp_session_flow() {
     let mut slots = [Session::FREE; 4];
     let mut srv = server(&mut slots);
-    let r = send(&mut srv, 1, b"OPTIONS rtsp://127.0.0.1:8554/live RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: Lavf59.27.100\r\n\r\n", 0);
+    let r = send(
+        &mut srv,
+        1,
+        b"OPTIONS rtsp://127.0.0.1:8554/live RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: Lavf59.27.100\r\n\r\n",
+        0,
+    );
     assert_eq!(r.status(), 200);
     assert_eq!(r.header("CSeq"), Some("1"));
     assert!(r.header("Public").unwrap().contains("GET_PARAMETER"));
     let r = send(&mut srv, 1, crate::rtsp::parse::tests::FFMPEG_DESCRIBE, 0);
     assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.header("Content-Base"),
-        Some("rtsp://127.0.0.1:8554/live/")
-    );
+    assert_eq!(r.header("Content-Base"), Some("rtsp://127.0.0.1:8554/live/"));
     assert_eq!(r.header("Content-Type"), Some("application/sdp"));
-    assert!(r
-        .text
-        .contains("sprop-parameter-sets=Z0LAH9oBQBbsBEAAAAMAQAAADyPGDKg=,aM48gA=="));
+    assert!(r.text.contains("sprop-parameter-sets=Z0LAH9oBQBbsBEAAAAMAQAAADyPGDKg=,aM48gA=="));
     let body_len: usize = r.header("Content-Length").unwrap().parse().unwrap();
     assert_eq!(body_len, r.text.split_once("\r\n\r\n").unwrap().1.len());
     let r = send(&mut srv, 1, crate::rtsp::parse::tests::FFMPEG_SETUP_TCP, 0);
     assert_eq!(r.status(), 200);
     assert_eq!(r.event, Some(Event::Setup { slot: 0 }));
-    assert_eq!(
-        r.header("Transport"),
-        Some("RTP/AVP/TCP;unicast;interleaved=0-1;ssrc=12345678;mode=\"PLAY\"")
-    );
+    assert_eq!(r.header("Transport"), Some("RTP/AVP/TCP;unicast;interleaved=0-1;ssrc=12345678;mode=\"PLAY\""));
     assert!(r.header("Session").unwrap().ends_with(";timeout=60"));
     let id = r.session();
     assert_eq!(id.len(), 16);
-    let play = req(
-        "PLAY",
-        "rtsp://127.0.0.1:8554/live/",
-        4,
-        &alloc_free_concat("Range: npt=0.000-\r\nSession: ", id),
-    );
+    let play = req("PLAY", "rtsp://127.0.0.1:8554/live/", 4, &alloc_free_concat("Range: npt=0.000-\r\nSession: ", id));
     let r = send(&mut srv, 1, play.as_bytes(), 1);
     assert_eq!(r.status(), 200);
     assert_eq!(r.event, Some(Event::Play { slot: 0 }));
-    assert_eq!(
-        r.header("RTP-Info"),
-        Some("url=rtsp://127.0.0.1:8554/live/trackID=0;seq=77;rtptime=9000")
-    );
+    assert_eq!(r.header("RTP-Info"), Some("url=rtsp://127.0.0.1:8554/live/trackID=0;seq=77;rtptime=9000"));
     assert_eq!(srv.sessions()[0].state, SessionState::Playing);
-    let td = req(
-        "TEARDOWN",
-        "rtsp://127.0.0.1:8554/live/",
-        5,
-        &alloc_free_concat("Session: ", id),
-    );
+    let td = req("TEARDOWN", "rtsp://127.0.0.1:8554/live/", 5, &alloc_free_concat("Session: ", id));
     let r = send(&mut srv, 1, td.as_bytes(), 2);
     assert_eq!(r.status(), 200);
     assert_eq!(r.event, Some(Event::Teardown { slot: 0 }));
@@ -174,25 +121,18 @@ fn udp_setups_from_gstreamer_vlc_and_wintak() {
     let mut slots = [Session::FREE; 4];
     let mut srv = server(&mut slots);
     let r = send(&mut srv, 1, GSTREAMER_SETUP_UDP, 0);
-    assert_eq!(r.header("Transport"), Some("RTP/AVP;unicast;client_port=45486-45487;server_port=50000-50001;ssrc=12345678;mode=\"PLAY\""));
+    assert_eq!(
+        r.header("Transport"),
+        Some("RTP/AVP;unicast;client_port=45486-45487;server_port=50000-50001;ssrc=12345678;mode=\"PLAY\"")
+    );
     let r = send(&mut srv, 2, VLC_SETUP_UDP, 0);
     assert_eq!(r.status(), 200);
-    assert!(r
-        .header("Transport")
-        .unwrap()
-        .contains("server_port=50002-50003"));
+    assert!(r.header("Transport").unwrap().contains("server_port=50002-50003"));
     let r = send(&mut srv, 3, WINTAK_SETUP_UDP, 0);
-    assert!(r
-        .header("Transport")
-        .unwrap()
-        .starts_with("RTP/AVP/UDP;unicast;client_port=50620-50621"));
+    assert!(r.header("Transport").unwrap().starts_with("RTP/AVP/UDP;unicast;client_port=50620-50621"));
     assert_eq!(
         srv.sessions()[2].delivery,
-        Delivery::Udp {
-            lower: Lower::UdpExplicit,
-            client_rtp: 50620,
-            client_rtcp: 50621
-        }
+        Delivery::Udp { lower: Lower::UdpExplicit, client_rtp: 50620, client_rtcp: 50621 }
     );
     let ids: heapless::Vec<u64, 4> = srv.sessions().iter().take(3).map(|s| s.id).collect();
     assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2]);
@@ -202,23 +142,13 @@ fn udp_setups_from_gstreamer_vlc_and_wintak() {
 fn full_server_answers_503_and_teardown_frees_the_slot() {
     let mut slots = [Session::FREE; 2];
     let mut srv = server(&mut slots);
-    let setup = req(
-        "SETUP",
-        "rtsp://h/live/trackID=0",
-        1,
-        "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n",
-    );
+    let setup = req("SETUP", "rtsp://h/live/trackID=0", 1, "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n");
     let a = send(&mut srv, 1, setup.as_bytes(), 0);
     let _b = send(&mut srv, 2, setup.as_bytes(), 0);
     let c = send(&mut srv, 3, setup.as_bytes(), 0);
     assert_eq!(c.status(), 503);
     assert_eq!(c.event, None);
-    let td = req(
-        "TEARDOWN",
-        "rtsp://h/live",
-        2,
-        &alloc_free_concat("Session: ", a.session()),
-    );
+    let td = req("TEARDOWN", "rtsp://h/live", 2, &alloc_free_concat("Session: ", a.session()));
     assert_eq!(send(&mut srv, 1, td.as_bytes(), 0).status(), 200);
     assert_eq!(send(&mut srv, 3, setup.as_bytes(), 0).status(), 200);
 }
@@ -232,31 +162,11 @@ fn errors_have_the_right_status_and_echo_cseq() {
         ("DESCRIBE", "rtsp://h/livex", "", 404),
         ("DESCRIBE", "rtsp://h/live/trackID=0", "", 404),
         ("SETUP", "rtsp://h/live/trackID=0", "", 461),
-        (
-            "SETUP",
-            "rtsp://h/live/trackID=0",
-            "Transport: RTP/AVP;multicast\r\n",
-            461,
-        ),
-        (
-            "SETUP",
-            "rtsp://h/live/trackID=0",
-            "Transport: RTP/AVP;unicast\r\n",
-            400,
-        ),
-        (
-            "SETUP",
-            "rtsp://h/nope/trackID=0",
-            "Transport: RTP/AVP/TCP\r\n",
-            404,
-        ),
+        ("SETUP", "rtsp://h/live/trackID=0", "Transport: RTP/AVP;multicast\r\n", 461),
+        ("SETUP", "rtsp://h/live/trackID=0", "Transport: RTP/AVP;unicast\r\n", 400),
+        ("SETUP", "rtsp://h/nope/trackID=0", "Transport: RTP/AVP/TCP\r\n", 404),
         ("PLAY", "rtsp://h/live", "", 454),
-        (
-            "PLAY",
-            "rtsp://h/live",
-            "Session: 0123456789ABCDEF\r\n",
-            454,
-        ),
+        ("PLAY", "rtsp://h/live", "Session: 0123456789ABCDEF\r\n", 454),
         ("PLAY", "rtsp://h/live", "Session: not-hex\r\n", 454),
         ("PAUSE", "rtsp://h/live", "", 454),
         ("TEARDOWN", "rtsp://h/live", "", 454),
@@ -264,20 +174,10 @@ fn errors_have_the_right_status_and_echo_cseq() {
         ("ANNOUNCE", "rtsp://h/live", "", 405),
         ("FOO", "rtsp://h/live", "", 501),
         ("OPTIONS", "*", "Require: funky-feature\r\n", 551),
-        (
-            "SET_PARAMETER",
-            "rtsp://h/live",
-            "Content-Length: 10\r\n\r\nbarparam",
-            451,
-        ),
+        ("SET_PARAMETER", "rtsp://h/live", "Content-Length: 10\r\n\r\nbarparam", 451),
     ];
     for (i, (m, uri, extra, status)) in cases.iter().enumerate() {
-        let r = send(
-            &mut srv,
-            1,
-            req(m, uri, 100 + i as u32, extra).as_bytes(),
-            0,
-        );
+        let r = send(&mut srv, 1, req(m, uri, 100 + i as u32, extra).as_bytes(), 0);
         assert_eq!(r.status(), *status, "{m} {uri} {extra}");
         let cseq = heapless::String::<8>::try_from(itoa(100 + i as u32).as_str()).unwrap();
         assert_eq!(r.header("CSeq"), Some(cseq.as_str()));
@@ -300,90 +200,36 @@ fn itoa(n: u32) -> heapless::String<10> {
 fn setup_again_while_playing_is_455_and_pause_resumes() {
     let mut slots = [Session::FREE; 1];
     let mut srv = server(&mut slots);
-    let setup = req(
-        "SETUP",
-        "rtsp://h/live/trackID=0",
-        1,
-        "Transport: RTP/AVP/TCP;unicast;interleaved=2-3\r\n",
-    );
+    let setup = req("SETUP", "rtsp://h/live/trackID=0", 1, "Transport: RTP/AVP/TCP;unicast;interleaved=2-3\r\n");
     let s = send(&mut srv, 1, setup.as_bytes(), 0);
     let id = s.session();
     let with = alloc_free_concat("Session: ", id);
     let play = req("PLAY", "rtsp://h/live", 2, &with);
-    assert_eq!(
-        send(&mut srv, 1, play.as_bytes(), 0).event,
-        Some(Event::Play { slot: 0 })
-    );
+    assert_eq!(send(&mut srv, 1, play.as_bytes(), 0).event, Some(Event::Play { slot: 0 }));
     let mut again = heapless::String::<256>::new();
-    again
-        .push_str("Transport: RTP/AVP/TCP;unicast;interleaved=4-5\r\n")
-        .unwrap();
+    again.push_str("Transport: RTP/AVP/TCP;unicast;interleaved=4-5\r\n").unwrap();
     again.push_str(&with).unwrap();
-    assert_eq!(
-        send(
-            &mut srv,
-            1,
-            req("SETUP", "rtsp://h/live/trackID=0", 3, &again).as_bytes(),
-            0
-        )
-        .status(),
-        455
-    );
-    let pause = send(
-        &mut srv,
-        1,
-        req("PAUSE", "rtsp://h/live", 4, &with).as_bytes(),
-        0,
-    );
+    assert_eq!(send(&mut srv, 1, req("SETUP", "rtsp://h/live/trackID=0", 3, &again).as_bytes(), 0).status(), 455);
+    let pause = send(&mut srv, 1, req("PAUSE", "rtsp://h/live", 4, &with).as_bytes(), 0);
     assert_eq!(pause.event, Some(Event::Pause { slot: 0 }));
-    assert_eq!(
-        send(
-            &mut srv,
-            1,
-            req("PAUSE", "rtsp://h/live", 5, &with).as_bytes(),
-            0
-        )
-        .event,
-        None
-    );
-    let r = send(
-        &mut srv,
-        1,
-        req("SETUP", "rtsp://h/live/trackID=0", 6, &again).as_bytes(),
-        0,
-    );
+    assert_eq!(send(&mut srv, 1, req("PAUSE", "rtsp://h/live", 5, &with).as_bytes(), 0).event, None);
+    let r = send(&mut srv, 1, req("SETUP", "rtsp://h/live/trackID=0", 6, &again).as_bytes(), 0);
     assert_eq!(r.status(), 200);
     assert_eq!(r.session(), id);
-    assert_eq!(
-        srv.sessions()[0].delivery,
-        Delivery::Interleaved {
-            rtp_channel: 4,
-            rtcp_channel: 5
-        }
-    );
+    assert_eq!(srv.sessions()[0].delivery, Delivery::Interleaved { rtp_channel: 4, rtcp_channel: 5 });
 }
 
 #[test]
 fn silent_sessions_expire_and_keepalives_and_rtcp_refresh() {
     let mut slots = [Session::FREE; 3];
     let mut srv = server(&mut slots);
-    let setup = req(
-        "SETUP",
-        "rtsp://h/live/trackID=0",
-        1,
-        "Transport: RTP/AVP;unicast;client_port=6000-6001\r\n",
-    );
+    let setup = req("SETUP", "rtsp://h/live/trackID=0", 1, "Transport: RTP/AVP;unicast;client_port=6000-6001\r\n");
     let a = send(&mut srv, 1, setup.as_bytes(), 0);
     let _b = send(&mut srv, 2, setup.as_bytes(), 0);
     let c = send(&mut srv, 3, setup.as_bytes(), 0);
     assert_eq!(srv.poll_timeout(), Some(Instant::from_micros(60_000_000)));
     // a keeps alive with GET_PARAMETER at 50 s, c with an RTCP receiver report at 55 s.
-    let ka = req(
-        "GET_PARAMETER",
-        "rtsp://h/live",
-        2,
-        &alloc_free_concat("Session: ", a.session()),
-    );
+    let ka = req("GET_PARAMETER", "rtsp://h/live", 2, &alloc_free_concat("Session: ", a.session()));
     assert_eq!(send(&mut srv, 1, ka.as_bytes(), 50).status(), 200);
     let rr = [0x80, 0xc9, 0x00, 0x01, 0, 0, 0, 9];
     srv.handle_rtcp(2, &rr, Instant::from_micros(55_000_000));
@@ -404,41 +250,22 @@ fn silent_sessions_expire_and_keepalives_and_rtcp_refresh() {
 fn receiver_reports_update_reception() {
     let mut slots = [Session::FREE; 1];
     let mut srv = server(&mut slots);
-    let setup = req(
-        "SETUP",
-        "rtsp://h/live/trackID=0",
-        1,
-        "Transport: RTP/AVP;unicast;client_port=6000-6001\r\n",
-    );
+    let setup = req("SETUP", "rtsp://h/live/trackID=0", 1, "Transport: RTP/AVP;unicast;client_port=6000-6001\r\n");
     send(&mut srv, 1, setup.as_bytes(), 0);
     let rr: &[u8] = &[
-        0x81, 0xc9, 0x00, 0x07, 0, 0, 0, 9, 0x12, 0x34, 0x56, 0x78, 0x10, 0x00, 0x00, 0x03, 0x00,
-        0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2a, 0, 0, 0, 0, 0, 0, 0, 0,
+        0x81, 0xc9, 0x00, 0x07, 0, 0, 0, 9, 0x12, 0x34, 0x56, 0x78, 0x10, 0x00, 0x00, 0x03, 0x00, 0x00, 0x01, 0x00,
+        0x00, 0x00, 0x00, 0x2a, 0, 0, 0, 0, 0, 0, 0, 0,
     ];
     srv.handle_rtcp(0, rr, Instant::ZERO);
     let r = srv.sessions()[0].reception;
-    assert_eq!(
-        (
-            r.reports,
-            r.fraction_lost,
-            r.cumulative_lost,
-            r.jitter,
-            r.highest_sequence
-        ),
-        (1, 16, 3, 42, 256)
-    );
+    assert_eq!((r.reports, r.fraction_lost, r.cumulative_lost, r.jitter, r.highest_sequence), (1, 16, 3, 42, 256));
 }
 
 #[test]
 fn closing_a_connection_frees_its_sessions_only() {
     let mut slots = [Session::FREE; 3];
     let mut srv = server(&mut slots);
-    let setup = req(
-        "SETUP",
-        "rtsp://h/live/trackID=0",
-        1,
-        "Transport: RTP/AVP/TCP;unicast\r\n",
-    );
+    let setup = req("SETUP", "rtsp://h/live/trackID=0", 1, "Transport: RTP/AVP/TCP;unicast\r\n");
     send(&mut srv, 1, setup.as_bytes(), 0);
     send(&mut srv, 2, setup.as_bytes(), 0);
     assert_eq!(srv.close_session_of(ConnId(2)), Some(1));
@@ -450,22 +277,11 @@ fn closing_a_connection_frees_its_sessions_only() {
 fn describe_before_the_stream_exists_is_503_retry() {
     let mut slots = [Session::FREE; 1];
     let mut srv = server(&mut slots);
-    let Ok(Input::Request { request, .. }) =
-        parse_input(crate::rtsp::parse::tests::FFMPEG_DESCRIBE)
-    else {
-        panic!()
-    };
-    let ctx = RequestCtx {
-        conn: ConnId(1),
-        local_addr: "::1",
-        stream: None,
-    };
+    let Ok(Input::Request { request, .. }) = parse_input(crate::rtsp::parse::tests::FFMPEG_DESCRIBE) else { panic!() };
+    let ctx = RequestCtx { conn: ConnId(1), local_addr: "::1", stream: None };
     let mut out = [0u8; 512];
     let o = srv.handle_request(&ctx, &request, Instant::ZERO, &mut out);
     let text = core::str::from_utf8(&out[..o.len]).unwrap();
-    assert!(
-        text.starts_with("RTSP/1.0 503 Service Unavailable\r\nCSeq: 2\r\n"),
-        "{text}"
-    );
+    assert!(text.starts_with("RTSP/1.0 503 Service Unavailable\r\nCSeq: 2\r\n"), "{text}");
     assert!(text.contains("Retry-After: 1\r\n"));
 }
