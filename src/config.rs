@@ -63,6 +63,8 @@ pub enum SourceSpec {
     TestPattern,
     /// An H.264 Annex B file replayed in real time, looping.
     File(PathBuf),
+    /// A V4L2 capture device (`--device`).
+    V4l2,
 }
 
 /// Which encoder turns frames into H.264.
@@ -72,12 +74,16 @@ pub enum EncoderChoice {
     Auto,
     Software,
     Passthrough,
+    /// A V4L2 memory-to-memory (stateful) H.264 encoder.
+    V4l2,
 }
 
 /// Every key: name, default, help. The order is the `--print-config` order.
 pub const KEYS: &[(&str, &str, &str)] = &[
-    ("source", "testpattern", "testpattern | file:PATH (H.264 Annex B, replayed at --fps, looping)"),
-    ("encoder", "auto", "auto | software | passthrough"),
+    ("source", "testpattern", "testpattern | file:PATH (H.264 Annex B, replayed at --fps, looping) | v4l2"),
+    ("device", "auto", "V4L2 capture device, or auto: the first capture-capable /dev/video*"),
+    ("pixel-format", "auto", "V4L2 capture format: auto | NV12 | YU12 | YUYV | MJPG | H264"),
+    ("encoder", "auto", "auto | software | passthrough | v4l2"),
     ("width", "1280", "frame width in pixels (even)"),
     ("height", "720", "frame height in pixels (even)"),
     ("fps", "30", "frames per second"),
@@ -90,6 +96,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("rtp-ports", "50000-50999", "UDP port range for per-session RTP/RTCP pairs"),
     ("mtu", "1500", "link MTU; RTP packets are sized to fit IPv4 and IPv6"),
     ("session-timeout", "60", "seconds of silence before an RTSP session expires"),
+    ("stall-timeout", "2", "seconds without an access unit before source and encoder are restarted"),
     ("log-level", "info", "error | warn | info | debug | trace"),
 ];
 
@@ -194,16 +201,18 @@ impl RawConfig {
         Ok(Config {
             source: p.field("source", |v| match v {
                 "testpattern" => Ok(SourceSpec::TestPattern),
+                "v4l2" => Ok(SourceSpec::V4l2),
                 _ => match v.strip_prefix("file:") {
                     Some(path) if !path.is_empty() => Ok(SourceSpec::File(PathBuf::from(path))),
-                    _ => Err("expected testpattern or file:PATH".into()),
+                    _ => Err("expected testpattern, file:PATH or v4l2".into()),
                 },
             })?,
             encoder: p.field("encoder", |v| match v {
                 "auto" => Ok(EncoderChoice::Auto),
                 "software" => Ok(EncoderChoice::Software),
                 "passthrough" => Ok(EncoderChoice::Passthrough),
-                _ => Err("expected auto, software or passthrough".into()),
+                "v4l2" => Ok(EncoderChoice::V4l2),
+                _ => Err("expected auto, software, passthrough or v4l2".into()),
             })?,
             width: p.field("width", even_dimension)?,
             height: p.field("height", even_dimension)?,
@@ -226,6 +235,22 @@ impl RawConfig {
             rtp_ports,
             mtu: p.num("mtu", limits::MIN_MTU as u32, limits::MAX_RTP_PACKET as u32)? as usize,
             session_timeout: p.num("session-timeout", 5, 3600)?,
+            stall_timeout: p.num("stall-timeout", 1, 600)?,
+            device: p.field("device", |v| {
+                if v == "auto" || v.starts_with('/') {
+                    Ok(v.to_owned())
+                } else {
+                    Err("expected auto or a device path such as /dev/video0".into())
+                }
+            })?,
+            pixel_format: p.field("pixel-format", |v| match v {
+                "auto" => Ok(None),
+                _ if v.len() == 4 && v.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+                    let b = v.as_bytes();
+                    Ok(Some([b[0], b[1], b[2], b[3]]))
+                }
+                _ => Err("expected auto or a FourCC such as NV12, YU12, YUYV, MJPG, H264".into()),
+            })?,
             log_level: p.field("log-level", |v| match v {
                 "off" | "error" | "warn" | "info" | "debug" | "trace" => Ok(v.to_owned()),
                 _ => Err("expected error, warn, info, debug or trace".into()),
@@ -307,6 +332,12 @@ pub struct Config {
     pub rtp_ports: (u16, u16),
     pub mtu: usize,
     pub session_timeout: u32,
+    /// Seconds without an access unit before the pipeline is rebuilt.
+    pub stall_timeout: u32,
+    /// `auto` or a device path.
+    pub device: String,
+    /// Requested V4L2 FourCC, `None` for automatic choice.
+    pub pixel_format: Option<[u8; 4]>,
     pub log_level: String,
 }
 
@@ -400,6 +431,9 @@ mod tests {
             ("bitrate", "2G", Origin::Flag, "--bitrate"),
             ("listen", "localhost", Origin::Flag, "--listen"),
             ("source", "v4l3", Origin::Flag, "--source"),
+            ("device", "video0", Origin::Flag, "--device"),
+            ("pixel-format", "NV1", Origin::Flag, "--pixel-format"),
+            ("stall-timeout", "0", Origin::Flag, "--stall-timeout"),
             ("source", "file:", Origin::Flag, "--source"),
             ("encoder", "x264", Origin::Flag, "--encoder"),
             ("path", "live", Origin::Flag, "--path"),

@@ -4,6 +4,7 @@
 //!            ┌──────────── poll(2) ────────────┐
 //!  signalfd ─┤ SIGINT/SIGTERM → BYE, exit 0    │
 //!  pipeline ─┤ access unit → hub.push (packetize once into the ring) → pump every player
+//!            │ error or --stall-timeout without a unit → rebuild it with backoff, sessions kept
 //!  listener ─┤ accept → connection slot (or close when none is free)
 //!  TCP conn ─┤ read → parse_input → Server::handle_request → pending → write
 //!            │ POLLOUT → flush pending → pump its interleaved session
@@ -35,7 +36,7 @@ use crate::limits;
 use crate::rtp::rtcp::{self, SenderReport};
 use crate::rtsp::parse::{parse_input, Input};
 use crate::rtsp::session::{self, ConnId, Delivery, Event, RequestCtx, Server, ServerConfig, Session, SessionState};
-use crate::source::{IdrControl, Pipeline};
+use crate::source::{IdrControl, Pipeline, PollRequest};
 use crate::sys::{self, sd_notify::Notifier, PollFd, POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT};
 use crate::time;
 
@@ -46,7 +47,7 @@ const PENDING_CAP: usize = limits::MAX_RESPONSE_BYTES + limits::MAX_RTP_PACKET +
 enum Token {
     Listener,
     Signal,
-    Pipeline,
+    Pipeline(usize),
     Conn(usize),
     Rtp(usize),
     Rtcp(usize),
@@ -166,10 +167,23 @@ impl IdrLimiter {
     }
 }
 
+/// Builds a new pipeline after the old one broke or stalled.
+pub type PipelineFactory<'c> = Box<dyn FnMut() -> Result<Box<dyn Pipeline>, String> + 'c>;
+
+const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(250);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
 pub struct EventLoop<'c> {
     listener: TcpListener,
     signals: nix::sys::signalfd::SignalFd,
-    pipeline: Box<dyn Pipeline>,
+    pipeline: Option<Box<dyn Pipeline>>,
+    factory: PipelineFactory<'c>,
+    pipe_reqs: Vec<PollRequest>,
+    /// When the pipeline last delivered an access unit (or was (re)built).
+    last_unit: Instant,
+    stall_timeout: Duration,
+    restart_at: Option<Instant>,
+    restart_backoff: Duration,
     hub: Hub,
     server: Server<'c, Vec<Session>>,
     conns: Vec<Option<Conn>>,
@@ -235,6 +249,7 @@ impl<'c> EventLoop<'c> {
         cfg: &'c Config,
         signals: nix::sys::signalfd::SignalFd,
         pipeline: Box<dyn Pipeline>,
+        factory: PipelineFactory<'c>,
         notifier: Notifier,
     ) -> io::Result<Self> {
         let listener = TcpListener::bind((cfg.listen, cfg.port))
@@ -277,7 +292,13 @@ impl<'c> EventLoop<'c> {
         Ok(EventLoop {
             listener,
             signals,
-            pipeline,
+            pipeline: Some(pipeline),
+            factory,
+            pipe_reqs: Vec::with_capacity(8),
+            last_unit: epoch,
+            stall_timeout: Duration::from_secs(u64::from(cfg.stall_timeout)),
+            restart_at: None,
+            restart_backoff: RESTART_BACKOFF_MIN,
             hub,
             server,
             conns: (0..n_conns).map(|_| None).collect(),
@@ -311,7 +332,9 @@ impl<'c> EventLoop<'c> {
 
     /// Runs until SIGINT/SIGTERM (returns `Ok`) or a fatal error.
     pub fn run(&mut self) -> io::Result<()> {
-        log::info!("source: {}", self.pipeline.describe());
+        if let Some(p) = &self.pipeline {
+            log::info!("source: {}", p.describe());
+        }
         self.notifier.notify("READY=1");
         loop {
             self.build_pollset();
@@ -331,7 +354,7 @@ impl<'c> EventLoop<'c> {
                             return Ok(());
                         }
                     }
-                    Token::Pipeline => self.on_pipeline(now)?,
+                    Token::Pipeline(k) => self.on_pipeline(k, rev, now),
                     Token::Listener => self.accept(now),
                     Token::Conn(c) => self.on_conn(c, rev, now),
                     Token::Rtcp(s) => self.on_udp(s, true, now),
@@ -351,7 +374,13 @@ impl<'c> EventLoop<'c> {
             toks.push(t);
         };
         add(&mut self.pollfds, &mut self.tokens, self.signals.as_fd().as_raw_fd(), POLLIN, Token::Signal);
-        add(&mut self.pollfds, &mut self.tokens, self.pipeline.fd(), POLLIN, Token::Pipeline);
+        self.pipe_reqs.clear();
+        if let Some(p) = &self.pipeline {
+            p.poll_requests(&mut self.pipe_reqs);
+        }
+        for (k, r) in self.pipe_reqs.iter().enumerate() {
+            add(&mut self.pollfds, &mut self.tokens, r.fd, r.events, Token::Pipeline(k));
+        }
         add(&mut self.pollfds, &mut self.tokens, self.listener.as_raw_fd(), POLLIN, Token::Listener);
         for (i, c) in self.conns.iter().enumerate() {
             let Some(c) = c else { continue };
@@ -384,33 +413,101 @@ impl<'c> EventLoop<'c> {
         if let Some(t) = self.next_watchdog {
             deadline = deadline.min(t);
         }
+        if let Some(p) = &self.pipeline {
+            deadline = deadline.min(self.last_unit + self.stall_timeout);
+            if let Some(t) = p.next_deadline() {
+                deadline = deadline.min(t);
+            }
+        }
+        if let Some(t) = self.restart_at {
+            deadline = deadline.min(t);
+        }
         // Round up to whole milliseconds so the loop never spins.
         let us = deadline.saturating_duration_since(now).as_micros();
         us.div_ceil(1000).min(60_000) as i32
     }
 
-    fn on_pipeline(&mut self, now: Instant) -> io::Result<()> {
-        let mut pushed = Vec::<crate::hub::Pushed>::new();
-        {
+    fn on_pipeline(&mut self, index: usize, revents: i16, now: Instant) {
+        self.drive_pipeline(now, |p, sink| p.on_ready(index, revents, now, sink));
+    }
+
+    /// Runs one pipeline call, packetizes what it produced, and fans it out. A failing pipeline
+    /// is dropped and rebuilt later; sessions stay.
+    fn drive_pipeline(
+        &mut self,
+        now: Instant,
+        call: impl FnOnce(&mut dyn Pipeline, &mut crate::source::Sink<'_>) -> io::Result<()>,
+    ) {
+        let Some(pipeline) = self.pipeline.as_mut() else { return };
+        let mut any = false;
+        let mut idr = false;
+        let result = {
             let hub = &mut self.hub;
             let mut sink = |data: &[u8], capture: Instant| {
                 let p = hub.push(data, capture);
-                if p.count > 0 {
-                    pushed.push(p);
-                }
+                any |= p.count > 0;
+                idr |= p.idr;
             };
-            self.pipeline.on_ready(&mut sink).map_err(|e| io::Error::new(e.kind(), format!("pipeline: {e}")))?;
-        }
-        if pushed.iter().any(|p| p.idr) {
-            // A natural IDR serves everyone waiting: no deferred request needed.
-            self.idr.deferred = false;
-        }
-        if !pushed.is_empty() {
+            call(pipeline.as_mut(), &mut sink)
+        };
+        if any {
+            self.last_unit = now;
+            self.restart_backoff = RESTART_BACKOFF_MIN;
+            if idr {
+                // A natural IDR serves everyone waiting: no deferred request needed.
+                self.idr.deferred = false;
+            }
             for s in 0..self.slots.len() {
                 self.pump(s, now);
             }
         }
-        Ok(())
+        if let Err(e) = result {
+            log::error!("pipeline failed: {e}; rebuilding in {:?} (sessions stay up)", self.restart_backoff);
+            self.drop_pipeline(now);
+        }
+    }
+
+    fn drop_pipeline(&mut self, now: Instant) {
+        self.pipeline = None;
+        self.restart_at = Some(now + self.restart_backoff);
+        self.restart_backoff = (self.restart_backoff * 2).min(RESTART_BACKOFF_MAX);
+    }
+
+    /// Stall detection and rebuilding, from `on_timers`.
+    fn supervise_pipeline(&mut self, now: Instant) {
+        if self.pipeline.as_ref().and_then(|p| p.next_deadline()).is_some_and(|t| now >= t) {
+            self.drive_pipeline(now, |p, sink| p.on_timer(now, sink));
+        }
+        if self.pipeline.is_some() && now.saturating_duration_since(self.last_unit) >= self.stall_timeout {
+            log::warn!(
+                "no access unit for {:.1} s: restarting source and encoder (sessions stay up)",
+                now.saturating_duration_since(self.last_unit).as_secs_f64()
+            );
+            self.drop_pipeline(now);
+            // A stall is not an error of the new pipeline: try at once.
+            self.restart_at = Some(now);
+        }
+        if self.restart_at.is_some_and(|t| now >= t) {
+            self.restart_at = None;
+            match (self.factory)() {
+                Ok(p) => {
+                    log::info!("source restarted: {}", p.describe());
+                    if let Some((sps, pps)) = p.parameter_sets() {
+                        self.hub.prime(&sps, &pps);
+                    }
+                    self.pipeline = Some(p);
+                    self.last_unit = now;
+                    // Clients in mid-GOP need the new stream's first IDR.
+                    for s in &mut self.slots {
+                        s.waiting_idr = true;
+                    }
+                }
+                Err(e) => {
+                    log::warn!("source restart failed: {e}; next try in {:?}", self.restart_backoff);
+                    self.drop_pipeline(now);
+                }
+            }
+        }
     }
 
     fn accept(&mut self, now: Instant) {
@@ -623,15 +720,21 @@ impl<'c> EventLoop<'c> {
                 s.next = self.hub.ring.head();
                 s.play_at = Some(now);
                 log::info!("{peer}: PLAY session {:016X} via {}", sess.id, describe_delivery(&sess, s));
-                if self.pipeline.idr_control() == IdrControl::OnRequest && self.idr.request(now) {
-                    self.pipeline.request_idr();
-                }
+                self.request_idr(now);
             }
             Event::Pause { slot } => {
                 self.slots[slot].playing = false;
                 log::info!("{peer}: PAUSE session {:016X}", self.server.sessions()[slot].id);
             }
             Event::Teardown { slot } => self.end_session(slot, "TEARDOWN"),
+        }
+    }
+
+    /// Asks a live encoder for an IDR for a joining client, rate-limited.
+    fn request_idr(&mut self, now: Instant) {
+        let Some(p) = self.pipeline.as_mut() else { return };
+        if p.idr_control() == IdrControl::OnRequest && self.idr.request(now) {
+            p.request_idr();
         }
     }
 
@@ -804,9 +907,12 @@ impl<'c> EventLoop<'c> {
         while let Some(slot) = self.server.poll_expired(core_now) {
             self.end_session(slot, "timed out");
         }
-        if self.idr.poll(now) && self.pipeline.idr_control() == IdrControl::OnRequest {
-            self.pipeline.request_idr();
+        if self.idr.poll(now) {
+            if let Some(p) = self.pipeline.as_mut().filter(|p| p.idr_control() == IdrControl::OnRequest) {
+                p.request_idr();
+            }
         }
+        self.supervise_pipeline(now);
         if now >= self.next_sr {
             self.next_sr = now + Duration::from_millis(limits::RTCP_SR_INTERVAL_MS);
             self.send_rtcp(now, false);

@@ -183,7 +183,6 @@ impl Hub {
             sps: &self.sps,
             pps: &self.pps,
             ssrc: self.ssrc(),
-            next_sequence: self.packetizer.next_sequence(),
             rtptime_now: self.rtp_time(now),
             framerate: self.framerate,
             bitrate_kbps: self.bitrate_kbps,

@@ -16,10 +16,16 @@ use uavstream::{event_loop, source, sys};
 /// environment < flags.
 #[derive(FromArgs, Debug)]
 struct Flags {
-    /// testpattern | file:PATH (H.264 Annex B replayed at --fps, looping) [testpattern]
+    /// testpattern | file:PATH (H.264 Annex B replayed at --fps, looping) | v4l2 [testpattern]
     #[argh(option)]
     source: Option<String>,
-    /// auto | software | passthrough [auto]
+    /// V4L2 capture device, or auto: the first capture-capable /dev/video* [auto]
+    #[argh(option)]
+    device: Option<String>,
+    /// V4L2 capture FourCC: auto | NV12 | YU12 | YUYV | MJPG | H264 [auto]
+    #[argh(option)]
+    pixel_format: Option<String>,
+    /// auto | software | passthrough | v4l2 [auto]
     #[argh(option)]
     encoder: Option<String>,
     /// frame width in pixels [1280]
@@ -58,6 +64,9 @@ struct Flags {
     /// seconds of silence before an RTSP session expires [60]
     #[argh(option)]
     session_timeout: Option<String>,
+    /// seconds without an access unit before source and encoder restart [2]
+    #[argh(option)]
+    stall_timeout: Option<String>,
     /// error | warn | info | debug | trace [info]
     #[argh(option)]
     log_level: Option<String>,
@@ -71,8 +80,10 @@ struct Flags {
 
 impl Flags {
     fn apply(&self, raw: &mut RawConfig) {
-        let pairs: [(&str, &Option<String>); 15] = [
+        let pairs: [(&str, &Option<String>); 18] = [
             ("source", &self.source),
+            ("device", &self.device),
+            ("pixel-format", &self.pixel_format),
             ("encoder", &self.encoder),
             ("width", &self.width),
             ("height", &self.height),
@@ -86,6 +97,7 @@ impl Flags {
             ("rtp-ports", &self.rtp_ports),
             ("mtu", &self.mtu),
             ("session-timeout", &self.session_timeout),
+            ("stall-timeout", &self.stall_timeout),
             ("log-level", &self.log_level),
         ];
         debug_assert_eq!(pairs.len(), config::KEYS.len());
@@ -158,7 +170,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut lp = match event_loop::EventLoop::new(&cfg, signals, pipeline, notifier) {
+    let factory = Box::new(|| source::build(&cfg));
+    let mut lp = match event_loop::EventLoop::new(&cfg, signals, pipeline, factory, notifier) {
         Ok(l) => l,
         Err(e) => {
             log::error!("{e}");

@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -29,7 +29,7 @@ use openh264::{OpenH264API, Timestamp};
 use crate::config::Config;
 use crate::limits;
 use crate::source::testpattern::TestPattern;
-use crate::source::{IdrControl, Pipeline};
+use crate::source::{IdrControl, Pipeline, PollRequest, Sink};
 
 struct Encoded {
     data: Vec<u8>,
@@ -223,11 +223,11 @@ fn worker(shared: Arc<Shared>, s: EncoderSettings, mut encoder: Encoder) {
 }
 
 impl Pipeline for SoftwarePipeline {
-    fn fd(&self) -> RawFd {
-        self.shared.efd.as_fd().as_raw_fd()
+    fn poll_requests(&self, out: &mut Vec<PollRequest>) {
+        out.push(PollRequest { fd: self.shared.efd.as_fd().as_raw_fd(), events: libc::POLLIN });
     }
 
-    fn on_ready(&mut self, sink: &mut dyn FnMut(&[u8], Instant)) -> io::Result<()> {
+    fn on_ready(&mut self, _index: usize, _revents: i16, _now: Instant, sink: &mut Sink<'_>) -> io::Result<()> {
         let _ = self.shared.efd.read();
         loop {
             let item = self.shared.ready.lock().map_err(|_| io::Error::other("encoder thread panicked"))?.pop_front();

@@ -100,8 +100,6 @@ pub struct StreamInfo<'a> {
     pub sps: &'a [u8],
     pub pps: &'a [u8],
     pub ssrc: u32,
-    /// Sequence number of the next packet the stream will send.
-    pub next_sequence: u16,
     /// RTP timestamp corresponding to `now`.
     pub rtptime_now: u32,
     pub framerate: u32,
@@ -334,9 +332,12 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
                 self.put_session(w, slot)?;
                 w.put(b"Range: npt=now-\r\n")?;
                 if let Some(stream) = ctx.stream {
+                    // No `seq=`: the client starts at the next IDR, whose sequence number is not
+                    // known yet; a `seq` from now would make clients (retina, rtpjitterbuffer)
+                    // count the skipped packets as lost. RFC 2326 §12.33 allows either parameter.
                     w.put(b"RTP-Info: url=")?;
                     put_track_url(w, req.uri)?;
-                    w.put_fmt(format_args!(";seq={};rtptime={}\r\n", stream.next_sequence, stream.rtptime_now))?;
+                    w.put_fmt(format_args!(";rtptime={}\r\n", stream.rtptime_now))?;
                 }
                 finish(w, None, &[])?;
                 Ok(Some(Event::Play { slot }))

@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
-use super::{IdrControl, Pipeline};
+use super::{IdrControl, Pipeline, PollRequest, Sink};
 use crate::limits;
 use crate::media::h264::{annex_b, nal_type, nal_unit_type, AuSpan, AuSplitter};
 
@@ -82,11 +82,11 @@ impl FileSource {
 }
 
 impl Pipeline for FileSource {
-    fn fd(&self) -> RawFd {
-        self.timer.as_fd().as_raw_fd()
+    fn poll_requests(&self, out: &mut Vec<PollRequest>) {
+        out.push(PollRequest { fd: self.timer.as_fd().as_raw_fd(), events: libc::POLLIN });
     }
 
-    fn on_ready(&mut self, sink: &mut dyn FnMut(&[u8], Instant)) -> io::Result<()> {
+    fn on_ready(&mut self, _index: usize, _revents: i16, _now: Instant, sink: &mut Sink<'_>) -> io::Result<()> {
         // Several expirations mean the loop was late: send one unit, never a burst (a replay
         // that slows down stays decodable; skipping units would not).
         match self.timer.wait() {

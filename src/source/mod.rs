@@ -1,9 +1,14 @@
 //! Where access units come from: the pipeline behind the stream hub.
 //!
-//! A pipeline exposes one fd for the loop's `poll(2)` set; when it is readable the loop calls
-//! [`Pipeline::on_ready`], which hands every finished access unit (Annex B) with its capture
-//! time to the sink. Pipelines never block the loop: CPU-heavy work runs on a worker thread
-//! that signals through an eventfd; timed replay uses a timerfd.
+//! A pipeline lists the fds it wants in the loop's `poll(2)` set ([`Pipeline::poll_requests`]);
+//! when one is ready the loop calls [`Pipeline::on_ready`], which hands every finished access
+//! unit (Annex B) with its capture time to the sink. Pipelines never block the loop: CPU-heavy
+//! work runs on a worker thread that signals through an eventfd; timed replay uses a timerfd;
+//! V4L2 devices are polled directly.
+//!
+//! An `Err` from a pipeline means it is broken (device gone, worker dead): the loop drops it and
+//! builds a new one with backoff, keeping every RTSP session. The loop also restarts a pipeline
+//! that delivers nothing for `--stall-timeout`.
 
 pub mod file;
 pub mod testpattern;
@@ -20,11 +25,29 @@ pub enum IdrControl {
     PassthroughOnly,
 }
 
+/// One fd the pipeline wants polled, with the `poll(2)` events it waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollRequest {
+    pub fd: RawFd,
+    pub events: i16,
+}
+
+/// Where access units go: `sink(annex_b, capture_time)`.
+pub type Sink<'a> = dyn FnMut(&[u8], Instant) + 'a;
+
 pub trait Pipeline {
-    /// The fd to poll for `POLLIN`.
-    fn fd(&self) -> RawFd;
-    /// Drains ready access units into `sink(annex_b, capture_time)`.
-    fn on_ready(&mut self, sink: &mut dyn FnMut(&[u8], Instant)) -> io::Result<()>;
+    /// Appends the fds to poll; called before every `poll(2)`.
+    fn poll_requests(&self, out: &mut Vec<PollRequest>);
+    /// `index` is the position in the list from `poll_requests`, `revents` what poll reported.
+    /// Hands ready access units to `sink`.
+    fn on_ready(&mut self, index: usize, revents: i16, now: Instant, sink: &mut Sink<'_>) -> io::Result<()>;
+    /// When the pipeline next wants [`Pipeline::on_timer`].
+    fn next_deadline(&self) -> Option<Instant> {
+        None
+    }
+    fn on_timer(&mut self, _now: Instant, _sink: &mut Sink<'_>) -> io::Result<()> {
+        Ok(())
+    }
     /// Asks for the next access unit to be an IDR (ignored by passthrough pipelines).
     fn request_idr(&mut self);
     fn idr_control(&self) -> IdrControl;
@@ -40,17 +63,18 @@ pub trait Pipeline {
 pub fn build(cfg: &crate::config::Config) -> Result<Box<dyn Pipeline>, String> {
     use crate::config::{EncoderChoice, SourceSpec};
     match (&cfg.source, cfg.encoder) {
+        (SourceSpec::V4l2, _) => v4l2_pipeline(cfg),
         (SourceSpec::File(path), EncoderChoice::Auto | EncoderChoice::Passthrough) => {
             let f =
                 file::FileSource::open(path, cfg.fps).map_err(|e| format!("source file:{}: {e}", path.display()))?;
             Ok(Box::new(f))
         }
-        (SourceSpec::File(_), EncoderChoice::Software) => Err(
+        (SourceSpec::File(_), EncoderChoice::Software | EncoderChoice::V4l2) => Err(
             "source file: holds H.264 already; it is replayed without re-encoding (use --encoder auto or passthrough)"
                 .into(),
         ),
-        (SourceSpec::TestPattern, EncoderChoice::Passthrough) => {
-            Err("the test pattern is raw video; it needs an encoder (--encoder auto or software)".into())
+        (SourceSpec::TestPattern, EncoderChoice::Passthrough | EncoderChoice::V4l2) => {
+            Err("the test pattern is generated in memory; it needs --encoder auto or software".into())
         }
         (SourceSpec::TestPattern, EncoderChoice::Auto | EncoderChoice::Software) => software_testpattern(cfg),
     }
@@ -65,4 +89,14 @@ fn software_testpattern(cfg: &crate::config::Config) -> Result<Box<dyn Pipeline>
 #[cfg(not(feature = "software"))]
 fn software_testpattern(_cfg: &crate::config::Config) -> Result<Box<dyn Pipeline>, String> {
     Err("this build has no software H.264 encoder (feature `software`)".into())
+}
+
+#[cfg(feature = "v4l2")]
+fn v4l2_pipeline(cfg: &crate::config::Config) -> Result<Box<dyn Pipeline>, String> {
+    v4l2::build(cfg)
+}
+
+#[cfg(not(feature = "v4l2"))]
+fn v4l2_pipeline(_cfg: &crate::config::Config) -> Result<Box<dyn Pipeline>, String> {
+    Err("this build has no V4L2 support (cargo feature `v4l2`)".into())
 }

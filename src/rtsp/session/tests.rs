@@ -8,15 +8,7 @@ const SPS: &[u8] = &[
 const PPS: &[u8] = &[0x68, 0xce, 0x3c, 0x80];
 
 fn stream() -> StreamInfo<'static> {
-    StreamInfo {
-        sps: SPS,
-        pps: PPS,
-        ssrc: 0x1234_5678,
-        next_sequence: 77,
-        rtptime_now: 9000,
-        framerate: 30,
-        bitrate_kbps: 2000,
-    }
+    StreamInfo { sps: SPS, pps: PPS, ssrc: 0x1234_5678, rtptime_now: 9000, framerate: 30, bitrate_kbps: 2000 }
 }
 
 fn server(slots: &mut [Session]) -> Server<'static, &mut [Session]> {
@@ -96,7 +88,7 @@ fn ffmpeg_tcp_session_flow() {
     let r = send(&mut srv, 1, play.as_bytes(), 1);
     assert_eq!(r.status(), 200);
     assert_eq!(r.event, Some(Event::Play { slot: 0 }));
-    assert_eq!(r.header("RTP-Info"), Some("url=rtsp://127.0.0.1:8554/live/trackID=0;seq=77;rtptime=9000"));
+    assert_eq!(r.header("RTP-Info"), Some("url=rtsp://127.0.0.1:8554/live/trackID=0;rtptime=9000"));
     assert_eq!(srv.sessions()[0].state, SessionState::Playing);
     let td = req("TEARDOWN", "rtsp://127.0.0.1:8554/live/", 5, &alloc_free_concat("Session: ", id));
     let r = send(&mut srv, 1, td.as_bytes(), 2);
