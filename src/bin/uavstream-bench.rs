@@ -59,14 +59,15 @@ fn run(cmd: &mut Command) -> String {
     err
 }
 
-/// Average PSNR of `encoded` (H.264) against the raw I420 clip, via ffmpeg's psnr filter.
+/// Average PSNR of `encoded` (H.264) against the raw I420 clip, via ffmpeg's psnr filter, frame by
+/// frame (timestamps reset to the frame index: x264 writes a VUI frame rate, OpenH264 does not).
 fn psnr(encoded: &Path, raw: &Path, size: &str) -> f64 {
     let err = run(Command::new("ffmpeg")
         .args(["-hide_banner", "-i"])
         .arg(encoded)
         .args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", size, "-i"])
         .arg(raw)
-        .args(["-lavfi", "[0:v][1:v]psnr", "-f", "null", "-"]));
+        .args(["-lavfi", "[0:v]settb=1/30,setpts=N[a];[1:v]settb=1/30,setpts=N[b];[a][b]psnr", "-f", "null", "-"]));
     err.lines()
         .rev()
         .filter_map(|l| l.split("average:").nth(1))
@@ -82,8 +83,8 @@ fn encoder_bench(a: &EncoderArgs) {
     std::fs::create_dir_all(&dir).unwrap();
     println!("software H.264 encoder vs libx264 (-preset ultrafast -tune zerolatency), one thread each, {} frames, {} kbit/s", a.frames, a.bitrate / 1000);
     println!(
-        "{:<10} {:>16} {:>10} {:>16} {:>10} {:>14}",
-        "size", "openh264 fps", "PSNR dB", "libx264 fps", "PSNR dB", "openh264/x264"
+        "{:<10} {:>13} {:>8} {:>9} {:>12} {:>8} {:>9} {:>14}",
+        "size", "openh264 fps", "PSNR dB", "kbit/s", "libx264 fps", "PSNR dB", "kbit/s", "fps ratio"
     );
     for size in a.sizes.split(',') {
         let (w, h) = size.split_once('x').expect("WxH");
@@ -95,8 +96,10 @@ fn encoder_bench(a: &EncoderArgs) {
             .args(["-frames:v", &a.frames.to_string(), "-pix_fmt", "yuv420p", "-f", "rawvideo"])
             .arg(&raw));
 
-        // OpenH264 as the daemon runs it, timing only the encode calls.
-        let settings = EncoderSettings { width: w, height: h, fps: 30, bitrate: a.bitrate, idr_period: 30 };
+        // OpenH264 as the daemon runs it (but without rate-control frame skipping, so PSNR compares
+        // frame by frame), timing only the encode calls.
+        let settings =
+            EncoderSettings { width: w, height: h, fps: 30, bitrate: a.bitrate, idr_period: 30, frame_skip: false };
         let mut enc = new_encoder(&settings).unwrap();
         let frame_len = (w * h * 3 / 2) as usize;
         let mut frame = vec![0u8; frame_len];
@@ -147,13 +150,17 @@ fn encoder_bench(a: &EncoderArgs) {
         // Includes ffmpeg's start-up and raw read: a slight handicap for x264, noted.
         let x264_fps = f64::from(a.frames) / t.elapsed().as_secs_f64();
         let (p_ours, p_x264) = (psnr(&ours, &raw, size), psnr(&x264, &raw, size));
+        let kbps =
+            |p: &Path| std::fs::metadata(p).map_or(0.0, |m| m.len() as f64 * 8.0 * 30.0 / f64::from(a.frames) / 1e3);
         println!(
-            "{:<10} {:>16.1} {:>10.2} {:>16.1} {:>10.2} {:>14.2}",
+            "{:<10} {:>13.1} {:>8.2} {:>9.0} {:>12.1} {:>8.2} {:>9.0} {:>14.2}",
             size,
             ours_fps,
             p_ours,
+            kbps(&ours),
             x264_fps,
             p_x264,
+            kbps(&x264),
             ours_fps / x264_fps
         );
         let _ = std::fs::remove_file(&raw);

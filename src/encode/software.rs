@@ -67,11 +67,21 @@ pub struct EncoderSettings {
     pub fps: u32,
     pub bitrate: u32,
     pub idr_period: u32,
+    /// Let rate control drop frames to hold the bitrate (the daemon does; a quality benchmark
+    /// that compares frame by frame must not).
+    pub frame_skip: bool,
 }
 
 impl EncoderSettings {
     pub fn from_config(cfg: &Config) -> Self {
-        Self { width: cfg.width, height: cfg.height, fps: cfg.fps, bitrate: cfg.bitrate, idr_period: cfg.idr_period() }
+        Self {
+            width: cfg.width,
+            height: cfg.height,
+            fps: cfg.fps,
+            bitrate: cfg.bitrate,
+            idr_period: cfg.idr_period(),
+            frame_skip: true,
+        }
     }
 }
 
@@ -87,7 +97,7 @@ pub fn new_encoder(s: &EncoderSettings) -> Result<Encoder, openh264::Error> {
         .profile(Profile::Baseline)
         .complexity(Complexity::Low)
         .intra_frame_period(IntraFramePeriod::from_num_frames(s.idr_period))
-        .skip_frames(true)
+        .skip_frames(s.frame_skip)
         .scene_change_detect(false)
         .num_threads(1);
     Encoder::with_api_config(OpenH264API::from_source(), config)
@@ -279,7 +289,8 @@ mod tests {
 
     #[test]
     fn encodes_constrained_baseline_with_idr_period_and_forced_idr() {
-        let s = EncoderSettings { width: 320, height: 240, fps: 30, bitrate: 500_000, idr_period: 10 };
+        let s =
+            EncoderSettings { width: 320, height: 240, fps: 30, bitrate: 500_000, idr_period: 10, frame_skip: true };
         let mut enc = new_encoder(&s).unwrap();
         let mut pattern = TestPattern::new(320, 240);
         let mut idr_frames = Vec::new();
