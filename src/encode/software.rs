@@ -51,6 +51,20 @@ pub struct SoftwarePipeline {
     shared: Arc<Shared>,
     worker: Option<JoinHandle<()>>,
     desc: String,
+    /// SPS and PPS, known before the first frame so DESCRIBE never waits for the encoder.
+    parameter_sets: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// SPS and PPS the encoder will emit with these settings, from one frame encoded by a
+/// throwaway encoder of the same configuration (OpenH264 keeps them constant: `ConstantId`).
+fn probe_parameter_sets(s: &EncoderSettings) -> Option<(Vec<u8>, Vec<u8>)> {
+    use crate::media::h264::{annex_b, nal_type, nal_unit_type};
+    let mut enc = new_encoder(s).ok()?;
+    let pattern = TestPattern::new(s.width as usize, s.height as usize);
+    let mut out = Vec::new();
+    encode_frame(&mut enc, &pattern, Duration::ZERO, true, &mut out).ok()?;
+    let find = |t| annex_b(&out).find(|n| nal_unit_type(n) == Some(t)).map(<[u8]>::to_vec);
+    Some((find(nal_type::SPS)?, find(nal_type::PPS)?))
 }
 
 impl std::fmt::Debug for SoftwarePipeline {
@@ -174,7 +188,7 @@ impl SoftwarePipeline {
             settings.bitrate / 1000,
             settings.idr_period
         );
-        Ok(SoftwarePipeline { shared, worker: Some(worker), desc })
+        Ok(SoftwarePipeline { shared, worker: Some(worker), desc, parameter_sets: probe_parameter_sets(&settings) })
     }
 }
 
@@ -271,6 +285,10 @@ impl Pipeline for SoftwarePipeline {
     fn describe(&self) -> String {
         self.desc.clone()
     }
+
+    fn parameter_sets(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        self.parameter_sets.clone()
+    }
 }
 
 impl Drop for SoftwarePipeline {
@@ -311,5 +329,19 @@ mod tests {
             assert!(types.iter().all(|&t| t != 0 && t <= 12), "{types:?}");
         }
         assert_eq!(idr_frames, vec![0, 10, 13, 23], "IDR every 10 frames, plus the forced one at 13");
+    }
+
+    #[test]
+    fn probed_parameter_sets_match_the_stream() {
+        let s =
+            EncoderSettings { width: 640, height: 360, fps: 30, bitrate: 1_000_000, idr_period: 30, frame_skip: true };
+        let (sps, pps) = probe_parameter_sets(&s).unwrap();
+        let mut enc = new_encoder(&s).unwrap();
+        let mut pattern = TestPattern::new(640, 360);
+        pattern.render(7);
+        let mut out = Vec::new();
+        encode_frame(&mut enc, &pattern, Duration::ZERO, false, &mut out).unwrap();
+        let nals: Vec<&[u8]> = annex_b(&out).collect();
+        assert!(nals.contains(&sps.as_slice()) && nals.contains(&pps.as_slice()));
     }
 }
