@@ -97,6 +97,12 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("mtu", "1500", "link MTU; RTP packets are sized to fit IPv4 and IPv6"),
     ("session-timeout", "60", "seconds of silence before an RTSP session expires"),
     ("stall-timeout", "2", "seconds without an access unit before source and encoder are restarted"),
+    ("max-pending-connections", "16", "connections without a session; beyond it the oldest is closed"),
+    ("idle-timeout", "30", "seconds a connection without a session may stay silent"),
+    ("request-timeout", "10", "seconds a request may take to arrive completely (slowloris guard)"),
+    ("max-request-rate", "20", "RTSP requests per second per connection (bursts of 40); beyond: 503, close"),
+    ("client-stall-timeout", "5", "seconds a TCP client may accept no bytes before it is disconnected"),
+    ("stats-interval", "0", "seconds between stats log lines (sessions, latency p50/p99/max, RSS); 0 = off"),
     ("log-level", "info", "error | warn | info | debug | trace"),
 ];
 
@@ -236,6 +242,12 @@ impl RawConfig {
             mtu: p.num("mtu", limits::MIN_MTU as u32, limits::MAX_RTP_PACKET as u32)? as usize,
             session_timeout: p.num("session-timeout", 5, 3600)?,
             stall_timeout: p.num("stall-timeout", 1, 600)?,
+            max_pending_connections: p.num("max-pending-connections", 1, 4096)? as usize,
+            idle_timeout: p.num("idle-timeout", 1, 3600)?,
+            request_timeout: p.num("request-timeout", 1, 600)?,
+            max_request_rate: p.num("max-request-rate", 1, 10_000)?,
+            client_stall_timeout: p.num("client-stall-timeout", 1, 600)?,
+            stats_interval: p.num("stats-interval", 0, 86_400)?,
             device: p.field("device", |v| {
                 if v == "auto" || v.starts_with('/') {
                     Ok(v.to_owned())
@@ -334,6 +346,13 @@ pub struct Config {
     pub session_timeout: u32,
     /// Seconds without an access unit before the pipeline is rebuilt.
     pub stall_timeout: u32,
+    pub max_pending_connections: usize,
+    pub idle_timeout: u32,
+    pub request_timeout: u32,
+    pub max_request_rate: u32,
+    pub client_stall_timeout: u32,
+    /// Seconds between stats lines, 0 = off.
+    pub stats_interval: u32,
     /// `auto` or a device path.
     pub device: String,
     /// Requested V4L2 FourCC, `None` for automatic choice.

@@ -60,3 +60,25 @@ pub const MAX_RTCP_PACKET: usize = 1500;
 /// Largest accepted frame dimension (both axes) and rate.
 pub const MAX_DIMENSION: u32 = 4096;
 pub const MAX_FPS: u32 = 240;
+
+/// Connections that hold no session (probing, or a slow/hostile client). Policy when a new
+/// connection would exceed it: the oldest such connection is closed (a slowloris cannot lock
+/// out a real client). Configurable: `max-pending-connections`.
+pub const DEFAULT_MAX_PENDING_CONNECTIONS: usize = 16;
+/// Seconds a connection without a session may stay without sending a complete request.
+/// Policy: closed. Configurable: `idle-timeout`.
+pub const DEFAULT_IDLE_TIMEOUT_S: u32 = 30;
+/// Seconds a started request may take to complete (slowloris). Policy: `408` and close.
+/// Configurable: `request-timeout`.
+pub const DEFAULT_REQUEST_TIMEOUT_S: u32 = 10;
+/// Requests per second per connection (sustained; bursts up to [`REQUEST_BURST`]). Policy when
+/// exceeded: `503` and close. Configurable: `max-request-rate`.
+pub const DEFAULT_MAX_REQUEST_RATE: u32 = 20;
+pub const REQUEST_BURST: u32 = 40;
+/// Seconds a TCP client may take no bytes while it has output waiting. Policy: disconnected
+/// (before that, it skips to the next IDR whenever it falls out of the ring). Configurable:
+/// `client-stall-timeout`.
+pub const DEFAULT_CLIENT_STALL_TIMEOUT_S: u32 = 5;
+/// Server-added latency samples kept between two stats lines. Policy when full: the oldest
+/// are overwritten.
+pub const LATENCY_SAMPLES: usize = 4096;

@@ -67,6 +67,24 @@ struct Flags {
     /// seconds without an access unit before source and encoder restart [2]
     #[argh(option)]
     stall_timeout: Option<String>,
+    /// connections without a session; beyond it the oldest is closed [16]
+    #[argh(option)]
+    max_pending_connections: Option<String>,
+    /// seconds a connection without a session may stay silent [30]
+    #[argh(option)]
+    idle_timeout: Option<String>,
+    /// seconds a request may take to arrive completely [10]
+    #[argh(option)]
+    request_timeout: Option<String>,
+    /// RTSP requests per second per connection, bursts of 40 [20]
+    #[argh(option)]
+    max_request_rate: Option<String>,
+    /// seconds a TCP client may accept no bytes before it is dropped [5]
+    #[argh(option)]
+    client_stall_timeout: Option<String>,
+    /// seconds between stats log lines, 0 = off [0]
+    #[argh(option)]
+    stats_interval: Option<String>,
     /// error | warn | info | debug | trace [info]
     #[argh(option)]
     log_level: Option<String>,
@@ -80,7 +98,7 @@ struct Flags {
 
 impl Flags {
     fn apply(&self, raw: &mut RawConfig) {
-        let pairs: [(&str, &Option<String>); 18] = [
+        let pairs: [(&str, &Option<String>); 24] = [
             ("source", &self.source),
             ("device", &self.device),
             ("pixel-format", &self.pixel_format),
@@ -98,6 +116,12 @@ impl Flags {
             ("mtu", &self.mtu),
             ("session-timeout", &self.session_timeout),
             ("stall-timeout", &self.stall_timeout),
+            ("max-pending-connections", &self.max_pending_connections),
+            ("idle-timeout", &self.idle_timeout),
+            ("request-timeout", &self.request_timeout),
+            ("max-request-rate", &self.max_request_rate),
+            ("client-stall-timeout", &self.client_stall_timeout),
+            ("stats-interval", &self.stats_interval),
             ("log-level", &self.log_level),
         ];
         debug_assert_eq!(pairs.len(), config::KEYS.len());

@@ -138,3 +138,66 @@ pub mod sd_notify {
         }
     }
 }
+
+/// Packets sent per `sendmmsg(2)` call (and per `writev(2)` on TCP).
+pub const BATCH: usize = 64;
+
+/// Sends each of `packets` (at most [`BATCH`]) as its own datagram to `dest` with one
+/// `sendmmsg(2)`. Returns how many the kernel took; the rest were refused (a full socket buffer:
+/// the caller drops them, UDP never queues). No allocation.
+pub fn send_datagrams(sock: &std::net::UdpSocket, dest: &std::net::SocketAddr, packets: &[&[u8]]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let n = packets.len().min(BATCH);
+    if n == 0 {
+        return Ok(0);
+    }
+    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let addr_len = match dest {
+        std::net::SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in.
+            unsafe { std::ptr::write((&raw mut storage).cast::<libc::sockaddr_in>(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        std::net::SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&raw mut storage).cast::<libc::sockaddr_in6>(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; BATCH];
+    // SAFETY: mmsghdr is plain old data; all-zero is a valid (empty) value.
+    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for i in 0..n {
+        iov[i] = libc::iovec { iov_base: packets[i].as_ptr() as *mut libc::c_void, iov_len: packets[i].len() };
+        msgs[i].msg_hdr.msg_name = (&raw mut storage).cast();
+        msgs[i].msg_hdr.msg_namelen = addr_len as libc::socklen_t;
+        msgs[i].msg_hdr.msg_iov = &raw mut iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    loop {
+        // SAFETY: `msgs[..n]` point at `iov` entries and `storage`, all alive for the call; the
+        // iovecs point at the caller's packet slices, which the kernel only reads.
+        let r = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
+        if r >= 0 {
+            return Ok(r as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
