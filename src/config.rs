@@ -51,7 +51,9 @@ impl fmt::Display for ConfigError {
             Origin::Environment => env_name(self.key),
             Origin::Flag => format!("--{}", self.key),
         };
-        write!(f, "invalid {} value {:?} ({} from the {}): {}", self.key, self.value, spelled, self.origin, self.reason)
+        // Credentials never reach a log, not even a wrong one.
+        let value = if self.key == "auth" { "(not shown)" } else { self.value.as_str() };
+        write!(f, "invalid {} value {:?} ({} from the {}): {}", self.key, value, spelled, self.origin, self.reason)
     }
 }
 
@@ -103,8 +105,52 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("max-request-rate", "20", "RTSP requests per second per connection (bursts of 40); beyond: 503, close"),
     ("client-stall-timeout", "5", "seconds a TCP client may accept no bytes before it is disconnected"),
     ("stats-interval", "0", "seconds between stats log lines (sessions, latency p50/p99/max, RSS); 0 = off"),
+    ("auth", "", "USER:PASSWORD[,USER:PASSWORD...] for RTSP Basic/Digest auth (never on the kernel command line)"),
+    ("auth-file", "", "file of [/PATH ]USER:PASSWORD lines (# comments); /PATH limits a user to that stream"),
     ("log-level", "info", "error | warn | info | debug | trace"),
 ];
+
+/// One user allowed to watch; `path` limits the user to one stream path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthUser {
+    pub user: String,
+    pub password: String,
+    pub path: Option<String>,
+}
+
+fn parse_user(entry: &str, path: Option<&str>) -> Result<AuthUser, String> {
+    let (user, password) = entry.split_once(':').ok_or("expected USER:PASSWORD")?;
+    if user.is_empty() || password.is_empty() || user.contains(char::is_whitespace) {
+        return Err("USER and PASSWORD must not be empty, USER without spaces".into());
+    }
+    Ok(AuthUser { user: user.to_owned(), password: password.to_owned(), path: path.map(str::to_owned) })
+}
+
+/// Reads an auth file: `[/PATH ]USER:PASSWORD` per line, `#` comments, blank lines ignored.
+pub fn read_auth_file(path: &std::path::Path) -> Result<Vec<AuthUser>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if meta.permissions().mode() & 0o004 != 0 {
+        log::warn!("auth-file {} is world-readable; chmod 640 it", path.display());
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let mut users = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (stream_path, entry) = match line.split_once(char::is_whitespace) {
+            Some((p, e)) if p.starts_with('/') => (Some(p), e.trim()),
+            _ => (None, line),
+        };
+        users.push(parse_user(entry, stream_path).map_err(|e| format!("line {}: {e}", n + 1))?);
+    }
+    if users.is_empty() {
+        return Err("no USER:PASSWORD lines".into());
+    }
+    Ok(users)
+}
 
 /// The `UAVSTREAM_*` variable of a key.
 pub fn env_name(key: &str) -> String {
@@ -263,6 +309,27 @@ impl RawConfig {
                 }
                 _ => Err("expected auto or a FourCC such as NV12, YU12, YUYV, MJPG, H264".into()),
             })?,
+            auth_users: {
+                let mut users = p.field("auth", |v| {
+                    if v.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    if self.get("auth").1 == Origin::KernelCmdline {
+                        return Err(
+                            "refused: /proc/cmdline is readable by every user; use UAVSTREAM_AUTH or auth-file".into(),
+                        );
+                    }
+                    v.split(',').map(|e| parse_user(e.trim(), None)).collect()
+                })?;
+                users.extend(p.field("auth-file", |v| {
+                    if v.is_empty() {
+                        Ok(Vec::new())
+                    } else {
+                        read_auth_file(std::path::Path::new(v))
+                    }
+                })?);
+                users
+            },
             log_level: p.field("log-level", |v| match v {
                 "off" | "error" | "warn" | "info" | "debug" | "trace" => Ok(v.to_owned()),
                 _ => Err("expected error, warn, info, debug or trace".into()),
@@ -275,6 +342,7 @@ impl RawConfig {
         let mut s = String::new();
         for (i, (k, _, _)) in KEYS.iter().enumerate() {
             let (v, o) = &self.values[i];
+            let v = if *k == "auth" && !v.is_empty() { "(set, not shown)" } else { v.as_str() };
             s.push_str(&format!("{k:<16} = {v:<24} ({o})\n"));
         }
         s
@@ -358,6 +426,8 @@ pub struct Config {
     /// Requested V4L2 FourCC, `None` for automatic choice.
     pub pixel_format: Option<[u8; 4]>,
     pub log_level: String,
+    /// Users allowed to watch; empty: no authentication.
+    pub auth_users: Vec<AuthUser>,
 }
 
 impl Config {
@@ -473,6 +543,36 @@ mod tests {
             let msg = e.to_string();
             assert!(msg.contains(spelled) && msg.contains(value), "{msg}");
         }
+    }
+
+    #[test]
+    fn auth_from_env_and_file_never_from_the_kernel_command_line() {
+        let mut raw = RawConfig::new();
+        raw.apply_env(env(&[("UAVSTREAM_AUTH", "pilot:s3cret,ground:station")]));
+        let c = raw.resolve().unwrap();
+        assert_eq!(c.auth_users.len(), 2);
+        assert_eq!(c.auth_users[1], AuthUser { user: "ground".into(), password: "station".into(), path: None });
+        assert!(!raw.describe().contains("s3cret"), "{}", raw.describe());
+
+        let mut raw = RawConfig::new();
+        raw.apply_cmdline("uavstream.auth=pilot:s3cret");
+        let e = raw.resolve().unwrap_err();
+        assert_eq!((e.key, e.origin), ("auth", Origin::KernelCmdline));
+        assert!(e.reason.contains("refused"), "{e}");
+
+        let dir = std::env::temp_dir().join(format!("uavstream-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("users");
+        std::fs::write(&f, "# operators\npilot:pa:ss\n\n/live viewer:look\n").unwrap();
+        let mut raw = RawConfig::new();
+        raw.apply_cmdline(&format!("uavstream.auth-file={}", f.display()));
+        let c = raw.resolve().unwrap();
+        assert_eq!(c.auth_users[0].password, "pa:ss");
+        assert_eq!(c.auth_users[1].path.as_deref(), Some("/live"));
+        std::fs::write(&f, "nocolon\n").unwrap();
+        let e = raw.resolve().unwrap_err();
+        assert!(e.reason.contains("line 1"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

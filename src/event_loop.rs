@@ -34,6 +34,7 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::limits;
 use crate::rtp::rtcp::{self, SenderReport};
+use crate::rtsp::auth::{Auth, Credential};
 use crate::rtsp::parse::{parse_input, Input};
 use crate::rtsp::session::{self, ConnId, Delivery, Event, RequestCtx, Server, ServerConfig, Session, SessionState};
 use crate::source::{IdrControl, Pipeline, PollRequest};
@@ -292,6 +293,7 @@ impl<'c> EventLoop<'c> {
         signals: nix::sys::signalfd::SignalFd,
         pipeline: Box<dyn Pipeline>,
         factory: PipelineFactory<'c>,
+        credentials: &'c [Credential<'c>],
         notifier: Notifier,
     ) -> io::Result<Self> {
         let listener = TcpListener::bind((cfg.listen, cfg.port))
@@ -320,7 +322,11 @@ impl<'c> EventLoop<'c> {
         }
         let epoch = Instant::now();
         let server = Server::new(
-            ServerConfig { path: &cfg.path, session_timeout: Duration::from_secs(u64::from(cfg.session_timeout)) },
+            ServerConfig {
+                path: &cfg.path,
+                session_timeout: Duration::from_secs(u64::from(cfg.session_timeout)),
+                auth: (!credentials.is_empty()).then(|| Auth { users: credentials, secret: sys::random_secret() }),
+            },
             sessions,
             sys::random_u64(),
         );

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use argh::FromArgs;
 use uavstream::config::{self, Origin, RawConfig};
+use uavstream::rtsp::auth::Credential;
 use uavstream::{event_loop, source, sys};
 
 /// Low-latency RTSP/RTP H.264 streaming daemon for embedded Linux.
@@ -85,6 +86,12 @@ struct Flags {
     /// seconds between stats log lines, 0 = off [0]
     #[argh(option)]
     stats_interval: Option<String>,
+    /// USER:PASSWORD[,...] for RTSP Basic/Digest authentication (prefer auth-file)
+    #[argh(option)]
+    auth: Option<String>,
+    /// file of [/PATH ]USER:PASSWORD lines
+    #[argh(option)]
+    auth_file: Option<String>,
     /// error | warn | info | debug | trace [info]
     #[argh(option)]
     log_level: Option<String>,
@@ -98,7 +105,7 @@ struct Flags {
 
 impl Flags {
     fn apply(&self, raw: &mut RawConfig) {
-        let pairs: [(&str, &Option<String>); 24] = [
+        let pairs: [(&str, &Option<String>); 26] = [
             ("source", &self.source),
             ("device", &self.device),
             ("pixel-format", &self.pixel_format),
@@ -122,6 +129,8 @@ impl Flags {
             ("max-request-rate", &self.max_request_rate),
             ("client-stall-timeout", &self.client_stall_timeout),
             ("stats-interval", &self.stats_interval),
+            ("auth", &self.auth),
+            ("auth-file", &self.auth_file),
             ("log-level", &self.log_level),
         ];
         debug_assert_eq!(pairs.len(), config::KEYS.len());
@@ -195,7 +204,15 @@ fn main() -> ExitCode {
         }
     };
     let factory = Box::new(|| source::build(&cfg));
-    let mut lp = match event_loop::EventLoop::new(&cfg, signals, pipeline, factory, notifier) {
+    let credentials: Vec<Credential<'_>> = cfg
+        .auth_users
+        .iter()
+        .map(|u| Credential { user: &u.user, password: &u.password, path: u.path.as_deref() })
+        .collect();
+    if !credentials.is_empty() {
+        log::info!("RTSP authentication on: {} user(s), Digest (MD5) and Basic", credentials.len());
+    }
+    let mut lp = match event_loop::EventLoop::new(&cfg, signals, pipeline, factory, &credentials, notifier) {
         Ok(l) => l,
         Err(e) => {
             log::error!("{e}");

@@ -41,6 +41,14 @@ pub fn random_u64() -> u64 {
     u64::from_ne_bytes(b)
 }
 
+/// 128 random bits (the Digest nonce secret).
+pub fn random_secret() -> [u8; 16] {
+    let mut s = [0u8; 16];
+    s[..8].copy_from_slice(&random_u64().to_ne_bytes());
+    s[8..].copy_from_slice(&random_u64().to_ne_bytes());
+    s
+}
+
 /// Blocks SIGINT and SIGTERM in this thread (and the threads it spawns afterwards) and returns
 /// a non-blocking signalfd that reports them, so the loop sees them as readable input.
 pub fn termination_signalfd() -> io::Result<nix::sys::signalfd::SignalFd> {

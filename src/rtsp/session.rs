@@ -22,6 +22,7 @@
 
 use core::time::Duration;
 
+use super::auth::{Auth, Verdict};
 use super::parse::{uri_path, Method, Request};
 use super::sdp::{write_sdp, SdpParams, TRACK_CONTROL};
 use super::transport::{self, Lower, TransportError};
@@ -128,6 +129,8 @@ pub struct ServerConfig<'c> {
     /// Stream path, e.g. `/live`.
     pub path: &'c str,
     pub session_timeout: Duration,
+    /// When set, every method but OPTIONS needs valid credentials.
+    pub auth: Option<Auth<'c>>,
 }
 
 const PUBLIC: &str = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
@@ -297,6 +300,17 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
             w.put_fmt(format_args!("Unsupported: {req_opt}\r\n"))?;
             finish(w, None, &[])?;
             return Ok(None);
+        }
+        if let (Some(auth), false) = (&self.cfg.auth, req.method == Method::Options) {
+            let path = uri_path(req.uri).unwrap_or(self.cfg.path);
+            let now_s = now.as_micros() / 1_000_000;
+            let verdict = auth.verify(req.header("Authorization"), req.method.as_str(), path, now_s);
+            if !matches!(verdict, Verdict::Allowed { .. }) {
+                start(w, 401, cseq)?;
+                auth.write_challenge(w, now_s, verdict == Verdict::Stale)?;
+                finish(w, None, &[])?;
+                return Ok(None);
+            }
         }
         let slot = match req.session_id() {
             Some(id) => match self.find(id) {

@@ -16,7 +16,7 @@ fn server(slots: &mut [Session]) -> Server<'static, &mut [Session]> {
         *s = Session::FREE;
         s.server_ports = (50000 + 2 * i as u16, 50001 + 2 * i as u16);
     }
-    Server::new(ServerConfig { path: "/live", session_timeout: Duration::from_secs(60) }, slots, 7)
+    Server::new(ServerConfig { path: "/live", session_timeout: Duration::from_secs(60), auth: None }, slots, 7)
 }
 
 struct Reply {
@@ -276,4 +276,39 @@ fn describe_before_the_stream_exists_is_503_retry() {
     let text = core::str::from_utf8(&out[..o.len]).unwrap();
     assert!(text.starts_with("RTSP/1.0 503 Service Unavailable\r\nCSeq: 2\r\n"), "{text}");
     assert!(text.contains("Retry-After: 1\r\n"));
+}
+
+#[test]
+fn auth_gates_every_method_but_options() {
+    use crate::rtsp::auth::{Auth, Credential};
+    let users = [Credential { user: "pilot", password: "s3cret", path: None }];
+    let mut slots = [Session::FREE; 2];
+    for s in slots.iter_mut() {
+        *s = Session::FREE;
+    }
+    let cfg = ServerConfig {
+        path: "/live",
+        session_timeout: Duration::from_secs(60),
+        auth: Some(Auth { users: &users, secret: [1; 16] }),
+    };
+    let mut srv = Server::new(cfg, &mut slots[..], 7);
+    assert_eq!(send(&mut srv, 1, req("OPTIONS", "rtsp://h/live", 1, "").as_bytes(), 0).status(), 200);
+    let r = send(&mut srv, 1, req("DESCRIBE", "rtsp://h/live", 2, "").as_bytes(), 0);
+    assert_eq!(r.status(), 401);
+    assert!(r.text.contains("WWW-Authenticate: Digest realm=\"uavstream\""));
+    assert!(r.text.contains("WWW-Authenticate: Basic realm=\"uavstream\""));
+    let setup = req("SETUP", "rtsp://h/live/trackID=0", 3, "Transport: RTP/AVP/TCP;unicast\r\n");
+    let r = send(&mut srv, 1, setup.as_bytes(), 0);
+    assert_eq!((r.status(), r.event), (401, None));
+    assert_eq!(srv.active(), 0);
+    // "pilot:s3cret"
+    let with = req(
+        "SETUP",
+        "rtsp://h/live/trackID=0",
+        4,
+        "Transport: RTP/AVP/TCP;unicast\r\nAuthorization: Basic cGlsb3Q6czNjcmV0\r\n",
+    );
+    let r = send(&mut srv, 1, with.as_bytes(), 0);
+    assert_eq!(r.status(), 200);
+    assert_eq!(srv.active(), 1);
 }

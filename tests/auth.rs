@@ -1,0 +1,146 @@
+//! RTSP authentication against real clients: ffmpeg and GStreamer with `rtsp://user:pass@…`
+//! play; wrong or missing credentials get 401 and never a single RTP packet.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{client_udp_pair, run_with_timeout, Daemon, RtspClient};
+
+fn daemon() -> Daemon {
+    Daemon::start_with_env(&["--width", "320", "--height", "240"], &[("UAVSTREAM_AUTH", "pilot:s3cr3t,ground:station")])
+}
+
+fn authed(d: &Daemon, user: &str, pass: &str) -> String {
+    format!("rtsp://{user}:{pass}@127.0.0.1:{}/live", d.port)
+}
+
+fn ffmpeg_frames(url: &str, transport: &str) -> (usize, String) {
+    let out = run_with_timeout(
+        Command::new("ffmpeg").args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-rtsp_transport",
+            transport,
+            "-i",
+            url,
+            "-frames:v",
+            "30",
+            "-f",
+            "framemd5",
+            "-",
+        ]),
+        Duration::from_secs(30),
+    );
+    let frames = String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count();
+    (frames, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn ffmpeg_with_credentials_plays_and_without_gets_401() {
+    let d = daemon();
+    for transport in ["tcp", "udp"] {
+        let (frames, err) = ffmpeg_frames(&authed(&d, "pilot", "s3cr3t"), transport);
+        assert_eq!(frames, 30, "{transport}: {err}");
+    }
+    let (frames, err) = ffmpeg_frames(&authed(&d, "pilot", "wrong"), "tcp");
+    assert_eq!(frames, 0);
+    assert!(err.contains("401"), "{err}");
+    let (frames, err) = ffmpeg_frames(&d.url(), "tcp");
+    assert_eq!(frames, 0);
+    assert!(err.contains("401"), "{err}");
+}
+
+#[test]
+fn gstreamer_with_credentials_plays() {
+    let d = daemon();
+    let out = run_with_timeout(
+        Command::new("gst-launch-1.0").args([
+            "-e",
+            "rtspsrc",
+            &format!("location={}", d.url()),
+            "user-id=ground",
+            "user-pw=station",
+            "protocols=tcp",
+            "!",
+            "rtph264depay",
+            "!",
+            "h264parse",
+            "!",
+            "avdec_h264",
+            "!",
+            "identity",
+            "eos-after=30",
+            "!",
+            "fakesink",
+        ]),
+        Duration::from_secs(30),
+    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("Got EOS"), "{text}\n{}", d.log());
+    // And with the credentials in the URL, as QGroundControl users write them.
+    let out = run_with_timeout(
+        Command::new("gst-launch-1.0").args([
+            "-e",
+            "rtspsrc",
+            &format!("location={}", authed(&d, "pilot", "s3cr3t")),
+            "!",
+            "rtph264depay",
+            "!",
+            "fakesink",
+            "num-buffers=10",
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn wrong_or_missing_credentials_never_get_an_rtp_packet() {
+    let d = daemon();
+    let (rtp, _rtcp, port) = client_udp_pair();
+    rtp.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    let transport = format!("RTP/AVP;unicast;client_port={port}-{}", port + 1);
+    let cases: [Option<&str>; 5] = [
+        None,
+        Some("Basic cGlsb3Q6d3Jvbmc="), // pilot:wrong
+        Some("Basic bm9ib2R5OnMzY3IzdA=="), // nobody:s3cr3t
+        Some("Digest username=\"pilot\", realm=\"uavstream\", nonce=\"00000000aaaaaaaaaaaaaaaa\", uri=\"rtsp://127.0.0.1/live\", response=\"00000000000000000000000000000000\""),
+        Some("Negotiate abc"),
+    ];
+    for auth in cases {
+        let mut c = RtspClient::connect(&d.url());
+        let url = c.url.clone();
+        let mut headers = vec![("Transport", transport.as_str())];
+        if let Some(a) = auth {
+            headers.push(("Authorization", a));
+        }
+        let r = c.request("SETUP", &format!("{url}/trackID=0"), &headers);
+        assert_eq!(r.status, 401, "{auth:?}");
+        assert!(r.header("WWW-Authenticate").is_some());
+        // PLAY with a made-up session is refused too.
+        let mut headers = vec![("Session", "0123456789ABCDEF")];
+        if let Some(a) = auth {
+            headers.push(("Authorization", a));
+        }
+        assert_eq!(c.request("PLAY", &url, &headers).status, 401);
+        assert!(c.frames.is_empty());
+    }
+    let mut buf = [0u8; 2048];
+    assert!(rtp.recv_from(&mut buf).is_err(), "an RTP packet reached an unauthenticated client");
+}
+
+#[test]
+fn credentials_on_the_kernel_command_line_are_refused() {
+    let out = run_with_timeout(
+        Command::new(env!("CARGO_BIN_EXE_uavstream"))
+            .env("UAVSTREAM_PROC_CMDLINE", "quiet uavstream.auth=pilot:s3cr3t"),
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("uavstream.auth") && err.contains("refused"), "{err}");
+    assert!(!err.contains("s3cr3t"), "the password leaked into the message: {err}");
+}
