@@ -220,7 +220,7 @@ impl RawConfig {
             let Some(rest) = name.strip_prefix("UAVSTREAM_") else {
                 continue;
             };
-            if rest == "PROC_CMDLINE" {
+            if rest == "PROC_CMDLINE" || rest == "FAULT_INJECTION" {
                 continue;
             }
             let key = rest.to_ascii_lowercase().replace('_', "-");

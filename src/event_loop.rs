@@ -209,6 +209,8 @@ pub struct EventLoop<'c> {
     stall_timeout: Duration,
     restart_at: Option<Instant>,
     restart_backoff: Duration,
+    /// Fault injection: the current pipeline's output is discarded (looks stalled).
+    fault_stalled: bool,
     hub: Hub,
     server: Server<'c, Vec<Session>>,
     conns: Vec<Option<Conn>>,
@@ -355,6 +357,7 @@ impl<'c> EventLoop<'c> {
             stall_timeout: Duration::from_secs(u64::from(cfg.stall_timeout)),
             restart_at: None,
             restart_backoff: RESTART_BACKOFF_MIN,
+            fault_stalled: false,
             hub,
             server,
             conns: (0..n_conns).map(|_| None).collect(),
@@ -411,10 +414,29 @@ impl<'c> EventLoop<'c> {
                 }
                 match self.tokens[i] {
                     Token::Signal => {
-                        if let Ok(Some(sig)) = self.signals.read_signal() {
-                            log::info!("signal {}: stopping", sig.ssi_signo);
-                            self.shutdown();
-                            return Ok(());
+                        while let Ok(Some(sig)) = self.signals.read_signal() {
+                            match sig.ssi_signo as i32 {
+                                libc::SIGHUP => {
+                                    log::info!("SIGHUP: reopening source and encoder (sessions stay up)");
+                                    self.drop_pipeline(now);
+                                    self.restart_at = Some(now);
+                                }
+                                libc::SIGUSR1 => {
+                                    log::warn!(
+                                        "fault injection: the pipeline's output is discarded until it is rebuilt"
+                                    );
+                                    self.fault_stalled = true;
+                                }
+                                libc::SIGUSR2 => {
+                                    log::warn!("fault injection: the loop hangs for 5 s");
+                                    std::thread::sleep(Duration::from_secs(5));
+                                }
+                                signo => {
+                                    log::info!("signal {signo}: stopping");
+                                    self.shutdown();
+                                    return Ok(());
+                                }
+                            }
                         }
                     }
                     Token::Pipeline(k) => self.on_pipeline(k, rev, now),
@@ -504,9 +526,13 @@ impl<'c> EventLoop<'c> {
         let Some(pipeline) = self.pipeline.as_mut() else { return };
         let mut any = false;
         let mut idr = false;
+        let stalled = self.fault_stalled;
         let result = {
             let hub = &mut self.hub;
             let mut sink = |data: &[u8], capture: Instant| {
+                if stalled {
+                    return;
+                }
                 let p = hub.push(data, capture);
                 any |= p.count > 0;
                 idr |= p.idr;
@@ -539,6 +565,7 @@ impl<'c> EventLoop<'c> {
 
     fn drop_pipeline(&mut self, now: Instant) {
         self.pipeline = None;
+        self.fault_stalled = false;
         self.restart_at = Some(now + self.restart_backoff);
         self.restart_backoff = (self.restart_backoff * 2).min(RESTART_BACKOFF_MAX);
     }

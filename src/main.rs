@@ -185,7 +185,12 @@ fn main() -> ExitCode {
     }
 
     // Before any thread exists, so every thread inherits the blocked mask.
-    let signals = match sys::termination_signalfd() {
+    // Test-only: SIGUSR1 makes the pipeline look stalled, SIGUSR2 hangs the loop (watchdog tests).
+    let fault_injection = std::env::var_os("UAVSTREAM_FAULT_INJECTION").is_some_and(|v| v == "1");
+    if fault_injection {
+        log::warn!("fault injection enabled (UAVSTREAM_FAULT_INJECTION=1): SIGUSR1 stalls the pipeline, SIGUSR2 hangs the loop");
+    }
+    let signals = match sys::signalfd(fault_injection) {
         Ok(s) => s,
         Err(e) => {
             log::error!("signalfd: {e}");

@@ -49,14 +49,20 @@ pub fn random_secret() -> [u8; 16] {
     s
 }
 
-/// Blocks SIGINT and SIGTERM in this thread (and the threads it spawns afterwards) and returns
-/// a non-blocking signalfd that reports them, so the loop sees them as readable input.
-pub fn termination_signalfd() -> io::Result<nix::sys::signalfd::SignalFd> {
+/// Blocks SIGINT, SIGTERM and SIGHUP (and, for fault-injection tests, SIGUSR1/SIGUSR2) in this
+/// thread and the threads it spawns afterwards, and returns a non-blocking signalfd that reports
+/// them, so the loop sees signals as readable input.
+pub fn signalfd(fault_injection: bool) -> io::Result<nix::sys::signalfd::SignalFd> {
     use nix::sys::signal::{SigSet, Signal};
     use nix::sys::signalfd::{SfdFlags, SignalFd};
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGINT);
     mask.add(Signal::SIGTERM);
+    mask.add(Signal::SIGHUP);
+    if fault_injection {
+        mask.add(Signal::SIGUSR1);
+        mask.add(Signal::SIGUSR2);
+    }
     mask.thread_block().map_err(io::Error::from)?;
     SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(io::Error::from)
 }

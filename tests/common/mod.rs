@@ -62,8 +62,16 @@ impl Daemon {
                 log2.lock().unwrap().push('\n');
             }
         });
-        let d = Daemon { child, port, log };
-        d.wait_for_log("serving rtsp://", Duration::from_secs(20));
+        let mut d = Daemon { child, port, log };
+        // Ready when the RTSP port accepts connections (works at any log level).
+        let t = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = d.child.try_wait().unwrap() {
+                panic!("uavstream exited with {status} before listening:\n{}", d.log());
+            }
+            assert!(t.elapsed() < Duration::from_secs(20), "uavstream did not listen within 20 s:\n{}", d.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
         d
     }
 
@@ -81,6 +89,11 @@ impl Daemon {
             assert!(t.elapsed() < limit, "no {needle:?} in the daemon's log within {limit:?}:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Open file descriptors of the daemon.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map_or(0, |d| d.count())
     }
 
     /// Resident set size in KiB.
