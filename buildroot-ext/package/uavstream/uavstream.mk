@@ -8,7 +8,7 @@ UAVSTREAM_VERSION = 0.1.0
 UAVSTREAM_SITE = https://example.invalid/uavstream.git
 UAVSTREAM_SITE_METHOD = git
 UAVSTREAM_LICENSE = MIT or Apache-2.0
-UAVSTREAM_LICENSE_FILES = Cargo.toml
+UAVSTREAM_LICENSE_FILES = LICENSE-APACHE LICENSE-MIT
 
 # "std" is the I/O half of the crate and always on; the encoders are
 # Kconfig options. cargo-package runs `cargo build` and then

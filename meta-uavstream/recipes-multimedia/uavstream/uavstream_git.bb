@@ -9,8 +9,11 @@ BUGTRACKER = "https://example.invalid/uavstream/issues"
 SECTION = "multimedia"
 CVE_PRODUCT = "uavstream"
 LICENSE = "MIT | Apache-2.0"
-# The licence is declared in Cargo.toml (line 7).
-LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=7;endline=7;md5=86b31c7756a1a7962f28b62856ed4f05"
+# Dual-licensed like most Rust crates (Cargo.toml: license = "MIT OR Apache-2.0");
+# the checksums cover the two licence texts, not Cargo.toml, so editing the
+# manifest never invalidates them (scripts/check-image verifies them).
+LIC_FILES_CHKSUM = "file://LICENSE-APACHE;md5=3b83ef96387f14655fc854ddc3c6bd57 \
+                    file://LICENSE-MIT;md5=6b7f02d07d27c5f9292ad92d6c8e84f4"
 
 PV = "0.1.0+git"
 
