@@ -776,11 +776,18 @@ impl<'c> EventLoop<'c> {
                 Ok(Input::Incomplete) => break,
                 Ok(Input::Interleaved { channel, data, consumed }) => {
                     conn.last_input = now;
+                    consumed_total += consumed;
+                    if !self.slots.iter().any(|s| s.conn == Some(c)) {
+                        // Binary frames on a connection without an interleaved session: not a
+                        // client we understand. Close rather than guess.
+                        log::info!("{peer}: interleaved data without an interleaved session; closing");
+                        conn.dead = true;
+                        break;
+                    }
                     let slot = self.slots.iter().position(|s| s.conn == Some(c) && s.channels.1 == channel);
                     if let Some(slot) = slot {
                         self.server.handle_rtcp(slot, data, self.core_now(now));
                     }
-                    consumed_total += consumed;
                 }
                 Ok(Input::Request { request, consumed }) => {
                     conn.last_input = now;

@@ -265,12 +265,18 @@ fn is_token_char(b: u8) -> bool {
 fn parse_request_line(line: &[u8]) -> Result<(Method<'_>, &str, (u8, u8)), ParseError> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let line = core::str::from_utf8(line).map_err(|_| ParseError::NotUtf8)?;
-    let mut parts = line.split(' ').filter(|p| !p.is_empty());
+    // Exactly `Method SP Request-URI SP RTSP-Version` (RFC 2326 §6.1): a stray space is not a
+    // client we know, and leniency here only helps request smuggling.
+    let mut parts = line.split(' ');
     let (Some(method), Some(uri), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(ParseError::BadRequestLine);
     };
-    if !method.bytes().all(is_token_char) || uri.bytes().any(|b| b.is_ascii_control()) {
+    if method.is_empty()
+        || uri.is_empty()
+        || !method.bytes().all(is_token_char)
+        || uri.bytes().any(|b| b.is_ascii_control())
+    {
         return Err(ParseError::BadRequestLine);
     }
     let ver = version.strip_prefix("RTSP/").ok_or(ParseError::BadRequestLine)?;
@@ -390,6 +396,8 @@ pub(crate) mod tests {
             (b"PLAY rtsp://h/\xff RTSP/1.0\r\n\r\n", 400),
             (b"PLAY rtsp://h/live RTSP/1.0\r\nBad Name: x\r\n\r\n", 400),
             (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\n", 400),
+            (b" PLAY rtsp://h/live RTSP/1.0\r\nCSeq: 1\r\n\r\n", 400),
+            (b"PLAY  rtsp://h/live RTSP/1.0\r\nCSeq: 1\r\n\r\n", 400),
         ];
         for (input, status) in cases {
             let e = parse_input(input).unwrap_err();
