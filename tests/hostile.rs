@@ -175,7 +175,7 @@ fn cases(url: &str) -> Vec<Case> {
         (true, format!("SETUP {track} RTSP/1.0\r\nCSeq: 9\r\nSession: {{SESSION}}\r\nTransport: RTP/AVP/TCP;interleaved=2-3\r\n\r\n"), 455),
         (true, format!("SETUP {track} RTSP/1.0\r\nCSeq: 9\r\nSession: {{SESSION}}\r\nTransport: RTP/AVP;unicast;client_port=6000-6001\r\n\r\n"), 455),
         (true, format!("SETUP {url}/other RTSP/1.0\r\nCSeq: 9\r\nSession: {{SESSION}}\r\nTransport: RTP/AVP/TCP\r\n\r\n"), 404),
-        (false, format!("PLAY rtsp://127.0.0.1/elsewhere RTSP/1.0\r\nCSeq: 9\r\nSession: {{SESSION}}\r\n\r\n"), 404),
+        (false, "PLAY rtsp://127.0.0.1/elsewhere RTSP/1.0\r\nCSeq: 9\r\nSession: {SESSION}\r\n\r\n".to_owned(), 404),
         (false, format!("SETUP {track} RTSP/1.0\r\nCSeq: 9\r\nSession: {{SESSION}}\r\n\r\n"), 461),
         (false, format!("PLAY {url} RTSP/1.0\r\nCSeq: 9\r\nSession: {{SESSION}}x\r\n\r\n"), 454),
         (true, format!("ANNOUNCE {url} RTSP/1.0\r\nCSeq: 9\r\nSession: {{SESSION}}\r\n\r\n"), 405),
