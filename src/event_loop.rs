@@ -650,6 +650,7 @@ impl<'c> EventLoop<'c> {
                 continue;
             }
             let _ = stream.set_nodelay(true);
+            let _ = nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::SndBuf, &limits::TCP_SEND_BUFFER);
             let local_ip = stream.local_addr().map_or(self.cfg_listen(), |a| a.ip().to_canonical());
             let id = ConnId(self.next_conn_id);
             self.next_conn_id += 1;

@@ -46,8 +46,15 @@ pub struct Packet<'a> {
 
 impl Ring {
     pub fn new(capacity: usize, slot: usize) -> Ring {
+        // Touch every page now: the ring is fixed memory, resident from the start, so RSS stays
+        // flat under any load (a lazily faulted ring would look like growth for seconds).
+        let mut buf = vec![0u8; capacity * slot];
+        for page in buf.chunks_mut(4096) {
+            page[0] = 0xa5;
+        }
+        std::hint::black_box(&mut buf);
         Ring {
-            buf: vec![0; capacity * slot],
+            buf,
             meta: vec![Meta::default(); capacity],
             slot,
             head: 0,

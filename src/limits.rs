@@ -82,3 +82,8 @@ pub const DEFAULT_CLIENT_STALL_TIMEOUT_S: u32 = 5;
 /// Server-added latency samples kept between two stats lines. Policy when full: the oldest
 /// are overwritten.
 pub const LATENCY_SAMPLES: usize = 4096;
+/// Kernel send buffer of each RTSP TCP connection (bytes). Latency first: an auto-tuned buffer
+/// of several MiB is a hidden queue of seconds of video in front of a slow client; a fixed
+/// buffer makes such a client fall behind visibly, skip to the next IDR, and stay current.
+/// 256 KiB holds ~250 ms at 8 Mbit/s, enough for the bandwidth-delay product of a radio link.
+pub const TCP_SEND_BUFFER: usize = 256 * 1024;

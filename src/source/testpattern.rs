@@ -70,12 +70,23 @@ impl TestPattern {
             urow.copy_from_slice(&self.row_u);
             vrow.copy_from_slice(&self.row_v);
         }
-        // Moving luma ramp with fine detail below the bars.
+        // Moving luma ramp with fine detail below the bars; its lower half carries fresh sensor-
+        // like noise every frame, so the encoder has real work and the bitrate target is reached.
+        let noise_from = bars_h + (h - bars_h) / 2;
+        let mut seed = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         for (yy, row) in self.y.chunks_exact_mut(w).enumerate().skip(bars_h) {
             for (x, px) in row.iter_mut().enumerate() {
                 let ramp = ((x + n as usize * 2) % w) * 219 / w;
                 let stripe = if (x / 2 + yy / 2) % 2 == 0 { 0 } else { 12 };
-                *px = (16 + ramp + stripe).min(235) as u8;
+                let noise = if yy >= noise_from {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (seed & 31) as usize
+                } else {
+                    0
+                };
+                *px = (16 + ramp + stripe + noise).min(235) as u8;
             }
         }
         for row in self.u.chunks_exact_mut(cw).skip(bars_h / 2) {
