@@ -466,7 +466,6 @@ impl<'c> EventLoop<'c> {
         for (k, r) in self.pipe_reqs.iter().enumerate() {
             add(&mut self.pollfds, &mut self.tokens, r.fd, r.events, Token::Pipeline(k));
         }
-        add(&mut self.pollfds, &mut self.tokens, self.listener.as_raw_fd(), POLLIN, Token::Listener);
         for (i, c) in self.conns.iter().enumerate() {
             let Some(c) = c else { continue };
             let mut ev = 0;
@@ -479,6 +478,9 @@ impl<'c> EventLoop<'c> {
             }
             add(&mut self.pollfds, &mut self.tokens, c.stream.as_raw_fd(), ev, Token::Conn(i));
         }
+        // The listener comes after the connections: hang-ups are seen before new connections are
+        // counted against the cap on sessionless connections.
+        add(&mut self.pollfds, &mut self.tokens, self.listener.as_raw_fd(), POLLIN, Token::Listener);
         for (i, s) in self.slots.iter().enumerate() {
             if self.server.sessions()[i].state != SessionState::Free {
                 add(&mut self.pollfds, &mut self.tokens, s.rtcp.as_raw_fd(), POLLIN, Token::Rtcp(i));
@@ -625,19 +627,27 @@ impl<'c> EventLoop<'c> {
             };
             // Cap on connections without a session: evict the oldest such one.
             let mut count = 0;
-            let mut oldest: Option<(usize, Instant)> = None;
+            // Oldest by last input, then by accept order (ids only grow).
+            let mut oldest: Option<(usize, (Instant, u64))> = None;
             for (i, c) in self.conns.iter().enumerate() {
                 let Some(c) = c else { continue };
                 if c.dead || self.has_session(c.id) {
                     continue;
                 }
                 count += 1;
-                if oldest.is_none_or(|(_, t)| c.last_input < t) {
-                    oldest = Some((i, c.last_input));
+                let age = (c.last_input, c.id.0);
+                if oldest.is_none_or(|(_, o)| age < o) {
+                    oldest = Some((i, age));
                 }
             }
             if count >= self.policy.max_pending_connections {
                 if let Some((i, _)) = oldest {
+                    if let Some(c) = &self.conns[i] {
+                        log::info!(
+                            "{}: closed to admit {peer}: {count} connections without a session (max-pending-connections)",
+                            c.peer
+                        );
+                    }
                     self.kill_conn(i, "evicted: too many connections without a session");
                     self.reap_dead_conns();
                 }
