@@ -308,7 +308,7 @@ mod tests {
     #[test]
     fn encodes_constrained_baseline_with_idr_period_and_forced_idr() {
         let s =
-            EncoderSettings { width: 320, height: 240, fps: 30, bitrate: 500_000, idr_period: 10, frame_skip: true };
+            EncoderSettings { width: 320, height: 240, fps: 30, bitrate: 500_000, idr_period: 10, frame_skip: false };
         let mut enc = new_encoder(&s).unwrap();
         let mut pattern = TestPattern::new(320, 240);
         let mut idr_frames = Vec::new();

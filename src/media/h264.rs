@@ -215,10 +215,11 @@ impl AuSplitter {
 
     /// Ends the stream: emits the last unit.
     pub fn finish(mut self, emit: &mut impl FnMut(AuSpan)) {
+        if self.state == SplitState::FirstMb {
+            // A slice cut after its header byte: it belongs to the current unit.
+            self.nal_begins(false, emit);
+        }
         if let Some(start) = self.au_start.take() {
-            if self.state == SplitState::FirstMb {
-                self.nal_begins(false, emit);
-            }
             emit(AuSpan { start, end: self.pos, idr: self.idr, has_sps: self.has_sps });
         }
     }
@@ -335,10 +336,12 @@ impl Sps {
                 for i in 0..lists {
                     if r.bit()? == 1 {
                         let size = if i < 6 { 16 } else { 64 };
-                        let (mut last, mut next) = (8i32, 8i32);
+                        let (mut last, mut next) = (8i64, 8i64);
                         for _ in 0..size {
                             if next != 0 {
-                                next = (last + r.se()? + 256) % 256;
+                                // i64: delta_scale is meant to be -128..=127 but comes from
+                                // untrusted bytes.
+                                next = (last + i64::from(r.se()?) + 256).rem_euclid(256);
                             }
                             if next != 0 {
                                 last = next;
@@ -481,6 +484,23 @@ mod tests {
             sp.finish(&mut |a| got.push(a).unwrap());
             assert_eq!(&got[..], &want[..], "chunk {chunk}");
         }
+    }
+
+    #[test]
+    fn splitter_keeps_flags_of_a_unit_cut_after_a_slice_header() {
+        // Found by fuzzing: SPS, P slice, then a 1-byte slice at the very end.
+        let stream = [0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x41, 0x9a, 0, 0, 0, 1, 0x41];
+        let mut got: heapless::Vec<AuSpan, 4> = heapless::Vec::new();
+        let mut sp = AuSplitter::new();
+        sp.feed(&stream, &mut |a| got.push(a).unwrap());
+        sp.finish(&mut |a| got.push(a).unwrap());
+        assert_eq!(&got[..], &[AuSpan { start: 0, end: 17, idr: false, has_sps: true }]);
+    }
+
+    #[test]
+    fn sps_with_huge_scaling_deltas_is_no_panic() {
+        // Found by fuzzing: delta_scale far outside -128..=127 overflowed i32.
+        let _ = Sps::parse(&[0x67, 0x64, 0x00, 0x1f, 0xad, 0x80, 0x00, 0x00, 0x03, 0x00, 0xff, 0xff, 0xff, 0xfe]);
     }
 
     #[test]

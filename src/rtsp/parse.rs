@@ -215,7 +215,8 @@ fn parse_request(buf: &[u8]) -> Result<Input<'_>, ParseError> {
         }
         // Reject a non-RTSP first line early rather than waiting to fill the buffer.
         if let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-            parse_request_line(&buf[..nl])?;
+            let line = &buf[..nl];
+            parse_request_line(line.strip_suffix(b"\r").unwrap_or(line))?;
         }
         return Ok(Input::Incomplete);
     };
@@ -262,8 +263,8 @@ fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// Parses a request line without its line ending (callers strip exactly one `\r`).
 fn parse_request_line(line: &[u8]) -> Result<(Method<'_>, &str, (u8, u8)), ParseError> {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
     let line = core::str::from_utf8(line).map_err(|_| ParseError::NotUtf8)?;
     // Exactly `Method SP Request-URI SP RTSP-Version` (RFC 2326 §6.1): a stray space is not a
     // client we know, and leniency here only helps request smuggling.
@@ -397,6 +398,8 @@ pub(crate) mod tests {
             (b"PLAY rtsp://h/live RTSP/1.0\r\nBad Name: x\r\n\r\n", 400),
             (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\n", 400),
             (b" PLAY rtsp://h/live RTSP/1.0\r\nCSeq: 1\r\n\r\n", 400),
+            // Found by fuzzing: accepted whole but refused in pieces before.
+            (b"SETUP rtsp://h/live RTSP/1.0\r\r\nCSeq: 1\r\n\r\n", 400),
             (b"PLAY  rtsp://h/live RTSP/1.0\r\nCSeq: 1\r\n\r\n", 400),
         ];
         for (input, status) in cases {

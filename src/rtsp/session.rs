@@ -291,7 +291,10 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
         now: Instant,
         w: &mut WBuf<'_>,
     ) -> Result<Option<Event>, Full> {
-        let Some(cseq) = req.cseq() else {
+        // CSeq is a number (RFC 2326 §12.17); anything else is not echoed (found by fuzzing: a
+        // 4 KiB CSeq did not fit any response).
+        let Some(cseq) = req.cseq().filter(|c| !c.is_empty() && c.len() <= 10 && c.bytes().all(|b| b.is_ascii_digit()))
+        else {
             return Self::simple(w, 400, None);
         };
         let cseq = Some(cseq);

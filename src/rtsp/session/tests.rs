@@ -175,6 +175,12 @@ fn errors_have_the_right_status_and_echo_cseq() {
         assert_eq!(r.header("CSeq"), Some(cseq.as_str()));
         assert_eq!(r.event, None);
     }
+    // A CSeq that is not a number, or too long to echo: 400 without one.
+    for bad in ["abc", "12345678901", "1 2"] {
+        let r = send(&mut srv, 1, format_heapless(bad).as_bytes(), 0);
+        assert_eq!(r.status(), 400, "{bad}");
+        assert_eq!(r.header("CSeq"), None);
+    }
     // No CSeq at all: 400 without one.
     let r = send(&mut srv, 1, b"OPTIONS * RTSP/1.0\r\n\r\n", 0);
     assert_eq!(r.status(), 400);
@@ -311,4 +317,10 @@ fn auth_gates_every_method_but_options() {
     let r = send(&mut srv, 1, with.as_bytes(), 0);
     assert_eq!(r.status(), 200);
     assert_eq!(srv.active(), 1);
+}
+
+fn format_heapless(cseq: &str) -> heapless::String<128> {
+    let mut s = heapless::String::new();
+    core::fmt::write(&mut s, format_args!("OPTIONS * RTSP/1.0\r\nCSeq: {cseq}\r\n\r\n")).unwrap();
+    s
 }
