@@ -1,10 +1,22 @@
 //! Benchmarks that print figures side by side with a peer, in the same run. Not a test: nothing
 //! here asserts on time.
 //!
-//! `uavstream-bench encoder`: the software H.264 encoder (OpenH264, as the daemon configures it)
-//! against ffmpeg's libx264 `-preset ultrafast -tune zerolatency`, both single-threaded, on the
-//! same raw clip at the same bitrate: frames/s and PSNR.
+//! - `encoder`: the software H.264 encoder (OpenH264, as the daemon configures it) against
+//!   ffmpeg's libx264 `-preset ultrafast -tune zerolatency`, both single-threaded, on the same raw
+//!   clip at the same bitrate: frames/s, PSNR, bitrate.
+//! - `server`: uavstream's `file:` source against gst-rtsp-server (shared media factory) serving
+//!   the same 1080p30 8 Mbit/s 1-s-GOP clip, with N = 1, 10, 50, 100 UDP and 1, 10, 50 TCP
+//!   clients of our own load client: server CPU %, RSS, loss, time to first IDR, server-added
+//!   latency, and the uavstream/peer ratios.
+//! - `join`: late joiners against a live encoder on both servers, and against a passthrough
+//!   (file) stream: time from PLAY to the first IDR packet, and P-slices before it.
+//! - `all`: all three, in one run.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+
+#[path = "bench/load.rs"]
+mod load;
+#[path = "bench/peers.rs"]
+mod peers;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -25,7 +37,39 @@ struct Args {
 #[argh(subcommand)]
 enum Cmd {
     Encoder(EncoderArgs),
+    Server(ServerArgs),
+    Join(JoinArgs),
+    All(AllArgs),
 }
+
+/// uavstream vs gst-rtsp-server serving the same clip to many clients
+#[derive(FromArgs)]
+#[argh(subcommand, name = "server")]
+struct ServerArgs {
+    /// seconds counted per run [6]
+    #[argh(option, default = "6")]
+    seconds: u64,
+    /// working directory [a temporary directory]
+    #[argh(option)]
+    workdir: Option<PathBuf>,
+}
+
+/// time from PLAY to the first IDR for late joiners, both servers
+#[derive(FromArgs)]
+#[argh(subcommand, name = "join")]
+struct JoinArgs {
+    /// joiners per server [12]
+    #[argh(option, default = "12")]
+    joiners: usize,
+    /// working directory [a temporary directory]
+    #[argh(option)]
+    workdir: Option<PathBuf>,
+}
+
+/// encoder, server and join benchmarks in one run
+#[derive(FromArgs)]
+#[argh(subcommand, name = "all")]
+struct AllArgs {}
 
 /// software encoder vs libx264 ultrafast/zerolatency
 #[derive(FromArgs)]
@@ -49,6 +93,288 @@ fn main() {
     let args: Args = argh::from_env();
     match args.cmd {
         Cmd::Encoder(a) => encoder_bench(&a),
+        Cmd::Server(a) => server_bench(&a),
+        Cmd::Join(a) => join_bench(&a),
+        Cmd::All(_) => {
+            print_machine();
+            encoder_bench(&EncoderArgs {
+                sizes: "1280x720,1920x1080".into(),
+                frames: 150,
+                bitrate: 4_000_000,
+                workdir: None,
+            });
+            println!();
+            server_bench(&ServerArgs { seconds: 6, workdir: None });
+            println!();
+            join_bench(&JoinArgs { joiners: 12, workdir: None });
+        }
+    }
+}
+
+fn print_machine() {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model =
+        cpu.lines().find_map(|l| l.strip_prefix("model name")).map_or("?", |m| m.trim_start_matches([' ', '\t', ':']));
+    let cores = cpu.lines().filter(|l| l.starts_with("processor")).count();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!("machine: {model}, {cores} cores, Linux {}", kernel.trim());
+}
+
+fn workdir(given: &Option<PathBuf>, what: &str) -> PathBuf {
+    let d = given
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("uavstream-bench-{what}-{}", std::process::id())));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn uavstream_bin() -> PathBuf {
+    let me = std::env::current_exe().unwrap();
+    let bin = me.with_file_name("uavstream");
+    assert!(bin.exists(), "build the daemon first: cargo build --release (looked for {})", bin.display());
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A 1080p30, ~8 Mbit/s, 1-s-GOP H.264 clip, as Annex B (uavstream) and MP4 (gst-rtsp-server).
+fn make_clip(dir: &Path, seconds: u32) -> (PathBuf, PathBuf) {
+    let h264 = dir.join("clip-1080p30.h264");
+    let mp4 = dir.join("clip-1080p30.mp4");
+    if !h264.exists() {
+        run(Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=30", "-t"])
+            .arg(seconds.to_string())
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+                "-b:v",
+                "8M",
+                "-maxrate",
+                "8M",
+                "-bufsize",
+                "8M",
+                "-g",
+                "30",
+                "-bf",
+                "0",
+                "-pix_fmt",
+                "yuv420p",
+                "-f",
+                "h264",
+            ])
+            .arg(&h264));
+        run(Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-framerate", "30", "-i"])
+            .arg(&h264)
+            .args(["-c", "copy"])
+            .arg(&mp4));
+    }
+    (h264, mp4)
+}
+
+struct RunResult {
+    cpu_pct: f64,
+    rss_mib: f64,
+    loss_pct: f64,
+    packets: u64,
+    idr_median_ms: f64,
+    idr_max_ms: f64,
+    errors: usize,
+    latency: Option<(u64, u64, u64)>,
+}
+
+fn median_max(mut v: Vec<f64>) -> (f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[v.len() - 1])
+}
+
+/// Starts `n` clients now; counts from `join` seconds after start for `seconds`.
+fn measure(server: &peers::Server, n: usize, transport: load::Transport, seconds: u64) -> RunResult {
+    let join = Duration::from_millis(1500 + 20 * n as u64);
+    let start = Instant::now() + join;
+    let window = load::Window { start, end: start + Duration::from_secs(seconds) };
+    let url = server.url.clone();
+    let clients = std::thread::spawn(move || load::run(&url, n, transport, window));
+    std::thread::sleep(window.start.saturating_duration_since(Instant::now()));
+    let (c0, t0) = (server.cpu_ticks(), Instant::now());
+    std::thread::sleep(window.end.saturating_duration_since(Instant::now()));
+    let (c1, t1) = (server.cpu_ticks(), Instant::now());
+    let rss = server.rss_kib();
+    let stats = clients.join().unwrap();
+    let received: u64 = stats.iter().map(|s| s.packets).sum();
+    let lost: u64 = stats.iter().map(|s| s.lost).sum();
+    let (idr_median_ms, idr_max_ms) =
+        median_max(stats.iter().filter_map(|s| s.first_idr).map(|d| d.as_secs_f64() * 1e3).collect());
+    let errors = stats.iter().filter(|s| s.error.is_some()).count();
+    if let Some(e) = stats.iter().find_map(|s| s.error.clone()) {
+        eprintln!("  ({} of {n} {} clients failed, e.g.: {e})", errors, server.name);
+    }
+    RunResult {
+        cpu_pct: (c1 - c0) as f64 / t1.duration_since(t0).as_secs_f64(),
+        rss_mib: rss as f64 / 1024.0,
+        loss_pct: if received + lost == 0 { f64::NAN } else { lost as f64 * 100.0 / (received + lost) as f64 },
+        packets: received,
+        idr_median_ms,
+        idr_max_ms,
+        errors,
+        latency: server.latency_us(window.start, window.end + Duration::from_millis(1500)),
+    }
+}
+
+fn server_bench(a: &ServerArgs) {
+    let dir = workdir(&a.workdir, "server");
+    if !peers::gst_available() {
+        println!("gst-rtsp-server is not installed (apt-get install gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-good gstreamer1.0-plugins-bad); run scripts/bench");
+        return;
+    }
+    let (h264, mp4) = make_clip(&dir, 60);
+    let script = peers::gst_script(&dir);
+    let bin = uavstream_bin();
+    let launch = format!(
+        "( filesrc location={} ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
+        mp4.display()
+    );
+    println!("1080p30 ~8 Mbit/s 1-s GOP clip served by uavstream (file: source) and gst-rtsp-server (shared factory), {} s counted per run", a.seconds);
+    println!(
+        "{:<16} {:<4} {:>4} {:>7} {:>8} {:>7} {:>9} {:>17} {:>22} {:>6}",
+        "server",
+        "tx",
+        "N",
+        "cpu %",
+        "RSS MiB",
+        "loss %",
+        "packets",
+        "1st IDR med/max ms",
+        "latency p50/p99/max us",
+        "failed"
+    );
+    let runs = [
+        (load::Transport::Udp, 1),
+        (load::Transport::Udp, 10),
+        (load::Transport::Udp, 50),
+        (load::Transport::Udp, 100),
+        (load::Transport::Tcp, 1),
+        (load::Transport::Tcp, 10),
+        (load::Transport::Tcp, 50),
+    ];
+    let mut ratios = Vec::new();
+    for (tx, n) in runs {
+        let mut row = Vec::new();
+        for which in ["uavstream", "gst-rtsp-server"] {
+            let port = free_port();
+            let server = if which == "uavstream" {
+                peers::Server::uavstream(&bin, port, &["--source", &format!("file:{}", h264.display()), "--fps", "30"])
+            } else {
+                peers::Server::gst(&script, port, &launch)
+            };
+            std::thread::sleep(Duration::from_millis(500));
+            let r = measure(&server, n, tx, a.seconds);
+            let lat = r.latency.map_or("-".to_owned(), |(p50, p99, max)| format!("{p50}/{p99}/{max}"));
+            println!(
+                "{:<16} {:<4} {:>4} {:>7.1} {:>8.1} {:>7.3} {:>9} {:>17} {:>22} {:>6}",
+                which,
+                if tx == load::Transport::Udp { "udp" } else { "tcp" },
+                n,
+                r.cpu_pct,
+                r.rss_mib,
+                r.loss_pct,
+                r.packets,
+                format!("{:.0}/{:.0}", r.idr_median_ms, r.idr_max_ms),
+                lat,
+                r.errors
+            );
+            row.push(r);
+        }
+        ratios.push((tx, n, row[0].cpu_pct / row[1].cpu_pct, row[0].rss_mib / row[1].rss_mib));
+    }
+    println!("uavstream / gst-rtsp-server:");
+    for (tx, n, cpu, rss) in ratios {
+        println!(
+            "  {:<4} N={:<4} cpu {:.2}  rss {:.2}",
+            if tx == load::Transport::Udp { "udp" } else { "tcp" },
+            n,
+            cpu,
+            rss
+        );
+    }
+    if a.workdir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// One client plays throughout; `joiners` join one after another at varying phases.
+fn join_times(server: &peers::Server, joiners: usize) -> (Vec<f64>, usize) {
+    let window = load::Window { start: Instant::now(), end: Instant::now() + Duration::from_secs(3 + joiners as u64) };
+    let url = server.url.clone();
+    let steady = std::thread::spawn(move || load::client(&url, load::Transport::Udp, window));
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut times = Vec::new();
+    let mut p_first = 0;
+    for i in 0..joiners {
+        std::thread::sleep(Duration::from_millis(300 + 37 * (i as u64 % 7)));
+        let w = load::Window { start: Instant::now(), end: Instant::now() + Duration::from_millis(1500) };
+        let s = load::client(&server.url, load::Transport::Udp, w);
+        if let Some(t) = s.first_idr {
+            times.push(t.as_secs_f64() * 1e3);
+        }
+        p_first += usize::from(s.p_before_idr);
+    }
+    let _ = steady.join();
+    (times, p_first)
+}
+
+fn join_bench(a: &JoinArgs) {
+    let dir = workdir(&a.workdir, "join");
+    if !peers::gst_available() {
+        println!("gst-rtsp-server is not installed; run scripts/bench");
+        return;
+    }
+    let script = peers::gst_script(&dir);
+    let bin = uavstream_bin();
+    println!(
+        "late joiners: time from PLAY to the first IDR packet ({} joiners, one client already playing)",
+        a.joiners
+    );
+    println!("{:<34} {:>10} {:>10} {:>18}", "server / stream", "median ms", "max ms", "P-slice before IDR");
+    let live_gst = "( videotestsrc is-live=true pattern=smpte ! video/x-raw,width=1280,height=720,framerate=30/1 ! x264enc tune=zerolatency speed-preset=ultrafast bitrate=4000 key-int-max=30 ! rtph264pay name=pay0 pt=96 config-interval=-1 )";
+    let (h264, mp4) = make_clip(&dir, 60);
+    let file_gst = format!(
+        "( filesrc location={} ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
+        mp4.display()
+    );
+    let file_arg = format!("file:{}", h264.display());
+    type Start<'a> = Box<dyn Fn(u16) -> peers::Server + 'a>;
+    let cases: [(&str, Start<'_>); 4] = [
+        (
+            "uavstream, live encoder 720p30",
+            Box::new(|p| peers::Server::uavstream(&bin, p, &["--width", "1280", "--height", "720", "--bitrate", "4M"])),
+        ),
+        ("gst-rtsp-server, x264enc 720p30", Box::new(|p| peers::Server::gst(&script, p, live_gst))),
+        (
+            "uavstream, passthrough 1080p 1-s GOP",
+            Box::new(|p| peers::Server::uavstream(&bin, p, &["--source", &file_arg])),
+        ),
+        ("gst-rtsp-server, file 1080p 1-s GOP", Box::new(|p| peers::Server::gst(&script, p, &file_gst))),
+    ];
+    for (name, start) in cases {
+        let server = start(free_port());
+        std::thread::sleep(Duration::from_millis(500));
+        let (times, p_first) = join_times(&server, a.joiners);
+        let (median, max) = median_max(times.clone());
+        println!("{name:<34} {median:>10.1} {max:>10.1} {:>18}", format!("{p_first} of {}", a.joiners));
+    }
+    if a.workdir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
