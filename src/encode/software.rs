@@ -1,10 +1,16 @@
 //! Software H.264 encoding with OpenH264 on a worker thread (the CM5 path: it has no hardware
 //! H.264 encoder).
 //!
-//! The worker paces itself at `--fps`, renders the test pattern, encodes it (constrained
-//! baseline, no B-frames, one slice, an IDR every `--idr-interval` frames, bitrate rate
-//! control) and hands the access unit to the loop through a short queue and an eventfd. The
-//! loop never waits for it.
+//! Two inputs:
+//! - **Test pattern**: the worker paces itself at `--fps` and renders the pattern.
+//! - **Camera frames**: the loop drops each captured frame (NV12, YU12 or YUYV, any stride)
+//!   into a single-slot mailbox with [`SoftwarePipeline::push_frame`] (one memcpy) and goes
+//!   on; the worker converts it to I420 and encodes it. A frame that arrives while the slot is
+//!   still full replaces the one waiting there: the newest frame wins.
+//!
+//! Either way the worker encodes (constrained baseline, no B-frames, one slice, an IDR every
+//! `--idr-interval` frames, bitrate rate control) and hands the access unit to the loop through
+//! a short queue and an eventfd. The loop never waits for it.
 //!
 //! Policies: when the worker falls behind, it skips frames (the newest frame wins) rather than
 //! catching up; when the loop has not taken the last [`limits::ENCODED_QUEUE`] units, the new
@@ -15,7 +21,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -47,12 +53,54 @@ struct Shared {
     encoded: AtomicU64,
 }
 
+/// The layout of camera frames given to [`SoftwarePipeline::push_frame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawLayout {
+    /// `NV12`, `YU12` or `YUYV`.
+    pub fourcc: [u8; 4],
+    pub width: u32,
+    pub height: u32,
+    /// Bytes per line of the first plane (chroma planes follow the format's rules).
+    pub stride: u32,
+}
+
+impl RawLayout {
+    /// Bytes a frame of this layout occupies.
+    pub fn frame_bytes(&self) -> usize {
+        let (s, h) = (self.stride as usize, self.height as usize);
+        match &self.fourcc {
+            b"YUYV" => s * h,
+            _ => s * h + s * h / 2,
+        }
+    }
+}
+
+struct RawFrame {
+    data: Vec<u8>,
+    capture: Instant,
+}
+
+/// Single-slot mailbox between the loop and the worker: newest frame wins.
+#[derive(Default)]
+struct Mailbox {
+    state: Mutex<MailState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct MailState {
+    frame: Option<RawFrame>,
+    spare: Vec<Vec<u8>>,
+}
+
 pub struct SoftwarePipeline {
     shared: Arc<Shared>,
+    mailbox: Option<(Arc<Mailbox>, RawLayout)>,
     worker: Option<JoinHandle<()>>,
     desc: String,
     /// SPS and PPS, known before the first frame so DESCRIBE never waits for the encoder.
     parameter_sets: Option<(Vec<u8>, Vec<u8>)>,
+    last_warn: Option<Instant>,
 }
 
 /// SPS and PPS the encoder will emit with these settings, from one frame encoded by a
@@ -160,23 +208,28 @@ fn encode_planes(
     Ok(())
 }
 
+fn new_shared() -> io::Result<Arc<Shared>> {
+    let efd =
+        EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC).map_err(io::Error::from)?;
+    Ok(Arc::new(Shared {
+        ready: Mutex::new(VecDeque::with_capacity(limits::ENCODED_QUEUE)),
+        free: Mutex::new(Vec::with_capacity(limits::ENCODED_QUEUE + 2)),
+        force_idr: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        efd,
+        skipped: AtomicU64::new(0),
+        dropped: AtomicU64::new(0),
+        encoded: AtomicU64::new(0),
+    }))
+}
+
 impl SoftwarePipeline {
+    /// Encodes the moving test pattern at `--fps`.
     pub fn start(cfg: &Config) -> io::Result<SoftwarePipeline> {
         let settings = EncoderSettings::from_config(cfg);
         // Create the encoder here so a bad setting fails start-up, not the thread.
         let encoder = new_encoder(&settings).map_err(|e| io::Error::other(e.to_string()))?;
-        let efd = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
-            .map_err(io::Error::from)?;
-        let shared = Arc::new(Shared {
-            ready: Mutex::new(VecDeque::with_capacity(limits::ENCODED_QUEUE)),
-            free: Mutex::new(Vec::with_capacity(limits::ENCODED_QUEUE + 2)),
-            force_idr: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-            efd,
-            skipped: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            encoded: AtomicU64::new(0),
-        });
+        let shared = new_shared()?;
         let s2 = Arc::clone(&shared);
         let worker =
             std::thread::Builder::new().name("h264-encoder".into()).spawn(move || worker(s2, settings, encoder))?;
@@ -188,8 +241,194 @@ impl SoftwarePipeline {
             settings.bitrate / 1000,
             settings.idr_period
         );
-        Ok(SoftwarePipeline { shared, worker: Some(worker), desc, parameter_sets: probe_parameter_sets(&settings) })
+        Ok(SoftwarePipeline {
+            shared,
+            mailbox: None,
+            worker: Some(worker),
+            desc,
+            parameter_sets: probe_parameter_sets(&settings),
+            last_warn: None,
+        })
     }
+
+    /// Encodes camera frames given with [`SoftwarePipeline::push_frame`].
+    pub fn start_frames(settings: EncoderSettings, layout: RawLayout) -> io::Result<SoftwarePipeline> {
+        if !matches!(&layout.fourcc, b"NV12" | b"YU12" | b"YUYV") {
+            return Err(io::Error::other(format!(
+                "the software encoder takes NV12, YU12 or YUYV, not {}",
+                String::from_utf8_lossy(&layout.fourcc)
+            )));
+        }
+        let settings = EncoderSettings { width: layout.width, height: layout.height, ..settings };
+        let encoder = new_encoder(&settings).map_err(|e| io::Error::other(e.to_string()))?;
+        let shared = new_shared()?;
+        let mailbox = Arc::new(Mailbox::default());
+        let (s2, m2) = (Arc::clone(&shared), Arc::clone(&mailbox));
+        let worker = std::thread::Builder::new()
+            .name("h264-encoder".into())
+            .spawn(move || frame_worker(s2, m2, layout, encoder))?;
+        let desc = format!(
+            "software H.264 (OpenH264, constrained baseline, {} kbit/s, IDR every {} frames) of {} {}x{} camera frames on a worker thread",
+            settings.bitrate / 1000,
+            settings.idr_period,
+            String::from_utf8_lossy(&layout.fourcc),
+            layout.width,
+            layout.height,
+        );
+        Ok(SoftwarePipeline {
+            shared,
+            mailbox: Some((mailbox, layout)),
+            worker: Some(worker),
+            desc,
+            parameter_sets: probe_parameter_sets(&settings),
+            last_warn: None,
+        })
+    }
+
+    /// Hands a camera frame to the worker (frame mode only): one copy into the mailbox. A
+    /// frame still waiting there is replaced (newest wins). Returns `false` when it replaced one.
+    pub fn push_frame(&self, data: &[u8], capture: Instant) -> bool {
+        let Some((mailbox, layout)) = &self.mailbox else { return true };
+        let n = layout.frame_bytes().min(data.len());
+        let Ok(mut st) = mailbox.state.lock() else { return true };
+        let mut buf = st.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(&data[..n]);
+        let old = st.frame.replace(RawFrame { data: buf, capture });
+        let replaced = old.is_some();
+        if let Some(old) = old {
+            st.spare.push(old.data);
+            self.shared.skipped.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(st);
+        mailbox.wake.notify_one();
+        !replaced
+    }
+}
+
+/// Hands an encoded unit to the loop; `false` when it was dropped (queue full or too big).
+fn deliver(shared: &Shared, buf: Vec<u8>, capture: Instant) -> bool {
+    shared.encoded.fetch_add(1, Ordering::Relaxed);
+    let Ok(mut q) = shared.ready.lock() else {
+        return false;
+    };
+    if q.len() >= limits::ENCODED_QUEUE || buf.len() > limits::MAX_ACCESS_UNIT {
+        drop(q);
+        shared.dropped.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut f) = shared.free.lock() {
+            f.push(buf);
+        }
+        return false;
+    }
+    q.push_back(Encoded { data: buf, capture });
+    drop(q);
+    let _ = shared.efd.write(1);
+    true
+}
+
+fn frame_worker(shared: Arc<Shared>, mailbox: Arc<Mailbox>, layout: RawLayout, mut encoder: Encoder) {
+    let (w, h) = (layout.width as usize, layout.height as usize);
+    let mut i420 = vec![0u8; w * h * 3 / 2];
+    let mut start = None;
+    let mut force_next_idr = false;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let frame = {
+            let Ok(mut st) = mailbox.state.lock() else { return };
+            loop {
+                if let Some(f) = st.frame.take() {
+                    break Some(f);
+                }
+                if shared.stop.load(Ordering::Relaxed) {
+                    break None;
+                }
+                match mailbox.wake.wait_timeout(st, Duration::from_millis(100)) {
+                    Ok((g, _)) => st = g,
+                    Err(_) => return,
+                }
+            }
+        };
+        let Some(frame) = frame else { break };
+        let converted = to_i420(&layout, &frame.data, &mut i420);
+        let capture = frame.capture;
+        if let Ok(mut st) = mailbox.state.lock() {
+            st.spare.push(frame.data);
+        }
+        if !converted {
+            log::warn!("software encoder: short camera frame skipped");
+            continue;
+        }
+        let t0 = *start.get_or_insert(capture);
+        let force = shared.force_idr.swap(false, Ordering::AcqRel) || force_next_idr;
+        let mut buf = shared.free.lock().map(|mut f| f.pop()).ok().flatten().unwrap_or_default();
+        buf.clear();
+        if let Err(e) =
+            encode_frame_i420(&mut encoder, &i420, (w, h), capture.saturating_duration_since(t0), force, &mut buf)
+        {
+            log::error!("software encoder: {e}");
+            force_next_idr = true;
+            continue;
+        }
+        if buf.is_empty() {
+            continue;
+        }
+        force_next_idr = !deliver(&shared, buf, capture);
+    }
+}
+
+/// Converts a camera frame to tightly packed I420. `false` when `src` is too short.
+pub fn to_i420(layout: &RawLayout, src: &[u8], dst: &mut [u8]) -> bool {
+    let (w, h, s) = (layout.width as usize, layout.height as usize, layout.stride as usize);
+    if src.len() < layout.frame_bytes() || dst.len() < w * h * 3 / 2 {
+        return false;
+    }
+    let (y, uv) = dst.split_at_mut(w * h);
+    let (u, v) = uv.split_at_mut(w * h / 4);
+    let (cw, ch) = (w / 2, h / 2);
+    match &layout.fourcc {
+        b"NV12" => {
+            for r in 0..h {
+                y[r * w..(r + 1) * w].copy_from_slice(&src[r * s..r * s + w]);
+            }
+            let c = &src[s * h..];
+            for r in 0..ch {
+                let row = &c[r * s..r * s + 2 * cw];
+                for x in 0..cw {
+                    u[r * cw + x] = row[2 * x];
+                    v[r * cw + x] = row[2 * x + 1];
+                }
+            }
+        }
+        b"YU12" => {
+            for r in 0..h {
+                y[r * w..(r + 1) * w].copy_from_slice(&src[r * s..r * s + w]);
+            }
+            let cs = s / 2;
+            let (us, vs) = (&src[s * h..], &src[s * h + cs * ch..]);
+            for r in 0..ch {
+                u[r * cw..(r + 1) * cw].copy_from_slice(&us[r * cs..r * cs + cw]);
+                v[r * cw..(r + 1) * cw].copy_from_slice(&vs[r * cs..r * cs + cw]);
+            }
+        }
+        b"YUYV" => {
+            for r in (0..h).step_by(2) {
+                let (row, next) = (&src[r * s..r * s + 2 * w], &src[(r + 1).min(h - 1) * s..]);
+                for x in 0..w {
+                    y[r * w + x] = row[2 * x];
+                    if r + 1 < h {
+                        y[(r + 1) * w + x] = next[2 * x];
+                    }
+                }
+                // 4:2:2 to 4:2:0: average each chroma sample with the next line's.
+                let avg = |a: u8, b: u8| (u16::from(a) + u16::from(b)).div_ceil(2) as u8;
+                for x in 0..cw {
+                    u[(r / 2) * cw + x] = avg(row[4 * x + 1], next[4 * x + 1]);
+                    v[(r / 2) * cw + x] = avg(row[4 * x + 3], next[4 * x + 3]);
+                }
+            }
+        }
+        _ => return false,
+    }
+    true
 }
 
 fn worker(shared: Arc<Shared>, s: EncoderSettings, mut encoder: Encoder) {
@@ -226,23 +465,7 @@ fn worker(shared: Arc<Shared>, s: EncoderSettings, mut encoder: Encoder) {
         if buf.is_empty() {
             continue;
         }
-        force_next_idr = false;
-        shared.encoded.fetch_add(1, Ordering::Relaxed);
-        let Ok(mut q) = shared.ready.lock() else {
-            return;
-        };
-        if q.len() >= limits::ENCODED_QUEUE || buf.len() > limits::MAX_ACCESS_UNIT {
-            drop(q);
-            shared.dropped.fetch_add(1, Ordering::Relaxed);
-            force_next_idr = true;
-            if let Ok(mut f) = shared.free.lock() {
-                f.push(buf);
-            }
-            continue;
-        }
-        q.push_back(Encoded { data: buf, capture });
-        drop(q);
-        let _ = shared.efd.write(1);
+        force_next_idr = !deliver(&shared, buf, capture);
     }
 }
 
@@ -251,7 +474,7 @@ impl Pipeline for SoftwarePipeline {
         out.push(PollRequest { fd: self.shared.efd.as_fd().as_raw_fd(), events: libc::POLLIN });
     }
 
-    fn on_ready(&mut self, _index: usize, _revents: i16, _now: Instant, sink: &mut Sink<'_>) -> io::Result<()> {
+    fn on_ready(&mut self, _index: usize, _revents: i16, now: Instant, sink: &mut Sink<'_>) -> io::Result<()> {
         let _ = self.shared.efd.read();
         loop {
             let item = self.shared.ready.lock().map_err(|_| io::Error::other("encoder thread panicked"))?.pop_front();
@@ -263,10 +486,15 @@ impl Pipeline for SoftwarePipeline {
                 }
             }
         }
-        let skipped = self.shared.skipped.swap(0, Ordering::Relaxed);
-        let dropped = self.shared.dropped.swap(0, Ordering::Relaxed);
-        if skipped > 0 || dropped > 0 {
-            log::warn!("software encoder fell behind: {skipped} frames skipped, {dropped} encoded units dropped (next unit is an IDR)");
+        // At most one warning every few seconds: a slow CPU behind a 30 fps camera is a steady
+        // state, not news on every frame.
+        if self.last_warn.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(5)) {
+            let skipped = self.shared.skipped.swap(0, Ordering::Relaxed);
+            let dropped = self.shared.dropped.swap(0, Ordering::Relaxed);
+            if skipped > 0 || dropped > 0 {
+                self.last_warn = Some(now);
+                log::warn!("software encoder fell behind: {skipped} frames skipped, {dropped} encoded units dropped (next unit is an IDR)");
+            }
         }
         if self.worker.as_ref().is_some_and(|w| w.is_finished()) {
             return Err(io::Error::other("encoder thread stopped"));
@@ -294,6 +522,9 @@ impl Pipeline for SoftwarePipeline {
 impl Drop for SoftwarePipeline {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some((m, _)) = &self.mailbox {
+            m.wake.notify_all();
+        }
         if let Some(w) = self.worker.take() {
             let _ = w.join();
         }
@@ -343,5 +574,47 @@ mod tests {
         encode_frame(&mut enc, &pattern, Duration::ZERO, false, &mut out).unwrap();
         let nals: Vec<&[u8]> = annex_b(&out).collect();
         assert!(nals.contains(&sps.as_slice()) && nals.contains(&pps.as_slice()));
+    }
+
+    /// A 4x2 frame in every camera layout (stride 6), converted to the same I420.
+    #[test]
+    fn camera_layouts_convert_to_i420() {
+        let i420 = [1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 20, 21];
+        let nv12 = [1, 2, 3, 4, 0, 0, 5, 6, 7, 8, 0, 0, 10, 20, 11, 21, 0, 0];
+        let yu12 = [1, 2, 3, 4, 0, 0, 5, 6, 7, 8, 0, 0, 10, 11, 0, 20, 21, 0];
+        for (fourcc, src) in [(*b"NV12", &nv12[..]), (*b"YU12", &yu12[..])] {
+            let layout = RawLayout { fourcc, width: 4, height: 2, stride: 6 };
+            let mut out = [0xa5; 12];
+            assert!(to_i420(&layout, src, &mut out));
+            assert_eq!(out, i420, "{}", String::from_utf8_lossy(&fourcc));
+        }
+        // YUYV: Y0 U Y1 V; the chroma of the two lines is averaged.
+        let yuyv = [1, 10, 2, 20, 3, 11, 4, 21, 5, 12, 6, 22, 7, 13, 8, 23];
+        let layout = RawLayout { fourcc: *b"YUYV", width: 4, height: 2, stride: 8 };
+        let mut out = [0xa5; 12];
+        assert!(to_i420(&layout, &yuyv, &mut out));
+        assert_eq!(out, [1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 21, 22]);
+        assert!(!to_i420(&layout, &yuyv[..15], &mut out), "short frames are refused");
+    }
+
+    #[test]
+    fn frame_mode_encodes_the_newest_frame_and_carries_its_capture_time() {
+        let settings =
+            EncoderSettings { width: 64, height: 48, fps: 30, bitrate: 200_000, idr_period: 30, frame_skip: false };
+        let layout = RawLayout { fourcc: *b"NV12", width: 64, height: 48, stride: 64 };
+        let mut p = SoftwarePipeline::start_frames(settings, layout).unwrap();
+        let frame = vec![128u8; layout.frame_bytes()];
+        let t0 = Instant::now();
+        let mut got = Vec::new();
+        let mut n = 0;
+        while got.is_empty() && t0.elapsed() < Duration::from_secs(10) {
+            p.push_frame(&frame, t0 + Duration::from_millis(n));
+            n += 1;
+            std::thread::sleep(Duration::from_millis(20));
+            p.on_ready(0, 0, Instant::now(), &mut |d: &[u8], at| got.push((d.to_vec(), at))).unwrap();
+        }
+        let (unit, at) = &got[0];
+        assert!(annex_b(unit).any(|n| nal_unit_type(n) == Some(nal_type::IDR)), "first unit is an IDR");
+        assert!(*at >= t0, "the capture time is carried through");
     }
 }
