@@ -101,6 +101,9 @@ struct Flags {
     /// print the version and exit
     #[argh(switch)]
     version: bool,
+    /// list V4L2 devices with their formats, sizes and frame rates, then exit
+    #[argh(switch)]
+    list_devices: bool,
 }
 
 impl Flags {
@@ -155,6 +158,9 @@ fn main() -> ExitCode {
     if flags.version {
         println!("uavstream {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
+    }
+    if flags.list_devices {
+        return list_devices();
     }
     let mut raw = RawConfig::new();
     raw.apply_cmdline(&kernel_cmdline());
@@ -235,6 +241,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[cfg(feature = "v4l2")]
+#[allow(clippy::print_stdout)]
+fn list_devices() -> ExitCode {
+    print!("{}", source::v4l2::list_devices());
+    ExitCode::SUCCESS
+}
+
+#[cfg(not(feature = "v4l2"))]
+#[allow(clippy::print_stderr)]
+fn list_devices() -> ExitCode {
+    eprintln!("uavstream: this build has no V4L2 support (cargo feature `v4l2`)");
+    ExitCode::from(2)
 }
 
 fn display_host(ip: std::net::IpAddr) -> String {

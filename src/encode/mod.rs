@@ -1,3 +1,5 @@
 //! Encoders that turn raw frames into H.264 access units.
 #[cfg(feature = "software")]
 pub mod software;
+#[cfg(feature = "v4l2")]
+pub mod v4l2_m2m;

@@ -12,6 +12,8 @@
 
 pub mod file;
 pub mod testpattern;
+#[cfg(feature = "v4l2")]
+pub mod v4l2;
 
 use std::io;
 use std::os::fd::RawFd;
