@@ -40,6 +40,19 @@ enum Cmd {
     Server(ServerArgs),
     Join(JoinArgs),
     All(AllArgs),
+    Soak(SoakArgs),
+}
+
+/// long run: 16 clients plus churn; RSS, fds and slot use every minute
+#[derive(FromArgs)]
+#[argh(subcommand, name = "soak")]
+struct SoakArgs {
+    /// minutes to run [30]
+    #[argh(option, default = "30")]
+    minutes: u64,
+    /// seconds between reports [60]
+    #[argh(option, default = "60")]
+    report_every: u64,
 }
 
 /// uavstream vs gst-rtsp-server serving the same clip to many clients
@@ -95,6 +108,7 @@ fn main() {
         Cmd::Encoder(a) => encoder_bench(&a),
         Cmd::Server(a) => server_bench(&a),
         Cmd::Join(a) => join_bench(&a),
+        Cmd::Soak(a) => soak(&a),
         Cmd::All(_) => {
             print_machine();
             encoder_bench(&EncoderArgs {
@@ -495,4 +509,97 @@ fn encoder_bench(a: &EncoderArgs) {
     if a.workdir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// One RTSP connect/SETUP/PLAY/TEARDOWN cycle, or (every other call) an abrupt disconnect after
+/// PLAY. Errors are counted, not fatal.
+fn churn_once(url: &str, abrupt: bool) -> bool {
+    let w = load::Window {
+        start: Instant::now(),
+        end: Instant::now() + Duration::from_millis(if abrupt { 50 } else { 200 }),
+    };
+    let s = load::client(url, if abrupt { load::Transport::Tcp } else { load::Transport::Udp }, w);
+    s.error.is_none()
+}
+
+fn soak(a: &SoakArgs) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    print_machine();
+    let bin = uavstream_bin();
+    let port = free_port();
+    let server = peers::Server::uavstream(&bin, port, &["--width", "640", "--height", "360"]);
+    let url = server.url.clone();
+    let end = Instant::now() + Duration::from_secs(a.minutes * 60);
+    let stop = Arc::new(AtomicBool::new(false));
+    // 16 steady clients, half UDP, half TCP, reconnecting if dropped.
+    let steady: Vec<_> = (0..16)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let tx = if i % 2 == 0 { load::Transport::Udp } else { load::Transport::Tcp };
+                let mut total = load::ClientStats::default();
+                while Instant::now() < end {
+                    let s = load::client(&url, tx, load::Window { start: Instant::now(), end });
+                    total.packets += s.packets;
+                    total.lost += s.lost;
+                    if s.error.is_some() {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }
+                total
+            })
+        })
+        .collect();
+    // Churn: cycles and abrupt disconnects, continuously.
+    let (cycles, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let churn = {
+        let (url, stop, cycles, failures) =
+            (url.clone(), Arc::clone(&stop), Arc::clone(&cycles), Arc::clone(&failures));
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if !churn_once(&url, i % 2 == 1) {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                cycles.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        })
+    };
+    println!(
+        "soak: {} min, 16 steady clients (8 UDP, 8 TCP), continuous churn; uavstream 640x360 test pattern",
+        a.minutes
+    );
+    println!(
+        "{:>6} {:>9} {:>5} {:>14} {:>13} {:>15}",
+        "min", "RSS KiB", "fds", "sessions", "churn cycles", "churn failures"
+    );
+    let t0 = Instant::now();
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_secs(a.report_every).min(end.saturating_duration_since(Instant::now())));
+        let sessions = server.last_log_field("stats: sessions ").unwrap_or_default();
+        let fds = std::fs::read_dir(format!("/proc/{}/fd", server.pid())).map_or(0, |d| d.count());
+        println!(
+            "{:>6.1} {:>9} {:>5} {:>14} {:>13} {:>15}",
+            t0.elapsed().as_secs_f64() / 60.0,
+            server.rss_kib(),
+            fds,
+            sessions,
+            cycles.load(Ordering::Relaxed),
+            failures.load(Ordering::Relaxed)
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = churn.join();
+    let (mut packets, mut lost) = (0, 0);
+    for h in steady {
+        let s = h.join().unwrap_or_default();
+        packets += s.packets;
+        lost += s.lost;
+    }
+    println!(
+        "steady clients: {packets} packets, {lost} lost ({:.4} %)",
+        lost as f64 * 100.0 / (packets + lost).max(1) as f64
+    );
 }

@@ -65,10 +65,25 @@ impl Server {
         });
         let t = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(20), "{name} did not start");
+            if t.elapsed() > Duration::from_secs(20) || child.try_wait().ok().flatten().is_some() {
+                std::thread::sleep(Duration::from_millis(200));
+                let lines: Vec<String> =
+                    log.lock().map(|l| l.iter().map(|(_, s)| s.clone()).collect()).unwrap_or_default();
+                panic!("{name} did not start:\n{}", lines.join("\n"));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
         Server { name, child, url: format!("rtsp://127.0.0.1:{port}/live"), log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The word after `prefix` in the newest log line containing it.
+    pub fn last_log_field(&self, prefix: &str) -> Option<String> {
+        let log = self.log.lock().ok()?;
+        log.iter().rev().find_map(|(_, l)| Some(l.split(prefix).nth(1)?.split_whitespace().next()?.to_owned()))
     }
 
     /// User + system CPU time in clock ticks (1/100 s).
