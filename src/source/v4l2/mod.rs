@@ -285,7 +285,6 @@ const CAPTURE_BUFFERS_M2M: u32 = 4;
 /// Builds the pipeline for `source=v4l2`: camera, then the encoder `--encoder` asks for
 /// (auto: passthrough for an H.264 camera, else an M2M H.264 encoder, else software).
 pub fn build(cfg: &Config) -> Result<Box<dyn Pipeline>, String> {
-    let node = resolve_device(&cfg.device)?;
     let wanted: Vec<[u8; 4]> = match (cfg.pixel_format, cfg.encoder) {
         (Some(f), _) if !SUPPORTED_FORMATS.contains(&f) => {
             return Err(format!(
@@ -299,6 +298,7 @@ pub fn build(cfg: &Config) -> Result<Box<dyn Pipeline>, String> {
         (None, EncoderChoice::Software | EncoderChoice::V4l2) => RAW_FORMATS.to_vec(),
         (None, EncoderChoice::Auto) => [[*b"H264"].as_slice(), &RAW_FORMATS].concat(),
     };
+    let node = resolve_device(&cfg.device)?;
     let req = CaptureRequest { width: cfg.width, height: cfg.height, fps: cfg.fps, formats: wanted };
     let mut cap = Capture::open(&node, &req)?;
     let raw = luma_bytes_per_pixel(cap.fourcc).is_some();
