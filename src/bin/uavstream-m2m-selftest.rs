@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
-use uavstream::encode::v4l2_m2m::{find_encoder, InputPath, M2mSettings};
+use uavstream::encode::v4l2_m2m::{copy_frame, find_encoder, InputPath, M2mSettings};
 use uavstream::source::v4l2::device::{self, formats, fourcc_of, open_node, BufferQueue, NodeInfo};
 use uavstream::source::v4l2::{open_m2m, resolve_device, Capture, CaptureRequest};
 use uavstream::sys;
@@ -55,6 +55,8 @@ struct RunStats {
     elapsed: Duration,
     cpu: Duration,
     dropped: u64,
+    /// What the copy path's one copy of a frame costs (measured on a captured frame).
+    copy_cost: Option<Duration>,
 }
 
 /// The stateful decoder: a node whose OUTPUT takes FWHT and whose CAPTURE gives NV12.
@@ -153,7 +155,16 @@ fn cpu_time() -> Duration {
     Duration::from_millis((f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)) * 10)
 }
 
-fn run(args: &Args, cam: &NodeInfo, enc: &NodeInfo, dec: &NodeInfo, dmabuf: bool) -> Result<RunStats, String> {
+/// One run of `frames` coded frames; with `dec`, every coded frame is also decoded and the
+/// pictures we kept a copy of are compared.
+fn run(
+    args: &Args,
+    cam: &NodeInfo,
+    enc: &NodeInfo,
+    dec: Option<&NodeInfo>,
+    dmabuf: bool,
+    frames: u64,
+) -> Result<RunStats, String> {
     let req = CaptureRequest { width: args.width, height: args.height, fps: args.fps, formats: vec![NV12] };
     let mut cap = Capture::open(cam, &req)?;
     let settings = M2mSettings {
@@ -169,7 +180,10 @@ fn run(args: &Args, cam: &NodeInfo, enc: &NodeInfo, dec: &NodeInfo, dmabuf: bool
     };
     let mut encoder = open_m2m(&mut cap, enc, settings)?;
     println!("m2m-selftest: camera {} -> encoder {}", cap.describe(), encoder.describe());
-    let mut decoder = Decoder::open(dec, args.width, args.height).map_err(|e| format!("decoder: {e}"))?;
+    let mut decoder = match dec {
+        Some(n) => Some(Decoder::open(n, args.width, args.height).map_err(|e| format!("decoder: {e}"))?),
+        None => None,
+    };
     let mut refs: HashMap<Duration, Vec<u8>> = HashMap::new();
     let mut st = RunStats { min_psnr: f64::INFINITY, ..Default::default() };
     let (cap_stride, w, h) = (cap.stride, args.width, args.height);
@@ -181,18 +195,18 @@ fn run(args: &Args, cam: &NodeInfo, enc: &NodeInfo, dec: &NodeInfo, dmabuf: bool
         if Instant::now() > deadline {
             return Err(format!("timed out after {} coded frames", st.coded));
         }
-        if st.coded >= args.frames {
+        if st.coded >= frames {
             // Let the decoder finish what is in flight, then stop.
             let t = *done_at.get_or_insert_with(Instant::now);
-            if (pending_decode.is_empty() && decoder.input.queued_count() == 0) || t.elapsed() > Duration::from_secs(3)
-            {
+            let idle = decoder.as_ref().is_none_or(|d| d.input.queued_count() == 0);
+            if (pending_decode.is_empty() && idle) || t.elapsed() > Duration::from_secs(3) {
                 break;
             }
         }
         let mut fds = [
             sys::poll_entry(cap.raw_fd(), libc::POLLIN),
             sys::poll_entry(encoder.raw_fd(), encoder.poll_events()),
-            sys::poll_entry(decoder.fd.as_raw_fd(), libc::POLLIN),
+            sys::poll_entry(decoder.as_ref().map_or(-1, |d| d.fd.as_raw_fd()), libc::POLLIN),
         ];
         if sys::poll(&mut fds, 5000).map_err(|e| e.to_string())? == 0 {
             return Err("no progress for 5 s".into());
@@ -200,12 +214,21 @@ fn run(args: &Args, cam: &NodeInfo, enc: &NodeInfo, dec: &NodeInfo, dmabuf: bool
         if fds[0].revents != 0 {
             if let Some(d) = cap.dequeue_newest().map_err(|e| format!("capture: {e}"))? {
                 start.get_or_insert_with(|| (Instant::now(), cpu_time()));
-                if st.coded >= args.frames {
+                if st.coded >= frames {
                     // Enough frames: only the decoder still works.
                     cap.requeue(d.index).map_err(|e| e.to_string())?;
                     continue;
                 }
-                if d.sequence % 4 == 0 && refs.len() < 64 {
+                if !dmabuf && st.copy_cost.is_none() {
+                    let src = cap.data(&d);
+                    let mut dst = vec![0u8; src.len()];
+                    let t = Instant::now();
+                    for _ in 0..10 {
+                        copy_frame(NV12, w, h, src, cap_stride, &mut dst, encoder.stride).map_err(|e| e.to_string())?;
+                    }
+                    st.copy_cost = Some(t.elapsed() / 10);
+                }
+                if decoder.is_some() && d.sequence % 4 == 0 && refs.len() < 64 {
                     refs.insert(d.timestamp, cap.data(&d).to_vec());
                 }
                 let mut back = Vec::new();
@@ -238,17 +261,20 @@ fn run(args: &Args, cam: &NodeInfo, enc: &NodeInfo, dec: &NodeInfo, dmabuf: bool
             encoder
                 .drain(|unit, ts, _| {
                     st.coded += 1;
-                    if st.coded == args.frames {
+                    if st.coded == frames {
                         if let Some((t, c)) = start {
                             st.elapsed = t.elapsed();
                             st.cpu = cpu_time().saturating_sub(c);
                         }
                     }
                     // Every unit, in order: FWHT P-frames refer to the previous picture.
-                    pending_decode.push((unit.to_vec(), ts));
+                    if dec.is_some() {
+                        pending_decode.push((unit.to_vec(), ts));
+                    }
                 })
                 .map_err(|e| format!("encoder: {e}"))?;
         }
+        let Some(decoder) = decoder.as_mut() else { continue };
         while let Some((unit, ts)) = pending_decode.first().cloned() {
             if !decoder.push(&unit, ts).map_err(|e| format!("decoder input: {e}"))? {
                 break;
@@ -304,26 +330,33 @@ fn main() -> ExitCode {
         dec.card
     );
     let mut ok = true;
-    for dmabuf in [true, false] {
-        let label = if dmabuf { "dmabuf" } else { "copy" };
-        match run(&args, &cam, &enc, &dec, dmabuf) {
+    // Throughput first (encoder only), then the round trip through the decoder.
+    let runs = [
+        ("dmabuf", true, false, args.frames),
+        ("copy", false, false, args.frames),
+        ("dmabuf+decode", true, true, 30),
+        ("copy+decode", false, true, 30),
+    ];
+    for (label, dmabuf, decode, frames) in runs {
+        match run(&args, &cam, &enc, decode.then_some(&dec), dmabuf, frames) {
             Ok(st) => {
-                let fps = st.coded.min(args.frames) as f64 / st.elapsed.as_secs_f64().max(1e-6);
+                let fps = st.coded.min(frames) as f64 / st.elapsed.as_secs_f64().max(1e-6);
                 let avg = if st.compared > 0 { st.sum_psnr / st.compared as f64 } else { 0.0 };
                 println!(
-                    "m2m-selftest: run={label} path={} frames={} fps={fps:.1} cpu={:.1} ms/frame compared={} psnr_min={:.1} dB psnr_avg={avg:.1} dB dropped={}",
+                    "m2m-selftest: run={label} path={} frames={} fps={fps:.1} cpu={:.1} ms/frame compared={} psnr_min={:.1} dB psnr_avg={avg:.1} dB dropped={}{}",
                     st.path.map_or("?".into(), |p| p.to_string()),
                     st.coded,
-                    st.cpu.as_secs_f64() * 1e3 / st.coded.max(1) as f64,
+                    st.cpu.as_secs_f64() * 1e3 / st.coded.clamp(1, frames) as f64,
                     st.compared,
                     st.min_psnr,
-                    st.dropped
+                    st.dropped,
+                    st.copy_cost.map(|c| format!(" copy={:.2} ms/frame", c.as_secs_f64() * 1e3)).unwrap_or_default()
                 );
                 if dmabuf && st.path != Some(InputPath::Dmabuf) {
-                    println!("m2m-selftest: FAIL: the DMABUF run fell back to the copy path");
+                    println!("m2m-selftest: FAIL: {label}: the DMABUF run fell back to the copy path");
                     ok = false;
                 }
-                if st.compared < 4 || st.min_psnr < args.min_psnr {
+                if decode && (st.compared < 4 || st.min_psnr < args.min_psnr) {
                     println!("m2m-selftest: FAIL: {label}: decoded frames missing or outside tolerance");
                     ok = false;
                 }
