@@ -25,6 +25,9 @@ use v4l2r::memory::MemoryType;
 /// vivid → vicodec FWHT encoder (DMABUF) → vicodec decoder round trip.
 #[derive(FromArgs, Debug)]
 struct Args {
+    /// camera: a /dev/video* path or auto (the first capture device) [auto]
+    #[argh(option, default = "String::from(\"auto\")")]
+    device: String,
     /// coded frames per run [60]
     #[argh(option, default = "60")]
     frames: u64,
@@ -308,7 +311,7 @@ fn main() -> ExitCode {
     let args: Args = argh::from_env();
     let _ = env_logger::Builder::new().parse_filters("info").try_init();
     let found = (|| -> Result<_, String> {
-        let cam = resolve_device("auto")?;
+        let cam = resolve_device(&args.device)?;
         let enc = find_encoder(FWHT, Some(NV12)).ok_or("no M2M encoder NV12 -> FWHT (is vicodec loaded?)")?;
         let dec = find_decoder().ok_or("no M2M decoder FWHT -> NV12 (is vicodec loaded?)")?;
         Ok((cam, enc, dec))
