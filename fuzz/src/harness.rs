@@ -320,6 +320,7 @@ pub fn rtsp_session(data: &[u8]) {
     };
     let has_stream = c.u8() % 8 != 0;
     let stream = has_stream.then_some(StreamInfo {
+        codec: uavstream::rtp::Codec::H264,
         sps,
         pps,
         ssrc: c.u32(),
@@ -517,9 +518,14 @@ impl SessionFuzz<'_> {
             Some(n) => assert_eq!(n.parse::<usize>().unwrap(), body.len(), "Content-Length"),
             None => assert!(body.is_empty(), "body without Content-Length"),
         }
+        // A CSeq is a number of at most 10 digits; a valid one is echoed, anything else is a 400
+        // without CSeq.
+        let valid = |c: &str| !c.is_empty() && c.len() <= 10 && c.bytes().all(|b| b.is_ascii_digit());
         match req.cseq() {
-            Some(cseq) => assert_eq!(headers.first(), Some(&("CSeq", cseq)), "CSeq not echoed: {text:?}"),
-            None => assert_eq!((status, header("CSeq")), (400, None), "request without CSeq: {text:?}"),
+            Some(cseq) if valid(cseq) => {
+                assert_eq!(headers.first(), Some(&("CSeq", cseq)), "CSeq not echoed: {text:?}")
+            }
+            _ => assert_eq!((status, header("CSeq")), (400, None), "request without a valid CSeq: {text:?}"),
         }
         if let Some(ev) = o.event {
             assert_eq!(status, 200, "event {ev:?} with {text:?}");
@@ -1024,7 +1030,9 @@ pub fn base64(data: &[u8]) {
         session_id: u64::from(data.len() as u32),
         session_version: 1,
         origin_addr: origin,
+        codec: uavstream::rtp::Codec::H264,
         payload_type: 96,
+        destination: None,
         sps,
         pps,
         framerate: 30,
