@@ -337,8 +337,8 @@ fn main() -> ExitCode {
     let runs = [
         ("dmabuf", true, false, args.frames),
         ("copy", false, false, args.frames),
-        ("dmabuf+decode", true, true, 30),
-        ("copy+decode", false, true, 30),
+        ("dmabuf+decode", true, true, 40),
+        ("copy+decode", false, true, 40),
     ];
     for (label, dmabuf, decode, frames) in runs {
         match run(&args, &cam, &enc, decode.then_some(&dec), dmabuf, frames) {
