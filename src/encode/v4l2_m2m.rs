@@ -145,7 +145,6 @@ impl M2mEncoder {
             ));
         }
         let stride = out_fmt.plane_fmt.first().map_or(s.stride, |p| p.bytesperline);
-        let coded_size = (s.width * s.height).max(64 * 1024);
         device::set_format(&mut fd, cq, s.codec, s.width, s.height, 0)
             .and_then(|_| device::get_format(&fd, cq))
             .map_err(|e| format!("{name}: coded format {}: {e}", fourcc_str(s.codec)))
@@ -156,7 +155,6 @@ impl M2mEncoder {
                     Err(format!("{name}: does not produce {}", fourcc_str(s.codec)))
                 }
             })?;
-        let _ = coded_size;
         match device::set_fps(&fd, oq, s.fps) {
             Some(r) => log::debug!("{name}: frame rate {r:.2} fps (S_PARM)"),
             None => log::debug!("{name}: no frame-rate control (S_PARM)"),
