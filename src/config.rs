@@ -8,7 +8,7 @@
 //! the Pi firmware adds keys of its own and a typo must not brick a drone's video on boot.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use crate::cmdline;
@@ -80,6 +80,8 @@ pub enum EncoderChoice {
     V4l2,
 }
 
+pub use crate::rtp::Codec;
+
 /// Every key: name, default, help. The order is the `--print-config` order.
 pub const KEYS: &[(&str, &str, &str)] = &[
     ("source", "testpattern", "testpattern | file:PATH (H.264 Annex B, replayed at --fps, looping) | v4l2"),
@@ -108,6 +110,13 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("auth", "", "USER:PASSWORD[,USER:PASSWORD...] for RTSP Basic/Digest auth (never on the kernel command line)"),
     ("auth-file", "", "file of [/PATH ]USER:PASSWORD lines (# comments); /PATH limits a user to that stream"),
     ("log-level", "info", "error | warn | info | debug | trace"),
+    ("codec", "h264", "h264 | mjpeg: the stream's payload format (RTP/JPEG is payload type 26)"),
+    ("jpeg-quality", "80", "JPEG quality 1-100 when frames are JPEG-encoded here"),
+    ("http-port", "8080", "HTTP port for /PATH.mjpeg, /PATH.jpg and /; 0 = off"),
+    ("max-http-clients", "8", "HTTP connection slots, allocated at start; more get 503"),
+    ("rtp-dest", "", "HOST:PORT: also push the RTP stream there over UDP, without RTSP"),
+    ("dscp", "0", "DSCP of pushed RTP packets (IP_TOS = dscp << 2), e.g. 46 (EF); 0 = unmarked"),
+    ("sdp-out", "", "file to write the SDP a push-mode receiver needs"),
 ];
 
 /// One user allowed to watch; `path` limits the user to one stream path.
@@ -330,6 +339,33 @@ impl RawConfig {
                 })?);
                 users
             },
+            codec: p.field("codec", |v| match v {
+                "h264" => Ok(Codec::H264),
+                "mjpeg" | "jpeg" => Ok(Codec::Jpeg),
+                _ => Err("expected h264 or mjpeg".into()),
+            })?,
+            jpeg_quality: p.num("jpeg-quality", 1, 100)? as u8,
+            http_port: p.num("http-port", 0, 65535)? as u16,
+            max_http_clients: p.num("max-http-clients", 1, 1024)? as usize,
+            rtp_dest: p.field("rtp-dest", |v| {
+                if v.is_empty() {
+                    return Ok(None);
+                }
+                let addr = match v.parse::<SocketAddr>() {
+                    Ok(a) => a,
+                    Err(_) => v
+                        .to_socket_addrs()
+                        .map_err(|e| format!("expected HOST:PORT ({e})"))?
+                        .next()
+                        .ok_or("HOST has no address")?,
+                };
+                if addr.port() == 0 {
+                    return Err("PORT must not be 0".into());
+                }
+                Ok(Some(addr))
+            })?,
+            dscp: p.num("dscp", 0, 63)? as u8,
+            sdp_out: p.field("sdp-out", |v| Ok((!v.is_empty()).then(|| PathBuf::from(v))))?,
             log_level: p.field("log-level", |v| match v {
                 "off" | "error" | "warn" | "info" | "debug" | "trace" => Ok(v.to_owned()),
                 _ => Err("expected error, warn, info, debug or trace".into()),
@@ -428,6 +464,19 @@ pub struct Config {
     pub log_level: String,
     /// Users allowed to watch; empty: no authentication.
     pub auth_users: Vec<AuthUser>,
+    /// The stream's payload format.
+    pub codec: Codec,
+    /// Quality of JPEGs encoded here (1-100).
+    pub jpeg_quality: u8,
+    /// HTTP (MJPEG, snapshots) port; 0 = off.
+    pub http_port: u16,
+    pub max_http_clients: usize,
+    /// Push mode: RTP to this fixed destination, without RTSP.
+    pub rtp_dest: Option<SocketAddr>,
+    /// DSCP of pushed packets; 0 = unmarked.
+    pub dscp: u8,
+    /// Where to write the push-mode SDP.
+    pub sdp_out: Option<PathBuf>,
 }
 
 impl Config {
@@ -532,6 +581,14 @@ mod tests {
             ("mtu", "100", Origin::Flag, "--mtu"),
             ("session-timeout", "1", Origin::Flag, "--session-timeout"),
             ("log-level", "loud", Origin::Flag, "--log-level"),
+            ("codec", "vp8", Origin::Flag, "--codec"),
+            ("jpeg-quality", "0", Origin::Environment, "UAVSTREAM_JPEG_QUALITY"),
+            ("jpeg-quality", "101", Origin::Flag, "--jpeg-quality"),
+            ("http-port", "65536", Origin::KernelCmdline, "uavstream.http-port"),
+            ("max-http-clients", "0", Origin::Flag, "--max-http-clients"),
+            ("rtp-dest", "10.0.0.1", Origin::Flag, "--rtp-dest"),
+            ("rtp-dest", "10.0.0.1:0", Origin::Flag, "--rtp-dest"),
+            ("dscp", "64", Origin::Flag, "--dscp"),
         ];
         for (key, value, origin, spelled) in cases {
             let mut raw = RawConfig::new();

@@ -9,9 +9,14 @@
 //!  TCP conn ─┤ read → parse_input → Server::handle_request → pending → write
 //!            │ POLLOUT → flush pending → pump its interleaved session
 //!  UDP RTCP ─┤ receiver reports → Server::handle_rtcp
+//!  HTTP     ─┤ accept → HTTP slot (or 503); GET /PATH.mjpeg, /PATH.jpg, / (see `http`)
 //!  timeout  ─┤ session expiry, sender reports, deferred IDR requests, watchdog
 //!            └─────────────────────────────────┘
 //! ```
+//!
+//! Push mode (`--rtp-dest`) is one more reader of the ring: every packet also goes to the
+//! configured UDP destination, starting at a keyframe, with RTCP sender reports to its port + 1.
+//! It is the one destination that is not an RTSP peer: the operator configured it.
 //!
 //! Invariants:
 //! - Nothing here blocks: every socket is non-blocking; the encoder is a worker thread behind an
@@ -23,7 +28,10 @@
 //!   most one response and one partial packet.
 //! - A client starts at an IDR (fast join): new players wait for the next keyframe in the ring,
 //!   and a live encoder is asked for one at once (at most every
-//!   [`limits::FORCED_IDR_MIN_SPACING_MS`]).
+//!   [`limits::FORCED_IDR_MIN_SPACING_MS`]). With `--codec mjpeg` every frame is a keyframe.
+//! - HTTP clients hold at most one frame each: the newest frame wins (see `http`).
+
+mod http;
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -34,8 +42,10 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::limits;
 use crate::rtp::rtcp::{self, SenderReport};
+use crate::rtp::Codec;
 use crate::rtsp::auth::{Auth, Credential};
 use crate::rtsp::parse::{parse_input, Input};
+use crate::rtsp::sdp::{write_sdp, SdpParams};
 use crate::rtsp::session::{self, ConnId, Delivery, Event, RequestCtx, Server, ServerConfig, Session, SessionState};
 use crate::source::{IdrControl, Pipeline, PollRequest};
 use crate::sys::{self, sd_notify::Notifier, PollFd, POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT};
@@ -52,6 +62,19 @@ enum Token {
     Conn(usize),
     Rtp(usize),
     Rtcp(usize),
+    HttpListener,
+    Http(usize),
+}
+
+/// Push mode: the ring sent to one fixed UDP destination (`--rtp-dest`).
+#[derive(Debug)]
+struct Push {
+    sock: UdpSocket,
+    dest: SocketAddr,
+    next: u64,
+    waiting_keyframe: bool,
+    sent: u64,
+    dropped: u64,
 }
 
 #[derive(Debug)]
@@ -234,6 +257,13 @@ pub struct EventLoop<'c> {
     latency_us: Vec<u32>,
     latency_scratch: Vec<u32>,
     next_stats: Option<Instant>,
+    http: Option<http::Http>,
+    push: Option<Push>,
+    /// `--sdp-out` not written yet (an H.264 stream needs its SPS/PPS first).
+    sdp_out: Option<std::path::PathBuf>,
+    /// Our address towards the push destination, for the SDP's `o=`.
+    push_origin: String,
+    framerate: u32,
 }
 
 /// The configurable limits, as durations.
@@ -287,6 +317,27 @@ fn bind_udp_pairs(ip: IpAddr, range: (u16, u16), count: usize) -> io::Result<Vec
     Ok(pairs)
 }
 
+/// The push-mode socket: unbound port, non-blocking, DSCP set (IP_TOS / IPV6_TCLASS = dscp << 2).
+/// Returns it with our address towards `dest` (for the SDP's `o=`).
+fn push_socket(dest: SocketAddr, dscp: u8) -> io::Result<(UdpSocket, IpAddr)> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let any: IpAddr = if dest.is_ipv4() { [0, 0, 0, 0].into() } else { std::net::Ipv6Addr::UNSPECIFIED.into() };
+    let sock = UdpSocket::bind((any, 0))?;
+    sock.set_nonblocking(true)?;
+    if dscp > 0 {
+        let tos = i32::from(dscp) << 2;
+        if dest.is_ipv4() {
+            setsockopt(&sock, sockopt::IpTos, &tos).map_err(io::Error::from)?;
+        } else {
+            setsockopt(&sock, sockopt::Ipv6TClass, &tos).map_err(io::Error::from)?;
+        }
+    }
+    // The address the kernel would send from, found with a throwaway connected socket.
+    let probe = UdpSocket::bind((any, 0))?;
+    let origin = probe.connect(dest).and_then(|_| probe.local_addr()).map_or(any, |a| a.ip());
+    Ok((sock, origin))
+}
+
 impl<'c> EventLoop<'c> {
     /// Binds every socket and allocates every slot. Call before anything else spawns threads:
     /// it blocks SIGINT/SIGTERM for the signalfd.
@@ -332,10 +383,46 @@ impl<'c> EventLoop<'c> {
             sessions,
             sys::random_u64(),
         );
-        let mut hub = Hub::new(cfg.max_rtp_packet(), epoch, sys::random_u64(), cfg.fps, cfg.bitrate / 1000);
-        if let Some((sps, pps)) = pipeline.parameter_sets() {
+        let bitrate_kbps = if cfg.codec == Codec::H264 { cfg.bitrate / 1000 } else { 0 };
+        let mut hub = Hub::new(cfg.codec, cfg.max_rtp_packet(), epoch, sys::random_u64(), cfg.fps, bitrate_kbps);
+        if let Some((sps, pps)) = pipeline.parameter_sets().filter(|_| cfg.codec == Codec::H264) {
             hub.prime(&sps, &pps);
         }
+        let http = match cfg.http_port {
+            0 => None,
+            port => {
+                let l = TcpListener::bind((cfg.listen, port)).map_err(|e| {
+                    io::Error::new(e.kind(), format!("http-port: listen on {}:{port}: {e}", cfg.listen))
+                })?;
+                Some(http::Http::new(
+                    l,
+                    cfg.max_http_clients,
+                    &cfg.path,
+                    cfg.codec == Codec::Jpeg,
+                    Duration::from_secs(u64::from(cfg.request_timeout)),
+                    Duration::from_secs(u64::from(cfg.client_stall_timeout)),
+                )?)
+            }
+        };
+        let (push, push_origin) = match cfg.rtp_dest {
+            None => (None, String::new()),
+            Some(dest) => {
+                let (sock, origin) = push_socket(dest, cfg.dscp)
+                    .map_err(|e| io::Error::new(e.kind(), format!("rtp-dest {dest}: {e}")))?;
+                log::info!(
+                    "push mode: RTP ({:?}) to {dest}, RTCP to port {}{}",
+                    cfg.codec,
+                    dest.port().wrapping_add(1),
+                    if cfg.dscp > 0 {
+                        format!(", DSCP {} (TOS 0x{:02x})", cfg.dscp, cfg.dscp << 2)
+                    } else {
+                        String::new()
+                    }
+                );
+                let p = Push { sock, dest, next: 0, waiting_keyframe: true, sent: 0, dropped: 0 };
+                (Some(p), origin.to_string())
+            }
+        };
         let n_conns = cfg.max_clients + cfg.max_pending_connections + limits::SPARE_CONNECTIONS;
         let policy = Policy {
             max_pending_connections: cfg.max_pending_connections,
@@ -381,7 +468,84 @@ impl<'c> EventLoop<'c> {
             latency_us: Vec::with_capacity(limits::LATENCY_SAMPLES),
             latency_scratch: Vec::with_capacity(limits::LATENCY_SAMPLES),
             next_stats: policy.stats_interval.map(|i| epoch + i),
+            http,
+            push,
+            sdp_out: cfg.sdp_out.clone(),
+            push_origin,
+            framerate: cfg.fps,
         })
+    }
+
+    /// The HTTP listener's address, when HTTP is on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|h| h.local_addr().ok())
+    }
+
+    /// Writes `--sdp-out` once the stream can be described (at once for JPEG; after the SPS/PPS
+    /// for H.264). Failing to write it is logged, not fatal: the stream is still pushed.
+    fn write_sdp_out(&mut self, now: Instant) {
+        let (Some(path), Some(push)) = (self.sdp_out.as_ref(), self.push.as_ref()) else { return };
+        let Some(stream) = self.hub.stream_info(now) else { return };
+        let dest_ip = push.dest.ip().to_canonical().to_string();
+        let mut sdp = [0u8; limits::MAX_SDP_BYTES];
+        let params = SdpParams {
+            session_id: u64::from(stream.ssrc),
+            session_version: 1,
+            origin_addr: &self.push_origin,
+            codec: stream.codec,
+            payload_type: stream.codec.payload_type(),
+            destination: Some((&dest_ip, push.dest.port())),
+            sps: stream.sps,
+            pps: stream.pps,
+            framerate: self.framerate,
+            bandwidth_kbps: stream.bitrate_kbps,
+        };
+        match write_sdp(&params, &mut sdp) {
+            Ok(n) => match std::fs::write(path, &sdp[..n]) {
+                Ok(()) => log::info!("push mode: SDP written to {}", path.display()),
+                Err(e) => log::error!("sdp-out {}: {e}", path.display()),
+            },
+            Err(_) => log::error!("sdp-out: SDP larger than {} bytes", limits::MAX_SDP_BYTES),
+        }
+        self.sdp_out = None;
+    }
+
+    /// Sends the push destination everything from its position to the ring head.
+    fn pump_push(&mut self) {
+        let Some(p) = self.push.as_mut() else { return };
+        let ring = &self.hub.ring;
+        if p.next < ring.oldest() {
+            p.dropped += ring.oldest() - p.next;
+            p.waiting_keyframe = true;
+        }
+        if p.waiting_keyframe {
+            match ring.next_keyframe(p.next) {
+                Some(k) => {
+                    p.next = k;
+                    p.waiting_keyframe = false;
+                }
+                None => {
+                    p.next = ring.head();
+                    return;
+                }
+            }
+        }
+        let mut batch: [&[u8]; sys::BATCH] = [&[]; sys::BATCH];
+        while p.next < ring.head() {
+            let mut n = 0;
+            while n < sys::BATCH && p.next + (n as u64) < ring.head() {
+                let Some(pkt) = ring.get(p.next + n as u64) else { break };
+                batch[n] = pkt.bytes;
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            let sent = sys::send_datagrams(&p.sock, &p.dest, &batch[..n]).unwrap_or(0);
+            p.sent += sent as u64;
+            p.dropped += (n - sent) as u64;
+            p.next += n as u64;
+        }
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -400,6 +564,9 @@ impl<'c> EventLoop<'c> {
     pub fn run(&mut self) -> io::Result<()> {
         if let Some(p) = &self.pipeline {
             log::info!("source: {}", p.describe());
+        }
+        if self.sdp_out.is_some() {
+            self.write_sdp_out(Instant::now());
         }
         self.notifier.notify("READY=1");
         loop {
@@ -444,9 +611,22 @@ impl<'c> EventLoop<'c> {
                     Token::Conn(c) => self.on_conn(c, rev, now),
                     Token::Rtcp(s) => self.on_udp(s, true, now),
                     Token::Rtp(s) => self.on_udp(s, false, now),
+                    Token::HttpListener => {
+                        if let Some(h) = self.http.as_mut() {
+                            h.accept(now);
+                        }
+                    }
+                    Token::Http(i) => {
+                        if let Some(h) = self.http.as_mut() {
+                            h.on_conn(i, rev, now);
+                        }
+                    }
                 }
             }
             self.reap_dead_conns();
+            if let Some(h) = self.http.as_mut() {
+                h.reap();
+            }
             self.on_timers(now);
         }
     }
@@ -486,6 +666,12 @@ impl<'c> EventLoop<'c> {
                 add(&mut self.pollfds, &mut self.tokens, s.rtcp.as_raw_fd(), POLLIN, Token::Rtcp(i));
                 add(&mut self.pollfds, &mut self.tokens, s.rtp.as_raw_fd(), POLLIN, Token::Rtp(i));
             }
+        }
+        if let Some(h) = &self.http {
+            for (i, fd, ev) in h.interests() {
+                add(&mut self.pollfds, &mut self.tokens, fd, ev, Token::Http(i));
+            }
+            add(&mut self.pollfds, &mut self.tokens, h.listener_fd(), POLLIN, Token::HttpListener);
         }
     }
 
@@ -531,9 +717,13 @@ impl<'c> EventLoop<'c> {
         let stalled = self.fault_stalled;
         let result = {
             let hub = &mut self.hub;
+            let http = &mut self.http;
             let mut sink = |data: &[u8], capture: Instant| {
                 if stalled {
                     return;
+                }
+                if let Some(h) = http.as_mut() {
+                    h.store_frame(data);
                 }
                 let p = hub.push(data, capture);
                 any |= p.count > 0;
@@ -550,6 +740,13 @@ impl<'c> EventLoop<'c> {
             }
             for s in 0..self.slots.len() {
                 self.pump(s, now);
+            }
+            self.pump_push();
+            if let Some(h) = self.http.as_mut() {
+                h.pump_all(now);
+            }
+            if self.sdp_out.is_some() {
+                self.write_sdp_out(now);
             }
             // Server-added latency: from the unit being available (poll returned) to its last
             // packet handed to the kernel for every client.
@@ -1158,6 +1355,10 @@ impl<'c> EventLoop<'c> {
             self.send_rtcp(now, false);
             self.enforce_connection_limits(now);
             self.reap_dead_conns();
+            if let Some(h) = self.http.as_mut() {
+                h.enforce_limits(now);
+                h.reap();
+            }
         }
         if let (Some(t), Some(interval)) = (self.next_stats, self.policy.stats_interval) {
             if now >= t {
@@ -1202,6 +1403,9 @@ impl<'c> EventLoop<'c> {
             sys::rss_kib().unwrap_or(0),
             std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count()),
         );
+        if let Some(h) = &self.http {
+            log::info!("stats: http MJPEG streams {} parts sent {}", h.streaming(), h.parts_sent);
+        }
     }
 
     /// Sends a sender report (or, with `bye`, SR+SDES+BYE) to every playing session.
@@ -1221,6 +1425,9 @@ impl<'c> EventLoop<'c> {
             rtcp::write_sender_report(&sr, &self.cname, &mut pkt[4..])
         };
         let Ok(n) = written else { return };
+        if let Some(p) = self.push.as_ref().filter(|p| !p.waiting_keyframe) {
+            let _ = p.sock.send_to(&pkt[4..4 + n], SocketAddr::new(p.dest.ip(), p.dest.port().wrapping_add(1)));
+        }
         for (i, s) in self.slots.iter().enumerate() {
             if !s.playing || self.server.sessions()[i].state != SessionState::Playing {
                 continue;

@@ -1,20 +1,22 @@
 //! The stream hub: packetizes each access unit once into a ring of preallocated packet slots
 //! that every client reads from, and keeps what joining clients need (SPS/PPS, the RTP clock).
+//! The payload format is the stream's [`Codec`]: H.264 (RFC 6184) or JPEG (RFC 2435).
 //!
 //! Invariants:
 //! - Packet `i` (a monotonically increasing index) lives in slot `i % capacity` until packet
 //!   `i + capacity` overwrites it; [`Ring::get`] refuses indices that are gone.
 //! - Every IDR access unit starts with SPS and PPS on the wire (prepended when the unit lacks
 //!   them), and its first packet is flagged `keyframe_start`, so a client that starts there
-//!   can decode at once.
+//!   can decode at once. Every JPEG frame is a keyframe start (fast join = the next frame).
+//! - A JPEG the RTP format cannot carry is dropped with a log line, never sent broken.
 //! - RTP timestamps come from the capture time on the monotonic clock, never the wall clock.
 
 use std::time::Instant;
 
 use crate::limits;
 use crate::media::h264::{annex_b, nal_type, nal_unit_type, Sps};
-use crate::rtp::h264::{AccessUnit, Packetizer};
-use crate::rtp::{H264_PAYLOAD_TYPE, VIDEO_CLOCK_RATE};
+use crate::rtp::h264::{self, AccessUnit};
+use crate::rtp::{jpeg, Codec, H264_PAYLOAD_TYPE, VIDEO_CLOCK_RATE};
 use crate::rtsp::session::StreamInfo;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -126,10 +128,20 @@ pub struct Pushed {
     pub bytes: usize,
 }
 
+/// The packetizer of the stream's payload format.
+#[derive(Debug)]
+enum Packetizer {
+    H264(h264::Packetizer),
+    Jpeg(jpeg::Packetizer),
+}
+
 #[derive(Debug)]
 pub struct Hub {
     pub ring: Ring,
     packetizer: Packetizer,
+    /// JPEG frames refused by the RTP/JPEG parser, and when that was last logged.
+    pub rejected: u64,
+    rejected_logged: Option<Instant>,
     sps: Vec<u8>,
     pps: Vec<u8>,
     epoch: Instant,
@@ -147,11 +159,18 @@ pub struct Hub {
 impl Hub {
     /// `random` seeds the SSRC, the first sequence number and the RTP timestamp base
     /// (RFC 3550 §5.1 asks for random initial values).
-    pub fn new(max_packet: usize, epoch: Instant, random: u64, framerate: u32, bitrate_kbps: u32) -> Hub {
+    pub fn new(codec: Codec, max_packet: usize, epoch: Instant, random: u64, framerate: u32, bitrate_kbps: u32) -> Hub {
         let max_packet = max_packet.min(limits::MAX_RTP_PACKET);
+        let (ssrc, seq) = ((random >> 32) as u32, random as u16);
+        let packetizer = match codec {
+            Codec::H264 => Packetizer::H264(h264::Packetizer::new(ssrc, H264_PAYLOAD_TYPE, seq, max_packet)),
+            Codec::Jpeg => Packetizer::Jpeg(jpeg::Packetizer::new(ssrc, seq, max_packet)),
+        };
         Hub {
-            ring: Ring::new(limits::RING_PACKETS, max_packet),
-            packetizer: Packetizer::new((random >> 32) as u32, H264_PAYLOAD_TYPE, random as u16, max_packet),
+            ring: Ring::new(limits::RING_PACKETS, max_packet.max(jpeg::MIN_PACKET)),
+            packetizer,
+            rejected: 0,
+            rejected_logged: None,
             sps: Vec::with_capacity(limits::MAX_PARAM_SET_BYTES),
             pps: Vec::with_capacity(limits::MAX_PARAM_SET_BYTES),
             epoch,
@@ -168,7 +187,17 @@ impl Hub {
     }
 
     pub fn ssrc(&self) -> u32 {
-        self.packetizer.ssrc()
+        match &self.packetizer {
+            Packetizer::H264(p) => p.ssrc(),
+            Packetizer::Jpeg(p) => p.ssrc(),
+        }
+    }
+
+    pub fn codec(&self) -> Codec {
+        match self.packetizer {
+            Packetizer::H264(_) => Codec::H264,
+            Packetizer::Jpeg(_) => Codec::Jpeg,
+        }
     }
 
     /// RTP timestamp of an instant on the capture clock.
@@ -183,10 +212,13 @@ impl Hub {
     }
 
     pub fn stream_info(&self, now: Instant) -> Option<StreamInfo<'_>> {
-        if self.sps.is_empty() || self.pps.is_empty() {
+        let codec = self.codec();
+        // JPEG needs nothing from the stream to be described.
+        if codec == Codec::H264 && (self.sps.is_empty() || self.pps.is_empty()) {
             return None;
         }
         Some(StreamInfo {
+            codec,
             sps: &self.sps,
             pps: &self.pps,
             ssrc: self.ssrc(),
@@ -210,8 +242,11 @@ impl Hub {
         self.last_timestamp
     }
 
-    /// Packetizes one access unit into the ring.
+    /// Packetizes one access unit (H.264 Annex B, or one JPEG file) into the ring.
     pub fn push(&mut self, data: &[u8], capture: Instant) -> Pushed {
+        if let Packetizer::Jpeg(_) = self.packetizer {
+            return self.push_jpeg(data, capture);
+        }
         let mut idr = false;
         let mut has_sps = false;
         let mut has_pps = false;
@@ -260,7 +295,10 @@ impl Hub {
         let first = self.ring.head();
         let mut count = 0;
         let mut bytes = 0;
-        let mut pkts = self.packetizer.push(AccessUnit { data, timestamp, prepend });
+        let Packetizer::H264(packetizer) = &mut self.packetizer else {
+            return Pushed { first, count: 0, idr: false, bytes: 0 };
+        };
+        let mut pkts = packetizer.push(AccessUnit { data, timestamp, prepend });
         loop {
             let slot = self.ring.slot_mut();
             match pkts.next(slot) {
@@ -278,6 +316,55 @@ impl Hub {
         self.packets += count as u64;
         self.octets += (bytes - count * crate::rtp::header::HEADER_LEN) as u64;
         Pushed { first, count, idr, bytes }
+    }
+
+    fn push_jpeg(&mut self, data: &[u8], capture: Instant) -> Pushed {
+        let first = self.ring.head();
+        let frame = match jpeg::parse(data) {
+            Ok(f) => f,
+            Err(e) => {
+                self.rejected += 1;
+                // One line per few seconds: a camera that sends such frames sends only those.
+                if self.rejected_logged.is_none_or(|t| capture.saturating_duration_since(t).as_secs() >= 5) {
+                    self.rejected_logged = Some(capture);
+                    log::warn!("stream: JPEG frame dropped ({} so far): {e}", self.rejected);
+                }
+                return Pushed { first, count: 0, idr: false, bytes: 0 };
+            }
+        };
+        let size = (u32::from(frame.width), u32::from(frame.height));
+        if self.size != Some(size) {
+            log::info!(
+                "stream: JPEG {}x{}, RTP/JPEG type {}{}",
+                size.0,
+                size.1,
+                frame.rtp_type(),
+                if frame.restart_interval > 0 { " (restart markers)" } else { "" }
+            );
+            self.size = Some(size);
+        }
+        let timestamp = self.rtp_time(capture);
+        self.last_timestamp = timestamp;
+        let (mut count, mut bytes) = (0, 0);
+        if let Packetizer::Jpeg(packetizer) = &mut self.packetizer {
+            let mut pkts = packetizer.push(frame, timestamp);
+            loop {
+                let slot = self.ring.slot_mut();
+                match pkts.next(slot) {
+                    Some(Ok(info)) => {
+                        self.ring.commit(info.len, count == 0, info.marker);
+                        count += 1;
+                        bytes += info.len;
+                    }
+                    None | Some(Err(_)) => break,
+                }
+            }
+        }
+        self.units += 1;
+        self.idrs += 1;
+        self.packets += count as u64;
+        self.octets += (bytes - count * crate::rtp::header::HEADER_LEN) as u64;
+        Pushed { first, count, idr: count > 0, bytes }
     }
 }
 
@@ -303,7 +390,7 @@ mod tests {
     #[test]
     fn idr_gets_parameter_sets_prepended_and_flagged() {
         let t0 = Instant::now();
-        let mut hub = Hub::new(200, t0, 0x1111_2222_3333_4444, 30, 1000);
+        let mut hub = Hub::new(Codec::H264, 200, t0, 0x1111_2222_3333_4444, 30, 1000);
         let sps = [
             0x67, 0x42, 0xc0, 0x1f, 0xda, 0x01, 0x40, 0x16, 0xec, 0x04, 0x40, 0x00, 0x00, 0x03, 0x00, 0x40, 0x00, 0x00,
             0x0f, 0x23, 0xc6, 0x0c, 0xa8,
@@ -334,5 +421,25 @@ mod tests {
         assert!(!hub.ring.get(p.first).unwrap().keyframe_start);
         assert_eq!(hub.ring.next_keyframe(0), Some(0));
         assert_eq!(hub.ring.next_keyframe(1), Some(3));
+    }
+
+    #[test]
+    fn every_jpeg_frame_is_a_keyframe_start_and_unsendable_ones_are_dropped() {
+        let t0 = Instant::now();
+        let mut hub = Hub::new(Codec::Jpeg, 1452, t0, 42, 30, 0);
+        assert!(hub.stream_info(t0).is_some_and(|s| s.codec == Codec::Jpeg));
+        let mut jpeg = Vec::new();
+        let rgb: Vec<u8> = (0..64 * 48 * 3).map(|i| (i * 7 % 251) as u8).collect();
+        jpeg_encoder::Encoder::new(&mut jpeg, 80).encode(&rgb, 64, 48, jpeg_encoder::ColorType::Rgb).unwrap();
+        for n in 0..3u64 {
+            let p = hub.push(&jpeg, t0 + std::time::Duration::from_millis(33 * n));
+            assert!(p.idr && p.count >= 1);
+            assert!(hub.ring.get(p.first).unwrap().keyframe_start);
+            assert!(hub.ring.get(p.first + p.count as u64 - 1).unwrap().marker);
+            assert_eq!(hub.ring.get(p.first).unwrap().bytes[1] & 0x7f, 26);
+        }
+        assert_eq!(hub.size(), Some((64, 48)));
+        let p = hub.push(b"not a jpeg", t0);
+        assert_eq!((p.count, hub.rejected), (0, 1));
     }
 }

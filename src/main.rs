@@ -95,6 +95,27 @@ struct Flags {
     /// error | warn | info | debug | trace [info]
     #[argh(option)]
     log_level: Option<String>,
+    /// h264 | mjpeg: payload format of the stream [h264]
+    #[argh(option)]
+    codec: Option<String>,
+    /// JPEG quality 1-100 when frames are JPEG-encoded here [80]
+    #[argh(option)]
+    jpeg_quality: Option<String>,
+    /// HTTP port for /PATH.mjpeg, /PATH.jpg and /, 0 = off [8080]
+    #[argh(option)]
+    http_port: Option<String>,
+    /// HTTP connection slots; more get 503 [8]
+    #[argh(option)]
+    max_http_clients: Option<String>,
+    /// HOST:PORT: also push the RTP stream there over UDP, without RTSP
+    #[argh(option)]
+    rtp_dest: Option<String>,
+    /// DSCP of pushed RTP packets, e.g. 46; 0 = unmarked [0]
+    #[argh(option)]
+    dscp: Option<String>,
+    /// file to write the SDP a push-mode receiver needs
+    #[argh(option)]
+    sdp_out: Option<String>,
     /// print every resolved setting with its origin, then exit
     #[argh(switch)]
     print_config: bool,
@@ -108,7 +129,7 @@ struct Flags {
 
 impl Flags {
     fn apply(&self, raw: &mut RawConfig) {
-        let pairs: [(&str, &Option<String>); 26] = [
+        let pairs: [(&str, &Option<String>); 33] = [
             ("source", &self.source),
             ("device", &self.device),
             ("pixel-format", &self.pixel_format),
@@ -135,6 +156,13 @@ impl Flags {
             ("auth", &self.auth),
             ("auth-file", &self.auth_file),
             ("log-level", &self.log_level),
+            ("codec", &self.codec),
+            ("jpeg-quality", &self.jpeg_quality),
+            ("http-port", &self.http_port),
+            ("max-http-clients", &self.max_http_clients),
+            ("rtp-dest", &self.rtp_dest),
+            ("dscp", &self.dscp),
+            ("sdp-out", &self.sdp_out),
         ];
         debug_assert_eq!(pairs.len(), config::KEYS.len());
         for (k, v) in pairs {
@@ -233,6 +261,9 @@ fn main() -> ExitCode {
     match lp.local_addr() {
         Ok(a) => log::info!("serving rtsp://{}:{}{}", display_host(a.ip()), a.port(), cfg.path),
         Err(e) => log::warn!("local address: {e}"),
+    }
+    if let Some(a) = lp.http_addr() {
+        log::info!("serving http://{}:{}/ ({}.mjpeg, {}.jpg)", display_host(a.ip()), a.port(), cfg.path, cfg.path);
     }
     match lp.run() {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,5 @@
-//! Encoders that turn raw frames into H.264 access units.
+//! Encoders that turn raw frames into H.264 access units or JPEG frames.
+pub mod jpeg;
 #[cfg(feature = "software")]
 pub mod software;
 #[cfg(feature = "v4l2")]

@@ -1,9 +1,12 @@
-//! SDP (RFC 8866) for one H.264 video stream (RFC 6184 §8.2.1).
+//! SDP (RFC 8866) for one video stream: H.264 (RFC 6184 §8.2.1) or JPEG (RFC 2435, static
+//! payload type 26, RFC 3551 §6).
 //!
-//! The description is written from the live SPS/PPS, so `profile-level-id` and
-//! `sprop-parameter-sets` always match what is on the wire.
+//! The H.264 description is written from the live SPS/PPS, so `profile-level-id` and
+//! `sprop-parameter-sets` always match what is on the wire. The same writer makes the SDP of
+//! push mode (`--sdp-out`), where `c=` names the destination and `m=` its port.
 
 use crate::media::h264::Sps;
+use crate::rtp::Codec;
 use crate::wbuf::{put_base64, Full, WBuf};
 
 /// Control URL of the one media, relative to `Content-Base`.
@@ -16,7 +19,11 @@ pub struct SdpParams<'a> {
     pub session_version: u64,
     /// The address the client reached us on, for `o=`; IPv6 addresses contain ':'.
     pub origin_addr: &'a str,
+    pub codec: Codec,
     pub payload_type: u8,
+    /// Push mode: the destination address and RTP port for `c=` and `m=`. `None` for RTSP
+    /// (`c=IN IP4 0.0.0.0`, `m=video 0`).
+    pub destination: Option<(&'a str, u16)>,
     pub sps: &'a [u8],
     pub pps: &'a [u8],
     pub framerate: u32,
@@ -27,20 +34,28 @@ pub struct SdpParams<'a> {
 /// Writes the SDP; returns the number of bytes written.
 pub fn write_sdp(p: &SdpParams<'_>, buf: &mut [u8]) -> Result<usize, Full> {
     let mut w = WBuf::new(buf);
-    let ip = if p.origin_addr.contains(':') { "IP6" } else { "IP4" };
+    let family = |a: &str| if a.contains(':') { "IP6" } else { "IP4" };
+    let ip = family(p.origin_addr);
+    let (conn_ip, conn_addr, port) = match p.destination {
+        Some((addr, port)) => (family(addr), addr, port),
+        None => (ip, if ip == "IP6" { "::" } else { "0.0.0.0" }, 0),
+    };
     w.put_fmt(format_args!(
         "v=0\r\no=- {} {} IN {} {}\r\ns=uavstream\r\nc=IN {} {}\r\nt=0 0\r\n\
          a=tool:uavstream\r\na=type:broadcast\r\na=control:*\r\na=range:npt=now-\r\n",
-        p.session_id,
-        p.session_version,
-        ip,
-        p.origin_addr,
-        ip,
-        if ip == "IP6" { "::" } else { "0.0.0.0" },
+        p.session_id, p.session_version, ip, p.origin_addr, conn_ip, conn_addr,
     ))?;
-    w.put_fmt(format_args!("m=video 0 RTP/AVP {}\r\n", p.payload_type))?;
+    w.put_fmt(format_args!("m=video {port} RTP/AVP {}\r\n", p.payload_type))?;
     if p.bandwidth_kbps > 0 {
         w.put_fmt(format_args!("b=AS:{}\r\n", p.bandwidth_kbps))?;
+    }
+    if p.codec == Codec::Jpeg {
+        w.put_fmt(format_args!("a=rtpmap:{} JPEG/90000\r\n", p.payload_type))?;
+        if p.framerate > 0 {
+            w.put_fmt(format_args!("a=framerate:{}\r\n", p.framerate))?;
+        }
+        w.put_fmt(format_args!("a=control:{TRACK_CONTROL}\r\n"))?;
+        return Ok(w.len());
     }
     w.put_fmt(format_args!("a=rtpmap:{} H264/90000\r\n", p.payload_type))?;
     w.put_fmt(format_args!("a=fmtp:{} packetization-mode=1", p.payload_type))?;
@@ -77,7 +92,9 @@ mod tests {
             session_id: 42,
             session_version: 1,
             origin_addr: "127.0.0.1",
+            codec: Codec::H264,
             payload_type: 96,
+            destination: None,
             sps: &sps,
             pps: &pps,
             framerate: 30,
@@ -94,5 +111,30 @@ mod tests {
         ), "{sdp}");
         assert!(sdp.ends_with("a=control:trackID=0\r\n"));
         assert!(write_sdp(&p, &mut [0u8; 64]).is_err());
+    }
+
+    #[test]
+    fn jpeg_sdp_uses_static_payload_type_26_and_push_mode_names_the_destination() {
+        let p = SdpParams {
+            session_id: 7,
+            session_version: 1,
+            origin_addr: "10.0.0.2",
+            codec: Codec::Jpeg,
+            payload_type: 26,
+            destination: Some(("10.0.0.9", 5004)),
+            sps: &[],
+            pps: &[],
+            framerate: 30,
+            bandwidth_kbps: 0,
+        };
+        let mut buf = [0xa5u8; 1024];
+        let n = write_sdp(&p, &mut buf).unwrap();
+        let sdp = core::str::from_utf8(&buf[..n]).unwrap();
+        assert!(sdp.contains("c=IN IP4 10.0.0.9\r\n"), "{sdp}");
+        assert!(sdp.contains("m=video 5004 RTP/AVP 26\r\na=rtpmap:26 JPEG/90000\r\na=framerate:30\r\n"), "{sdp}");
+        assert!(!sdp.contains("fmtp") && sdp.ends_with("a=control:trackID=0\r\n"), "{sdp}");
+        let v6 = SdpParams { destination: Some(("fd00::9", 5004)), ..p };
+        let n = write_sdp(&v6, &mut buf).unwrap();
+        assert!(core::str::from_utf8(&buf[..n]).unwrap().contains("c=IN IP6 fd00::9\r\n"));
     }
 }

@@ -98,6 +98,8 @@ pub enum Event {
 /// The stream as it is right now, for DESCRIBE and PLAY.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamInfo<'a> {
+    pub codec: crate::rtp::Codec,
+    /// H.264 parameter sets (empty for JPEG).
     pub sps: &'a [u8],
     pub pps: &'a [u8],
     pub ssrc: u32,
@@ -416,7 +418,9 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
                 session_id: u64::from(stream.ssrc),
                 session_version: 1,
                 origin_addr: ctx.local_addr,
-                payload_type: crate::rtp::H264_PAYLOAD_TYPE,
+                codec: stream.codec,
+                payload_type: stream.codec.payload_type(),
+                destination: None,
                 sps: stream.sps,
                 pps: stream.pps,
                 framerate: stream.framerate,

@@ -2,7 +2,10 @@
 //!
 //! A pipeline lists the fds it wants in the loop's `poll(2)` set ([`Pipeline::poll_requests`]);
 //! when one is ready the loop calls [`Pipeline::on_ready`], which hands every finished access
-//! unit (Annex B) with its capture time to the sink. Pipelines never block the loop: CPU-heavy
+//! unit with its capture time to the sink: H.264 Annex B, or one whole JPEG file per frame when
+//! [`Pipeline::codec`] is [`Codec::Jpeg`] (an MJPEG camera passes its buffers through as they
+//! are; the stream hub drops, with a log line, frames RTP/JPEG cannot carry).
+//! Pipelines never block the loop: CPU-heavy
 //! work runs on a worker thread that signals through an eventfd; timed replay uses a timerfd;
 //! V4L2 devices are polled directly.
 //!
@@ -18,6 +21,8 @@ pub mod v4l2;
 use std::io;
 use std::os::fd::RawFd;
 use std::time::Instant;
+
+pub use crate::rtp::Codec;
 
 /// Whether the pipeline can make an IDR on request (a live encoder) or only passes through
 /// what it has (a file or an H.264 camera).
@@ -59,11 +64,38 @@ pub trait Pipeline {
     fn parameter_sets(&self) -> Option<(Vec<u8>, Vec<u8>)> {
         None
     }
+    /// What the units given to the sink are. Must match `--codec` (checked by [`build`]).
+    fn codec(&self) -> Codec {
+        Codec::H264
+    }
 }
 
 /// Builds the pipeline the configuration asks for.
 pub fn build(cfg: &crate::config::Config) -> Result<Box<dyn Pipeline>, String> {
+    let p = build_any(cfg)?;
+    if p.codec() != cfg.codec {
+        return Err(format!("source {} delivers {:?}, but --codec asks for {:?}", p.describe(), p.codec(), cfg.codec));
+    }
+    Ok(p)
+}
+
+fn build_any(cfg: &crate::config::Config) -> Result<Box<dyn Pipeline>, String> {
     use crate::config::{EncoderChoice, SourceSpec};
+    if cfg.codec == Codec::Jpeg {
+        match (&cfg.source, cfg.encoder) {
+            (SourceSpec::TestPattern, EncoderChoice::Auto | EncoderChoice::Software) => {
+                let p = crate::encode::jpeg::JpegPipeline::start(cfg).map_err(|e| format!("JPEG encoder: {e}"))?;
+                return Ok(Box::new(p));
+            }
+            (SourceSpec::TestPattern, _) => {
+                return Err("the test pattern is generated in memory; it needs --encoder auto or software".into())
+            }
+            (SourceSpec::File(_), _) => {
+                return Err("source file: holds H.264; --codec mjpeg needs the test pattern or a camera".into())
+            }
+            (SourceSpec::V4l2, _) => {}
+        }
+    }
     match (&cfg.source, cfg.encoder) {
         (SourceSpec::V4l2, _) => v4l2_pipeline(cfg),
         (SourceSpec::File(path), EncoderChoice::Auto | EncoderChoice::Passthrough) => {

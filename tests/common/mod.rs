@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 pub struct Daemon {
     pub child: Child,
     pub port: u16,
+    /// HTTP port (a free one unless the test passed `--http-port`).
+    pub http_port: u16,
     pub log: Arc<Mutex<String>>,
 }
 
@@ -42,6 +44,15 @@ impl Daemon {
             args.iter().position(|a| *a == "--max-clients").map(|i| args[i + 1].parse::<u16>().unwrap()).unwrap_or(16);
         let (a, b) = rtp_range(2 * max_clients + 40);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_uavstream"));
+        // Each daemon gets its own HTTP port: tests run in parallel, and the default is fixed.
+        let http_port = match args.iter().position(|a| *a == "--http-port") {
+            Some(i) => args[i + 1].parse().unwrap(),
+            None => {
+                let p = free_tcp_port();
+                cmd.args(["--http-port", &p.to_string()]);
+                p
+            }
+        };
         cmd.args(["--listen", "127.0.0.1", "--port", &port.to_string(), "--rtp-ports", &format!("{a}-{b}")])
             .args(args)
             .env("UAVSTREAM_PROC_CMDLINE", "")
@@ -62,7 +73,7 @@ impl Daemon {
                 log2.lock().unwrap().push('\n');
             }
         });
-        let mut d = Daemon { child, port, log };
+        let mut d = Daemon { child, port, http_port, log };
         // Ready when the RTSP port accepts connections (works at any log level).
         let t = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {

@@ -8,7 +8,15 @@ const SPS: &[u8] = &[
 const PPS: &[u8] = &[0x68, 0xce, 0x3c, 0x80];
 
 fn stream() -> StreamInfo<'static> {
-    StreamInfo { sps: SPS, pps: PPS, ssrc: 0x1234_5678, rtptime_now: 9000, framerate: 30, bitrate_kbps: 2000 }
+    StreamInfo {
+        codec: crate::rtp::Codec::H264,
+        sps: SPS,
+        pps: PPS,
+        ssrc: 0x1234_5678,
+        rtptime_now: 9000,
+        framerate: 30,
+        bitrate_kbps: 2000,
+    }
 }
 
 fn server(slots: &mut [Session]) -> Server<'static, &mut [Session]> {

@@ -1,0 +1,397 @@
+//! MJPEG end to end with clients nobody here wrote: RTP/JPEG (RFC 2435) over RTSP played by
+//! ffmpeg and GStreamer over UDP and TCP, MJPEG over HTTP received by curl and rendered by
+//! headless Chromium, and push mode (`--rtp-dest`) received by GStreamer from `--sdp-out`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{run_with_timeout, Daemon, RtspClient};
+use uavstream::rtp::header::RtpHeader;
+use uavstream::rtp::jpeg::Depacketizer;
+use uavstream::wbuf::WBuf;
+
+const FRAMES: usize = 30;
+
+fn mjpeg_daemon(extra: &[&str]) -> Daemon {
+    let mut args = vec!["--codec", "mjpeg", "--width", "640", "--height", "360"];
+    args.extend_from_slice(extra);
+    Daemon::start(&args)
+}
+
+/// Decodes a JPEG; returns its size.
+fn decode(jpeg: &[u8]) -> Result<(u16, u16), String> {
+    let mut d = jpeg_decoder::Decoder::new(jpeg);
+    let pixels = d.decode().map_err(|e| e.to_string())?;
+    let info = d.info().ok_or("no info")?;
+    assert_eq!(pixels.len(), usize::from(info.width) * usize::from(info.height) * 3);
+    Ok((info.width, info.height))
+}
+
+fn check_ffmpeg(transport: &str) {
+    let d = mjpeg_daemon(&[]);
+    let out = run_with_timeout(
+        Command::new("ffmpeg").args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-rtsp_transport",
+            transport,
+            "-i",
+            &d.url(),
+            "-frames:v",
+            &FRAMES.to_string(),
+            "-f",
+            "framemd5",
+            "-",
+        ]),
+        Duration::from_secs(40),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let frames = stdout.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).count();
+    assert_eq!(frames, FRAMES, "ffmpeg over {transport}: {frames} frames; stderr:\n{stderr}\nserver:\n{}", d.log());
+    assert!(stdout.lines().any(|l| l.starts_with("#dimensions") && l.ends_with("640x360")), "{stdout}");
+    assert!(stderr.trim().is_empty(), "ffmpeg reported errors over {transport}:\n{stderr}");
+}
+
+#[test]
+fn ffmpeg_decodes_rtp_jpeg_over_tcp() {
+    check_ffmpeg("tcp");
+}
+
+#[test]
+fn ffmpeg_decodes_rtp_jpeg_over_udp() {
+    check_ffmpeg("udp");
+}
+
+fn gst_decode(pipeline_head: &[&str], what: &str, d: &Daemon) {
+    let eos = format!("eos-after={FRAMES}");
+    let mut args = vec!["-e"];
+    args.extend_from_slice(pipeline_head);
+    args.extend_from_slice(&["!", "rtpjpegdepay", "!", "jpegdec", "!", "identity", &eos, "!", "fakesink"]);
+    let out = run_with_timeout(Command::new("gst-launch-1.0").args(&args), Duration::from_secs(40));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "gst-launch {what} failed:\n{text}\nserver:\n{}", d.log());
+    assert!(text.contains("Got EOS from element"), "no EOS after {FRAMES} decoded frames ({what}):\n{text}");
+    assert!(!text.contains("ERROR") && !text.contains("WARNING"), "GStreamer reported problems ({what}):\n{text}");
+}
+
+#[test]
+fn gstreamer_rtspsrc_rtpjpegdepay_decodes_over_tcp_and_udp() {
+    let d = mjpeg_daemon(&[]);
+    for protocol in ["tcp", "udp"] {
+        let loc = format!("location={}", d.url());
+        let proto = format!("protocols={protocol}");
+        gst_decode(&["rtspsrc", &loc, &proto, "latency=0"], protocol, &d);
+    }
+}
+
+#[test]
+fn sdp_announces_payload_type_26_and_a_joiner_starts_at_a_whole_frame() {
+    let d = mjpeg_daemon(&[]);
+    let mut c = RtspClient::connect(&d.url());
+    let url = c.url.clone();
+    let desc = c.request("DESCRIBE", &url, &[("Accept", "application/sdp")]);
+    let sdp = String::from_utf8(desc.body.clone()).unwrap();
+    assert!(sdp.contains("m=video 0 RTP/AVP 26\r\n"), "{sdp}");
+    assert!(sdp.contains("a=rtpmap:26 JPEG/90000\r\n") && sdp.contains("a=framerate:30\r\n"), "{sdp}");
+    assert!(sdp.contains("a=control:trackID=0\r\n") && !sdp.contains("H264"), "{sdp}");
+    let mut c = RtspClient::connect(&d.url());
+    c.play_tcp();
+    // The first packet starts a frame (fragment offset 0, tables in-band); rebuild three frames.
+    let mut de = Depacketizer::new();
+    let mut jpeg = vec![0u8; 1 << 20];
+    let mut out = WBuf::new(&mut jpeg);
+    let (mut frames, mut first, mut last_ts) = (0, true, None);
+    while frames < 3 {
+        let f = c.next_frame().expect("RTP after PLAY");
+        if f.channel != 0 {
+            continue;
+        }
+        let (h, payload) = RtpHeader::parse(&f.data).unwrap();
+        assert_eq!(h.payload_type, 26);
+        if first {
+            assert_eq!(&payload[1..4], &[0, 0, 0], "the first packet a joiner gets starts a frame");
+            first = false;
+        }
+        if let Some(ts) = last_ts.filter(|_| payload[1..4] == [0, 0, 0]) {
+            let delta = h.timestamp.wrapping_sub(ts);
+            assert!((1500..=9000).contains(&delta), "90 kHz timestamps at 30 fps: delta {delta}");
+        }
+        de.push(payload, &mut out).unwrap();
+        if h.marker {
+            de.finish(&mut out).unwrap();
+            assert_eq!(decode(out.written()), Ok((640, 360)));
+            out = WBuf::new(&mut jpeg);
+            frames += 1;
+            last_ts = Some(h.timestamp);
+        }
+    }
+}
+
+/// `(status line and headers, body)` of one HTTP exchange on a fresh connection.
+fn http_get(port: u16, request: &str) -> (String, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    let end = common::find(&all, b"\r\n\r\n").map_or(all.len(), |e| e + 4);
+    (String::from_utf8_lossy(&all[..end]).into_owned(), all[end..].to_vec())
+}
+
+/// Splits a multipart/x-mixed-replace body into its JPEG parts (complete ones only).
+fn parts(body: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut rest = body;
+    while let Some(start) = common::find(rest, b"--uavstreamframe\r\n") {
+        let after = &rest[start..];
+        let Some(hend) = common::find(after, b"\r\n\r\n") else { break };
+        let head = String::from_utf8_lossy(&after[..hend]).to_lowercase();
+        assert!(head.contains("content-type: image/jpeg"), "{head}");
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .expect("Content-Length in every part")
+            .trim()
+            .parse()
+            .unwrap();
+        let Some(jpeg) = after.get(hend + 4..hend + 4 + len) else { break };
+        out.push(jpeg);
+        rest = &after[hend + 4 + len..];
+    }
+    out
+}
+
+#[test]
+fn curl_receives_multipart_parts_that_each_decode() {
+    let d = mjpeg_daemon(&[]);
+    d.wait_for_log("stream: JPEG 640x360", Duration::from_secs(20));
+    let dir = std::env::temp_dir().join(format!("uavstream-curl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (body, head) = (dir.join("body"), dir.join("head"));
+    let out = run_with_timeout(
+        Command::new("curl")
+            .args(["-sS", "--max-time", "3", "-D"])
+            .arg(&head)
+            .arg("-o")
+            .arg(&body)
+            .arg(format!("http://127.0.0.1:{}/live.mjpeg", d.http_port)),
+        Duration::from_secs(20),
+    );
+    // curl ends the endless stream at --max-time (exit 28).
+    assert_eq!(out.status.code(), Some(28), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    let head = std::fs::read_to_string(&head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("Content-Type: multipart/x-mixed-replace; boundary=uavstreamframe\r\n"), "{head}");
+    let body = std::fs::read(&body).unwrap();
+    let parts = parts(&body);
+    assert!(parts.len() >= 10, "only {} parts in 3 s", parts.len());
+    for (i, p) in parts.iter().enumerate() {
+        assert_eq!(decode(p), Ok((640, 360)), "part {i}");
+    }
+    eprintln!(
+        "figure: curl got {} MJPEG parts in 3 s, {} bytes/part on average",
+        parts.len(),
+        body.len() / parts.len()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn http_snapshot_index_errors_and_slot_limit() {
+    let d = mjpeg_daemon(&["--max-http-clients", "2"]);
+    d.wait_for_log("stream: JPEG 640x360", Duration::from_secs(20));
+    let port = d.http_port;
+    let (head, body) = http_get(port, "GET /live.jpg HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("Content-Type: image/jpeg\r\n") && head.contains("Cache-Control: no-store\r\n"), "{head}");
+    assert!(head.contains(&format!("Content-Length: {}\r\n", body.len())), "{head}");
+    assert_eq!(decode(&body), Ok((640, 360)));
+    let (head, body) = http_get(port, "GET / HTTP/1.1\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("text/html"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("<img src=\"/live.mjpeg\""));
+    let (head, _) = http_get(port, "HEAD /live.jpg HTTP/1.0\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    for (req, status) in [
+        ("GET /nothing HTTP/1.1\r\n\r\n", "404"),
+        ("GET /live.h264 HTTP/1.1\r\n\r\n", "404"),
+        ("POST /live.jpg HTTP/1.1\r\nContent-Length: 0\r\n\r\n", "405"),
+        ("DELETE / HTTP/1.1\r\n\r\n", "405"),
+        ("GET / HTTP/3\r\n\r\n", "505"),
+        ("\x16\x03\x01 hello\r\n\r\n", "400"),
+    ] {
+        let (head, _) = http_get(port, req);
+        assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{req:?} -> {head}");
+    }
+    // Two slots: two streams play, a third connection gets 503, a slot frees on close.
+    let open = || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /live.mjpeg HTTP/1.1\r\n\r\n").unwrap();
+        let mut b = [0u8; 64];
+        s.read_exact(&mut b).unwrap();
+        assert!(b.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        s
+    };
+    let a = open();
+    let _b = open();
+    let (head, _) = http_get(port, "GET /live.jpg HTTP/1.1\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+    drop(a);
+    let t = Instant::now();
+    loop {
+        let (head, _) = http_get(port, "GET /live.jpg HTTP/1.1\r\n\r\n");
+        if head.starts_with("HTTP/1.1 200 ") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "slot not freed: {head}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_slow_http_client_skips_frames_and_stays_current() {
+    let d = mjpeg_daemon(&[]);
+    d.wait_for_log("stream: JPEG 640x360", Duration::from_secs(20));
+    let mut s = TcpStream::connect(("127.0.0.1", d.http_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /live.mjpeg HTTP/1.1\r\n\r\n").unwrap();
+    // Read nothing for 3 s (90 frames), then everything: the server queued at most one frame
+    // beyond what the kernel buffers hold, so far fewer than 90 parts arrive at once.
+    std::thread::sleep(Duration::from_secs(3));
+    let rss = {
+        let st = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
+        st.lines().find(|l| l.starts_with("VmRSS:")).unwrap().to_owned()
+    };
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(300) {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let backlog = parts(&got).len();
+    // 90 frames were made while it slept (and ~9 while it read); without skipping, all would come.
+    assert!(backlog < 70, "{backlog} parts were queued for a client that read nothing for 3 s");
+    eprintln!("figure: a client that read nothing for 3 s then got {backlog} parts at once; daemon {rss}");
+    assert!(d.log().contains("MJPEG stream started"));
+}
+
+#[test]
+fn headless_chromium_shows_a_frame_of_the_stream_page() {
+    let chromium = ["chromium", "chromium-browser"].into_iter().find(|c| common::have(c)).expect("chromium installed");
+    let d = mjpeg_daemon(&[]);
+    d.wait_for_log("stream: JPEG 640x360", Duration::from_secs(20));
+    let dir = std::env::temp_dir().join(format!("uavstream-chromium-{}-{}", std::process::id(), d.http_port));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let shot = dir.join("shot.png");
+    // `--timeout`, not `--virtual-time-budget`: virtual time waits for pending network fetches,
+    // and an MJPEG stream never finishes, so the budget never runs out (verified: it hangs).
+    let out = run_with_timeout(
+        Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--timeout=3000",
+                "--window-size=640,480",
+            ])
+            .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+            .arg(format!("--screenshot={}", shot.display()))
+            .arg(format!("http://127.0.0.1:{}/", d.http_port)),
+        Duration::from_secs(60),
+    );
+    let png = std::fs::read(&shot).unwrap_or_else(|e| {
+        panic!(
+            "no screenshot ({e}); chromium: {}\n{}\nserver:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            d.log()
+        )
+    });
+    let decoder = png::Decoder::new(std::io::Cursor::new(png));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    let channels = info.color_type.samples();
+    let luma: Vec<f64> = pixels[..info.buffer_size()]
+        .chunks_exact(channels)
+        .map(|p| f64::from(p[0]) * 0.299 + f64::from(p[1]) * 0.587 + f64::from(p[2]) * 0.114)
+        .collect();
+    let mean = luma.iter().sum::<f64>() / luma.len() as f64;
+    let variance = luma.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / luma.len() as f64;
+    assert!(variance > 500.0, "blank screenshot: {}x{} mean {mean:.1} variance {variance:.1}", info.width, info.height);
+    assert!(d.log().contains("MJPEG stream started"), "the page did not open the stream:\n{}", d.log());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn free_udp_port_pair() -> u16 {
+    let (_, _, port) = common::client_udp_pair();
+    port
+}
+
+fn check_push(codec: &str, depay: &[&str]) {
+    let port = free_udp_port_pair();
+    let dir = std::env::temp_dir().join(format!("uavstream-push-{codec}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sdp = dir.join("push.sdp");
+    let _ = std::fs::remove_file(&sdp);
+    let dest = format!("127.0.0.1:{port}");
+    let sdp_s = sdp.display().to_string();
+    let d = Daemon::start(&[
+        "--codec",
+        codec,
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--rtp-dest",
+        &dest,
+        "--dscp",
+        "46",
+        "--sdp-out",
+        &sdp_s,
+    ]);
+    d.wait_for_log("push mode: SDP written", Duration::from_secs(20));
+    assert!(d.log().contains("DSCP 46 (TOS 0xb8)"), "{}", d.log());
+    let text = std::fs::read_to_string(&sdp).unwrap();
+    assert!(text.contains("c=IN IP4 127.0.0.1\r\n"), "{text}");
+    let pt = if codec == "mjpeg" { 26 } else { 96 };
+    assert!(text.contains(&format!("m=video {port} RTP/AVP {pt}\r\n")), "{text}");
+    let eos = format!("eos-after={FRAMES}");
+    let loc = format!("location={sdp_s}");
+    let mut args = vec!["-e", "filesrc", &loc, "!", "sdpdemux", "latency=0", "!"];
+    args.extend_from_slice(depay);
+    args.extend_from_slice(&["!", "identity", &eos, "!", "fakesink"]);
+    let out = run_with_timeout(Command::new("gst-launch-1.0").args(&args), Duration::from_secs(40));
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && log.contains("Got EOS"),
+        "push {codec}: gst-launch:\n{log}\nSDP:\n{text}\nserver:\n{}",
+        d.log()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn gstreamer_receives_push_mode_jpeg_from_the_sdp_file() {
+    check_push("mjpeg", &["rtpjpegdepay", "!", "jpegdec"]);
+}
+
+#[test]
+fn gstreamer_receives_push_mode_h264_from_the_sdp_file() {
+    check_push("h264", &["rtph264depay", "!", "h264parse", "!", "avdec_h264"]);
+}
