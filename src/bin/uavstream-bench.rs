@@ -10,7 +10,10 @@
 //!   latency, and the uavstream/peer ratios.
 //! - `join`: late joiners against a live encoder on both servers, and against a passthrough
 //!   (file) stream: time from PLAY to the first IDR packet, and P-slices before it.
-//! - `all`: all three, in one run.
+//! - `mjpeg`: 720p30 MJPEG vs H.264 on the test pattern: bytes per frame and encoder CPU time per
+//!   frame (jpeg-encoder at `--jpeg-quality` vs OpenH264 at the daemon's default bitrate), then
+//!   the whole daemon's CPU with `--codec mjpeg` and `--codec h264`.
+//! - `all`: the first three, in one run.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 #[path = "bench/load.rs"]
@@ -41,6 +44,25 @@ enum Cmd {
     Join(JoinArgs),
     All(AllArgs),
     Soak(SoakArgs),
+    Mjpeg(MjpegArgs),
+}
+
+/// 720p30 MJPEG vs H.264: bytes per frame and CPU
+#[derive(FromArgs)]
+#[argh(subcommand, name = "mjpeg")]
+struct MjpegArgs {
+    /// frames encoded per codec [150]
+    #[argh(option, default = "150")]
+    frames: u32,
+    /// JPEG quality [80]
+    #[argh(option, default = "80")]
+    quality: u8,
+    /// bitrate of the H.264 encoder in bit/s, the daemon's default [2000000]
+    #[argh(option, default = "2_000_000")]
+    bitrate: u32,
+    /// seconds each daemon runs for its CPU figure [10]
+    #[argh(option, default = "10")]
+    seconds: u64,
 }
 
 /// long run: 16 clients plus churn; RSS, fds and slot use every minute
@@ -109,6 +131,7 @@ fn main() {
         Cmd::Server(a) => server_bench(&a),
         Cmd::Join(a) => join_bench(&a),
         Cmd::Soak(a) => soak(&a),
+        Cmd::Mjpeg(a) => mjpeg_bench(&a),
         Cmd::All(_) => {
             print_machine();
             encoder_bench(&EncoderArgs {
@@ -122,6 +145,97 @@ fn main() {
             println!();
             join_bench(&JoinArgs { joiners: 12, workdir: None });
         }
+    }
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(Duration::ZERO, Duration::from)
+}
+
+fn mjpeg_bench(a: &MjpegArgs) {
+    use uavstream::encode::jpeg::encode_pattern;
+    use uavstream::source::testpattern::TestPattern;
+    print_machine();
+    let (w, h, fps) = (1280usize, 720usize, 30u32);
+    let mut pattern = TestPattern::new(w, h);
+    let (mut jpeg_bytes, mut jpeg_cpu, mut h264_bytes, mut h264_cpu, mut idrs) =
+        (0usize, Duration::ZERO, 0usize, Duration::ZERO, 0);
+    let mut out = Vec::new();
+    let settings = EncoderSettings {
+        width: w as u32,
+        height: h as u32,
+        fps,
+        bitrate: a.bitrate,
+        idr_period: fps,
+        frame_skip: false,
+    };
+    let mut enc = new_encoder(&settings).expect("OpenH264");
+    let mut i420 = vec![0u8; w * h * 3 / 2];
+    for n in 0..a.frames {
+        pattern.render(u64::from(n));
+        let t = thread_cpu();
+        encode_pattern(&pattern, a.quality, &mut out).expect("JPEG");
+        jpeg_cpu += thread_cpu() - t;
+        jpeg_bytes += out.len();
+        i420[..w * h].copy_from_slice(&pattern.y);
+        i420[w * h..w * h * 5 / 4].copy_from_slice(&pattern.u);
+        i420[w * h * 5 / 4..].copy_from_slice(&pattern.v);
+        out.clear();
+        let t = thread_cpu();
+        encode_frame_i420(
+            &mut enc,
+            &i420,
+            (w, h),
+            Duration::from_millis(u64::from(n) * 1000 / u64::from(fps)),
+            false,
+            &mut out,
+        )
+        .expect("H.264");
+        h264_cpu += thread_cpu() - t;
+        h264_bytes += out.len();
+        idrs += usize::from(
+            uavstream::media::h264::annex_b(&out).any(|u| uavstream::media::h264::nal_unit_type(u) == Some(5)),
+        );
+    }
+    let n = a.frames.max(1) as usize;
+    let per = |b: usize| b / n;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3 / n as f64;
+    let pct = |d: Duration| ms(d) * f64::from(fps) / 10.0;
+    println!("720p30 test pattern, {} frames, encoder thread CPU time (one core):", a.frames);
+    println!(
+        "  MJPEG  jpeg-encoder q{:<3}      {:>7} bytes/frame  {:>6.0} kbit/s  {:>5.2} ms/frame  {:>5.1} % of a core at 30 fps",
+        a.quality,
+        per(jpeg_bytes),
+        per(jpeg_bytes) as f64 * 8.0 * f64::from(fps) / 1e3,
+        ms(jpeg_cpu),
+        pct(jpeg_cpu)
+    );
+    println!(
+        "  H.264  OpenH264 {:>5} kbit/s  {:>7} bytes/frame  {:>6.0} kbit/s  {:>5.2} ms/frame  {:>5.1} % of a core at 30 fps ({idrs} IDRs)",
+        a.bitrate / 1000,
+        per(h264_bytes),
+        per(h264_bytes) as f64 * 8.0 * f64::from(fps) / 1e3,
+        ms(h264_cpu),
+        pct(h264_cpu)
+    );
+    println!("  MJPEG/H.264: {:.1}x the bytes", jpeg_bytes as f64 / h264_bytes.max(1) as f64);
+    let bin = uavstream_bin();
+    println!("whole daemon, 1280x720@30 test pattern, no clients, {} s each (render + encode + packetize):", a.seconds);
+    let q = a.quality.to_string();
+    let br = a.bitrate.to_string();
+    for (name, args) in
+        [("mjpeg", vec!["--codec", "mjpeg", "--jpeg-quality", &q]), ("h264", vec!["--codec", "h264", "--bitrate", &br])]
+    {
+        let mut all = vec!["--width", "1280", "--height", "720", "--fps", "30"];
+        all.extend(args);
+        let server = peers::Server::uavstream(&bin, free_port(), &all);
+        std::thread::sleep(Duration::from_secs(2));
+        let (c0, t0) = (server.cpu_ticks(), Instant::now());
+        std::thread::sleep(Duration::from_secs(a.seconds));
+        let (c1, t1) = (server.cpu_ticks(), Instant::now());
+        let cpu = (c1 - c0) as f64 / (t1 - t0).as_secs_f64();
+        println!("  --codec {name:<5}  {cpu:>5.1} % CPU  RSS {} KiB", server.rss_kib());
     }
 }
 
