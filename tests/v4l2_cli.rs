@@ -34,3 +34,15 @@ fn pixel_formats_outside_the_supported_set_are_refused_before_any_device_is_open
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("RGB3 is not one uavstream captures (NV12, YU12, YUYV, MJPG, H264)"), "{err}");
 }
+
+#[test]
+fn mjpeg_from_a_camera_is_passed_through_never_re_encoded() {
+    let out = uavstream(&["--source", "v4l2", "--codec", "mjpeg", "--encoder", "software", "--port", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("use --encoder auto or passthrough"), "{err}");
+    let out = uavstream(&["--source", "v4l2", "--codec", "mjpeg", "--pixel-format", "NV12", "--port", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pixel-format NV12 cannot be"), "{err}");
+}

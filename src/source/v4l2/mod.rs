@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  camera fd ──POLLIN──▶ dequeue every ready buffer, keep the newest (older ones go back)
-//!     │ H.264 camera ─────────────────────────────▶ sink (passthrough, no re-encoding)
+//!     │ H.264 or MJPEG camera ────────────────────▶ sink (passthrough, no re-encoding)
 //!     │ raw + M2M encoder ─DMABUF (or copy)────────▶ encoder fd ──POLLIN──▶ sink
 //!     │ raw, no M2M encoder ─one copy into mailbox─▶ OpenH264 worker ─eventfd─▶ sink
 //! ```
@@ -31,7 +31,7 @@ use self::device::{
     monotonic_to_instant, open_node, poll_error, stride_alignment, BufferQueue, Dequeued, DmabufPlane, NodeInfo,
     RAW_FORMATS, SUPPORTED_FORMATS,
 };
-use super::{IdrControl, Pipeline, PollRequest, Sink};
+use super::{Codec, IdrControl, Pipeline, PollRequest, Sink};
 use crate::config::{Config, EncoderChoice};
 use crate::encode::v4l2_m2m::{find_encoder, InputPath, M2mEncoder, M2mSettings};
 
@@ -255,8 +255,10 @@ impl Drop for Capture {
 }
 
 enum Backend {
+    /// H.264 or MJPEG straight from the camera.
     Passthrough {
         force_key: bool,
+        codec: Codec,
     },
     #[cfg(feature = "software")]
     Software(crate::encode::software::SoftwarePipeline),
@@ -285,6 +287,10 @@ const CAPTURE_BUFFERS_M2M: u32 = 4;
 /// Builds the pipeline for `source=v4l2`: camera, then the encoder `--encoder` asks for
 /// (auto: passthrough for an H.264 camera, else an M2M H.264 encoder, else software).
 pub fn build(cfg: &Config) -> Result<Box<dyn Pipeline>, String> {
+    let jpeg = cfg.codec == Codec::Jpeg;
+    if jpeg && matches!(cfg.encoder, EncoderChoice::Software | EncoderChoice::V4l2) {
+        return Err("--codec mjpeg passes an MJPEG camera's frames through: use --encoder auto or passthrough".into());
+    }
     let wanted: Vec<[u8; 4]> = match (cfg.pixel_format, cfg.encoder) {
         (Some(f), _) if !SUPPORTED_FORMATS.contains(&f) => {
             return Err(format!(
@@ -293,7 +299,14 @@ pub fn build(cfg: &Config) -> Result<Box<dyn Pipeline>, String> {
                 SUPPORTED_FORMATS.map(fourcc_str).join(", ")
             ))
         }
+        (Some(f), _) if jpeg && f != *b"MJPG" => {
+            return Err(format!(
+                "--codec mjpeg streams the camera's own JPEG frames: pixel-format {} cannot be",
+                fourcc_str(f)
+            ))
+        }
         (Some(f), _) => vec![f],
+        (None, _) if jpeg => vec![*b"MJPG"],
         (None, EncoderChoice::Passthrough) => vec![*b"H264"],
         (None, EncoderChoice::Software | EncoderChoice::V4l2) => RAW_FORMATS.to_vec(),
         (None, EncoderChoice::Auto) => [[*b"H264"].as_slice(), &RAW_FORMATS].concat(),
@@ -303,10 +316,17 @@ pub fn build(cfg: &Config) -> Result<Box<dyn Pipeline>, String> {
     let mut cap = Capture::open(&node, &req)?;
     let raw = luma_bytes_per_pixel(cap.fourcc).is_some();
     if cap.fourcc == *b"MJPG" {
-        return Err(format!(
-            "{}: MJPG negotiated, but uavstream streams H.264 and has no JPEG decoder; choose --pixel-format NV12, YU12, YUYV or H264",
-            cap.describe()
-        ));
+        if !jpeg {
+            return Err(format!(
+                "{}: MJPG negotiated; stream it as RTP/JPEG with --codec mjpeg, or choose --pixel-format NV12, YU12, YUYV or H264 for H.264",
+                cap.describe()
+            ));
+        }
+        cap.start(CAPTURE_BUFFERS, false).map_err(|e| format!("{}: {e}", cap.describe()))?;
+        let desc = format!("v4l2 {} -> MJPEG passthrough (RTP/JPEG)", cap.describe());
+        log::info!("encoder: MJPEG passthrough — chosen because --codec mjpeg and the camera delivers JPEG frames");
+        let backend = Backend::Passthrough { force_key: false, codec: Codec::Jpeg };
+        return Ok(Box::new(V4l2Pipeline { backend, cap, desc, last_stats: Instant::now() }));
     }
     let (backend, why) = match (cfg.encoder, cap.fourcc == *b"H264") {
         (EncoderChoice::Auto | EncoderChoice::Passthrough, true) => {
@@ -315,7 +335,10 @@ pub fn build(cfg: &Config) -> Result<Box<dyn Pipeline>, String> {
             if force_key {
                 cap.force_key_frame();
             }
-            (Backend::Passthrough { force_key }, "the camera delivers H.264: streamed without re-encoding")
+            (
+                Backend::Passthrough { force_key, codec: Codec::H264 },
+                "the camera delivers H.264: streamed without re-encoding",
+            )
         }
         (EncoderChoice::Software | EncoderChoice::V4l2, true) => {
             return Err(format!("{}: the camera delivers H.264 already; use --encoder passthrough", cap.describe()))
@@ -358,7 +381,7 @@ pub fn build(cfg: &Config) -> Result<Box<dyn Pipeline>, String> {
         (_, false) => return Err(format!("{}: not a format uavstream can encode", cap.describe())),
     };
     let enc_desc = match &backend {
-        Backend::Passthrough { force_key } => format!(
+        Backend::Passthrough { force_key, .. } => format!(
             "H.264 passthrough ({})",
             if *force_key {
                 "IDR on request via FORCE_KEY_FRAME"
@@ -506,8 +529,8 @@ impl Pipeline for V4l2Pipeline {
 
     fn request_idr(&mut self) {
         match &mut self.backend {
-            Backend::Passthrough { force_key: true } => self.cap.force_key_frame(),
-            Backend::Passthrough { force_key: false } => {}
+            Backend::Passthrough { force_key: true, .. } => self.cap.force_key_frame(),
+            Backend::Passthrough { force_key: false, .. } => {}
             #[cfg(feature = "software")]
             Backend::Software(sw) => sw.request_idr(),
             Backend::M2m(enc) => {
@@ -518,13 +541,20 @@ impl Pipeline for V4l2Pipeline {
 
     fn idr_control(&self) -> IdrControl {
         match &self.backend {
-            Backend::Passthrough { force_key: false } => IdrControl::PassthroughOnly,
+            Backend::Passthrough { force_key: false, .. } => IdrControl::PassthroughOnly,
             _ => IdrControl::OnRequest,
         }
     }
 
     fn describe(&self) -> String {
         self.desc.clone()
+    }
+
+    fn codec(&self) -> Codec {
+        match &self.backend {
+            Backend::Passthrough { codec, .. } => *codec,
+            _ => Codec::H264,
+        }
     }
 
     fn parameter_sets(&self) -> Option<(Vec<u8>, Vec<u8>)> {
