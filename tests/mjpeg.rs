@@ -395,3 +395,46 @@ fn gstreamer_receives_push_mode_jpeg_from_the_sdp_file() {
 fn gstreamer_receives_push_mode_h264_from_the_sdp_file() {
     check_push("h264", &["rtph264depay", "!", "h264parse", "!", "avdec_h264"]);
 }
+
+#[test]
+fn jpegs_from_another_encoder_are_carried_or_refused_by_name() {
+    // ffmpeg's MJPEG encoder stands in for a camera: 4:2:0 with standard tables is carried; its
+    // optimised Huffman tables (RTP/JPEG receivers rebuild the standard ones) and its 4:2:2,
+    // which is Y 2x2 with C 1x2 rather than RFC 2435's Y 2x1 with C 1x1, are refused by name.
+    let dir = std::env::temp_dir().join(format!("uavstream-ffjpeg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    use uavstream::rtp::jpeg::JpegError;
+    for (pix_fmt, huffman, expect) in [
+        ("yuvj420p", "default", Ok(1)),
+        ("yuvj422p", "default", Err(JpegError::Sampling { luma: 0x22, chroma: 0x12 })),
+        ("yuvj420p", "optimal", Err(JpegError::HuffmanTable)),
+    ] {
+        let f = dir.join(format!("{pix_fmt}-{huffman}.jpg"));
+        let out = run_with_timeout(
+            Command::new("ffmpeg")
+                .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240", "-frames:v", "1"])
+                .args(["-pix_fmt", pix_fmt, "-huffman", huffman])
+                .arg(&f),
+            Duration::from_secs(30),
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let jpeg = std::fs::read(&f).unwrap();
+        match (uavstream::rtp::jpeg::parse(&jpeg), expect) {
+            (Ok(frame), Ok(kind)) => assert_eq!((frame.width, frame.height, frame.kind), (320, 240, kind)),
+            (Err(e), Err(want)) => assert_eq!(e, want),
+            (got, want) => panic!("{pix_fmt} {huffman}: {got:?}, expected {want:?}"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_http_request_that_never_completes_gets_408() {
+    let d = mjpeg_daemon(&["--request-timeout", "1"]);
+    let mut s = TcpStream::connect(("127.0.0.1", d.http_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /live.mjpeg HTTP/1.1\r\nHost: slowloris\r\n").unwrap();
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    assert!(all.starts_with(b"HTTP/1.1 408 "), "{:?}", String::from_utf8_lossy(&all));
+}

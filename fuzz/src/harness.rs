@@ -39,6 +39,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("rtp_h264_roundtrip", rtp_h264_roundtrip),
     ("cmdline", cmdline),
     ("base64", base64),
+    ("http_request", http_request),
+    ("rtp_jpeg_roundtrip", rtp_jpeg_roundtrip),
 ];
 
 /// Reads structured values off the fuzz input; past the end every read gives zeros / empty.
@@ -1055,4 +1057,63 @@ pub fn base64(data: &[u8]) {
     } else {
         assert!(!sdp.contains("sprop-parameter-sets"));
     }
+}
+
+/// HTTP request heads (MJPEG/snapshot listener): parsing never panics, a complete request is
+/// complete at every longer prefix with the same length, and every prefix of it is incomplete;
+/// routing and the response writers never panic.
+pub fn http_request(data: &[u8]) {
+    use uavstream::http::{self, Parsed};
+    let result = http::parse_request(data);
+    if let Ok(Parsed::Complete { request, consumed }) = result {
+        assert!(consumed <= data.len() && consumed <= http::MAX_HEAD_BYTES, "consumed {consumed}");
+        assert!(request.path.starts_with('/'), "path {:?}", request.path);
+        for cut in 0..consumed {
+            assert!(
+                !matches!(http::parse_request(&data[..cut]), Ok(Parsed::Complete { .. })),
+                "a {cut}-byte prefix of a {consumed}-byte head is already complete"
+            );
+        }
+        let _ = http::route(&request, "/live");
+    }
+    if let Err(e) = result {
+        let mut buf = [0u8; 512];
+        http::write_error(&mut WBuf::new(&mut buf), e.status()).expect("an error response fits 512 bytes");
+    }
+}
+
+/// RTP/JPEG: any input the JPEG parser accepts packetizes at any MTU and depacketizes back to a
+/// JPEG with the same scan bytes and quantization tables; the depacketizer never panics on raw
+/// payloads. The input's first two bytes pick the packet size.
+pub fn rtp_jpeg_roundtrip(data: &[u8]) {
+    use uavstream::rtp::jpeg::{self, Depacketizer, Packetizer};
+    let (max, jpeg_bytes) = match data {
+        [a, b, rest @ ..] => (256 + usize::from(u16::from_le_bytes([*a, *b])) % 1300, rest),
+        _ => return,
+    };
+    let mut de = Depacketizer::new();
+    let mut junk = vec![0u8; 4096];
+    let _ = de.push(jpeg_bytes, &mut WBuf::new(&mut junk));
+    let Ok(frame) = jpeg::parse(jpeg_bytes) else { return };
+    let mut pz = Packetizer::new(1, 0, max);
+    let mut pkts = pz.push(frame, 0);
+    let mut out = vec![0u8; jpeg_bytes.len() + 2048];
+    let mut w = WBuf::new(&mut out);
+    let mut de = Depacketizer::new();
+    let mut buf = vec![0u8; max];
+    let mut marker = false;
+    while let Some(r) = pkts.next(&mut buf) {
+        let info = r.expect("a max_packet buffer always fits a packet");
+        assert!(!marker && info.len <= max);
+        let (h, payload) = RtpHeader::parse(&buf[..info.len]).expect("valid RTP");
+        de.push(payload, &mut w).expect("our own packets depacketize");
+        marker = h.marker;
+    }
+    assert!(marker, "no marker bit on the last packet");
+    de.finish(&mut w).expect("EOI fits");
+    let len = w.len();
+    let back = jpeg::parse(&out[..len]).expect("the rebuilt JPEG parses");
+    assert_eq!(back.scan, frame.scan, "scan bytes differ after the round trip");
+    assert_eq!(back.qtables, frame.qtables, "quantization tables differ");
+    assert_eq!((back.width, back.height, back.rtp_type()), (frame.width, frame.height, frame.rtp_type()));
 }

@@ -67,8 +67,8 @@ pub enum JpegError {
     Precision(u8),
     /// Not 3 components (grayscale, CMYK).
     Components(u8),
-    /// Sampling other than 4:2:0 (type 1) or 4:2:2 (type 0); the luma factors `0xHV`.
-    Sampling(u8),
+    /// Sampling other than 4:2:0 (type 1) or 4:2:2 (type 0): luma and first chroma factors `0xHV`.
+    Sampling { luma: u8, chroma: u8 },
     /// Wider or taller than 2040 pixels, or zero.
     TooLarge { width: u16, height: u16 },
     /// Width or height not a multiple of 8.
@@ -94,11 +94,13 @@ impl fmt::Display for JpegError {
             }
             JpegError::Precision(p) => write!(f, "{p}-bit JPEG; RTP/JPEG carries 8-bit only"),
             JpegError::Components(n) => write!(f, "JPEG with {n} components; RTP/JPEG carries YCbCr (3)"),
-            JpegError::Sampling(hv) => write!(
+            JpegError::Sampling { luma, chroma } => write!(
                 f,
-                "luma sampling {}x{}; RTP/JPEG carries 4:2:0 (2x2) and 4:2:2 (2x1) with 1x1 chroma",
-                hv >> 4,
-                hv & 15
+                "sampling Y {}x{} C {}x{}; RTP/JPEG carries Y 2x2 (4:2:0) or 2x1 (4:2:2) with C 1x1",
+                luma >> 4,
+                luma & 15,
+                chroma >> 4,
+                chroma & 15
             ),
             JpegError::TooLarge { width, height } => {
                 write!(f, "{width}x{height} JPEG; RTP/JPEG carries 8..={MAX_DIMENSION} pixels per side")
@@ -246,13 +248,14 @@ pub fn parse(data: &[u8]) -> Result<JpegFrame<'_>, JpegError> {
         pos = next;
     };
     let (width, height, comps) = sof.ok_or(JpegError::Scan)?;
+    let sampling = JpegError::Sampling { luma: comps[0].1, chroma: comps[1].1 };
     let kind = match comps[0].1 {
         0x21 => 0,
         0x22 => 1,
-        hv => return Err(JpegError::Sampling(hv)),
+        _ => return Err(sampling),
     };
     if comps[1].1 != 0x11 || comps[2].1 != 0x11 {
-        return Err(JpegError::Sampling(comps[0].1));
+        return Err(sampling);
     }
     if width == 0 || height == 0 || width > MAX_DIMENSION || height > MAX_DIMENSION {
         return Err(JpegError::TooLarge { width, height });
@@ -680,7 +683,7 @@ mod tests {
         let progressive = with(&|e| e.set_progressive(true), 64, 64, ColorType::Rgb);
         assert_eq!(parse(&progressive), Err(JpegError::Progressive));
         let s444 = with(&|e| e.set_sampling_factor(SamplingFactor::R_4_4_4), 64, 64, ColorType::Rgb);
-        assert_eq!(parse(&s444), Err(JpegError::Sampling(0x11)));
+        assert_eq!(parse(&s444), Err(JpegError::Sampling { luma: 0x11, chroma: 0x11 }));
         let gray = with(&|_| {}, 64, 64, ColorType::Luma);
         assert_eq!(parse(&gray), Err(JpegError::Components(1)));
         let optimized = with(&|e| e.set_optimized_huffman_tables(true), 64, 64, ColorType::Rgb);
