@@ -388,21 +388,24 @@ impl<'c> EventLoop<'c> {
         if let Some((sps, pps)) = pipeline.parameter_sets().filter(|_| cfg.codec == Codec::H264) {
             hub.prime(&sps, &pps);
         }
+        // Video first: a taken HTTP port (HTTP is on by default, and 8080 is a popular port) is
+        // logged and HTTP stays off; RTSP and push mode still start.
         let http = match cfg.http_port {
             0 => None,
-            port => {
-                let l = TcpListener::bind((cfg.listen, port)).map_err(|e| {
-                    io::Error::new(e.kind(), format!("http-port: listen on {}:{port}: {e}", cfg.listen))
-                })?;
-                Some(http::Http::new(
+            port => match TcpListener::bind((cfg.listen, port)) {
+                Ok(l) => Some(http::Http::new(
                     l,
                     cfg.max_http_clients,
                     &cfg.path,
                     cfg.codec == Codec::Jpeg,
                     Duration::from_secs(u64::from(cfg.request_timeout)),
                     Duration::from_secs(u64::from(cfg.client_stall_timeout)),
-                )?)
-            }
+                )?),
+                Err(e) => {
+                    log::error!("http-port: listen on {}:{port}: {e}; HTTP is off (RTSP is not affected)", cfg.listen);
+                    None
+                }
+            },
         };
         let (push, push_origin) = match cfg.rtp_dest {
             None => (None, String::new()),

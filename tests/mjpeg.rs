@@ -438,3 +438,14 @@ fn an_http_request_that_never_completes_gets_408() {
     let _ = s.read_to_end(&mut all);
     assert!(all.starts_with(b"HTTP/1.1 408 "), "{:?}", String::from_utf8_lossy(&all));
 }
+
+#[test]
+fn a_taken_http_port_leaves_rtsp_running() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let d = Daemon::start(&["--codec", "mjpeg", "--width", "320", "--height", "240", "--http-port", &port]);
+    d.wait_for_log("HTTP is off", Duration::from_secs(10));
+    let mut c = RtspClient::connect(&d.url());
+    c.play_tcp();
+    assert!(c.next_frame().is_some(), "RTSP streams although HTTP could not listen");
+}
