@@ -126,8 +126,10 @@ impl Http {
     pub(super) fn interests(&self) -> impl Iterator<Item = (usize, RawFd, i16)> + '_ {
         self.conns.iter().enumerate().filter_map(|(i, c)| {
             let c = c.as_ref().filter(|c| !c.dead)?;
-            // Streaming clients are read too: that is how their hang-up is seen.
-            let mut ev = POLLIN;
+            // Streaming clients are read too: that is how their hang-up is seen. A closing one is
+            // not (after a half-close, EOF would keep it readable and the loop spinning); poll
+            // still reports its POLLHUP/POLLERR.
+            let mut ev = if c.state == State::Closing { 0 } else { POLLIN };
             if !c.idle() {
                 ev |= POLLOUT;
             }
