@@ -17,25 +17,8 @@ fn authed(d: &Daemon, user: &str, pass: &str) -> String {
 }
 
 fn ffmpeg_frames(url: &str, transport: &str) -> (usize, String) {
-    let out = run_with_timeout(
-        Command::new("ffmpeg").args([
-            "-nostdin",
-            "-v",
-            "error",
-            "-rtsp_transport",
-            transport,
-            "-i",
-            url,
-            "-frames:v",
-            "30",
-            "-f",
-            "framemd5",
-            "-",
-        ]),
-        Duration::from_secs(30),
-    );
-    let frames = String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count();
-    (frames, String::from_utf8_lossy(&out.stderr).into_owned())
+    let (frames, _, stderr) = common::ffmpeg_decode(url, transport, 30);
+    (frames, stderr)
 }
 
 #[test]

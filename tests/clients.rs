@@ -10,29 +10,8 @@ use common::{run_with_timeout, Daemon};
 
 const FRAMES: usize = 60;
 
-/// Decodes `FRAMES` frames with ffmpeg; returns (frames, dimensions line, stderr).
 fn ffmpeg_decode(url: &str, transport: &str) -> (usize, String, String) {
-    let out = run_with_timeout(
-        Command::new("ffmpeg").args([
-            "-nostdin",
-            "-v",
-            "error",
-            "-rtsp_transport",
-            transport,
-            "-i",
-            url,
-            "-frames:v",
-            &FRAMES.to_string(),
-            "-f",
-            "framemd5",
-            "-",
-        ]),
-        Duration::from_secs(40),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let frames = stdout.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).count();
-    let dims = stdout.lines().find(|l| l.starts_with("#dimensions")).unwrap_or("").to_owned();
-    (frames, dims, String::from_utf8_lossy(&out.stderr).into_owned())
+    common::ffmpeg_decode(url, transport, FRAMES)
 }
 
 fn check_ffmpeg(transport: &str) {

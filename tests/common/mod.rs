@@ -166,6 +166,32 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
     Output { status, stdout: o.join().unwrap(), stderr: e.join().unwrap() }
 }
 
+/// Decodes `frames` frames of `url` with ffmpeg over `transport` (`tcp`/`udp`) into framemd5;
+/// returns (frames decoded, the `#dimensions` line, ffmpeg's stderr).
+pub fn ffmpeg_decode(url: &str, transport: &str, frames: usize) -> (usize, String, String) {
+    let out = run_with_timeout(
+        Command::new("ffmpeg").args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-rtsp_transport",
+            transport,
+            "-i",
+            url,
+            "-frames:v",
+            &frames.to_string(),
+            "-f",
+            "framemd5",
+            "-",
+        ]),
+        Duration::from_secs(40),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let decoded = stdout.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).count();
+    let dims = stdout.lines().find(|l| l.starts_with("#dimensions")).unwrap_or("").to_owned();
+    (decoded, dims, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// A response from the server.
 #[derive(Debug)]
 pub struct Response {
