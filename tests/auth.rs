@@ -59,7 +59,7 @@ fn gstreamer_with_credentials_plays() {
             "!",
             "fakesink",
         ]),
-        Duration::from_secs(30),
+        Duration::from_secs(60),
     );
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && text.contains("Got EOS"), "{text}\n{}", d.log());
@@ -69,6 +69,7 @@ fn gstreamer_with_credentials_plays() {
             "-e",
             "rtspsrc",
             &format!("location={}", authed(&d, "pilot", "s3cr3t")),
+            "protocols=tcp",
             "!",
             "rtph264depay",
             "!",
