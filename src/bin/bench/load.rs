@@ -182,9 +182,16 @@ fn client_inner(url: &str, transport: Transport, w: Window) -> Result<ClientStat
     match udp {
         Some((rtp, _rtcp, _)) => {
             rtp.set_read_timeout(Some(Duration::from_millis(200))).ok();
+            // Like every real client: keep the session alive (the server expires silent ones).
+            let mut last_keepalive = Instant::now();
             while Instant::now() < w.end {
                 if let Ok((n, _)) = rtp.recv_from(&mut pkt) {
                     tr.packet(&pkt[..n], Instant::now(), &w);
+                }
+                if last_keepalive.elapsed() > Duration::from_secs(20) {
+                    send(&mut s, format!("GET_PARAMETER {url} RTSP/1.0\r\nSession: {session}\r\n\r\n"))?;
+                    read_response(&mut s, &mut buf)?;
+                    last_keepalive = Instant::now();
                 }
             }
         }
