@@ -198,7 +198,13 @@ fn client_inner(url: &str, transport: Transport, w: Window) -> Result<ClientStat
         None => {
             s.set_read_timeout(Some(Duration::from_millis(200))).ok();
             let mut tmp = vec![0u8; 262_144];
+            let mut last_keepalive = Instant::now();
             while Instant::now() < w.end {
+                if last_keepalive.elapsed() > Duration::from_secs(20) {
+                    // The response comes back among the interleaved frames and is skipped below.
+                    send(&mut s, format!("GET_PARAMETER {url} RTSP/1.0\r\nSession: {session}\r\n\r\n"))?;
+                    last_keepalive = Instant::now();
+                }
                 while buf.first() == Some(&b'$') && buf.len() >= 4 {
                     let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
                     if buf.len() < 4 + len {
