@@ -1128,6 +1128,13 @@ impl<'c> EventLoop<'c> {
                 log::info!("{peer}: PAUSE session {:016X}", self.server.sessions()[slot].id);
             }
             Event::Teardown { slot } => self.end_session(slot, "TEARDOWN"),
+            Event::SetBitrate { bps } => {
+                if self.pipeline.as_mut().is_some_and(|p| p.set_bitrate(bps)) {
+                    log::info!("{peer}: bitrate set to {} kbit/s", bps / 1000);
+                } else {
+                    log::warn!("{peer}: bitrate change to {bps} asked, but this source cannot change its bitrate");
+                }
+            }
         }
     }
 

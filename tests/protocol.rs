@@ -294,3 +294,36 @@ fn print_config_shows_every_value_and_its_origin() {
     assert!(line("port").contains("8554") && line("port").contains("(default)"), "{text}");
     assert!(text.contains("unknown key uavstream.bogus"), "{text}");
 }
+
+#[test]
+fn set_parameter_bitrate_changes_the_live_encoder() {
+    let d = Daemon::start(&["--width", "640", "--height", "360", "--bitrate", "3M"]);
+    let mut c = RtspClient::connect(&d.url());
+    let (session, _) = c.play_tcp();
+    let bytes_for = |c: &mut RtspClient, secs: u64| -> usize {
+        let t = Instant::now();
+        let mut n = 0;
+        while t.elapsed() < Duration::from_secs(secs) {
+            let f = c.next_frame().expect("stream");
+            if f.channel == 0 {
+                n += f.data.len();
+            }
+        }
+        n
+    };
+    bytes_for(&mut c, 1);
+    let before = bytes_for(&mut c, 2);
+    let url = c.url.clone();
+    let r = c.request_with_body(
+        "SET_PARAMETER",
+        &url,
+        &[("Session", &session), ("Content-Type", "text/parameters")],
+        "bitrate: 300000\r\n",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    d.wait_for_log("bitrate now 300 kbit/s", Duration::from_secs(5));
+    bytes_for(&mut c, 1);
+    let after = bytes_for(&mut c, 2);
+    eprintln!("figure: bytes per 2 s at 3 Mbit/s: {before}, after SET_PARAMETER bitrate 300000: {after}");
+    assert!(after * 3 < before, "bitrate did not drop: {before} -> {after}");
+}

@@ -563,6 +563,12 @@ impl SessionFuzz<'_> {
                 assert_ne!(before[slot].0, SessionState::Free);
                 assert_eq!(sessions[slot].state, SessionState::Free);
             }
+            Some(Event::SetBitrate { bps }) => {
+                assert_eq!(req.method.as_str(), "SET_PARAMETER");
+                assert!(uavstream::rtsp::session::BITRATE_RANGE.contains(&bps));
+                let after: Vec<(SessionState, u64)> = sessions.iter().map(|s| (s.state, s.id)).collect();
+                assert_eq!(before, after, "a bitrate change touched a session");
+            }
         }
         if status == 503 && header("Retry-After") == Some("5") {
             assert!(before.iter().all(|s| s.0 != SessionState::Free), "503 with a free slot");

@@ -46,6 +46,8 @@ struct Shared {
     ready: Mutex<VecDeque<Encoded>>,
     free: Mutex<Vec<Vec<u8>>>,
     force_idr: AtomicBool,
+    /// A new bitrate for the worker to apply (0: none pending).
+    new_bitrate: std::sync::atomic::AtomicU32,
     stop: AtomicBool,
     efd: EventFd,
     skipped: AtomicU64,
@@ -215,6 +217,7 @@ fn new_shared() -> io::Result<Arc<Shared>> {
         ready: Mutex::new(VecDeque::with_capacity(limits::ENCODED_QUEUE)),
         free: Mutex::new(Vec::with_capacity(limits::ENCODED_QUEUE + 2)),
         force_idr: AtomicBool::new(false),
+        new_bitrate: std::sync::atomic::AtomicU32::new(0),
         stop: AtomicBool::new(false),
         efd,
         skipped: AtomicU64::new(0),
@@ -266,7 +269,7 @@ impl SoftwarePipeline {
         let (s2, m2) = (Arc::clone(&shared), Arc::clone(&mailbox));
         let worker = std::thread::Builder::new()
             .name("h264-encoder".into())
-            .spawn(move || frame_worker(s2, m2, layout, encoder))?;
+            .spawn(move || frame_worker(s2, m2, layout, settings, encoder))?;
         let desc = format!(
             "software H.264 (OpenH264, constrained baseline, {} kbit/s, IDR every {} frames) of {} {}x{} camera frames on a worker thread",
             settings.bitrate / 1000,
@@ -326,7 +329,13 @@ fn deliver(shared: &Shared, buf: Vec<u8>, capture: Instant) -> bool {
     true
 }
 
-fn frame_worker(shared: Arc<Shared>, mailbox: Arc<Mailbox>, layout: RawLayout, mut encoder: Encoder) {
+fn frame_worker(
+    shared: Arc<Shared>,
+    mailbox: Arc<Mailbox>,
+    layout: RawLayout,
+    mut settings: EncoderSettings,
+    mut encoder: Encoder,
+) {
     let (w, h) = (layout.width as usize, layout.height as usize);
     let mut i420 = vec![0u8; w * h * 3 / 2];
     let mut start = None;
@@ -358,6 +367,7 @@ fn frame_worker(shared: Arc<Shared>, mailbox: Arc<Mailbox>, layout: RawLayout, m
             continue;
         }
         let t0 = *start.get_or_insert(capture);
+        apply_new_bitrate(&shared, &mut settings, &mut encoder);
         let force = shared.force_idr.swap(false, Ordering::AcqRel) || force_next_idr;
         let mut buf = shared.free.lock().map(|mut f| f.pop()).ok().flatten().unwrap_or_default();
         buf.clear();
@@ -431,7 +441,26 @@ pub fn to_i420(layout: &RawLayout, src: &[u8], dst: &mut [u8]) -> bool {
     true
 }
 
-fn worker(shared: Arc<Shared>, s: EncoderSettings, mut encoder: Encoder) {
+/// Applies a bitrate change asked for by the loop: OpenH264 has no safe live setter in the crate,
+/// so the encoder is rebuilt with the new rate (its first frame is an IDR, which every client can
+/// start from). On failure the old encoder stays.
+fn apply_new_bitrate(shared: &Shared, settings: &mut EncoderSettings, encoder: &mut Encoder) {
+    let bps = shared.new_bitrate.swap(0, Ordering::AcqRel);
+    if bps == 0 || bps == settings.bitrate {
+        return;
+    }
+    let wanted = EncoderSettings { bitrate: bps, ..*settings };
+    match new_encoder(&wanted) {
+        Ok(e) => {
+            *encoder = e;
+            *settings = wanted;
+            log::info!("software encoder: bitrate now {} kbit/s", bps / 1000);
+        }
+        Err(e) => log::warn!("software encoder: bitrate {bps} refused: {e}"),
+    }
+}
+
+fn worker(shared: Arc<Shared>, mut s: EncoderSettings, mut encoder: Encoder) {
     let mut pattern = TestPattern::new(s.width as usize, s.height as usize);
     let period = Duration::from_nanos(1_000_000_000 / u64::from(s.fps));
     let start = Instant::now();
@@ -454,6 +483,7 @@ fn worker(shared: Arc<Shared>, s: EncoderSettings, mut encoder: Encoder) {
         }
         pattern.render(frame_no);
         frame_no += 1;
+        apply_new_bitrate(&shared, &mut s, &mut encoder);
         let force = shared.force_idr.swap(false, Ordering::AcqRel) || force_next_idr;
         let mut buf = shared.free.lock().map(|mut f| f.pop()).ok().flatten().unwrap_or_default();
         buf.clear();
@@ -504,6 +534,11 @@ impl Pipeline for SoftwarePipeline {
 
     fn request_idr(&mut self) {
         self.shared.force_idr.store(true, Ordering::Release);
+    }
+
+    fn set_bitrate(&mut self, bps: u32) -> bool {
+        self.shared.new_bitrate.store(bps, Ordering::Release);
+        true
     }
 
     fn idr_control(&self) -> IdrControl {

@@ -89,10 +89,22 @@ impl Session {
 /// What the loop must do after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
-    Setup { slot: usize },
-    Play { slot: usize },
-    Pause { slot: usize },
-    Teardown { slot: usize },
+    Setup {
+        slot: usize,
+    },
+    Play {
+        slot: usize,
+    },
+    Pause {
+        slot: usize,
+    },
+    Teardown {
+        slot: usize,
+    },
+    /// `SET_PARAMETER` with `bitrate: N`: change the live encoder's bitrate (bit/s).
+    SetBitrate {
+        bps: u32,
+    },
 }
 
 /// The stream as it is right now, for DESCRIBE and PLAY.
@@ -382,14 +394,26 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
                 Ok(Some(Event::Teardown { slot }))
             }
             Method::GetParameter | Method::SetParameter => {
-                // Keepalives (GStreamer, VLC, ffmpeg): an empty body. We expose no parameters.
-                let status = if req.body.iter().all(u8::is_ascii_whitespace) { 200 } else { 451 };
+                // Keepalives (GStreamer, VLC, ffmpeg): an empty body. The one parameter is the
+                // live encoder's bitrate (`SET_PARAMETER` body `bitrate: N`, bit/s), for a ground
+                // station adapting to its radio link.
+                let (status, event) = if req.body.iter().all(u8::is_ascii_whitespace) {
+                    (200, None)
+                } else if req.method == Method::SetParameter {
+                    match parse_bitrate_parameter(req.body) {
+                        Some(Ok(bps)) => (200, Some(Event::SetBitrate { bps })),
+                        Some(Err(())) => (400, None),
+                        None => (451, None),
+                    }
+                } else {
+                    (451, None)
+                };
                 start(w, status, cseq)?;
                 if let Some(slot) = slot {
                     self.put_session(w, slot)?;
                 }
                 finish(w, None, &[])?;
-                Ok(None)
+                Ok(event)
             }
             Method::Announce | Method::Record | Method::Redirect => {
                 start(w, 405, cseq)?;
@@ -577,6 +601,20 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
         self.sessions.as_mut()[slot].state = SessionState::Free;
         Some(slot)
     }
+}
+
+/// Bounds of a bitrate set live (bit/s), as for the `bitrate` key.
+pub const BITRATE_RANGE: core::ops::RangeInclusive<u32> = 10_000..=100_000_000;
+
+/// `Some(Ok(bps))` for a body that is exactly one `bitrate: N` line with N in range, `Some(Err)`
+/// for a bitrate out of range or not a number, `None` for anything else.
+fn parse_bitrate_parameter(body: &[u8]) -> Option<Result<u32, ()>> {
+    let text = core::str::from_utf8(body).ok()?.trim();
+    let (name, value) = text.split_once(':')?;
+    if !name.trim().eq_ignore_ascii_case("bitrate") || value.contains(['\r', '\n']) {
+        return None;
+    }
+    Some(value.trim().parse::<u32>().ok().filter(|b| BITRATE_RANGE.contains(b)).ok_or(()))
 }
 
 /// Writes the track URL for `RTP-Info` from the request URL (aggregate or track).

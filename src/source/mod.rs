@@ -57,6 +57,11 @@ pub trait Pipeline {
     }
     /// Asks for the next access unit to be an IDR (ignored by passthrough pipelines).
     fn request_idr(&mut self);
+    /// Changes the encoder's bitrate while streaming; `false` when this pipeline cannot
+    /// (passthrough).
+    fn set_bitrate(&mut self, _bps: u32) -> bool {
+        false
+    }
     fn idr_control(&self) -> IdrControl;
     /// One line for the start-up log.
     fn describe(&self) -> String;

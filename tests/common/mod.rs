@@ -241,12 +241,21 @@ impl RtspClient {
     }
 
     pub fn request(&mut self, method: &str, uri: &str, headers: &[(&str, &str)]) -> Response {
+        self.request_with_body(method, uri, headers, "")
+    }
+
+    /// A request with a body (Content-Length added when the body is not empty).
+    pub fn request_with_body(&mut self, method: &str, uri: &str, headers: &[(&str, &str)], body: &str) -> Response {
         self.cseq += 1;
         let mut req = format!("{method} {uri} RTSP/1.0\r\nCSeq: {}\r\nUser-Agent: uavstream-tests\r\n", self.cseq);
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
+        if !body.is_empty() {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
         req.push_str("\r\n");
+        req.push_str(body);
         self.send_raw(req.as_bytes());
         let r = self.read_response().expect("response");
         assert_eq!(r.header("CSeq"), Some(self.cseq.to_string().as_str()), "CSeq echo");

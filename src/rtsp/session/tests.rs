@@ -175,6 +175,10 @@ fn errors_have_the_right_status_and_echo_cseq() {
         ("FOO", "rtsp://h/live", "", 501),
         ("OPTIONS", "*", "Require: funky-feature\r\n", 551),
         ("SET_PARAMETER", "rtsp://h/live", "Content-Length: 10\r\n\r\nbarparam", 451),
+        ("SET_PARAMETER", "rtsp://h/live", "Content-Length: 12\r\n\r\nbitrate: 5", 400),
+        ("SET_PARAMETER", "rtsp://h/live", "Content-Length: 14\r\n\r\nbitrate: abc", 400),
+        ("SET_PARAMETER", "rtsp://h/live", "Content-Length: 18\r\n\r\nbitrate: 1\r\nx: 2", 451),
+        ("GET_PARAMETER", "rtsp://h/live", "Content-Length: 9\r\n\r\nbitrate", 451),
     ];
     for (i, (m, uri, extra, status)) in cases.iter().enumerate() {
         let r = send(&mut srv, 1, req(m, uri, 100 + i as u32, extra).as_bytes(), 0);
@@ -331,4 +335,24 @@ fn format_heapless(cseq: &str) -> heapless::String<128> {
     let mut s = heapless::String::new();
     core::fmt::write(&mut s, format_args!("OPTIONS * RTSP/1.0\r\nCSeq: {cseq}\r\n\r\n")).unwrap();
     s
+}
+
+#[test]
+fn set_parameter_bitrate_is_an_event() {
+    let mut slots = [Session::FREE; 1];
+    let mut srv = server(&mut slots);
+    let r = send(
+        &mut srv,
+        1,
+        req(
+            "SET_PARAMETER",
+            "rtsp://h/live",
+            1,
+            "Content-Type: text/parameters\r\nContent-Length: 19\r\n\r\nbitrate: 500000\r\n",
+        )
+        .as_bytes(),
+        0,
+    );
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.event, Some(Event::SetBitrate { bps: 500_000 }));
 }

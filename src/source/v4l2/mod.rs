@@ -539,6 +539,15 @@ impl Pipeline for V4l2Pipeline {
         }
     }
 
+    fn set_bitrate(&mut self, bps: u32) -> bool {
+        match &mut self.backend {
+            Backend::Passthrough { .. } => false,
+            #[cfg(feature = "software")]
+            Backend::Software(sw) => sw.set_bitrate(bps),
+            Backend::M2m(enc) => enc.set_bitrate(bps),
+        }
+    }
+
     fn idr_control(&self) -> IdrControl {
         match &self.backend {
             Backend::Passthrough { force_key: false, .. } => IdrControl::PassthroughOnly,
