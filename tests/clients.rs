@@ -40,7 +40,7 @@ fn ffmpeg_decodes_over_udp() {
 }
 
 fn check_gstreamer(protocol: &str) {
-    let d = Daemon::start(&["--width", "640", "--height", "360"]);
+    let mut d = Daemon::start(&["--width", "640", "--height", "360"]);
     let out = run_with_timeout(
         Command::new("gst-launch-1.0").args([
             "-e",
@@ -63,7 +63,7 @@ fn check_gstreamer(protocol: &str) {
         Duration::from_secs(40),
     );
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "gst-launch over {protocol} failed:\n{text}\nserver:\n{}", d.log());
+    assert!(out.status.success(), "gst-launch over {protocol} failed:\n{text}\nserver:\n{}", d.log_for_failure());
     assert!(text.contains("Got EOS from element"), "no EOS after {FRAMES} decoded frames:\n{text}");
     assert!(!text.contains("ERROR") && !text.contains("WARNING"), "GStreamer reported problems:\n{text}");
 }

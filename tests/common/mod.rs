@@ -94,6 +94,17 @@ impl Daemon {
         self.log.lock().unwrap().clone()
     }
 
+    /// The log for a failure message: gives the reader thread a moment to catch up and says
+    /// whether the daemon is still running.
+    pub fn log_for_failure(&mut self) -> String {
+        std::thread::sleep(Duration::from_millis(500));
+        let state = match self.child.try_wait() {
+            Ok(Some(status)) => format!("daemon exited: {status}"),
+            _ => "daemon still running".to_owned(),
+        };
+        format!("{state}\n{}", self.log())
+    }
+
     pub fn wait_for_log(&self, needle: &str, limit: Duration) {
         let t = Instant::now();
         while !self.log().contains(needle) {
