@@ -309,6 +309,8 @@ fn make_clip(dir: &Path, seconds: u32) -> (PathBuf, PathBuf) {
 
 struct RunResult {
     cpu_pct: f64,
+    /// The kernel's part of it (system time).
+    sys_pct: f64,
     rss_mib: f64,
     loss_pct: f64,
     packets: u64,
@@ -334,9 +336,9 @@ fn measure(server: &peers::Server, n: usize, transport: load::Transport, seconds
     let url = server.url.clone();
     let clients = std::thread::spawn(move || load::run(&url, n, transport, window));
     std::thread::sleep(window.start.saturating_duration_since(Instant::now()));
-    let (c0, t0) = (server.cpu_ticks(), Instant::now());
+    let (c0, s0, t0) = (server.cpu_ticks(), server.sys_ticks(), Instant::now());
     std::thread::sleep(window.end.saturating_duration_since(Instant::now()));
-    let (c1, t1) = (server.cpu_ticks(), Instant::now());
+    let (c1, s1, t1) = (server.cpu_ticks(), server.sys_ticks(), Instant::now());
     let rss = server.rss_kib();
     let stats = clients.join().unwrap();
     let received: u64 = stats.iter().map(|s| s.packets).sum();
@@ -349,6 +351,7 @@ fn measure(server: &peers::Server, n: usize, transport: load::Transport, seconds
     }
     RunResult {
         cpu_pct: (c1 - c0) as f64 / t1.duration_since(t0).as_secs_f64(),
+        sys_pct: (s1 - s0) as f64 / t1.duration_since(t0).as_secs_f64(),
         rss_mib: rss as f64 / 1024.0,
         loss_pct: if received + lost == 0 { f64::NAN } else { lost as f64 * 100.0 / (received + lost) as f64 },
         packets: received,
@@ -374,11 +377,12 @@ fn server_bench(a: &ServerArgs) {
     );
     println!("1080p30 ~8 Mbit/s 1-s GOP clip served by uavstream (file: source) and gst-rtsp-server (shared factory), {} s counted per run", a.seconds);
     println!(
-        "{:<16} {:<4} {:>4} {:>7} {:>8} {:>7} {:>9} {:>17} {:>22} {:>6}",
+        "{:<16} {:<4} {:>4} {:>7} {:>7} {:>8} {:>7} {:>9} {:>17} {:>22} {:>6}",
         "server",
         "tx",
         "N",
         "cpu %",
+        "sys %",
         "RSS MiB",
         "loss %",
         "packets",
@@ -409,11 +413,12 @@ fn server_bench(a: &ServerArgs) {
             let r = measure(&server, n, tx, a.seconds);
             let lat = r.latency.map_or("-".to_owned(), |(p50, p99, max)| format!("{p50}/{p99}/{max}"));
             println!(
-                "{:<16} {:<4} {:>4} {:>7.1} {:>8.1} {:>7.3} {:>9} {:>17} {:>22} {:>6}",
+                "{:<16} {:<4} {:>4} {:>7.1} {:>7.1} {:>8.1} {:>7.3} {:>9} {:>17} {:>22} {:>6}",
                 which,
                 if tx == load::Transport::Udp { "udp" } else { "tcp" },
                 n,
                 r.cpu_pct,
+                r.sys_pct,
                 r.rss_mib,
                 r.loss_pct,
                 r.packets,

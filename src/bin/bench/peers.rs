@@ -87,6 +87,13 @@ impl Server {
         log.iter().rev().find_map(|(_, l)| Some(l.split(prefix).nth(1)?.split_whitespace().next()?.to_owned()))
     }
 
+    /// System (kernel) CPU time in clock ticks (1/100 s).
+    pub fn sys_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        after.split_whitespace().nth(12).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+
     /// User + system CPU time in clock ticks (1/100 s).
     pub fn cpu_ticks(&self) -> u64 {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
