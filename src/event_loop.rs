@@ -89,6 +89,8 @@ struct Conn {
     want_write: bool,
     close_after_flush: bool,
     dead: bool,
+    /// This connection has set up an interleaved session at some point.
+    had_interleaved: bool,
     /// Last complete request or interleaved frame from the client.
     last_input: Instant,
     /// When the first byte of a still incomplete request arrived.
@@ -879,6 +881,7 @@ impl<'c> EventLoop<'c> {
                 want_write: false,
                 close_after_flush: false,
                 dead: false,
+                had_interleaved: false,
                 last_input: now,
                 partial_since: None,
                 last_progress: now,
@@ -926,7 +929,19 @@ impl<'c> EventLoop<'c> {
             conn.dead = true;
             return;
         }
-        if conn.pending.is_empty() {
+        if conn.pending.is_empty() && conn.inlen > 0 {
+            // Requests that arrived while output was backed up: answer them now rather than
+            // wait for more input.
+            self.process_input(c, now);
+            let Some(conn) = self.conns[c].as_mut() else {
+                return;
+            };
+            if conn.flush(now).is_err() {
+                self.kill_conn(c, "write failed");
+                return;
+            }
+        }
+        if self.conns[c].as_ref().is_some_and(|conn| conn.pending.is_empty()) {
             for s in 0..self.slots.len() {
                 if self.slots[s].conn == Some(c) {
                     self.pump(s, now);
@@ -988,11 +1003,13 @@ impl<'c> EventLoop<'c> {
                 Ok(Input::Interleaved { channel, data, consumed }) => {
                     conn.last_input = now;
                     consumed_total += consumed;
-                    if !self.slots.iter().any(|s| s.conn == Some(c)) {
-                        // Binary frames on a connection without an interleaved session: not a
-                        // client we understand. Close rather than guess.
+                    if !conn.had_interleaved && !self.slots.iter().any(|s| s.conn == Some(c)) {
+                        // Binary frames on a connection that never set up an interleaved session:
+                        // not a client we understand. Answer what is queued, then close. (A client
+                        // that had one may still send a last RTCP BYE after TEARDOWN: ignored.)
                         log::info!("{peer}: interleaved data without an interleaved session; closing");
-                        conn.dead = true;
+                        conn.close_after_flush = true;
+                        consumed_total = inlen;
                         break;
                     }
                     let slot = self.slots.iter().position(|s| s.conn == Some(c) && s.channels.1 == channel);
@@ -1108,6 +1125,9 @@ impl<'c> EventLoop<'c> {
                         s.rtcp_dest = Some(SocketAddr::new(peer.ip(), client_rtcp));
                     }
                     Delivery::Interleaved { rtp_channel, rtcp_channel } => {
+                        if let Some(conn) = self.conns[c].as_mut() {
+                            conn.had_interleaved = true;
+                        }
                         s.conn = Some(c);
                         s.channels = (rtp_channel, rtcp_channel);
                     }

@@ -327,3 +327,22 @@ fn set_parameter_bitrate_changes_the_live_encoder() {
     eprintln!("figure: bytes per 2 s at 3 Mbit/s: {before}, after SET_PARAMETER bitrate 300000: {after}");
     assert!(after * 3 < before, "bitrate did not drop: {before} -> {after}");
 }
+
+#[test]
+fn rtcp_bye_right_after_teardown_does_not_lose_the_answer() {
+    // GStreamer sends its last RTCP (a BYE) on the interleaved channel around TEARDOWN; the
+    // TEARDOWN answer must still arrive and the frame be ignored.
+    let d = Daemon::start(&["--width", "160", "--height", "120"]);
+    let mut c = RtspClient::connect(&d.url());
+    let (session, _) = c.play_tcp();
+    let url = c.url.clone();
+    let mut bytes = format!("TEARDOWN {url} RTSP/1.0\r\nCSeq: 50\r\nSession: {session}\r\n\r\n").into_bytes();
+    let bye = [0x81u8, 203, 0, 1, 0, 0, 0, 7];
+    bytes.extend_from_slice(&[b'$', 1, 0, bye.len() as u8]);
+    bytes.extend_from_slice(&bye);
+    c.send_raw(&bytes);
+    let r = c.read_response().expect("TEARDOWN answered");
+    assert_eq!((r.status, r.header("CSeq")), (200, Some("50")));
+    // The connection stays usable.
+    assert_eq!(c.request("OPTIONS", &url, &[]).status, 200);
+}
