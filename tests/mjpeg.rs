@@ -33,28 +33,9 @@ fn decode(jpeg: &[u8]) -> Result<(u16, u16), String> {
 
 fn check_ffmpeg(transport: &str) {
     let d = mjpeg_daemon(&[]);
-    let out = run_with_timeout(
-        Command::new("ffmpeg").args([
-            "-nostdin",
-            "-v",
-            "error",
-            "-rtsp_transport",
-            transport,
-            "-i",
-            &d.url(),
-            "-frames:v",
-            &FRAMES.to_string(),
-            "-f",
-            "framemd5",
-            "-",
-        ]),
-        Duration::from_secs(40),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let frames = stdout.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).count();
+    let (frames, dims, stderr) = common::ffmpeg_decode(&d.url(), transport, FRAMES);
     assert_eq!(frames, FRAMES, "ffmpeg over {transport}: {frames} frames; stderr:\n{stderr}\nserver:\n{}", d.log());
-    assert!(stdout.lines().any(|l| l.starts_with("#dimensions") && l.ends_with("640x360")), "{stdout}");
+    assert!(dims.ends_with("640x360"), "{dims}");
     assert!(stderr.trim().is_empty(), "ffmpeg reported errors over {transport}:\n{stderr}");
 }
 
