@@ -115,7 +115,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("http-port", "8080", "HTTP port for /PATH.mjpeg, /PATH.jpg and /; 0 = off"),
     ("max-http-clients", "8", "HTTP connection slots, allocated at start; more get 503"),
     ("rtp-dest", "", "HOST:PORT: also push the RTP stream there over UDP, without RTSP"),
-    ("dscp", "0", "DSCP of pushed RTP packets (IP_TOS = dscp << 2), e.g. 46 (EF); 0 = unmarked"),
+    ("dscp", "0", "DSCP of all media packets: RTP/RTCP over UDP, RTSP and HTTP connections, push mode (IP_TOS = dscp << 2), e.g. 46 (EF); 0 = unmarked"),
     ("sdp-out", "", "file to write the SDP a push-mode receiver needs"),
 ];
 

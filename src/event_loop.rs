@@ -236,6 +236,8 @@ pub struct EventLoop<'c> {
     restart_backoff: Duration,
     /// Fault injection: the current pipeline's output is discarded (looks stalled).
     fault_stalled: bool,
+    /// DSCP for media sockets (`--dscp`; 0 = unmarked).
+    dscp: u8,
     hub: Hub,
     server: Server<'c, Vec<Session>>,
     conns: Vec<Option<Conn>>,
@@ -319,21 +321,30 @@ fn bind_udp_pairs(ip: IpAddr, range: (u16, u16), count: usize) -> io::Result<Vec
     Ok(pairs)
 }
 
-/// The push-mode socket: unbound port, non-blocking, DSCP set (IP_TOS / IPV6_TCLASS = dscp << 2).
+/// Marks a socket's packets with `dscp` (IP_TOS / IPV6_TCLASS = dscp << 2); 0 leaves them
+/// unmarked. An IPv6 socket gets both, so IPv4-mapped peers of a dual-stack socket are marked too.
+pub(crate) fn set_dscp<S: std::os::fd::AsFd>(sock: &S, ipv6: bool, dscp: u8) -> io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if dscp == 0 {
+        return Ok(());
+    }
+    let tos = i32::from(dscp) << 2;
+    if ipv6 {
+        setsockopt(sock, sockopt::Ipv6TClass, &tos).map_err(io::Error::from)?;
+        let _ = setsockopt(sock, sockopt::IpTos, &tos);
+        Ok(())
+    } else {
+        setsockopt(sock, sockopt::IpTos, &tos).map_err(io::Error::from)
+    }
+}
+
+/// The push-mode socket: unbound port, non-blocking, DSCP set.
 /// Returns it with our address towards `dest` (for the SDP's `o=`).
 fn push_socket(dest: SocketAddr, dscp: u8) -> io::Result<(UdpSocket, IpAddr)> {
-    use nix::sys::socket::{setsockopt, sockopt};
     let any: IpAddr = if dest.is_ipv4() { [0, 0, 0, 0].into() } else { std::net::Ipv6Addr::UNSPECIFIED.into() };
     let sock = UdpSocket::bind((any, 0))?;
     sock.set_nonblocking(true)?;
-    if dscp > 0 {
-        let tos = i32::from(dscp) << 2;
-        if dest.is_ipv4() {
-            setsockopt(&sock, sockopt::IpTos, &tos).map_err(io::Error::from)?;
-        } else {
-            setsockopt(&sock, sockopt::Ipv6TClass, &tos).map_err(io::Error::from)?;
-        }
-    }
+    set_dscp(&sock, dest.is_ipv6(), dscp)?;
     // The address the kernel would send from, found with a throwaway connected socket.
     let probe = UdpSocket::bind((any, 0))?;
     let origin = probe.connect(dest).and_then(|_| probe.local_addr()).map_or(any, |a| a.ip());
@@ -355,6 +366,10 @@ impl<'c> EventLoop<'c> {
             .map_err(|e| io::Error::new(e.kind(), format!("listen on {}:{}: {e}", cfg.listen, cfg.port)))?;
         listener.set_nonblocking(true)?;
         let pairs = bind_udp_pairs(cfg.listen, cfg.rtp_ports, cfg.max_clients)?;
+        for (rtp, rtcp, _) in &pairs {
+            set_dscp(rtp, cfg.listen.is_ipv6(), cfg.dscp)?;
+            set_dscp(rtcp, cfg.listen.is_ipv6(), cfg.dscp)?;
+        }
         let mut sessions = vec![Session::FREE; cfg.max_clients];
         let mut slots = Vec::with_capacity(cfg.max_clients);
         for (s, (rtp, rtcp, ports)) in sessions.iter_mut().zip(pairs) {
@@ -450,6 +465,7 @@ impl<'c> EventLoop<'c> {
             restart_at: None,
             restart_backoff: RESTART_BACKOFF_MIN,
             fault_stalled: false,
+            dscp: cfg.dscp,
             hub,
             server,
             conns: (0..n_conns).map(|_| None).collect(),
@@ -863,6 +879,8 @@ impl<'c> EventLoop<'c> {
             }
             let _ = stream.set_nodelay(true);
             let _ = nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::SndBuf, &limits::TCP_SEND_BUFFER);
+            // Interleaved RTP rides on this connection: mark it like the UDP media.
+            let _ = set_dscp(&stream, peer.is_ipv6(), self.dscp);
             let local_ip = stream.local_addr().map_or(self.cfg_listen(), |a| a.ip().to_canonical());
             let id = ConnId(self.next_conn_id);
             self.next_conn_id += 1;

@@ -110,7 +110,7 @@ struct Flags {
     /// HOST:PORT: also push the RTP stream there over UDP, without RTSP
     #[argh(option)]
     rtp_dest: Option<String>,
-    /// DSCP of pushed RTP packets, e.g. 46; 0 = unmarked [0]
+    /// DSCP of all media packets (RTP/RTCP over UDP, RTSP and HTTP connections, push mode), e.g. 46; 0 = unmarked [0]
     #[argh(option)]
     dscp: Option<String>,
     /// file to write the SDP a push-mode receiver needs

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{run_with_timeout, Daemon, RtspClient};
+use common::{recv_with_tos, run_with_timeout, Daemon, RtspClient};
 use uavstream::rtp::header::RtpHeader;
 use uavstream::rtp::jpeg::Depacketizer;
 use uavstream::wbuf::WBuf;
@@ -429,42 +429,6 @@ fn a_taken_http_port_leaves_rtsp_running() {
     let mut c = RtspClient::connect(&d.url());
     c.play_tcp();
     assert!(c.next_frame().is_some(), "RTSP streams although HTTP could not listen");
-}
-
-/// Receives one datagram with its IP TOS byte (IP_RECVTOS), as the network sees the marking.
-#[allow(unsafe_code)]
-fn recv_with_tos(sock: &std::net::UdpSocket, buf: &mut [u8]) -> (usize, Option<u8>) {
-    use std::os::fd::AsRawFd;
-    let one: libc::c_int = 1;
-    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: a valid socket fd, and a pointer to a c_int of the length passed.
-    let r = unsafe {
-        libc::setsockopt(sock.as_raw_fd(), libc::IPPROTO_IP, libc::IP_RECVTOS, (&one as *const libc::c_int).cast(), len)
-    };
-    assert_eq!(r, 0, "IP_RECVTOS");
-    let mut cmsg = [0u64; 16];
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cmsg.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&cmsg) as _;
-    // SAFETY: `msg` points at live buffers of the lengths it gives for the whole call.
-    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) };
-    assert!(n > 0, "no datagram: {}", std::io::Error::last_os_error());
-    let mut tos = None;
-    // SAFETY: the CMSG_* walk stays inside msg_control as filled in by recvmsg.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_TOS {
-                tos = Some(*libc::CMSG_DATA(c));
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-    }
-    (n as usize, tos)
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{client_udp_pair, make_clip, rtp_nal_type, rtp_seq, run_with_timeout, Daemon, RtspClient};
+use common::{client_udp_pair, make_clip, recv_with_tos, rtp_nal_type, rtp_seq, run_with_timeout, Daemon, RtspClient};
 use uavstream::media::h264::{annex_b, nal_unit_type};
 use uavstream::rtp::h264::Depacketizer;
 use uavstream::wbuf::WBuf;
@@ -345,4 +345,36 @@ fn rtcp_bye_right_after_teardown_does_not_lose_the_answer() {
     assert_eq!((r.status, r.header("CSeq")), (200, Some("50")));
     // The connection stays usable.
     assert_eq!(c.request("OPTIONS", &url, &[]).status, 200);
+}
+
+#[test]
+fn dscp_marks_rtsp_udp_media_on_the_wire() {
+    let d = Daemon::start(&["--width", "320", "--height", "240", "--dscp", "46"]);
+    let mut c = RtspClient::connect(&d.url());
+    let url = c.url.clone();
+    let (rtp, _rtcp, port) = client_udp_pair();
+    let transport = format!("RTP/AVP;unicast;client_port={port}-{}", port + 1);
+    let r = c.request("SETUP", &format!("{url}/trackID=0"), &[("Transport", &transport)]);
+    assert_eq!(r.status, 200, "{}", d.log());
+    let session = r.session();
+    assert_eq!(c.request("PLAY", &url, &[("Session", &session)]).status, 200);
+    let mut buf = [0u8; 2048];
+    let (n, tos) = recv_with_tos(&rtp, &mut buf);
+    assert!(n > 12 && buf[1] & 0x7f == 96, "an RTP/H.264 packet");
+    assert_eq!(tos, Some(46 << 2), "IP TOS = DSCP 46 (EF) << 2 on RTSP-negotiated UDP media");
+}
+
+#[test]
+fn without_dscp_media_is_unmarked() {
+    let d = Daemon::start(&["--width", "320", "--height", "240"]);
+    let mut c = RtspClient::connect(&d.url());
+    let url = c.url.clone();
+    let (rtp, _rtcp, port) = client_udp_pair();
+    let transport = format!("RTP/AVP;unicast;client_port={port}-{}", port + 1);
+    let r = c.request("SETUP", &format!("{url}/trackID=0"), &[("Transport", &transport)]);
+    assert_eq!(r.status, 200, "{}", d.log());
+    assert_eq!(c.request("PLAY", &url, &[("Session", &r.session())]).status, 200);
+    let mut buf = [0u8; 2048];
+    let (_, tos) = recv_with_tos(&rtp, &mut buf);
+    assert_eq!(tos, Some(0));
 }

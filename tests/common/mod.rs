@@ -442,3 +442,39 @@ pub fn make_clip(path: &std::path::Path, size: &str, seconds: u32, gop: u32) {
     );
     assert!(out.status.success(), "ffmpeg clip: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Receives one datagram with its IP TOS byte (IP_RECVTOS), as the network sees the marking.
+#[allow(unsafe_code)]
+pub fn recv_with_tos(sock: &std::net::UdpSocket, buf: &mut [u8]) -> (usize, Option<u8>) {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a valid socket fd, and a pointer to a c_int of the length passed.
+    let r = unsafe {
+        libc::setsockopt(sock.as_raw_fd(), libc::IPPROTO_IP, libc::IP_RECVTOS, (&one as *const libc::c_int).cast(), len)
+    };
+    assert_eq!(r, 0, "IP_RECVTOS");
+    let mut cmsg = [0u64; 16];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cmsg) as _;
+    // SAFETY: `msg` points at live buffers of the lengths it gives for the whole call.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) };
+    assert!(n > 0, "no datagram: {}", std::io::Error::last_os_error());
+    let mut tos = None;
+    // SAFETY: the CMSG_* walk stays inside msg_control as filled in by recvmsg.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_TOS {
+                tos = Some(*libc::CMSG_DATA(c));
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    (n as usize, tos)
+}
