@@ -36,13 +36,27 @@ fn pixel_formats_outside_the_supported_set_are_refused_before_any_device_is_open
 }
 
 #[test]
-fn mjpeg_from_a_camera_is_passed_through_never_re_encoded() {
-    let out = uavstream(&["--source", "v4l2", "--codec", "mjpeg", "--encoder", "software", "--port", "1"]);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("use --encoder auto or passthrough"), "{err}");
-    let out = uavstream(&["--source", "v4l2", "--codec", "mjpeg", "--pixel-format", "NV12", "--port", "1"]);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("pixel-format NV12 cannot be"), "{err}");
+fn a_coded_pixel_format_that_is_not_the_streamed_codec_is_refused_before_any_device_is_opened() {
+    // An MJPEG camera cannot feed an H.264 stream (no decoder) and vice versa; raw formats can
+    // feed either (encoded), so only the coded mismatch is refused.
+    for (codec, pixel_format, want) in [
+        ("mjpeg", "H264", "pixel-format H264 cannot be streamed as MJPEG"),
+        ("h264", "MJPG", "pixel-format MJPG cannot be streamed as H.264"),
+    ] {
+        let out = uavstream(&[
+            "--source",
+            "v4l2",
+            "--codec",
+            codec,
+            "--pixel-format",
+            pixel_format,
+            "--device",
+            "/dev/null",
+            "--port",
+            "1",
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{err}");
+    }
 }

@@ -179,6 +179,7 @@ fn run(
         fps: args.fps,
         bitrate: 2_000_000,
         idr_period: 30,
+        jpeg_quality: 80,
         dmabuf,
     };
     let mut encoder = open_m2m(&mut cap, enc, settings)?;

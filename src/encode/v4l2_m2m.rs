@@ -51,7 +51,7 @@ impl std::fmt::Display for InputPath {
 
 #[derive(Debug, Clone, Copy)]
 pub struct M2mSettings {
-    /// Coded format on the CAPTURE queue: H264 (FWHT for vicodec in tests).
+    /// Coded format on the CAPTURE queue: H264, MJPG or JPEG (FWHT for vicodec in tests).
     pub codec: [u8; 4],
     /// Raw format on the OUTPUT queue.
     pub input: [u8; 4],
@@ -62,6 +62,8 @@ pub struct M2mSettings {
     pub fps: u32,
     pub bitrate: u32,
     pub idr_period: u32,
+    /// JPEG quality (1–100) for `MJPG`/`JPEG` encoders with a quality control.
+    pub jpeg_quality: u8,
     /// Try DMABUF import first (false: go straight to the copy path, for comparisons).
     pub dmabuf: bool,
 }
@@ -160,7 +162,15 @@ impl M2mEncoder {
             None => log::debug!("{name}: no frame-rate control (S_PARM)"),
         }
         use bindings as b;
-        ctrl(&fd, b::V4L2_CID_MPEG_VIDEO_BITRATE, s.bitrate as i32, "BITRATE");
+        let jpeg = matches!(&s.codec, b"MJPG" | b"JPEG");
+        if jpeg {
+            // bcm2835-codec's image encoder takes a quality; its video encoder's MJPG is
+            // rate-controlled (the bitrate then comes from the quality, see the caller).
+            ctrl(&fd, b::V4L2_CID_JPEG_COMPRESSION_QUALITY, i32::from(s.jpeg_quality), "JPEG_COMPRESSION_QUALITY");
+        }
+        if s.codec != *b"JPEG" {
+            ctrl(&fd, b::V4L2_CID_MPEG_VIDEO_BITRATE, s.bitrate as i32, "BITRATE");
+        }
         if s.codec == *b"H264" {
             ctrl(
                 &fd,
@@ -179,7 +189,9 @@ impl M2mEncoder {
             // SPS/PPS before every IDR: a joining RTSP client needs them in-band.
             ctrl(&fd, b::V4L2_CID_MPEG_VIDEO_REPEAT_SEQ_HEADER, 1, "REPEAT_SEQ_HEADER");
         }
-        ctrl(&fd, b::V4L2_CID_MPEG_VIDEO_GOP_SIZE, s.idr_period as i32, "GOP_SIZE");
+        if !jpeg {
+            ctrl(&fd, b::V4L2_CID_MPEG_VIDEO_GOP_SIZE, s.idr_period as i32, "GOP_SIZE");
+        }
         let has_force_key = ioctl::queryctrl::<bindings::v4l2_queryctrl>(
             &fd,
             ioctl::CtrlId::new(b::V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME).map_err(|e| e.to_string())?,

@@ -6,6 +6,7 @@
 //!     │ H.264 or MJPEG camera ────────────────────▶ sink (passthrough, no re-encoding)
 //!     │ raw + M2M encoder ─DMABUF (or copy)────────▶ encoder fd ──POLLIN──▶ sink
 //!     │ raw, no M2M encoder ─one copy into mailbox─▶ OpenH264 worker ─eventfd─▶ sink
+//!     │                  (--codec mjpeg: M2M MJPG/JPEG encoder, or the software JPEG worker)
 //! ```
 //!
 //! Invariants: every fd is non-blocking and polled by the loop; no ioctl waits. Buffers are few
@@ -262,6 +263,8 @@ enum Backend {
     },
     #[cfg(feature = "software")]
     Software(crate::encode::software::SoftwarePipeline),
+    /// Raw frames JPEG-encoded in software (`--codec mjpeg`, no M2M JPEG encoder).
+    Jpeg(crate::encode::jpeg::JpegPipeline),
     M2m(Box<M2mEncoder>),
 }
 
@@ -271,6 +274,7 @@ pub struct V4l2Pipeline {
     backend: Backend,
     cap: Capture,
     desc: String,
+    codec: Codec,
     last_stats: Instant,
 }
 
@@ -284,13 +288,14 @@ impl std::fmt::Debug for V4l2Pipeline {
 const CAPTURE_BUFFERS: u32 = 3;
 const CAPTURE_BUFFERS_M2M: u32 = 4;
 
-/// Builds the pipeline for `source=v4l2`: camera, then the encoder `--encoder` asks for
-/// (auto: passthrough for an H.264 camera, else an M2M H.264 encoder, else software).
+/// Builds the pipeline for `source=v4l2`: camera, then the encoder `--codec` and `--encoder`
+/// ask for. H.264 (auto): passthrough for an H.264 camera, else an M2M H.264 encoder, else
+/// software. MJPEG (auto): passthrough for an MJPEG camera, else an M2M JPEG encoder
+/// (bcm2835-codec's MJPG or JPEG node), else software JPEG.
 pub fn build(cfg: &Config) -> Result<Box<dyn Pipeline>, String> {
     let jpeg = cfg.codec == Codec::Jpeg;
-    if jpeg && matches!(cfg.encoder, EncoderChoice::Software | EncoderChoice::V4l2) {
-        return Err("--codec mjpeg passes an MJPEG camera's frames through: use --encoder auto or passthrough".into());
-    }
+    // What the camera delivers when it already encodes what we stream.
+    let coded: [u8; 4] = if jpeg { *b"MJPG" } else { *b"H264" };
     let wanted: Vec<[u8; 4]> = match (cfg.pixel_format, cfg.encoder) {
         (Some(f), _) if !SUPPORTED_FORMATS.contains(&f) => {
             return Err(format!(
@@ -299,88 +304,103 @@ pub fn build(cfg: &Config) -> Result<Box<dyn Pipeline>, String> {
                 SUPPORTED_FORMATS.map(fourcc_str).join(", ")
             ))
         }
-        (Some(f), _) if jpeg && f != *b"MJPG" => {
+        (Some(f), _) if luma_bytes_per_pixel(f).is_none() && f != coded => {
             return Err(format!(
-                "--codec mjpeg streams the camera's own JPEG frames: pixel-format {} cannot be",
-                fourcc_str(f)
+                "pixel-format {} cannot be streamed as {}: choose {} or a raw format ({})",
+                fourcc_str(f),
+                codec_name(cfg.codec),
+                fourcc_str(coded),
+                RAW_FORMATS.map(fourcc_str).join(", ")
             ))
         }
         (Some(f), _) => vec![f],
-        (None, _) if jpeg => vec![*b"MJPG"],
-        (None, EncoderChoice::Passthrough) => vec![*b"H264"],
+        (None, EncoderChoice::Passthrough) => vec![coded],
         (None, EncoderChoice::Software | EncoderChoice::V4l2) => RAW_FORMATS.to_vec(),
-        (None, EncoderChoice::Auto) => [[*b"H264"].as_slice(), &RAW_FORMATS].concat(),
+        (None, EncoderChoice::Auto) => [[coded].as_slice(), &RAW_FORMATS].concat(),
     };
     let node = resolve_device(&cfg.device)?;
     let req = CaptureRequest { width: cfg.width, height: cfg.height, fps: cfg.fps, formats: wanted };
     let mut cap = Capture::open(&node, &req)?;
     let raw = luma_bytes_per_pixel(cap.fourcc).is_some();
-    if cap.fourcc == *b"MJPG" {
-        if !jpeg {
-            return Err(format!(
-                "{}: MJPG negotiated; stream it as RTP/JPEG with --codec mjpeg, or choose --pixel-format NV12, YU12, YUYV or H264 for H.264",
-                cap.describe()
-            ));
-        }
-        cap.start(CAPTURE_BUFFERS, false).map_err(|e| format!("{}: {e}", cap.describe()))?;
-        let desc = format!("v4l2 {} -> MJPEG passthrough (RTP/JPEG)", cap.describe());
-        log::info!("encoder: MJPEG passthrough — chosen because --codec mjpeg and the camera delivers JPEG frames");
-        let backend = Backend::Passthrough { force_key: false, codec: Codec::Jpeg };
-        return Ok(Box::new(V4l2Pipeline { backend, cap, desc, last_stats: Instant::now() }));
-    }
-    let (backend, why) = match (cfg.encoder, cap.fourcc == *b"H264") {
+    let (backend, why) = match (cfg.encoder, cap.fourcc == coded) {
         (EncoderChoice::Auto | EncoderChoice::Passthrough, true) => {
             cap.start(CAPTURE_BUFFERS, false).map_err(|e| format!("{}: {e}", cap.describe()))?;
-            let force_key = cap.has_force_key_frame();
+            let force_key = !jpeg && cap.has_force_key_frame();
             if force_key {
                 cap.force_key_frame();
             }
-            (
-                Backend::Passthrough { force_key, codec: Codec::H264 },
-                "the camera delivers H.264: streamed without re-encoding",
-            )
+            let why = if jpeg {
+                "--codec mjpeg and the camera delivers JPEG frames: streamed without re-encoding"
+            } else {
+                "the camera delivers H.264: streamed without re-encoding"
+            };
+            (Backend::Passthrough { force_key, codec: cfg.codec }, why)
         }
         (EncoderChoice::Software | EncoderChoice::V4l2, true) => {
-            return Err(format!("{}: the camera delivers H.264 already; use --encoder passthrough", cap.describe()))
+            return Err(format!(
+                "{}: the camera delivers {} already; use --encoder passthrough (or auto)",
+                cap.describe(),
+                fourcc_str(coded)
+            ))
         }
         (EncoderChoice::Passthrough, false) => {
-            return Err(format!("{}: --encoder passthrough needs a camera that delivers H.264", cap.describe()))
+            return Err(format!(
+                "{}: --encoder passthrough needs a camera that delivers {}",
+                cap.describe(),
+                fourcc_str(coded)
+            ))
         }
         (choice, false) if raw => {
-            let m2m = if choice == EncoderChoice::Software { None } else { find_encoder(*b"H264", Some(cap.fourcc)) };
+            let m2m = match choice {
+                EncoderChoice::Software => None,
+                _ if jpeg => JPEG_CODECS.iter().find_map(|c| find_encoder(*c, Some(cap.fourcc)).map(|n| (*c, n))),
+                _ => find_encoder(*b"H264", Some(cap.fourcc)).map(|n| (*b"H264", n)),
+            };
             match (choice, m2m) {
                 (EncoderChoice::V4l2, None) => {
                     return Err(format!(
-                        "--encoder v4l2: no V4L2 memory-to-memory encoder takes {} and produces H.264",
-                        fourcc_str(cap.fourcc)
+                        "--encoder v4l2: no V4L2 memory-to-memory encoder takes {} and produces {}",
+                        fourcc_str(cap.fourcc),
+                        if jpeg { "JPEG (MJPG or JPEG)" } else { "H.264" }
                     ))
                 }
-                (_, Some(enc)) => {
+                (_, Some((codec, enc))) => {
                     let settings = M2mSettings {
-                        codec: *b"H264",
+                        codec,
                         input: cap.fourcc,
                         width: cap.width,
                         height: cap.height,
                         stride: cap.stride,
                         fps: cfg.fps,
-                        bitrate: cfg.bitrate,
+                        bitrate: if jpeg { jpeg_bitrate(cfg) } else { cfg.bitrate },
                         idr_period: cfg.idr_period(),
+                        jpeg_quality: cfg.jpeg_quality,
                         dmabuf: true,
                     };
                     let e = open_m2m(&mut cap, &enc, settings)?;
-                    let why = if choice == EncoderChoice::Auto {
-                        "raw camera frames and a V4L2 M2M H.264 encoder exists"
-                    } else {
-                        "--encoder v4l2"
+                    let why = match (choice, jpeg) {
+                        (EncoderChoice::Auto, false) => "raw camera frames and a V4L2 M2M H.264 encoder exists",
+                        (EncoderChoice::Auto, true) => "raw camera frames and a V4L2 M2M JPEG encoder exists",
+                        _ => "--encoder v4l2",
                     };
                     (Backend::M2m(Box::new(e)), why)
                 }
+                (_, None) if jpeg => software_jpeg_backend(&mut cap, cfg, choice)?,
                 (_, None) => software_backend(&mut cap, cfg, choice)?,
             }
         }
-        (_, false) => return Err(format!("{}: not a format uavstream can encode", cap.describe())),
+        (_, false) => {
+            return Err(format!(
+                "{}: cannot be streamed as {}; choose --pixel-format {} or a raw format ({})",
+                cap.describe(),
+                codec_name(cfg.codec),
+                fourcc_str(coded),
+                RAW_FORMATS.map(fourcc_str).join(", ")
+            ))
+        }
     };
     let enc_desc = match &backend {
+        Backend::Passthrough { codec: Codec::Jpeg, .. } => "MJPEG passthrough (RTP/JPEG)".to_owned(),
         Backend::Passthrough { force_key, .. } => format!(
             "H.264 passthrough ({})",
             if *force_key {
@@ -391,6 +411,8 @@ pub fn build(cfg: &Config) -> Result<Box<dyn Pipeline>, String> {
         ),
         #[cfg(feature = "software")]
         Backend::Software(s) => s.describe(),
+        Backend::Jpeg(j) => j.describe(),
+        Backend::M2m(e) if jpeg => format!("V4L2 M2M JPEG encoder {}", e.describe()),
         Backend::M2m(e) => format!("V4L2 M2M H.264 encoder {}", e.describe()),
     };
     log::info!("encoder: {enc_desc} — chosen because {why}");
@@ -398,7 +420,49 @@ pub fn build(cfg: &Config) -> Result<Box<dyn Pipeline>, String> {
         log::info!("M2M input path: {}", e.path);
     }
     let desc = format!("v4l2 {} -> {enc_desc}", cap.describe());
-    Ok(Box::new(V4l2Pipeline { backend, cap, desc, last_stats: Instant::now() }))
+    Ok(Box::new(V4l2Pipeline { backend, cap, desc, codec: cfg.codec, last_stats: Instant::now() }))
+}
+
+/// M2M coded formats that carry JPEG frames, best first: bcm2835-codec's video encoder offers
+/// `MJPG` (rate-controlled), its image encoder (`/dev/video31`) `JPEG` (quality control).
+const JPEG_CODECS: [[u8; 4]; 2] = [*b"MJPG", *b"JPEG"];
+
+fn codec_name(codec: Codec) -> &'static str {
+    match codec {
+        Codec::H264 => "H.264",
+        Codec::Jpeg => "MJPEG (--codec mjpeg)",
+    }
+}
+
+/// Bitrate for an M2M MJPEG encoder that is rate-controlled rather than quality-controlled
+/// (bcm2835-codec's `MJPG`): bits per pixel a baseline 4:2:0 JPEG of camera content takes at
+/// `--jpeg-quality` (measured with the software encoder: 0.59 bit/pixel at quality 80, 720p).
+fn jpeg_bitrate(cfg: &Config) -> u32 {
+    let bits_per_pixel = match cfg.jpeg_quality {
+        0..=50 => 0.3,
+        51..=80 => 0.6,
+        81..=90 => 0.9,
+        _ => 1.5,
+    };
+    let bps = f64::from(cfg.width) * f64::from(cfg.height) * f64::from(cfg.fps) * bits_per_pixel;
+    bps.min(f64::from(u32::MAX / 2)) as u32
+}
+
+fn software_jpeg_backend(
+    cap: &mut Capture,
+    cfg: &Config,
+    choice: EncoderChoice,
+) -> Result<(Backend, &'static str), String> {
+    use crate::encode::jpeg::{FrameLayout, JpegPipeline};
+    let layout = FrameLayout { fourcc: cap.fourcc, width: cap.width, height: cap.height, stride: cap.stride };
+    let j = JpegPipeline::start_frames(layout, cfg.jpeg_quality).map_err(|e| format!("JPEG encoder: {e}"))?;
+    cap.start(CAPTURE_BUFFERS, false).map_err(|e| format!("{}: {e}", cap.describe()))?;
+    let why = if choice == EncoderChoice::Software {
+        "--encoder software"
+    } else {
+        "raw camera frames and no V4L2 M2M JPEG encoder"
+    };
+    Ok((Backend::Jpeg(j), why))
 }
 
 /// Opens the M2M encoder with the camera's stride; when the encoder insists on another stride,
@@ -453,6 +517,10 @@ impl V4l2Pipeline {
                 sw.push_frame(self.cap.data(&d), capture);
                 self.cap.requeue(d.index)
             }
+            Backend::Jpeg(j) => {
+                j.push_frame(self.cap.data(&d), capture);
+                self.cap.requeue(d.index)
+            }
             Backend::M2m(enc) => {
                 let cap = &mut self.cap;
                 let mut back = Vec::new();
@@ -495,6 +563,7 @@ impl Pipeline for V4l2Pipeline {
             Backend::Passthrough { .. } => {}
             #[cfg(feature = "software")]
             Backend::Software(sw) => sw.poll_requests(out),
+            Backend::Jpeg(j) => j.poll_requests(out),
             Backend::M2m(enc) => out.push(PollRequest { fd: enc.raw_fd(), events: enc.poll_events() }),
         }
     }
@@ -511,6 +580,7 @@ impl Pipeline for V4l2Pipeline {
             Backend::Passthrough { .. } => Ok(()),
             #[cfg(feature = "software")]
             Backend::Software(sw) => sw.on_ready(index - 1, revents, now, sink),
+            Backend::Jpeg(j) => j.on_ready(index - 1, revents, now, sink),
             Backend::M2m(enc) => {
                 if revents & (libc::POLLERR | libc::POLLNVAL) != 0 && revents & (libc::POLLIN | libc::POLLOUT) == 0 {
                     return Err(io::Error::other(format!("{}: encoder failed (poll error)", enc.describe())));
@@ -533,6 +603,7 @@ impl Pipeline for V4l2Pipeline {
             Backend::Passthrough { force_key: false, .. } => {}
             #[cfg(feature = "software")]
             Backend::Software(sw) => sw.request_idr(),
+            Backend::Jpeg(_) => {}
             Backend::M2m(enc) => {
                 enc.request_key_frame();
             }
@@ -544,12 +615,15 @@ impl Pipeline for V4l2Pipeline {
             Backend::Passthrough { .. } => false,
             #[cfg(feature = "software")]
             Backend::Software(sw) => sw.set_bitrate(bps),
+            Backend::Jpeg(_) => false,
             Backend::M2m(enc) => enc.set_bitrate(bps),
         }
     }
 
     fn idr_control(&self) -> IdrControl {
         match &self.backend {
+            // Every JPEG frame stands alone: nothing to request.
+            _ if self.codec == Codec::Jpeg => IdrControl::PassthroughOnly,
             Backend::Passthrough { force_key: false, .. } => IdrControl::PassthroughOnly,
             _ => IdrControl::OnRequest,
         }
@@ -560,10 +634,7 @@ impl Pipeline for V4l2Pipeline {
     }
 
     fn codec(&self) -> Codec {
-        match &self.backend {
-            Backend::Passthrough { codec, .. } => *codec,
-            _ => Codec::H264,
-        }
+        self.codec
     }
 
     fn parameter_sets(&self) -> Option<(Vec<u8>, Vec<u8>)> {
