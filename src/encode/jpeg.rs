@@ -3,9 +3,9 @@
 //!
 //! Same worker plumbing as the H.264 software encoder ([`super::worker`]): the worker renders the
 //! test pattern at `--fps` (or takes camera frames from a single-slot mailbox, newest frame wins,
-//! fed by [`JpegPipeline::push_frame`]), encodes each frame as a 4:2:0 baseline JPEG at
-//! `--jpeg-quality`, and hands it to the loop through a short queue and an eventfd. The loop
-//! never waits for it.
+//! fed by [`JpegPipeline::push_frame`] or, from another pipeline, a [`FrameTap`]), encodes each
+//! frame as a 4:2:0 baseline JPEG at `--jpeg-quality`, and hands it to the loop through a short
+//! queue and an eventfd. The loop never waits for it.
 //!
 //! Policies: a worker that falls behind skips frames (newest wins); when the loop has not taken
 //! the last [`crate::limits::ENCODED_QUEUE`] frames, the new one is dropped (every JPEG frame stands
@@ -20,8 +20,8 @@ use std::time::Instant;
 
 use jpeg_encoder::{Encoder, ImageBuffer, JpegColorType, SamplingFactor};
 
-pub use super::worker::FrameLayout;
 use super::worker::{EncoderThread, Handoff, Labels, Mailbox, Pacer};
+pub use super::worker::{FrameLayout, FrameTap};
 use crate::config::Config;
 use crate::rtp::{jpeg::MAX_DIMENSION, Codec};
 use crate::source::testpattern::TestPattern;
@@ -194,6 +194,13 @@ impl JpegPipeline {
     pub fn push_frame(&self, data: &[u8], capture: Instant) -> bool {
         self.worker.push_frame(data, capture)
     }
+
+    /// A clonable, `Send` handle to the camera-frame mailbox, so another pipeline can feed this
+    /// one raw frames in [`FrameTap::layout`]. `None` in test-pattern mode. A tap that outlives
+    /// the pipeline is harmless: its pushes are refused.
+    pub fn frame_tap(&self) -> Option<FrameTap> {
+        self.worker.frame_tap().cloned()
+    }
 }
 
 fn pattern_worker(handoff: &Handoff, w: usize, h: usize, fps: u32, quality: u8) {
@@ -285,5 +292,31 @@ mod tests {
         }
         assert!(check_size(1920, 1080).is_ok());
         assert!(check_size(2048, 1080).is_err() && check_size(100, 64).is_err());
+    }
+
+    #[test]
+    fn camera_frames_fed_through_a_tap_come_out_as_jpegs_and_a_stale_tap_is_harmless() {
+        let layout = FrameLayout { fourcc: *b"NV12", width: 64, height: 48, stride: 64 };
+        let mut pipeline = JpegPipeline::start_frames(layout, 80).unwrap();
+        let tap = pipeline.frame_tap().unwrap();
+        assert_eq!(tap.layout(), layout);
+        let frame = vec![128u8; layout.frame_bytes()];
+        let t0 = Instant::now();
+        let mut got = Vec::new();
+        let feeder = tap.clone();
+        while got.is_empty() && t0.elapsed() < std::time::Duration::from_secs(10) {
+            let pushed = std::thread::scope(|s| s.spawn(|| feeder.push(&frame, t0)).join());
+            assert!(pushed.is_ok());
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            pipeline.on_ready(0, 0, Instant::now(), &mut |d: &[u8], at| got.push((d.to_vec(), at))).unwrap();
+        }
+        let (jpeg, at) = &got[0];
+        let parsed = crate::rtp::jpeg::parse(jpeg).unwrap();
+        assert_eq!((parsed.width, parsed.height, *at), (64, 48, t0));
+
+        drop(pipeline);
+        assert!(!tap.push(&frame, Instant::now()), "the pipeline is gone: the frame goes nowhere");
+        let cfg = crate::config::RawConfig::new().resolve().unwrap();
+        assert!(JpegPipeline::start(&cfg).is_ok_and(|p| p.frame_tap().is_none()), "no tap in test-pattern mode");
     }
 }

@@ -328,6 +328,11 @@ impl EncoderThread {
         Ok(EncoderThread { handoff, tap: Some(tap), thread: Some(thread), labels, last_warn: None })
     }
 
+    /// The mailbox handle in frame mode; `None` for a worker that makes its own frames.
+    pub(super) fn frame_tap(&self) -> Option<&FrameTap> {
+        self.tap.as_ref()
+    }
+
     /// [`FrameTap::push`] in frame mode; otherwise ignores the frame and returns `true`.
     pub(super) fn push_frame(&self, data: &[u8], capture: Instant) -> bool {
         self.tap.as_ref().is_none_or(|tap| tap.push(data, capture))
@@ -479,8 +484,37 @@ mod tests {
     }
 
     #[test]
+    fn a_tap_outliving_its_pipeline_is_refused_without_keeping_buffers() {
+        let thread = EncoderThread::spawn_frames(&TEST_LABELS, LAYOUT, |handoff, mailbox| {
+            while let Some(frame) = mailbox.next_frame(handoff) {
+                let mut buf = handoff.take_buffer();
+                buf.extend_from_slice(frame.data());
+                handoff.deliver(buf, frame.capture);
+            }
+        })
+        .unwrap();
+        let tap = thread.frame_tap().unwrap().clone();
+        assert_eq!(tap.layout(), LAYOUT);
+        let other_thread = std::thread::spawn({
+            let tap = tap.clone();
+            move || tap.push(&[7; 16], Instant::now())
+        });
+        let _ = other_thread.join().unwrap();
+        drop(thread);
+
+        for _ in 0..3 {
+            assert!(!tap.push(&[8; 16], Instant::now()), "nobody encodes it: refused");
+        }
+        let state = tap.mailbox.state.lock().unwrap();
+        assert!(state.closed && state.frame.is_none() && state.spare.is_empty(), "no buffer is kept");
+        drop(state);
+        assert_eq!(Arc::strong_count(&tap.mailbox), 1, "only the last tap holds the mailbox");
+    }
+
+    #[test]
     fn pattern_mode_ignores_pushed_frames() {
         let thread = EncoderThread::spawn(&TEST_LABELS, |_| {}).unwrap();
+        assert!(thread.frame_tap().is_none());
         assert!(thread.push_frame(&[0; 16], Instant::now()));
     }
 
