@@ -4,3 +4,4 @@ pub mod jpeg;
 pub mod software;
 #[cfg(feature = "v4l2")]
 pub mod v4l2_m2m;
+pub mod worker;

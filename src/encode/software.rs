@@ -10,99 +10,57 @@
 //!
 //! Either way the worker encodes (constrained baseline, no B-frames, one slice, an IDR every
 //! `--idr-interval` frames, bitrate rate control) and hands the access unit to the loop through
-//! a short queue and an eventfd. The loop never waits for it.
+//! a short queue and an eventfd. The loop never waits for it. The thread, mailbox and queue
+//! plumbing is shared with the JPEG encoder ([`super::worker`]).
 //!
 //! Policies: when the worker falls behind, it skips frames (the newest frame wins) rather than
-//! catching up; when the loop has not taken the last [`limits::ENCODED_QUEUE`] units, the new
+//! catching up; when the loop has not taken the last [`crate::limits::ENCODED_QUEUE`] units, the new
 //! unit is dropped and the next frame is forced to be an IDR so every client stays decodable.
 //! Buffers are recycled, so steady state allocates nothing.
 
-use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::sys::eventfd::{EfdFlags, EventFd};
 use openh264::encoder::{
     BitRate, Complexity, Encoder, EncoderConfig, FrameRate, IntraFramePeriod, Profile, RateControlMode, UsageType,
 };
 use openh264::formats::YUVSlices;
 use openh264::{OpenH264API, Timestamp};
 
+use super::worker::{EncoderThread, Handoff, Labels, Mailbox, Pacer};
 use crate::config::Config;
-use crate::limits;
 use crate::source::testpattern::TestPattern;
 use crate::source::{IdrControl, Pipeline, PollRequest, Sink};
 
-struct Encoded {
-    data: Vec<u8>,
-    capture: Instant,
-}
+/// The layout of camera frames given to [`SoftwarePipeline::push_frame`] (the same type the JPEG
+/// encoder takes).
+pub use super::worker::FrameLayout as RawLayout;
 
-struct Shared {
-    ready: Mutex<VecDeque<Encoded>>,
-    free: Mutex<Vec<Vec<u8>>>,
+static LABELS: Labels = Labels {
+    thread: "h264-encoder",
+    log_target: module_path!(),
+    panicked: "encoder thread panicked",
+    stopped: "encoder thread stopped",
+    fell_behind: "software encoder fell behind",
+    dropped_what: "encoded units dropped (next unit is an IDR)",
+};
+
+/// Requests from the loop to the worker, applied before the next frame.
+#[derive(Default)]
+struct Controls {
     force_idr: AtomicBool,
     /// A new bitrate for the worker to apply (0: none pending).
-    new_bitrate: std::sync::atomic::AtomicU32,
-    stop: AtomicBool,
-    efd: EventFd,
-    skipped: AtomicU64,
-    dropped: AtomicU64,
-    encoded: AtomicU64,
-}
-
-/// The layout of camera frames given to [`SoftwarePipeline::push_frame`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RawLayout {
-    /// `NV12`, `YU12` or `YUYV`.
-    pub fourcc: [u8; 4],
-    pub width: u32,
-    pub height: u32,
-    /// Bytes per line of the first plane (chroma planes follow the format's rules).
-    pub stride: u32,
-}
-
-impl RawLayout {
-    /// Bytes a frame of this layout occupies.
-    pub fn frame_bytes(&self) -> usize {
-        let (s, h) = (self.stride as usize, self.height as usize);
-        match &self.fourcc {
-            b"YUYV" => s * h,
-            _ => s * h + s * h / 2,
-        }
-    }
-}
-
-struct RawFrame {
-    data: Vec<u8>,
-    capture: Instant,
-}
-
-/// Single-slot mailbox between the loop and the worker: newest frame wins.
-#[derive(Default)]
-struct Mailbox {
-    state: Mutex<MailState>,
-    wake: Condvar,
-}
-
-#[derive(Default)]
-struct MailState {
-    frame: Option<RawFrame>,
-    spare: Vec<Vec<u8>>,
+    new_bitrate: AtomicU32,
 }
 
 pub struct SoftwarePipeline {
-    shared: Arc<Shared>,
-    mailbox: Option<(Arc<Mailbox>, RawLayout)>,
-    worker: Option<JoinHandle<()>>,
+    worker: EncoderThread,
+    controls: Arc<Controls>,
     desc: String,
     /// SPS and PPS, known before the first frame so DESCRIBE never waits for the encoder.
     parameter_sets: Option<(Vec<u8>, Vec<u8>)>,
-    last_warn: Option<Instant>,
 }
 
 /// SPS and PPS the encoder will emit with these settings, from one frame encoded by a
@@ -210,32 +168,17 @@ fn encode_planes(
     Ok(())
 }
 
-fn new_shared() -> io::Result<Arc<Shared>> {
-    let efd =
-        EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC).map_err(io::Error::from)?;
-    Ok(Arc::new(Shared {
-        ready: Mutex::new(VecDeque::with_capacity(limits::ENCODED_QUEUE)),
-        free: Mutex::new(Vec::with_capacity(limits::ENCODED_QUEUE + 2)),
-        force_idr: AtomicBool::new(false),
-        new_bitrate: std::sync::atomic::AtomicU32::new(0),
-        stop: AtomicBool::new(false),
-        efd,
-        skipped: AtomicU64::new(0),
-        dropped: AtomicU64::new(0),
-        encoded: AtomicU64::new(0),
-    }))
-}
-
 impl SoftwarePipeline {
     /// Encodes the moving test pattern at `--fps`.
     pub fn start(cfg: &Config) -> io::Result<SoftwarePipeline> {
         let settings = EncoderSettings::from_config(cfg);
         // Create the encoder here so a bad setting fails start-up, not the thread.
         let encoder = new_encoder(&settings).map_err(|e| io::Error::other(e.to_string()))?;
-        let shared = new_shared()?;
-        let s2 = Arc::clone(&shared);
-        let worker =
-            std::thread::Builder::new().name("h264-encoder".into()).spawn(move || worker(s2, settings, encoder))?;
+        let controls = Arc::new(Controls::default());
+        let worker_controls = Arc::clone(&controls);
+        let worker = EncoderThread::spawn(&LABELS, move |handoff| {
+            pattern_worker(handoff, H264Worker::new(worker_controls, settings, encoder))
+        })?;
         let desc = format!(
             "test pattern {}x{} @ {} fps, software H.264 (OpenH264, constrained baseline, {} kbit/s, IDR every {} frames) on a worker thread",
             settings.width,
@@ -244,14 +187,7 @@ impl SoftwarePipeline {
             settings.bitrate / 1000,
             settings.idr_period
         );
-        Ok(SoftwarePipeline {
-            shared,
-            mailbox: None,
-            worker: Some(worker),
-            desc,
-            parameter_sets: probe_parameter_sets(&settings),
-            last_warn: None,
-        })
+        Ok(SoftwarePipeline { worker, controls, desc, parameter_sets: probe_parameter_sets(&settings) })
     }
 
     /// Encodes camera frames given with [`SoftwarePipeline::push_frame`].
@@ -264,12 +200,11 @@ impl SoftwarePipeline {
         }
         let settings = EncoderSettings { width: layout.width, height: layout.height, ..settings };
         let encoder = new_encoder(&settings).map_err(|e| io::Error::other(e.to_string()))?;
-        let shared = new_shared()?;
-        let mailbox = Arc::new(Mailbox::default());
-        let (s2, m2) = (Arc::clone(&shared), Arc::clone(&mailbox));
-        let worker = std::thread::Builder::new()
-            .name("h264-encoder".into())
-            .spawn(move || frame_worker(s2, m2, layout, settings, encoder))?;
+        let controls = Arc::new(Controls::default());
+        let worker_controls = Arc::clone(&controls);
+        let worker = EncoderThread::spawn_frames(&LABELS, layout, move |handoff, mailbox| {
+            frame_worker(handoff, mailbox, layout, H264Worker::new(worker_controls, settings, encoder))
+        })?;
         let desc = format!(
             "software H.264 (OpenH264, constrained baseline, {} kbit/s, IDR every {} frames) of {} {}x{} camera frames on a worker thread",
             settings.bitrate / 1000,
@@ -278,110 +213,104 @@ impl SoftwarePipeline {
             layout.width,
             layout.height,
         );
-        Ok(SoftwarePipeline {
-            shared,
-            mailbox: Some((mailbox, layout)),
-            worker: Some(worker),
-            desc,
-            parameter_sets: probe_parameter_sets(&settings),
-            last_warn: None,
-        })
+        Ok(SoftwarePipeline { worker, controls, desc, parameter_sets: probe_parameter_sets(&settings) })
     }
 
     /// Hands a camera frame to the worker (frame mode only): one copy into the mailbox. A
     /// frame still waiting there is replaced (newest wins). Returns `false` when it replaced one.
     pub fn push_frame(&self, data: &[u8], capture: Instant) -> bool {
-        let Some((mailbox, layout)) = &self.mailbox else { return true };
-        let n = layout.frame_bytes().min(data.len());
-        let Ok(mut st) = mailbox.state.lock() else { return true };
-        let mut buf = st.spare.pop().unwrap_or_default();
-        buf.clear();
-        buf.extend_from_slice(&data[..n]);
-        let old = st.frame.replace(RawFrame { data: buf, capture });
-        let replaced = old.is_some();
-        if let Some(old) = old {
-            st.spare.push(old.data);
-            self.shared.skipped.fetch_add(1, Ordering::Relaxed);
-        }
-        drop(st);
-        mailbox.wake.notify_one();
-        !replaced
+        self.worker.push_frame(data, capture)
     }
 }
 
-/// Hands an encoded unit to the loop; `false` when it was dropped (queue full or too big).
-fn deliver(shared: &Shared, buf: Vec<u8>, capture: Instant) -> bool {
-    shared.encoded.fetch_add(1, Ordering::Relaxed);
-    let Ok(mut q) = shared.ready.lock() else {
-        return false;
-    };
-    if q.len() >= limits::ENCODED_QUEUE || buf.len() > limits::MAX_ACCESS_UNIT {
-        drop(q);
-        shared.dropped.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut f) = shared.free.lock() {
-            f.push(buf);
-        }
-        return false;
-    }
-    q.push_back(Encoded { data: buf, capture });
-    drop(q);
-    let _ = shared.efd.write(1);
-    true
+/// The encoder as the worker thread holds it, with what it needs to honour the loop's requests.
+struct H264Worker {
+    controls: Arc<Controls>,
+    settings: EncoderSettings,
+    encoder: Encoder,
+    /// The last unit failed or was dropped: the next one must be an IDR so clients can decode.
+    force_next_idr: bool,
 }
 
-fn frame_worker(
-    shared: Arc<Shared>,
-    mailbox: Arc<Mailbox>,
-    layout: RawLayout,
-    mut settings: EncoderSettings,
-    mut encoder: Encoder,
-) {
+impl H264Worker {
+    fn new(controls: Arc<Controls>, settings: EncoderSettings, encoder: Encoder) -> H264Worker {
+        H264Worker { controls, settings, encoder, force_next_idr: false }
+    }
+
+    /// Applies pending requests, encodes one frame with `encode` (given the encoder and whether
+    /// to force an IDR) and hands the unit to the loop.
+    fn encode_and_deliver(
+        &mut self,
+        handoff: &Handoff,
+        capture: Instant,
+        encode: impl FnOnce(&mut Encoder, bool, &mut Vec<u8>) -> Result<(), openh264::Error>,
+    ) {
+        self.apply_new_bitrate();
+        let force = self.controls.force_idr.swap(false, Ordering::AcqRel) || self.force_next_idr;
+        let mut buf = handoff.take_buffer();
+        if let Err(e) = encode(&mut self.encoder, force, &mut buf) {
+            handoff.recycle(buf);
+            log::error!("software encoder: {e}");
+            self.force_next_idr = true;
+            return;
+        }
+        if buf.is_empty() {
+            // Rate control skipped the frame.
+            handoff.recycle(buf);
+            return;
+        }
+        self.force_next_idr = !handoff.deliver(buf, capture);
+    }
+
+    /// Applies a bitrate change asked for by the loop: OpenH264 has no safe live setter in the
+    /// crate, so the encoder is rebuilt with the new rate (its first frame is an IDR, which every
+    /// client can start from). On failure the old encoder stays.
+    fn apply_new_bitrate(&mut self) {
+        let bps = self.controls.new_bitrate.swap(0, Ordering::AcqRel);
+        if bps == 0 || bps == self.settings.bitrate {
+            return;
+        }
+        let wanted = EncoderSettings { bitrate: bps, ..self.settings };
+        match new_encoder(&wanted) {
+            Ok(e) => {
+                self.encoder = e;
+                self.settings = wanted;
+                log::info!("software encoder: bitrate now {} kbit/s", bps / 1000);
+            }
+            Err(e) => log::warn!("software encoder: bitrate {bps} refused: {e}"),
+        }
+    }
+}
+
+fn frame_worker(handoff: &Handoff, mailbox: &Mailbox, layout: RawLayout, mut h264: H264Worker) {
     let (w, h) = (layout.width as usize, layout.height as usize);
     let mut i420 = vec![0u8; w * h * 3 / 2];
     let mut start = None;
-    let mut force_next_idr = false;
-    while !shared.stop.load(Ordering::Relaxed) {
-        let frame = {
-            let Ok(mut st) = mailbox.state.lock() else { return };
-            loop {
-                if let Some(f) = st.frame.take() {
-                    break Some(f);
-                }
-                if shared.stop.load(Ordering::Relaxed) {
-                    break None;
-                }
-                match mailbox.wake.wait_timeout(st, Duration::from_millis(100)) {
-                    Ok((g, _)) => st = g,
-                    Err(_) => return,
-                }
-            }
-        };
-        let Some(frame) = frame else { break };
-        let converted = to_i420(&layout, &frame.data, &mut i420);
+    while let Some(frame) = mailbox.next_frame(handoff) {
+        let converted = to_i420(&layout, frame.data(), &mut i420);
         let capture = frame.capture;
-        if let Ok(mut st) = mailbox.state.lock() {
-            st.spare.push(frame.data);
-        }
+        drop(frame);
         if !converted {
             log::warn!("software encoder: short camera frame skipped");
             continue;
         }
-        let t0 = *start.get_or_insert(capture);
-        apply_new_bitrate(&shared, &mut settings, &mut encoder);
-        let force = shared.force_idr.swap(false, Ordering::AcqRel) || force_next_idr;
-        let mut buf = shared.free.lock().map(|mut f| f.pop()).ok().flatten().unwrap_or_default();
-        buf.clear();
-        if let Err(e) =
-            encode_frame_i420(&mut encoder, &i420, (w, h), capture.saturating_duration_since(t0), force, &mut buf)
-        {
-            log::error!("software encoder: {e}");
-            force_next_idr = true;
-            continue;
-        }
-        if buf.is_empty() {
-            continue;
-        }
-        force_next_idr = !deliver(&shared, buf, capture);
+        let ts = capture.saturating_duration_since(*start.get_or_insert(capture));
+        h264.encode_and_deliver(handoff, capture, |encoder, force, buf| {
+            encode_frame_i420(encoder, &i420, (w, h), ts, force, buf)
+        });
+    }
+}
+
+fn pattern_worker(handoff: &Handoff, mut h264: H264Worker) {
+    let mut pattern = TestPattern::new(h264.settings.width as usize, h264.settings.height as usize);
+    let start = Instant::now();
+    let mut pacer = Pacer::new(h264.settings.fps);
+    while !handoff.stopping() {
+        let (capture, frame_no) = pacer.wait_next(handoff);
+        pattern.render(frame_no);
+        h264.encode_and_deliver(handoff, capture, |encoder, force, buf| {
+            encode_frame(encoder, &pattern, capture - start, force, buf)
+        });
     }
 }
 
@@ -441,103 +370,21 @@ pub fn to_i420(layout: &RawLayout, src: &[u8], dst: &mut [u8]) -> bool {
     true
 }
 
-/// Applies a bitrate change asked for by the loop: OpenH264 has no safe live setter in the crate,
-/// so the encoder is rebuilt with the new rate (its first frame is an IDR, which every client can
-/// start from). On failure the old encoder stays.
-fn apply_new_bitrate(shared: &Shared, settings: &mut EncoderSettings, encoder: &mut Encoder) {
-    let bps = shared.new_bitrate.swap(0, Ordering::AcqRel);
-    if bps == 0 || bps == settings.bitrate {
-        return;
-    }
-    let wanted = EncoderSettings { bitrate: bps, ..*settings };
-    match new_encoder(&wanted) {
-        Ok(e) => {
-            *encoder = e;
-            *settings = wanted;
-            log::info!("software encoder: bitrate now {} kbit/s", bps / 1000);
-        }
-        Err(e) => log::warn!("software encoder: bitrate {bps} refused: {e}"),
-    }
-}
-
-fn worker(shared: Arc<Shared>, mut s: EncoderSettings, mut encoder: Encoder) {
-    let mut pattern = TestPattern::new(s.width as usize, s.height as usize);
-    let period = Duration::from_nanos(1_000_000_000 / u64::from(s.fps));
-    let start = Instant::now();
-    let mut next = start;
-    let mut frame_no = 0u64;
-    let mut force_next_idr = false;
-    while !shared.stop.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        }
-        let capture = Instant::now();
-        next += period;
-        if next <= capture {
-            // Fell behind by more than a frame: newest frame wins, skip the backlog.
-            let behind = (capture - next).as_nanos() / period.as_nanos() + 1;
-            shared.skipped.fetch_add(behind as u64, Ordering::Relaxed);
-            frame_no += behind as u64;
-            next = capture + period;
-        }
-        pattern.render(frame_no);
-        frame_no += 1;
-        apply_new_bitrate(&shared, &mut s, &mut encoder);
-        let force = shared.force_idr.swap(false, Ordering::AcqRel) || force_next_idr;
-        let mut buf = shared.free.lock().map(|mut f| f.pop()).ok().flatten().unwrap_or_default();
-        buf.clear();
-        if let Err(e) = encode_frame(&mut encoder, &pattern, capture - start, force, &mut buf) {
-            log::error!("software encoder: {e}");
-            force_next_idr = true;
-            continue;
-        }
-        if buf.is_empty() {
-            continue;
-        }
-        force_next_idr = !deliver(&shared, buf, capture);
-    }
-}
-
 impl Pipeline for SoftwarePipeline {
     fn poll_requests(&self, out: &mut Vec<PollRequest>) {
-        out.push(PollRequest { fd: self.shared.efd.as_fd().as_raw_fd(), events: libc::POLLIN });
+        self.worker.poll_requests(out);
     }
 
     fn on_ready(&mut self, _index: usize, _revents: i16, now: Instant, sink: &mut Sink<'_>) -> io::Result<()> {
-        let _ = self.shared.efd.read();
-        loop {
-            let item = self.shared.ready.lock().map_err(|_| io::Error::other("encoder thread panicked"))?.pop_front();
-            let Some(enc) = item else { break };
-            sink(&enc.data, enc.capture);
-            if let Ok(mut f) = self.shared.free.lock() {
-                if f.len() < limits::ENCODED_QUEUE + 2 {
-                    f.push(enc.data);
-                }
-            }
-        }
-        // At most one warning every few seconds: a slow CPU behind a 30 fps camera is a steady
-        // state, not news on every frame.
-        if self.last_warn.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(5)) {
-            let skipped = self.shared.skipped.swap(0, Ordering::Relaxed);
-            let dropped = self.shared.dropped.swap(0, Ordering::Relaxed);
-            if skipped > 0 || dropped > 0 {
-                self.last_warn = Some(now);
-                log::warn!("software encoder fell behind: {skipped} frames skipped, {dropped} encoded units dropped (next unit is an IDR)");
-            }
-        }
-        if self.worker.as_ref().is_some_and(|w| w.is_finished()) {
-            return Err(io::Error::other("encoder thread stopped"));
-        }
-        Ok(())
+        self.worker.on_ready(now, sink)
     }
 
     fn request_idr(&mut self) {
-        self.shared.force_idr.store(true, Ordering::Release);
+        self.controls.force_idr.store(true, Ordering::Release);
     }
 
     fn set_bitrate(&mut self, bps: u32) -> bool {
-        self.shared.new_bitrate.store(bps, Ordering::Release);
+        self.controls.new_bitrate.store(bps, Ordering::Release);
         true
     }
 
@@ -551,18 +398,6 @@ impl Pipeline for SoftwarePipeline {
 
     fn parameter_sets(&self) -> Option<(Vec<u8>, Vec<u8>)> {
         self.parameter_sets.clone()
-    }
-}
-
-impl Drop for SoftwarePipeline {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
-        if let Some((m, _)) = &self.mailbox {
-            m.wake.notify_all();
-        }
-        if let Some(w) = self.worker.take() {
-            let _ = w.join();
-        }
     }
 }
 

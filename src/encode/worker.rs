@@ -1,0 +1,534 @@
+//! Worker-thread plumbing shared by the software encoders ([`super::jpeg`], [`super::software`]):
+//! the CPU-heavy encoder runs on its own thread and the poll loop never waits for it.
+//!
+//! Invariants:
+//! - Loop to worker: camera frames go through a single-slot [`Mailbox`] (one copy). A frame that
+//!   arrives while one is still waiting replaces it: the newest frame wins, the older one counts
+//!   as skipped. A [`FrameTap`] is a clonable, `Send` handle to that slot.
+//! - Worker to loop: encoded units go through a queue of at most [`limits::ENCODED_QUEUE`] and
+//!   an eventfd. A unit that finds the queue full, or is larger than [`limits::MAX_ACCESS_UNIT`],
+//!   is dropped and counted, never queued.
+//! - Buffers are recycled both ways (spare frame buffers in the mailbox, a bounded free pool for
+//!   encoded units), so steady state allocates nothing.
+//! - [`EncoderThread`] owns the worker. Dropping it stops the worker, closes the mailbox (later
+//!   pushes through a tap are refused without copying and keep no buffer) and joins the thread.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+use crate::limits;
+use crate::source::{PollRequest, Sink};
+
+/// Encoded-unit buffers kept for reuse: a full queue, the unit being encoded, the one being sent.
+const FREE_BUFFERS: usize = limits::ENCODED_QUEUE + 2;
+/// How often a worker waiting for a camera frame rechecks the stop flag.
+const MAILBOX_RECHECK: Duration = Duration::from_millis(100);
+/// At most one "fell behind" warning this often: a slow CPU behind a 30 fps camera is a steady
+/// state, not news on every frame.
+const WARN_EVERY: Duration = Duration::from_secs(5);
+
+/// Layout of raw camera frames handed to an encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameLayout {
+    /// `YU12` (I420), `NV12` or `YUYV`.
+    pub fourcc: [u8; 4],
+    pub width: u32,
+    pub height: u32,
+    /// Bytes per line of the first plane (chroma planes follow the format's rules).
+    pub stride: u32,
+}
+
+impl FrameLayout {
+    /// Bytes a frame of this layout occupies.
+    pub fn frame_bytes(&self) -> usize {
+        let (s, h) = (self.stride as usize, self.height as usize);
+        match &self.fourcc {
+            b"YUYV" => s * h,
+            _ => s * h + s * h / 2,
+        }
+    }
+}
+
+/// How an encoder names itself in its thread name, errors and log lines.
+pub(super) struct Labels {
+    /// Thread name, e.g. `jpeg-encoder`.
+    pub(super) thread: &'static str,
+    /// Log target: the encoder's `module_path!()`, so log filters keep matching it.
+    pub(super) log_target: &'static str,
+    /// Error once the ready queue's lock is poisoned, e.g. "JPEG encoder thread panicked".
+    pub(super) panicked: &'static str,
+    /// Error once the thread has ended, e.g. "JPEG encoder thread stopped".
+    pub(super) stopped: &'static str,
+    /// Start of the warning, e.g. "JPEG encoder fell behind".
+    pub(super) fell_behind: &'static str,
+    /// What the dropped count counts, e.g. "encoded frames dropped".
+    pub(super) dropped_what: &'static str,
+}
+
+struct Encoded {
+    data: Vec<u8>,
+    capture: Instant,
+}
+
+/// Worker-to-loop side: the ready queue, the free pool, the eventfd, the stop flag, the counters.
+pub(super) struct Handoff {
+    ready: Mutex<VecDeque<Encoded>>,
+    free: Mutex<Vec<Vec<u8>>>,
+    stop: AtomicBool,
+    efd: EventFd,
+    /// Shared with frame taps, which count the frames they replace.
+    skipped: Arc<AtomicU64>,
+    dropped: AtomicU64,
+}
+
+impl Handoff {
+    fn new() -> io::Result<Handoff> {
+        let efd = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+            .map_err(io::Error::from)?;
+        Ok(Handoff {
+            ready: Mutex::new(VecDeque::with_capacity(limits::ENCODED_QUEUE)),
+            free: Mutex::new(Vec::with_capacity(FREE_BUFFERS)),
+            stop: AtomicBool::new(false),
+            efd,
+            skipped: Arc::new(AtomicU64::new(0)),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// True once the pipeline is being dropped: the worker should return.
+    pub(super) fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// An empty buffer for the next encoded unit, recycled when one is free.
+    pub(super) fn take_buffer(&self) -> Vec<u8> {
+        let mut buf = self.free.lock().map(|mut f| f.pop()).ok().flatten().unwrap_or_default();
+        buf.clear();
+        buf
+    }
+
+    /// Returns a buffer to the free pool (kept only while the pool is not full).
+    pub(super) fn recycle(&self, buf: Vec<u8>) {
+        if let Ok(mut free) = self.free.lock() {
+            if free.len() < FREE_BUFFERS {
+                free.push(buf);
+            }
+        }
+    }
+
+    /// Hands an encoded unit to the loop; `false` when it was dropped (queue full or too big).
+    pub(super) fn deliver(&self, buf: Vec<u8>, capture: Instant) -> bool {
+        let Ok(mut queue) = self.ready.lock() else { return false };
+        if queue.len() >= limits::ENCODED_QUEUE || buf.len() > limits::MAX_ACCESS_UNIT {
+            drop(queue);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.recycle(buf);
+            return false;
+        }
+        queue.push_back(Encoded { data: buf, capture });
+        drop(queue);
+        let _ = self.efd.write(1);
+        true
+    }
+
+    /// Counts frames the worker skipped because it fell behind.
+    pub(super) fn count_skipped(&self, frames: u64) {
+        self.skipped.fetch_add(frames, Ordering::Relaxed);
+    }
+}
+
+/// Single-slot mailbox between the loop and a frame worker: newest frame wins.
+#[derive(Default)]
+pub(super) struct Mailbox {
+    state: Mutex<MailState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct MailState {
+    frame: Option<(Vec<u8>, Instant)>,
+    spare: Vec<Vec<u8>>,
+    /// Set when the pipeline is dropped: pushes are refused and buffers freed, not kept.
+    closed: bool,
+}
+
+impl Mailbox {
+    /// Waits for the next frame; `None` once the pipeline stops. The frame's buffer goes back to
+    /// the mailbox's spares when the returned [`TakenFrame`] is dropped.
+    pub(super) fn next_frame<'a>(&'a self, handoff: &Handoff) -> Option<TakenFrame<'a>> {
+        if handoff.stopping() {
+            return None;
+        }
+        let mut state = self.state.lock().ok()?;
+        loop {
+            if let Some((data, capture)) = state.frame.take() {
+                return Some(TakenFrame { data, capture, mailbox: self });
+            }
+            if state.closed || handoff.stopping() {
+                return None;
+            }
+            state = self.wake.wait_timeout(state, MAILBOX_RECHECK).ok()?.0;
+        }
+    }
+
+    /// Refuses further pushes, frees the waiting frame and the spares, wakes the worker.
+    fn close(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            *state = MailState { closed: true, ..MailState::default() };
+        }
+        self.wake.notify_all();
+    }
+}
+
+/// A camera frame taken from the mailbox; its buffer is recycled when this is dropped.
+pub(super) struct TakenFrame<'a> {
+    data: Vec<u8>,
+    pub(super) capture: Instant,
+    mailbox: &'a Mailbox,
+}
+
+impl TakenFrame<'_> {
+    pub(super) fn data(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for TakenFrame<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.mailbox.state.lock() {
+            if !state.closed {
+                state.spare.push(std::mem::take(&mut self.data));
+            }
+        }
+    }
+}
+
+/// A clonable handle to a frame-mode pipeline's mailbox, so another pipeline can feed it raw
+/// frames from any thread. Outliving the pipeline is harmless: pushes are then refused.
+#[derive(Clone)]
+pub struct FrameTap {
+    mailbox: Arc<Mailbox>,
+    layout: FrameLayout,
+    skipped: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for FrameTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameTap").field("layout", &self.layout).finish()
+    }
+}
+
+impl FrameTap {
+    /// Hands a frame to the worker (one copy of at most [`FrameLayout::frame_bytes`]); a frame
+    /// still waiting is replaced and counted as skipped (newest wins). Returns `false` when it
+    /// replaced one, or when the pipeline is gone (nothing is copied then).
+    pub fn push(&self, data: &[u8], capture: Instant) -> bool {
+        let len = self.layout.frame_bytes().min(data.len());
+        let Ok(mut state) = self.mailbox.state.lock() else { return false };
+        if state.closed {
+            return false;
+        }
+        let mut buf = state.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(&data[..len]);
+        let replaced = state.frame.replace((buf, capture));
+        let was_empty = replaced.is_none();
+        if let Some((old, _)) = replaced {
+            state.spare.push(old);
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(state);
+        self.mailbox.wake.notify_one();
+        was_empty
+    }
+
+    /// The layout the pipeline expects frames in.
+    pub fn layout(&self) -> FrameLayout {
+        self.layout
+    }
+}
+
+/// Paces a worker that makes its own frames (a test pattern) at a frame rate. When it falls
+/// behind by more than a frame it skips the backlog (newest frame wins) rather than catching up.
+pub(super) struct Pacer {
+    period: Duration,
+    next: Instant,
+    frame_no: u64,
+}
+
+impl Pacer {
+    pub(super) fn new(fps: u32) -> Pacer {
+        let period = Duration::from_nanos(1_000_000_000 / u64::from(fps.max(1)));
+        Pacer { period, next: Instant::now(), frame_no: 0 }
+    }
+
+    /// Sleeps until the next frame is due; returns its capture time and number. Frames it fell
+    /// behind by are counted as skipped in `handoff`.
+    pub(super) fn wait_next(&mut self, handoff: &Handoff) -> (Instant, u64) {
+        let now = Instant::now();
+        if self.next > now {
+            std::thread::sleep(self.next - now);
+        }
+        let capture = Instant::now();
+        self.next += self.period;
+        if self.next <= capture {
+            let behind = ((capture - self.next).as_nanos() / self.period.as_nanos() + 1) as u64;
+            handoff.count_skipped(behind);
+            self.frame_no += behind;
+            self.next = capture + self.period;
+        }
+        let frame_no = self.frame_no;
+        self.frame_no += 1;
+        (capture, frame_no)
+    }
+}
+
+/// The loop's side of an encoder worker: owns the thread, drains encoded units into the sink,
+/// warns when the worker falls behind, and stops and joins the thread when dropped.
+pub(super) struct EncoderThread {
+    handoff: Arc<Handoff>,
+    tap: Option<FrameTap>,
+    thread: Option<JoinHandle<()>>,
+    labels: &'static Labels,
+    last_warn: Option<Instant>,
+}
+
+impl EncoderThread {
+    /// Starts a worker that makes its own frames; it should return once `stopping()`.
+    pub(super) fn spawn(
+        labels: &'static Labels,
+        body: impl FnOnce(&Handoff) + Send + 'static,
+    ) -> io::Result<EncoderThread> {
+        let handoff = Arc::new(Handoff::new()?);
+        let worker_handoff = Arc::clone(&handoff);
+        let thread = std::thread::Builder::new().name(labels.thread.into()).spawn(move || body(&worker_handoff))?;
+        Ok(EncoderThread { handoff, tap: None, thread: Some(thread), labels, last_warn: None })
+    }
+
+    /// Starts a worker that encodes frames pushed into its mailbox (see [`Mailbox::next_frame`]).
+    pub(super) fn spawn_frames(
+        labels: &'static Labels,
+        layout: FrameLayout,
+        body: impl FnOnce(&Handoff, &Mailbox) + Send + 'static,
+    ) -> io::Result<EncoderThread> {
+        let handoff = Arc::new(Handoff::new()?);
+        let mailbox = Arc::new(Mailbox::default());
+        let (worker_handoff, worker_mailbox) = (Arc::clone(&handoff), Arc::clone(&mailbox));
+        let thread = std::thread::Builder::new()
+            .name(labels.thread.into())
+            .spawn(move || body(&worker_handoff, &worker_mailbox))?;
+        let tap = FrameTap { mailbox, layout, skipped: Arc::clone(&handoff.skipped) };
+        Ok(EncoderThread { handoff, tap: Some(tap), thread: Some(thread), labels, last_warn: None })
+    }
+
+    /// The mailbox handle in frame mode; `None` for a worker that makes its own frames.
+    pub(super) fn frame_tap(&self) -> Option<&FrameTap> {
+        self.tap.as_ref()
+    }
+
+    /// [`FrameTap::push`] in frame mode; otherwise ignores the frame and returns `true`.
+    pub(super) fn push_frame(&self, data: &[u8], capture: Instant) -> bool {
+        self.tap.as_ref().is_none_or(|tap| tap.push(data, capture))
+    }
+
+    pub(super) fn poll_requests(&self, out: &mut Vec<PollRequest>) {
+        out.push(PollRequest { fd: self.handoff.efd.as_fd().as_raw_fd(), events: libc::POLLIN });
+    }
+
+    /// Passes every encoded unit waiting to `sink` and recycles its buffer; warns (at most every
+    /// [`WARN_EVERY`]) about skipped and dropped frames. Fails once the worker has ended.
+    pub(super) fn on_ready(&mut self, now: Instant, sink: &mut Sink<'_>) -> io::Result<()> {
+        let handoff = &*self.handoff;
+        let _ = handoff.efd.read();
+        loop {
+            let item = handoff.ready.lock().map_err(|_| io::Error::other(self.labels.panicked))?.pop_front();
+            let Some(unit) = item else { break };
+            sink(&unit.data, unit.capture);
+            handoff.recycle(unit.data);
+        }
+        if self.last_warn.is_none_or(|t| now.saturating_duration_since(t) >= WARN_EVERY) {
+            let skipped = handoff.skipped.swap(0, Ordering::Relaxed);
+            let dropped = handoff.dropped.swap(0, Ordering::Relaxed);
+            if skipped > 0 || dropped > 0 {
+                self.last_warn = Some(now);
+                let labels = self.labels;
+                log::warn!(
+                    target: labels.log_target,
+                    "{}: {skipped} frames skipped, {dropped} {}",
+                    labels.fell_behind,
+                    labels.dropped_what
+                );
+            }
+        }
+        if self.thread.as_ref().is_some_and(|t| t.is_finished()) {
+            return Err(io::Error::other(self.labels.stopped));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for EncoderThread {
+    fn drop(&mut self) {
+        self.handoff.stop.store(true, Ordering::Relaxed);
+        if let Some(tap) = &self.tap {
+            tap.mailbox.close();
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static TEST_LABELS: Labels = Labels {
+        thread: "test-encoder",
+        log_target: module_path!(),
+        panicked: "test encoder thread panicked",
+        stopped: "test encoder thread stopped",
+        fell_behind: "test encoder fell behind",
+        dropped_what: "encoded units dropped",
+    };
+
+    /// YUYV 4x2 with a stride of 8: 16 bytes a frame.
+    const LAYOUT: FrameLayout = FrameLayout { fourcc: *b"YUYV", width: 4, height: 2, stride: 8 };
+
+    fn tap_for(handoff: &Handoff) -> FrameTap {
+        FrameTap { mailbox: Arc::new(Mailbox::default()), layout: LAYOUT, skipped: Arc::clone(&handoff.skipped) }
+    }
+
+    fn spares(tap: &FrameTap) -> usize {
+        tap.mailbox.state.lock().unwrap().spare.len()
+    }
+
+    #[test]
+    fn frame_tap_is_a_clonable_send_handle() {
+        fn check<T: Clone + Send + Sync + 'static>() {}
+        check::<FrameTap>();
+    }
+
+    #[test]
+    fn newest_frame_wins_and_frame_buffers_are_recycled() {
+        let handoff = Handoff::new().unwrap();
+        let tap = tap_for(&handoff);
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_millis(33);
+        assert!(tap.push(&[1; 20], t0), "an empty slot takes the frame");
+        assert!(!tap.push(&[2; 16], t1), "a waiting frame is replaced");
+        assert_eq!(handoff.skipped.load(Ordering::Relaxed), 1);
+        assert_eq!(spares(&tap), 1, "the replaced frame's buffer is kept");
+
+        let frame = tap.mailbox.next_frame(&handoff).unwrap();
+        assert_eq!((frame.data(), frame.capture), (&[2u8; 16][..], t1), "the newest frame, cut to the layout");
+        let used = frame.data().as_ptr();
+        drop(frame);
+        assert_eq!(spares(&tap), 2, "a taken frame's buffer comes back when it is dropped");
+
+        assert!(tap.push(&[3; 4], t1), "a short frame is copied as it is");
+        assert_eq!(spares(&tap), 1, "the push reused a spare buffer instead of allocating");
+        let frame = tap.mailbox.next_frame(&handoff).unwrap();
+        assert_eq!(frame.data(), &[3; 4]);
+        assert_eq!(frame.data().as_ptr(), used, "the most recently recycled buffer is reused");
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_and_the_loop_drains_in_order() {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let t0 = Instant::now();
+        let mut thread = EncoderThread::spawn(&TEST_LABELS, move |handoff| {
+            for n in 0..=limits::ENCODED_QUEUE {
+                let mut buf = handoff.take_buffer();
+                buf.push(n as u8);
+                let queued = handoff.deliver(buf, t0 + Duration::from_millis(n as u64));
+                assert_eq!(queued, n < limits::ENCODED_QUEUE, "unit {n}");
+            }
+            assert!(!handoff.deliver(vec![0; limits::MAX_ACCESS_UNIT + 1], t0), "an oversized unit is dropped");
+            handoff.count_skipped(3);
+            let _ = done_tx.send(());
+        })
+        .unwrap();
+        done_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(thread.handoff.dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(thread.handoff.free.lock().unwrap().len(), 2, "dropped units' buffers are recycled");
+
+        let mut got = Vec::new();
+        let mut sink = |data: &[u8], at: Instant| got.push((data.to_vec(), at));
+        let result = thread.on_ready(Instant::now(), &mut sink);
+        assert!(result.is_ok() || result.is_err_and(|e| e.to_string() == TEST_LABELS.stopped));
+        let want: Vec<_> =
+            (0..limits::ENCODED_QUEUE).map(|n| (vec![n as u8], t0 + Duration::from_millis(n as u64))).collect();
+        assert_eq!(got, want, "queued units reach the sink in order");
+        assert_eq!(thread.handoff.free.lock().unwrap().len(), FREE_BUFFERS, "the pool is full, not larger");
+        assert_eq!(thread.handoff.skipped.load(Ordering::Relaxed), 0, "counters are reset by the warning");
+        assert_eq!(thread.handoff.dropped.load(Ordering::Relaxed), 0);
+        assert!(thread.last_warn.is_some());
+
+        // The worker has returned: the loop is told so.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match thread.on_ready(Instant::now(), &mut |_: &[u8], _| {}) {
+                Err(e) => break assert_eq!(e.to_string(), TEST_LABELS.stopped),
+                Ok(()) => assert!(Instant::now() < deadline, "the finished worker was never reported"),
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_tap_outliving_its_pipeline_is_refused_without_keeping_buffers() {
+        let thread = EncoderThread::spawn_frames(&TEST_LABELS, LAYOUT, |handoff, mailbox| {
+            while let Some(frame) = mailbox.next_frame(handoff) {
+                let mut buf = handoff.take_buffer();
+                buf.extend_from_slice(frame.data());
+                handoff.deliver(buf, frame.capture);
+            }
+        })
+        .unwrap();
+        let tap = thread.frame_tap().unwrap().clone();
+        assert_eq!(tap.layout(), LAYOUT);
+        let other_thread = std::thread::spawn({
+            let tap = tap.clone();
+            move || tap.push(&[7; 16], Instant::now())
+        });
+        let _ = other_thread.join().unwrap();
+        drop(thread);
+
+        for _ in 0..3 {
+            assert!(!tap.push(&[8; 16], Instant::now()), "nobody encodes it: refused");
+        }
+        let state = tap.mailbox.state.lock().unwrap();
+        assert!(state.closed && state.frame.is_none() && state.spare.is_empty(), "no buffer is kept");
+        drop(state);
+        assert_eq!(Arc::strong_count(&tap.mailbox), 1, "only the last tap holds the mailbox");
+    }
+
+    #[test]
+    fn pattern_mode_ignores_pushed_frames() {
+        let thread = EncoderThread::spawn(&TEST_LABELS, |_| {}).unwrap();
+        assert!(thread.frame_tap().is_none());
+        assert!(thread.push_frame(&[0; 16], Instant::now()));
+    }
+
+    #[test]
+    fn a_pacer_that_falls_behind_skips_the_backlog() {
+        let handoff = Handoff::new().unwrap();
+        let mut pacer = Pacer::new(1000);
+        let (_, first) = pacer.wait_next(&handoff);
+        assert_eq!(first, 0);
+        std::thread::sleep(Duration::from_millis(20));
+        let (capture, next) = pacer.wait_next(&handoff);
+        let skipped = handoff.skipped.load(Ordering::Relaxed);
+        assert!(skipped >= 15, "{skipped} frames skipped");
+        assert_eq!(next, 1 + skipped, "frame numbers jump over the skipped frames");
+        assert!(pacer.next > capture, "the next frame is due after this one, not in the past");
+    }
+}
