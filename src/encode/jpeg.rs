@@ -13,7 +13,8 @@
 //!
 //! Output is always something RTP/JPEG (RFC 2435) can carry: 4:2:0 sampling is set explicitly
 //! (the crate's default at quality >= 90 is 4:4:4), tables are the standard ones, sides must be
-//! multiples of 8 and at most 2040 ([`JpegPipeline::start`] refuses other sizes).
+//! multiples of 8 (other sizes are cropped by up to 7 pixels) and at most 2040 (larger ones are
+//! refused). HTTP's on-demand encoder ([`Target::Http`]) encodes the whole frame at any size.
 
 use std::io;
 use std::time::Instant;
@@ -27,9 +28,11 @@ use crate::rtp::{jpeg::MAX_DIMENSION, Codec};
 use crate::source::testpattern::TestPattern;
 use crate::source::{IdrControl, Pipeline, PollRequest, Sink};
 
-/// A frame as rows of Y, Cb, Cr for the encoder: I420 planes, NV12, or YUYV, any stride.
+/// A frame as rows of Y, Cb, Cr for the encoder: I420 planes, NV12, or YUYV, any stride;
+/// the top-left `size` of it (a crop to what RTP/JPEG carries, or the whole frame).
 struct RawImage<'a> {
     layout: FrameLayout,
+    size: (u16, u16),
     data: &'a [u8],
 }
 
@@ -39,15 +42,16 @@ impl ImageBuffer for RawImage<'_> {
     }
 
     fn width(&self) -> u16 {
-        self.layout.width as u16
+        self.size.0
     }
 
     fn height(&self) -> u16 {
-        self.layout.height as u16
+        self.size.1
     }
 
     fn fill_buffers(&self, y: u16, buffers: &mut [Vec<u8>; 4]) {
-        let (w, h, s) = (self.layout.width as usize, self.layout.height as usize, self.layout.stride as usize);
+        let (h, s) = (self.layout.height as usize, self.layout.stride as usize);
+        let w = usize::from(self.size.0);
         let y = usize::from(y).min(h.saturating_sub(1));
         let d = self.data;
         let px = |i: usize| d.get(i).copied().unwrap_or(128);
@@ -80,8 +84,8 @@ impl ImageBuffer for RawImage<'_> {
     }
 }
 
-/// The test pattern's I420 planes as encoder rows.
-struct PatternImage<'a>(&'a TestPattern);
+/// The test pattern's I420 planes as encoder rows: the top-left `.1` of it.
+struct PatternImage<'a>(&'a TestPattern, (u16, u16));
 
 impl ImageBuffer for PatternImage<'_> {
     fn get_jpeg_color_type(&self) -> JpegColorType {
@@ -89,22 +93,25 @@ impl ImageBuffer for PatternImage<'_> {
     }
 
     fn width(&self) -> u16 {
-        self.0.width as u16
+        self.1 .0
     }
 
     fn height(&self) -> u16 {
-        self.0.height as u16
+        self.1 .1
     }
 
     fn fill_buffers(&self, y: u16, buffers: &mut [Vec<u8>; 4]) {
         let p = self.0;
-        let (w, y) = (p.width, usize::from(y));
-        let cw = w / 2;
-        buffers[0].extend_from_slice(&p.y[y * w..(y + 1) * w]);
-        let (u, v) = (&p.u[(y / 2) * cw..(y / 2 + 1) * cw], &p.v[(y / 2) * cw..(y / 2 + 1) * cw]);
-        for x in 0..w {
-            buffers[1].push(u[x / 2]);
-            buffers[2].push(v[x / 2]);
+        let (w, out_w) = (p.width, usize::from(self.1 .0).min(p.width));
+        let y = usize::from(y).min(p.height.saturating_sub(1));
+        buffers[0].extend_from_slice(&p.y[y * w..y * w + out_w]);
+        // Chroma is subsampled 2x2 (odd sides: the last column/row reuses its neighbour's).
+        let (cw, ch) = (w / 2, p.height / 2);
+        let row = (y / 2).min(ch.saturating_sub(1)) * cw;
+        for x in 0..out_w {
+            let i = row + (x / 2).min(cw.saturating_sub(1));
+            buffers[1].push(p.u.get(i).copied().unwrap_or(128));
+            buffers[2].push(p.v.get(i).copied().unwrap_or(128));
         }
     }
 }
@@ -119,7 +126,8 @@ fn encode_into<I: ImageBuffer>(image: I, quality: u8, out: &mut Vec<u8>) -> Resu
 
 /// Encodes one test-pattern frame (for the benchmark and tests).
 pub fn encode_pattern(pattern: &TestPattern, quality: u8, out: &mut Vec<u8>) -> io::Result<()> {
-    encode_into(PatternImage(pattern), quality, out).map_err(|e| io::Error::other(e.to_string()))
+    let size = (pattern.width as u16, pattern.height as u16);
+    encode_into(PatternImage(pattern, size), quality, out).map_err(|e| io::Error::other(e.to_string()))
 }
 
 static LABELS: Labels = Labels {
@@ -143,48 +151,94 @@ impl std::fmt::Debug for JpegPipeline {
     }
 }
 
-fn check_size(width: u32, height: u32) -> io::Result<()> {
-    if width % 8 != 0 || height % 8 != 0 || width > u32::from(MAX_DIMENSION) || height > u32::from(MAX_DIMENSION) {
-        return Err(io::Error::other(format!(
-            "{width}x{height}: RTP/JPEG carries sides that are multiples of 8 up to {MAX_DIMENSION}"
-        )));
+/// Who the JPEGs are for: RTP/JPEG carries sides in multiples of 8 up to 2040 (a frame is cropped
+/// by up to 7 pixels to fit; larger ones are refused); HTTP takes any size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Rtp,
+    Http,
+}
+
+/// The encoded size for a `width` x `height` source.
+fn output_size(width: u32, height: u32, target: Target) -> io::Result<(u16, u16)> {
+    let (w, h) = match target {
+        Target::Rtp => (width & !7, height & !7),
+        Target::Http => (width, height),
+    };
+    let max = match target {
+        Target::Rtp => u32::from(MAX_DIMENSION),
+        Target::Http => u32::from(u16::MAX),
+    };
+    if w == 0 || h == 0 || w > max || h > max {
+        return Err(io::Error::other(match target {
+            Target::Rtp => format!("{width}x{height}: RTP/JPEG carries sides of 8 to {MAX_DIMENSION} pixels"),
+            Target::Http => format!("{width}x{height}: JPEG sides are 1 to 65535 pixels"),
+        }));
     }
-    Ok(())
+    if (w, h) != (width, height) {
+        log::info!("JPEG: {width}x{height} is cropped to {w}x{h} (RTP/JPEG carries sides in multiples of 8)");
+    }
+    Ok((w as u16, h as u16))
 }
 
 impl JpegPipeline {
-    /// Encodes the moving test pattern at `--fps` and `--jpeg-quality`.
+    /// Encodes the moving test pattern at `--fps` and `--jpeg-quality`, for RTP/JPEG.
     pub fn start(cfg: &Config) -> io::Result<JpegPipeline> {
-        check_size(cfg.width, cfg.height)?;
+        Self::start_pattern(cfg, Target::Rtp)
+    }
+
+    /// The same for HTTP's on-demand encoder (any size, no crop).
+    pub fn start_for_http(cfg: &Config) -> io::Result<JpegPipeline> {
+        Self::start_pattern(cfg, Target::Http)
+    }
+
+    fn start_pattern(cfg: &Config, target: Target) -> io::Result<JpegPipeline> {
+        let size = output_size(cfg.width, cfg.height, target)?;
         let (w, h, fps, q) = (cfg.width as usize, cfg.height as usize, cfg.fps, cfg.jpeg_quality);
-        let worker = EncoderThread::spawn(&LABELS, move |handoff| pattern_worker(handoff, w, h, fps, q))?;
+        let worker = EncoderThread::spawn(&LABELS, move |handoff| pattern_worker(handoff, w, h, size, fps, q))?;
         Ok(JpegPipeline {
             worker,
             desc: format!(
-                "test pattern {w}x{h} @ {fps} fps, software JPEG (jpeg-encoder, baseline 4:2:0, quality {q}) on a worker thread"
+                "test pattern {}x{} @ {fps} fps, software JPEG (jpeg-encoder, baseline 4:2:0, quality {q}) on a worker thread",
+                size.0, size.1
             ),
         })
     }
 
-    /// Encodes camera frames given with [`JpegPipeline::push_frame`] (YU12, NV12 or YUYV).
+    /// Encodes camera frames given with [`JpegPipeline::push_frame`] (YU12, NV12 or YUYV), for
+    /// RTP/JPEG.
     pub fn start_frames(layout: FrameLayout, quality: u8) -> io::Result<JpegPipeline> {
+        Self::start_frames_with(layout, quality, Target::Rtp)
+    }
+
+    /// The same for HTTP's on-demand encoder, fed by a [`FrameTap`] (any size, no crop).
+    pub fn start_frames_for_http(layout: FrameLayout, quality: u8) -> io::Result<JpegPipeline> {
+        Self::start_frames_with(layout, quality, Target::Http)
+    }
+
+    fn start_frames_with(layout: FrameLayout, quality: u8, target: Target) -> io::Result<JpegPipeline> {
         if !matches!(&layout.fourcc, b"YU12" | b"NV12" | b"YUYV") {
             return Err(io::Error::other(format!(
                 "the JPEG encoder takes YU12, NV12 or YUYV, not {}",
                 String::from_utf8_lossy(&layout.fourcc)
             )));
         }
-        check_size(layout.width, layout.height)?;
+        let size = output_size(layout.width, layout.height, target)?;
         let worker = EncoderThread::spawn_frames(&LABELS, layout, move |handoff, mailbox| {
-            frame_worker(handoff, mailbox, layout, quality)
+            frame_worker(handoff, mailbox, layout, size, quality)
         })?;
         Ok(JpegPipeline {
             worker,
             desc: format!(
-                "software JPEG (jpeg-encoder, baseline 4:2:0, quality {quality}) of {} {}x{} camera frames on a worker thread",
+                "software JPEG (jpeg-encoder, baseline 4:2:0, quality {quality}) of {} {}x{} camera frames{} on a worker thread",
                 String::from_utf8_lossy(&layout.fourcc),
                 layout.width,
-                layout.height
+                layout.height,
+                if (u32::from(size.0), u32::from(size.1)) == (layout.width, layout.height) {
+                    String::new()
+                } else {
+                    format!(" cropped to {}x{}", size.0, size.1)
+                }
             ),
         })
     }
@@ -203,14 +257,14 @@ impl JpegPipeline {
     }
 }
 
-fn pattern_worker(handoff: &Handoff, w: usize, h: usize, fps: u32, quality: u8) {
+fn pattern_worker(handoff: &Handoff, w: usize, h: usize, size: (u16, u16), fps: u32, quality: u8) {
     let mut pattern = TestPattern::new(w, h);
     let mut pacer = Pacer::new(fps);
     while !handoff.stopping() {
         let (capture, frame_no) = pacer.wait_next(handoff);
         pattern.render(frame_no);
         let mut buf = handoff.take_buffer();
-        match encode_into(PatternImage(&pattern), quality, &mut buf) {
+        match encode_into(PatternImage(&pattern, size), quality, &mut buf) {
             Ok(()) => _ = handoff.deliver(buf, capture),
             Err(e) => {
                 handoff.recycle(buf);
@@ -220,7 +274,7 @@ fn pattern_worker(handoff: &Handoff, w: usize, h: usize, fps: u32, quality: u8) 
     }
 }
 
-fn frame_worker(handoff: &Handoff, mailbox: &Mailbox, layout: FrameLayout, quality: u8) {
+fn frame_worker(handoff: &Handoff, mailbox: &Mailbox, layout: FrameLayout, size: (u16, u16), quality: u8) {
     while let Some(frame) = mailbox.next_frame(handoff) {
         if frame.data().len() < layout.frame_bytes() {
             drop(frame);
@@ -228,7 +282,7 @@ fn frame_worker(handoff: &Handoff, mailbox: &Mailbox, layout: FrameLayout, quali
             continue;
         }
         let mut buf = handoff.take_buffer();
-        let result = encode_into(RawImage { layout, data: frame.data() }, quality, &mut buf);
+        let result = encode_into(RawImage { layout, size, data: frame.data() }, quality, &mut buf);
         let capture = frame.capture;
         drop(frame);
         match result {
@@ -286,12 +340,33 @@ mod tests {
         for fourcc in [*b"YU12", *b"NV12", *b"YUYV"] {
             let stride = if &fourcc == b"YUYV" { 2 * s } else { s } as u32;
             let layout = FrameLayout { fourcc, width: w as u32, height: h as u32, stride };
-            encode_into(RawImage { layout, data: &i420[..layout.frame_bytes().min(i420.len())] }, 80, &mut out)
-                .unwrap();
+            let data = &i420[..layout.frame_bytes().min(i420.len())];
+            encode_into(RawImage { layout, size: (w as u16, h as u16), data }, 80, &mut out).unwrap();
             assert!(crate::rtp::jpeg::parse(&out).is_ok());
+            // Cropped to 56x40: still a JPEG RTP carries, of the cropped size.
+            encode_into(RawImage { layout, size: (56, 40), data }, 80, &mut out).unwrap();
+            let f = crate::rtp::jpeg::parse(&out).unwrap();
+            assert_eq!((f.width, f.height), (56, 40));
         }
-        assert!(check_size(1920, 1080).is_ok());
-        assert!(check_size(2048, 1080).is_err() && check_size(100, 64).is_err());
+        assert_eq!(output_size(1920, 1080, Target::Rtp).unwrap(), (1920, 1080));
+        assert_eq!(output_size(320, 180, Target::Rtp).unwrap(), (320, 176), "cropped to multiples of 8");
+        assert_eq!(output_size(320, 180, Target::Http).unwrap(), (320, 180), "HTTP takes any size");
+        assert!(output_size(2048, 1080, Target::Rtp).is_err() && output_size(4, 64, Target::Rtp).is_err());
+        assert!(output_size(2048, 1080, Target::Http).is_ok());
+    }
+
+    #[test]
+    fn a_pattern_of_any_size_encodes_whole_for_http_and_cropped_for_rtp() {
+        let mut p = TestPattern::new(322, 181);
+        p.render(3);
+        let mut out = Vec::new();
+        encode_into(PatternImage(&p, (322, 181)), 80, &mut out).unwrap();
+        let f = crate::rtp::jpeg::parse(&out);
+        // 322x181 is a valid JPEG that RTP cannot carry; the crop is one it can.
+        assert!(f.is_err());
+        encode_into(PatternImage(&p, (320, 176)), 80, &mut out).unwrap();
+        let f = crate::rtp::jpeg::parse(&out).unwrap();
+        assert_eq!((f.width, f.height), (320, 176));
     }
 
     #[test]
