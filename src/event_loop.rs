@@ -396,6 +396,7 @@ impl<'c> EventLoop<'c> {
                 path: &cfg.path,
                 session_timeout: Duration::from_secs(u64::from(cfg.session_timeout)),
                 auth: (!credentials.is_empty()).then(|| Auth { users: credentials, secret: sys::random_secret() }),
+                multicast: None,
             },
             sessions,
             sys::random_u64(),
@@ -1149,6 +1150,8 @@ impl<'c> EventLoop<'c> {
                         s.conn = Some(c);
                         s.channels = (rtp_channel, rtcp_channel);
                     }
+                    // Sent by the group stream, not by the slot.
+                    Delivery::Multicast { .. } => {}
                 }
             }
             Event::Play { slot } => {
@@ -1521,5 +1524,6 @@ fn describe_delivery(sess: &Session, s: &Slot) -> String {
             let _ = s;
             format!("TCP interleaved channels {rtp_channel}-{rtcp_channel}")
         }
+        Delivery::Multicast { .. } => "UDP multicast (the group stream)".to_owned(),
     }
 }
