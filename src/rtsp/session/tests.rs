@@ -451,7 +451,10 @@ fn multicast_first_in_a_list_wins_only_when_on() {
     let setup = req("SETUP", "rtsp://h/live/trackID=0", 1, both);
     let mut slots = [Session::FREE; 1];
     let mut srv = multicast_server(&mut slots);
-    assert_eq!(send(&mut srv, 1, setup.as_bytes(), 0).header("Transport").map(|t| t.contains(";multicast;")), Some(true));
+    assert_eq!(
+        send(&mut srv, 1, setup.as_bytes(), 0).header("Transport").map(|t| t.contains(";multicast;")),
+        Some(true)
+    );
     let mut slots = [Session::FREE; 1];
     let mut srv = server(&mut slots);
     assert!(send(&mut srv, 1, setup.as_bytes(), 0).header("Transport").unwrap().starts_with("RTP/AVP/TCP;unicast"));
