@@ -117,6 +117,10 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("rtp-dest", "", "HOST:PORT: also push the RTP stream there over UDP, without RTSP"),
     ("dscp", "0", "DSCP of all media packets: RTP/RTCP over UDP, RTSP and HTTP connections, push mode (IP_TOS = dscp << 2), e.g. 46 (EF); 0 = unmarked"),
     ("sdp-out", "", "file to write the SDP a push-mode receiver needs"),
+    ("multicast-group", "", "IPv4/IPv6 multicast group served to RTSP clients asking for RTP/AVP;multicast, e.g. 239.255.42.42; empty = multicast off"),
+    ("multicast-port", "5004", "even UDP port of the multicast RTP stream; RTCP is port + 1"),
+    ("multicast-ttl", "1", "multicast TTL / hop limit, 1-255; 1 = the local network only"),
+    ("multicast-interface", "", "network interface the multicast stream leaves by (e.g. wlan0); empty = the routing table decides"),
 ];
 
 /// One user allowed to watch; `path` limits the user to one stream path.
@@ -365,6 +369,32 @@ impl RawConfig {
                 Ok(Some(addr))
             })?,
             dscp: p.num("dscp", 0, 63)? as u8,
+            multicast: {
+                let port = p.field("multicast-port", |v| match v.parse::<u16>() {
+                    Ok(n) if n >= 2 && n % 2 == 0 && n < u16::MAX => Ok(n),
+                    _ => Err("must be an even port number between 2 and 65534 (RTCP is port + 1)".into()),
+                })?;
+                let ttl = p.num("multicast-ttl", 1, 255)? as u8;
+                let interface = p.field("multicast-interface", |v| {
+                    if v.is_empty() {
+                        return Ok(None);
+                    }
+                    let index = nix::net::if_::if_nametoindex(v).map_err(|_| "no such network interface".to_owned())?;
+                    Ok(Some((v.to_owned(), index)))
+                })?;
+                p.field("multicast-group", |v| {
+                    if v.is_empty() {
+                        return Ok(None);
+                    }
+                    let group = v.parse::<IpAddr>().map_err(|_| "not an IP address".to_owned())?;
+                    if !group.is_multicast() {
+                        return Err(
+                            "not a multicast address (IPv4 224.0.0.0/4, e.g. 239.255.42.42; IPv6 ff00::/8)".into()
+                        );
+                    }
+                    Ok(Some(Multicast { group, port, ttl, interface }))
+                })?
+            },
             sdp_out: p.field("sdp-out", |v| Ok((!v.is_empty()).then(|| PathBuf::from(v))))?,
             log_level: p.field("log-level", |v| match v {
                 "off" | "error" | "warn" | "info" | "debug" | "trace" => Ok(v.to_owned()),
@@ -477,6 +507,19 @@ pub struct Config {
     pub dscp: u8,
     /// Where to write the push-mode SDP.
     pub sdp_out: Option<PathBuf>,
+    /// RTSP multicast: the group RTP/AVP;multicast sessions receive; `None` = off.
+    pub multicast: Option<Multicast>,
+}
+
+/// The multicast group stream (`multicast-*` keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Multicast {
+    pub group: IpAddr,
+    /// RTP port (even); RTCP is port + 1.
+    pub port: u16,
+    pub ttl: u8,
+    /// Interface name and index (`multicast-interface`); `None`: the routing table decides.
+    pub interface: Option<(String, u32)>,
 }
 
 impl Config {
@@ -589,6 +632,15 @@ mod tests {
             ("rtp-dest", "10.0.0.1", Origin::Flag, "--rtp-dest"),
             ("rtp-dest", "10.0.0.1:0", Origin::Flag, "--rtp-dest"),
             ("dscp", "64", Origin::Flag, "--dscp"),
+            ("multicast-group", "10.0.0.1", Origin::Flag, "--multicast-group"),
+            ("multicast-group", "ff02:x", Origin::Environment, "UAVSTREAM_MULTICAST_GROUP"),
+            ("multicast-group", "::1", Origin::KernelCmdline, "uavstream.multicast-group"),
+            ("multicast-port", "5005", Origin::Flag, "--multicast-port"),
+            ("multicast-port", "0", Origin::Flag, "--multicast-port"),
+            ("multicast-port", "65535", Origin::Flag, "--multicast-port"),
+            ("multicast-ttl", "0", Origin::Flag, "--multicast-ttl"),
+            ("multicast-ttl", "256", Origin::Environment, "UAVSTREAM_MULTICAST_TTL"),
+            ("multicast-interface", "nosuchif0", Origin::Flag, "--multicast-interface"),
         ];
         for (key, value, origin, spelled) in cases {
             let mut raw = RawConfig::new();
@@ -630,6 +682,24 @@ mod tests {
         let e = raw.resolve().unwrap_err();
         assert!(e.reason.contains("line 1"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn multicast_is_off_by_default_and_on_with_a_group() {
+        let c = RawConfig::new().resolve().unwrap();
+        assert_eq!(c.multicast, None);
+        let mut raw = RawConfig::new();
+        raw.apply_cmdline("uavstream.multicast-group=239.255.42.42 uavstream.multicast_ttl=4");
+        raw.apply_env(env(&[("UAVSTREAM_MULTICAST_PORT", "6000")]));
+        raw.set("multicast-interface", "lo", Origin::Flag);
+        let m = raw.resolve().unwrap().multicast.unwrap();
+        assert_eq!((m.group, m.port, m.ttl), ("239.255.42.42".parse().unwrap(), 6000, 4));
+        assert_eq!(m.interface.as_ref().map(|(n, i)| (n.as_str(), *i > 0)), Some(("lo", true)));
+        let mut raw = RawConfig::new();
+        raw.set("multicast-group", "ff15::4242", Origin::Flag);
+        let m = raw.resolve().unwrap().multicast.unwrap();
+        assert_eq!((m.port, m.ttl, m.interface), (5004, 1, None));
+        assert!(m.group.is_ipv6());
     }
 
     #[test]

@@ -18,6 +18,9 @@
 //! configured UDP destination, starting at a keyframe, with RTCP sender reports to its port + 1.
 //! It is the one destination that is not an RTSP peer: the operator configured it.
 //!
+//! Multicast (`--multicast-group`) is another single reader of the ring: one group stream while
+//! any `RTP/AVP;multicast` session plays (see `multicast`).
+//!
 //! Invariants:
 //! - Nothing here blocks: every socket is non-blocking; the encoder is a worker thread behind an
 //!   eventfd; a file source is paced by a timerfd.
@@ -32,6 +35,7 @@
 //! - HTTP clients hold at most one frame each: the newest frame wins (see `http`).
 
 mod http;
+mod multicast;
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -268,6 +272,8 @@ pub struct EventLoop<'c> {
     /// Our address towards the push destination, for the SDP's `o=`.
     push_origin: String,
     framerate: u32,
+    /// The multicast group stream, when `--multicast-group` is set.
+    group: Option<multicast::Group>,
 }
 
 /// The configurable limits, as durations.
@@ -396,6 +402,7 @@ impl<'c> EventLoop<'c> {
                 path: &cfg.path,
                 session_timeout: Duration::from_secs(u64::from(cfg.session_timeout)),
                 auth: (!credentials.is_empty()).then(|| Auth { users: credentials, secret: sys::random_secret() }),
+                multicast: cfg.multicast.as_ref().map(multicast::core_config),
             },
             sessions,
             sys::random_u64(),
@@ -441,6 +448,21 @@ impl<'c> EventLoop<'c> {
                 );
                 let p = Push { sock, dest, next: 0, waiting_keyframe: true, sent: 0, dropped: 0 };
                 (Some(p), origin.to_string())
+            }
+        };
+        let group = match &cfg.multicast {
+            None => None,
+            Some(m) => {
+                let g = multicast::Group::open(m, cfg.dscp)
+                    .map_err(|e| io::Error::new(e.kind(), format!("multicast-group {}: {e}", m.group)))?;
+                log::info!(
+                    "multicast: RTP/AVP;multicast sessions get {} (RTCP port {}), TTL {}{}",
+                    g.rtp_dest(),
+                    m.port.wrapping_add(1),
+                    m.ttl,
+                    m.interface.as_ref().map_or(String::new(), |(name, _)| format!(", via {name}"))
+                );
+                Some(g)
             }
         };
         let n_conns = cfg.max_clients + cfg.max_pending_connections + limits::SPARE_CONNECTIONS;
@@ -494,6 +516,7 @@ impl<'c> EventLoop<'c> {
             sdp_out: cfg.sdp_out.clone(),
             push_origin,
             framerate: cfg.fps,
+            group,
         })
     }
 
@@ -763,6 +786,9 @@ impl<'c> EventLoop<'c> {
                 self.pump(s, now);
             }
             self.pump_push();
+            if let Some(g) = self.group.as_mut() {
+                g.pump(&self.hub.ring);
+            }
             if let Some(h) = self.http.as_mut() {
                 h.pump_all(now);
             }
@@ -817,6 +843,9 @@ impl<'c> EventLoop<'c> {
                     // Clients in mid-GOP need the new stream's first IDR.
                     for s in &mut self.slots {
                         s.waiting_idr = true;
+                    }
+                    if let Some(g) = self.group.as_mut() {
+                        g.restart_at_keyframe();
                     }
                 }
                 Err(e) => {
@@ -1149,6 +1178,8 @@ impl<'c> EventLoop<'c> {
                         s.conn = Some(c);
                         s.channels = (rtp_channel, rtcp_channel);
                     }
+                    // Sent by the group stream, not by the slot.
+                    Delivery::Multicast { .. } => {}
                 }
             }
             Event::Play { slot } => {
@@ -1160,10 +1191,12 @@ impl<'c> EventLoop<'c> {
                 s.play_at = Some(now);
                 log::info!("{peer}: PLAY session {:016X} via {}", sess.id, describe_delivery(&sess, s));
                 self.request_idr(now);
+                self.sync_group();
             }
             Event::Pause { slot } => {
                 self.slots[slot].playing = false;
                 log::info!("{peer}: PAUSE session {:016X}", self.server.sessions()[slot].id);
+                self.sync_group();
             }
             Event::Teardown { slot } => self.end_session(slot, "TEARDOWN"),
             Event::SetBitrate { bps } => {
@@ -1199,6 +1232,14 @@ impl<'c> EventLoop<'c> {
             f64::from(r.jitter) / 90.0
         );
         s.reset();
+        self.sync_group();
+    }
+
+    /// Runs the multicast group stream while any multicast session plays (see `multicast`).
+    fn sync_group(&mut self) {
+        if let Some(g) = self.group.as_mut() {
+            g.set_playing(self.server.multicast_playing(), &self.hub.ring);
+        }
     }
 
     /// Sends a slot everything from its position to the ring head, as far as its transport
@@ -1451,6 +1492,14 @@ impl<'c> EventLoop<'c> {
             sys::rss_kib().unwrap_or(0),
             std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count()),
         );
+        if let Some(g) = &self.group {
+            let (sent, dropped) = g.counters();
+            log::info!(
+                "stats: multicast {} sessions playing {} packets sent {sent} dropped {dropped}",
+                g.rtp_dest(),
+                self.server.multicast_playing()
+            );
+        }
         if let Some(h) = &self.http {
             log::info!("stats: http MJPEG streams {} parts sent {}", h.streaming(), h.parts_sent);
         }
@@ -1475,6 +1524,9 @@ impl<'c> EventLoop<'c> {
         let Ok(n) = written else { return };
         if let Some(p) = self.push.as_ref().filter(|p| !p.waiting_keyframe) {
             let _ = p.sock.send_to(&pkt[4..4 + n], SocketAddr::new(p.dest.ip(), p.dest.port().wrapping_add(1)));
+        }
+        if let Some(g) = self.group.as_ref() {
+            g.send_rtcp(&pkt[4..4 + n]);
         }
         for (i, s) in self.slots.iter().enumerate() {
             if !s.playing || self.server.sessions()[i].state != SessionState::Playing {
@@ -1521,5 +1573,6 @@ fn describe_delivery(sess: &Session, s: &Slot) -> String {
             let _ = s;
             format!("TCP interleaved channels {rtp_channel}-{rtcp_channel}")
         }
+        Delivery::Multicast { .. } => "UDP multicast (the group stream)".to_owned(),
     }
 }

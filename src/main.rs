@@ -116,6 +116,18 @@ struct Flags {
     /// file to write the SDP a push-mode receiver needs
     #[argh(option)]
     sdp_out: Option<String>,
+    /// IPv4/IPv6 multicast group for RTSP clients asking for RTP/AVP;multicast (e.g. 239.255.42.42); empty = off []
+    #[argh(option)]
+    multicast_group: Option<String>,
+    /// even UDP port of the multicast RTP stream, RTCP is port + 1 [5004]
+    #[argh(option)]
+    multicast_port: Option<String>,
+    /// multicast TTL / hop limit 1-255, 1 = the local network only [1]
+    #[argh(option)]
+    multicast_ttl: Option<String>,
+    /// network interface the multicast stream leaves by (e.g. wlan0); empty = the routing table decides []
+    #[argh(option)]
+    multicast_interface: Option<String>,
     /// print every resolved setting with its origin, then exit
     #[argh(switch)]
     print_config: bool,
@@ -129,7 +141,7 @@ struct Flags {
 
 impl Flags {
     fn apply(&self, raw: &mut RawConfig) {
-        let pairs: [(&str, &Option<String>); 33] = [
+        let pairs: [(&str, &Option<String>); 37] = [
             ("source", &self.source),
             ("device", &self.device),
             ("pixel-format", &self.pixel_format),
@@ -163,6 +175,10 @@ impl Flags {
             ("rtp-dest", &self.rtp_dest),
             ("dscp", &self.dscp),
             ("sdp-out", &self.sdp_out),
+            ("multicast-group", &self.multicast_group),
+            ("multicast-port", &self.multicast_port),
+            ("multicast-ttl", &self.multicast_ttl),
+            ("multicast-interface", &self.multicast_interface),
         ];
         debug_assert_eq!(pairs.len(), config::KEYS.len());
         for (k, v) in pairs {

@@ -215,3 +215,44 @@ pub fn send_datagrams(sock: &std::net::UdpSocket, dest: &std::net::SocketAddr, p
         }
     }
 }
+
+/// Makes a UDP socket's multicast datagrams leave by the interface with index `index`
+/// (`IP_MULTICAST_IF` with an `ip_mreqn`, or `IPV6_MULTICAST_IF`).
+pub fn set_multicast_interface(sock: &std::net::UdpSocket, ipv6: bool, index: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = sock.as_raw_fd();
+    let r = if ipv6 {
+        let idx = index as libc::c_int;
+        // SAFETY: a valid socket fd, and a pointer to a c_int of the length passed.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MULTICAST_IF,
+                (&raw const idx).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    } else {
+        let mreq = libc::ip_mreqn {
+            imr_multiaddr: libc::in_addr { s_addr: 0 },
+            imr_address: libc::in_addr { s_addr: 0 },
+            imr_ifindex: index as libc::c_int,
+        };
+        // SAFETY: a valid socket fd, and a pointer to an ip_mreqn of the length passed.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IP,
+                libc::IP_MULTICAST_IF,
+                (&raw const mreq).cast(),
+                std::mem::size_of::<libc::ip_mreqn>() as libc::socklen_t,
+            )
+        }
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

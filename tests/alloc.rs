@@ -1,5 +1,6 @@
-//! The hot path allocates nothing: with ten clients streaming (five UDP, five TCP), the event
-//! loop's thread makes zero heap allocations per packet, per client send, per access unit.
+//! The hot path allocates nothing: with ten clients streaming (five UDP, five TCP) and a
+//! multicast receiver, the event loop's thread makes zero heap allocations per packet, per client
+//! send, per access unit, per group packet and sender report.
 //! Counted by a global allocator that counts only on the loop's thread.
 
 mod common;
@@ -48,6 +49,8 @@ static GLOBAL: Counting = Counting;
 fn streaming_to_ten_clients_allocates_nothing_on_the_loop() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (a, b) = common::rtp_range(80);
+    let group = std::net::Ipv4Addr::new(239, 255, 99, (std::process::id() % 250) as u8 + 1);
+    let group_port = common::rtp_range(2).0;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut raw = uavstream::config::RawConfig::new();
@@ -57,6 +60,8 @@ fn streaming_to_ten_clients_allocates_nothing_on_the_loop() {
             ("listen", "127.0.0.1".to_owned()),
             ("port", port.to_string()),
             ("rtp-ports", format!("{a}-{b}")),
+            ("multicast-group", group.to_string()),
+            ("multicast-port", group_port.to_string()),
         ] {
             raw.set(k, &v, uavstream::config::Origin::Flag);
         }
@@ -73,12 +78,26 @@ fn streaming_to_ten_clients_allocates_nothing_on_the_loop() {
     ready_rx.recv().unwrap();
     let url = format!("rtsp://127.0.0.1:{port}/live");
     let mut packets = Vec::new();
-    for i in 0..10 {
+    for i in 0..11 {
         let url = url.clone();
         packets.push(std::thread::spawn(move || -> u64 {
             let mut n = 0;
             let t = std::time::Instant::now();
-            if i % 2 == 0 {
+            if i == 10 {
+                let sock = std::net::UdpSocket::bind((group, group_port)).unwrap();
+                sock.join_multicast_v4(&group, &std::net::Ipv4Addr::UNSPECIFIED).unwrap();
+                sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+                let mut c = RtspClient::connect(&url);
+                let s = c.request("SETUP", &format!("{url}/trackID=0"), &[("Transport", "RTP/AVP;multicast")]);
+                assert_eq!(c.request("PLAY", &url, &[("Session", &s.session())]).status, 200);
+                let mut buf = [0u8; 2048];
+                while t.elapsed() < Duration::from_secs(4) {
+                    if sock.recv_from(&mut buf).is_ok() {
+                        n += 1;
+                    }
+                }
+                assert!(n > 100, "the multicast receiver got only {n} packets");
+            } else if i % 2 == 0 {
                 let mut c = RtspClient::connect(&url);
                 c.play_tcp();
                 while t.elapsed() < Duration::from_secs(4) {
@@ -111,7 +130,7 @@ fn streaming_to_ten_clients_allocates_nothing_on_the_loop() {
     std::thread::sleep(Duration::from_millis(2000));
     let during = ALLOCS.load(Ordering::Relaxed) - before;
     let total: u64 = packets.into_iter().map(|h| h.join().unwrap()).sum();
-    eprintln!("figure: {during} heap allocations on the loop thread in 2 s of streaming to 10 clients ({total} packets received in 4 s)");
+    eprintln!("figure: {during} heap allocations on the loop thread in 2 s of streaming to 10 clients and a multicast group ({total} packets received in 4 s)");
     assert!(total > 1000, "clients received only {total} packets");
     assert_eq!(during, 0, "the loop allocated while streaming");
 }

@@ -140,7 +140,7 @@ fn cases(url: &str) -> Vec<Case> {
         "RTP/AVP;unicast;client_port=a-b",
         "RTP/AVP;unicast;client_port=0-1",
         "RTP/AVP;unicast;client_port=65535",
-        "RTP/AVP;multicast",
+        "RTP/AVP;multicast", // 461: this daemon has no --multicast-group (tests/multicast.rs has one)
         "RTP/AVP/TCP;interleaved=1-1",
         "RTP/AVP/TCP;interleaved=300-301",
         "RTP/AVP/TCP;interleaved=x",

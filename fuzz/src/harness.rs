@@ -23,7 +23,7 @@ use uavstream::rtsp::sdp::{write_sdp, SdpParams};
 use uavstream::rtsp::session::{
     write_error_response, ConnId, Delivery, Event, RequestCtx, Server, ServerConfig, Session, SessionState, StreamInfo,
 };
-use uavstream::rtsp::transport::{self, Lower, TransportSpec};
+use uavstream::rtsp::transport::{self, Lower, MulticastGroup, TransportSpec};
 use uavstream::time::Instant;
 use uavstream::wbuf::{decode_base64, put_base64, Full, WBuf};
 
@@ -230,6 +230,30 @@ pub fn check_transport(header: &str) {
     };
     let reply = std::str::from_utf8(w.written()).unwrap();
     assert_eq!(transport::choose(reply), Ok(want), "reply {reply:?} to {header:?}");
+    check_multicast_transport(header);
+}
+
+/// With multicast on: the choice is the unicast one or the multicast one, whichever the client
+/// listed first; a multicast answer carries our group and parses back to the same choice.
+fn check_multicast_transport(header: &str) {
+    let unicast = transport::choose(header);
+    let Ok(t) = transport::choose_with(header, true) else {
+        assert!(unicast.is_err(), "multicast on refused what unicast serves: {header:?}");
+        return;
+    };
+    if !t.multicast {
+        assert_eq!(Ok(t), unicast, "multicast on changed the unicast choice: {header:?}");
+        return;
+    }
+    assert_ne!(t.lower, Lower::Tcp, "multicast over TCP chosen: {header:?}");
+    assert_eq!((t.client_port, t.interleaved), (None, None), "{header:?}");
+    let g = MulticastGroup { group: "ff15::4242".parse().unwrap(), port: 65534, ttl: 255 };
+    let mut buf = [0xa5u8; 256];
+    let mut w = WBuf::new(&mut buf);
+    transport::write_multicast_reply(&mut w, t.lower, &g, 0xdead_beef).unwrap();
+    let reply = std::str::from_utf8(w.written()).unwrap();
+    assert_eq!(transport::choose_with(reply, true), Ok(t), "reply {reply:?} to {header:?}");
+    assert_eq!(transport::choose(reply), Err(transport::TransportError::Unsupported), "{reply:?}");
 }
 
 pub fn check_uri_path(uri: &str) {
@@ -293,6 +317,7 @@ const CONNS: u64 = 4;
 struct SessionFuzz<'c> {
     srv: Server<'c, Vec<Session>>,
     auth: bool,
+    multicast: bool,
     timeout: Duration,
     latest: Instant,
     stream: Option<StreamInfo<'c>>,
@@ -331,15 +356,23 @@ pub fn rtsp_session(data: &[u8]) {
         bitrate_kbps: c.u32() % 100_000,
     });
     let seed = c.u64();
-    let auth = (c.u8() % 4 == 0).then_some(Auth { users: USERS, secret: [9; 16] });
+    // One byte for both, so inputs kept from before multicast existed decode as they did.
+    let auth_byte = c.u8();
+    let auth = (auth_byte % 4 == 0).then_some(Auth { users: USERS, secret: [9; 16] });
+    let multicast = (auth_byte & 0x10 != 0).then_some(MulticastGroup {
+        group: std::net::Ipv4Addr::new(239, 255, 42, 42).into(),
+        port: 5004,
+        ttl: 1,
+    });
     let mut sessions = vec![Session::FREE; slots];
     for (i, s) in sessions.iter_mut().enumerate() {
         s.server_ports = (58000 + 2 * i as u16, 58001 + 2 * i as u16);
     }
-    let cfg = ServerConfig { path, session_timeout: timeout, auth };
+    let cfg = ServerConfig { path, session_timeout: timeout, auth, multicast };
     let mut f = SessionFuzz {
         srv: Server::new(cfg, sessions, seed),
         auth: auth.is_some(),
+        multicast: multicast.is_some(),
         timeout,
         latest: Instant::ZERO,
         stream,
@@ -544,10 +577,15 @@ impl SessionFuzz<'_> {
                 let sh = header("Session").expect("SETUP answer without Session");
                 assert_eq!(sh.split(';').next(), Some(format!("{:016X}", s.id).as_str()));
                 let tr = header("Transport").expect("SETUP answer without Transport");
-                assert!(transport::choose(tr).is_ok(), "our Transport reply does not parse: {tr:?}");
+                assert!(transport::choose_with(tr, true).is_ok(), "our Transport reply does not parse: {tr:?}");
                 match s.delivery {
                     Delivery::Udp { client_rtp, client_rtcp, .. } => assert!(client_rtp != 0 && client_rtcp != 0),
                     Delivery::Interleaved { rtp_channel, rtcp_channel } => assert_ne!(rtp_channel, rtcp_channel),
+                    Delivery::Multicast { lower } => {
+                        assert!(self.multicast, "a multicast session while multicast is off: {req:?}");
+                        assert_ne!(lower, Lower::Tcp);
+                        assert!(tr.contains(";multicast;destination=239.255.42.42;port=5004-5005;ttl=1;"), "{tr:?}");
+                    }
                 }
                 if before[slot].0 != SessionState::Free {
                     assert_eq!(before[slot].1, s.id, "re-SETUP changed the session id");

@@ -19,13 +19,19 @@
 //! ```
 //! A session is owned by the connection that created it; when that connection closes, the
 //! session is torn down too (a crashed VLC frees its slot at once instead of after the timeout).
+//!
+//! # Multicast
+//! With [`ServerConfig::multicast`] set, SETUP with `RTP/AVP;multicast` makes a session like any
+//! other (a slot, keepalives, expiry, TEARDOWN) whose [`Delivery`] is the server's group. The
+//! loop sends the group ONE stream while [`Server::multicast_playing`] is above zero; sessions
+//! only count receivers. Without it, such a SETUP is answered 461 as before.
 
 use core::time::Duration;
 
 use super::auth::{Auth, Verdict};
 use super::parse::{uri_path, Method, Request};
 use super::sdp::{write_sdp, SdpParams, TRACK_CONTROL};
-use super::transport::{self, Lower, TransportError};
+use super::transport::{self, Lower, MulticastGroup, TransportError};
 use crate::limits;
 use crate::rtp::rtcp::{parse_compound, RtcpPacket};
 use crate::time::Instant;
@@ -49,6 +55,8 @@ pub enum Delivery {
     Udp { lower: Lower, client_rtp: u16, client_rtcp: u16 },
     /// Interleaved in the RTSP TCP connection on these channels.
     Interleaved { rtp_channel: u8, rtcp_channel: u8 },
+    /// The server's multicast group ([`ServerConfig::multicast`]), shared by every such session.
+    Multicast { lower: Lower },
 }
 
 /// Reception quality as the client last reported it (RTCP RR).
@@ -145,6 +153,8 @@ pub struct ServerConfig<'c> {
     pub session_timeout: Duration,
     /// When set, every method but OPTIONS needs valid credentials.
     pub auth: Option<Auth<'c>>,
+    /// When set, `RTP/AVP;multicast` is served: to this group, port and TTL.
+    pub multicast: Option<MulticastGroup>,
 }
 
 const PUBLIC: &str = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
@@ -230,6 +240,14 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
     /// Slots in use.
     pub fn active(&self) -> usize {
         self.sessions().iter().filter(|s| s.state != SessionState::Free).count()
+    }
+
+    /// Multicast sessions that are playing: the group stream runs while this is above zero.
+    pub fn multicast_playing(&self) -> usize {
+        self.sessions()
+            .iter()
+            .filter(|s| s.state == SessionState::Playing && matches!(s.delivery, Delivery::Multicast { .. }))
+            .count()
     }
 
     fn clamp_now(&mut self, now: Instant) -> Instant {
@@ -475,7 +493,7 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
         let Some(th) = req.header("Transport") else {
             return Self::simple(w, 461, cseq);
         };
-        let spec = match transport::choose(th) {
+        let spec = match transport::choose_with(th, self.cfg.multicast.is_some()) {
             Ok(t) => t,
             Err(TransportError::Unsupported) => return Self::simple(w, 461, cseq),
             Err(TransportError::Malformed) => return Self::simple(w, 400, cseq),
@@ -496,6 +514,10 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
             },
         };
         let delivery = match (spec.lower, spec.client_port) {
+            // `choose_with` offers multicast only when it is configured; checked again here,
+            // before the slot changes.
+            _ if spec.multicast && self.cfg.multicast.is_none() => return Self::simple(w, 461, cseq),
+            _ if spec.multicast => Delivery::Multicast { lower: spec.lower },
             (Lower::Tcp, _) => {
                 let (rtp_channel, rtcp_channel) = spec.interleaved.unwrap_or((0, 1));
                 Delivery::Interleaved { rtp_channel, rtcp_channel }
@@ -521,6 +543,11 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
             }
             Delivery::Interleaved { rtp_channel, rtcp_channel } => {
                 transport::write_tcp_reply(w, (rtp_channel, rtcp_channel), ssrc)?
+            }
+            Delivery::Multicast { lower } => {
+                if let Some(g) = &self.cfg.multicast {
+                    transport::write_multicast_reply(w, lower, g, ssrc)?;
+                }
             }
         }
         w.put(b"\r\n")?;

@@ -9,6 +9,13 @@
 //! - A single `client_port=N` means RTP on N and RTCP on N+1.
 //! - A `destination=` parameter is ignored: RTP goes to the address the RTSP request came from,
 //!   so the server cannot be turned into a traffic reflector.
+//! - Multicast (`RTP/AVP;multicast`, what ffmpeg's `-rtsp_transport udp_multicast` and GStreamer's
+//!   `rtspsrc protocols=udp-mcast` send) is served only when the operator configured a group. The
+//!   server chooses group, port and TTL (RFC 2326 §12.39 lets it): a client's `destination=`,
+//!   `port=` and `ttl=` are ignored and the reply says what it gets, so an RTSP client can neither
+//!   point the camera at another group nor make it send further than the operator allowed.
+//! - Alternatives are taken in the client's order: the first one we can serve wins. A multicast
+//!   spec counts only when multicast is on, so with it off nothing changes for any client.
 
 use crate::wbuf::{Full, WBuf};
 
@@ -83,12 +90,30 @@ pub fn parse_spec(spec: &str) -> Result<TransportSpec, TransportError> {
     Ok(t)
 }
 
+/// The multicast group the server sends to, as configured by the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MulticastGroup {
+    pub group: core::net::IpAddr,
+    /// RTP port (even); RTCP is `port + 1`.
+    pub port: u16,
+    pub ttl: u8,
+}
+
 /// Picks the first spec of a comma-separated `Transport` header that we can serve:
 /// unicast RTP/AVP over UDP (with client ports) or over TCP.
 pub fn choose(header: &str) -> Result<TransportSpec, TransportError> {
+    choose_with(header, false)
+}
+
+/// As [`choose`], and with `multicast` also `RTP/AVP;multicast` (UDP; the client's destination,
+/// ports and TTL do not matter: the server's group is the answer).
+pub fn choose_with(header: &str, multicast: bool) -> Result<TransportSpec, TransportError> {
     let mut first_err = TransportError::Unsupported;
     for spec in header.split(',') {
         match parse_spec(spec) {
+            Ok(t) if t.multicast && multicast && t.lower != Lower::Tcp => {
+                return Ok(TransportSpec { client_port: None, interleaved: None, ..t })
+            }
             Ok(t) if t.multicast => {}
             Ok(t) if t.lower != Lower::Tcp && t.client_port.is_none() => first_err = TransportError::Malformed,
             Ok(t) => return Ok(t),
@@ -124,6 +149,20 @@ pub fn write_udp_reply(
         client.1,
         server.0,
         server.1,
+        ssrc
+    ))
+}
+
+/// Writes the reply `Transport` value for a multicast session: the server's group, ports and TTL.
+/// (An IPv6 group is written bare, as ffmpeg and GStreamer parse `destination`.)
+pub fn write_multicast_reply(w: &mut WBuf<'_>, lower: Lower, g: &MulticastGroup, ssrc: u32) -> Result<(), Full> {
+    w.put_fmt(format_args!(
+        "{};multicast;destination={};port={}-{};ttl={};ssrc={:08X};mode=\"PLAY\"",
+        lower.as_str(),
+        g.group,
+        g.port,
+        g.port.wrapping_add(1),
+        g.ttl,
         ssrc
     ))
 }
@@ -177,6 +216,55 @@ mod tests {
         assert_eq!(choose("RTP/AVP;unicast;client_port=65535"), Err(TransportError::Malformed));
         assert_eq!(choose("RTP/AVP/TCP;interleaved=255"), Err(TransportError::Malformed));
         assert_eq!(choose(""), Err(TransportError::Unsupported));
+    }
+
+    #[test]
+    fn multicast_only_when_on_and_in_the_clients_order() {
+        let mc = |lower| TransportSpec { lower, multicast: true, client_port: None, interleaved: None };
+        // ffmpeg -rtsp_transport udp_multicast
+        assert_eq!(choose_with("RTP/AVP/UDP;multicast", true), Ok(mc(Lower::UdpExplicit)));
+        assert_eq!(choose_with("RTP/AVP/UDP;multicast", false), Err(TransportError::Unsupported));
+        // GStreamer rtspsrc protocols=udp-mcast
+        assert_eq!(choose_with("RTP/AVP;multicast", true), Ok(mc(Lower::UdpImplicit)));
+        // A client's own destination, ports and TTL are ignored (the reply carries ours).
+        assert_eq!(
+            choose_with("RTP/AVP;multicast;destination=239.1.1.1;port=6000-6001;ttl=16;client_port=7000-7001", true),
+            Ok(mc(Lower::UdpImplicit))
+        );
+        // Several alternatives: the client's order decides; multicast counts only when on.
+        let both = "RTP/AVP;multicast;port=5000-5001,RTP/AVP/TCP;unicast;interleaved=0-1";
+        assert_eq!(choose_with(both, true), Ok(mc(Lower::UdpImplicit)));
+        assert_eq!(choose_with(both, false).unwrap().lower, Lower::Tcp);
+        let unicast_first = "RTP/AVP;unicast;client_port=5000-5001,RTP/AVP;multicast";
+        assert_eq!(choose_with(unicast_first, true).unwrap().client_port, Some((5000, 5001)));
+        // Multicast over TCP means nothing.
+        assert_eq!(choose_with("RTP/AVP/TCP;multicast", true), Err(TransportError::Unsupported));
+        // A malformed unicast spec before a multicast one does not hide it.
+        assert_eq!(choose_with("RTP/AVP;unicast,RTP/AVP;multicast", true), Ok(mc(Lower::UdpImplicit)));
+    }
+
+    #[test]
+    fn multicast_replies_parse_back() {
+        let mut buf = [0u8; 200];
+        let g4 = MulticastGroup { group: core::net::Ipv4Addr::new(239, 255, 42, 42).into(), port: 5004, ttl: 1 };
+        let mut w = WBuf::new(&mut buf);
+        write_multicast_reply(&mut w, Lower::UdpExplicit, &g4, 0xab).unwrap();
+        let reply = core::str::from_utf8(w.written()).unwrap();
+        assert_eq!(
+            reply,
+            "RTP/AVP/UDP;multicast;destination=239.255.42.42;port=5004-5005;ttl=1;ssrc=000000AB;mode=\"PLAY\""
+        );
+        assert!(choose_with(reply, true).unwrap().multicast);
+        let g6 = MulticastGroup { group: "ff15::4242".parse().unwrap(), port: 65534, ttl: 255 };
+        let mut w = WBuf::new(&mut buf);
+        write_multicast_reply(&mut w, Lower::UdpImplicit, &g6, 1).unwrap();
+        assert_eq!(
+            core::str::from_utf8(w.written()).unwrap(),
+            "RTP/AVP;multicast;destination=ff15::4242;port=65534-65535;ttl=255;ssrc=00000001;mode=\"PLAY\""
+        );
+        // Too small a buffer is Full, not a panic.
+        let mut small = [0u8; 20];
+        assert_eq!(write_multicast_reply(&mut WBuf::new(&mut small), Lower::UdpImplicit, &g6, 1), Err(Full));
     }
 
     #[test]

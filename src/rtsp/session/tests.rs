@@ -24,7 +24,20 @@ fn server(slots: &mut [Session]) -> Server<'static, &mut [Session]> {
         *s = Session::FREE;
         s.server_ports = (50000 + 2 * i as u16, 50001 + 2 * i as u16);
     }
-    Server::new(ServerConfig { path: "/live", session_timeout: Duration::from_secs(60), auth: None }, slots, 7)
+    Server::new(
+        ServerConfig { path: "/live", session_timeout: Duration::from_secs(60), auth: None, multicast: None },
+        slots,
+        7,
+    )
+}
+
+const GROUP: MulticastGroup =
+    MulticastGroup { group: core::net::IpAddr::V4(core::net::Ipv4Addr::new(239, 255, 42, 42)), port: 5004, ttl: 1 };
+
+fn multicast_server(slots: &mut [Session]) -> Server<'static, &mut [Session]> {
+    let mut srv = server(slots);
+    srv.cfg.multicast = Some(GROUP);
+    srv
 }
 
 struct Reply {
@@ -162,7 +175,9 @@ fn errors_have_the_right_status_and_echo_cseq() {
         ("DESCRIBE", "rtsp://h/livex", "", 404),
         ("DESCRIBE", "rtsp://h/live/trackID=0", "", 404),
         ("SETUP", "rtsp://h/live/trackID=0", "", 461),
+        // Multicast is off unless the operator configured a group.
         ("SETUP", "rtsp://h/live/trackID=0", "Transport: RTP/AVP;multicast\r\n", 461),
+        ("SETUP", "rtsp://h/live/trackID=0", "Transport: RTP/AVP/UDP;multicast;destination=239.1.2.3\r\n", 461),
         ("SETUP", "rtsp://h/live/trackID=0", "Transport: RTP/AVP;unicast\r\n", 400),
         ("SETUP", "rtsp://h/nope/trackID=0", "Transport: RTP/AVP/TCP\r\n", 404),
         ("PLAY", "rtsp://h/live", "", 454),
@@ -308,6 +323,7 @@ fn auth_gates_every_method_but_options() {
         path: "/live",
         session_timeout: Duration::from_secs(60),
         auth: Some(Auth { users: &users, secret: [1; 16] }),
+        multicast: None,
     };
     let mut srv = Server::new(cfg, &mut slots[..], 7);
     assert_eq!(send(&mut srv, 1, req("OPTIONS", "rtsp://h/live", 1, "").as_bytes(), 0).status(), 200);
@@ -355,4 +371,103 @@ fn set_parameter_bitrate_is_an_event() {
     );
     assert_eq!(r.status(), 200);
     assert_eq!(r.event, Some(Event::SetBitrate { bps: 500_000 }));
+}
+
+#[test]
+fn multicast_sessions_from_ffmpeg_and_gstreamer_share_the_group() {
+    let mut slots = [Session::FREE; 3];
+    let mut srv = multicast_server(&mut slots);
+    // ffmpeg -rtsp_transport udp_multicast
+    let ff = req("SETUP", "rtsp://h/live/trackID=0", 1, "Transport: RTP/AVP/UDP;multicast\r\n");
+    let a = send(&mut srv, 1, ff.as_bytes(), 0);
+    assert_eq!(a.status(), 200);
+    assert_eq!(a.event, Some(Event::Setup { slot: 0 }));
+    assert_eq!(
+        a.header("Transport"),
+        Some("RTP/AVP/UDP;multicast;destination=239.255.42.42;port=5004-5005;ttl=1;ssrc=12345678;mode=\"PLAY\"")
+    );
+    assert_eq!(srv.sessions()[0].delivery, Delivery::Multicast { lower: Lower::UdpExplicit });
+    // GStreamer rtspsrc protocols=udp-mcast, asking for a group of its own: it gets ours.
+    let gst = req(
+        "SETUP",
+        "rtsp://h/live/trackID=0",
+        1,
+        "Transport: RTP/AVP;multicast;destination=239.9.9.9;port=6000-6001;ttl=64\r\n",
+    );
+    let b = send(&mut srv, 2, gst.as_bytes(), 0);
+    assert_eq!(
+        b.header("Transport"),
+        Some("RTP/AVP;multicast;destination=239.255.42.42;port=5004-5005;ttl=1;ssrc=12345678;mode=\"PLAY\"")
+    );
+    assert_ne!(a.session(), b.session(), "each receiver has a session of its own");
+    // A unicast client next to them is unchanged.
+    let u = req("SETUP", "rtsp://h/live/trackID=0", 1, "Transport: RTP/AVP;unicast;client_port=6000-6001\r\n");
+    assert!(send(&mut srv, 3, u.as_bytes(), 0).header("Transport").unwrap().contains("unicast;client_port=6000-6001"));
+    // Fixed slots: a fourth receiver gets 503 whatever its transport.
+    assert_eq!(send(&mut srv, 4, ff.as_bytes(), 0).status(), 503);
+
+    assert_eq!(srv.multicast_playing(), 0);
+    let play_a = req("PLAY", "rtsp://h/live", 2, &alloc_free_concat("Session: ", a.session()));
+    assert_eq!(send(&mut srv, 1, play_a.as_bytes(), 1).event, Some(Event::Play { slot: 0 }));
+    let play_b = req("PLAY", "rtsp://h/live", 2, &alloc_free_concat("Session: ", b.session()));
+    send(&mut srv, 2, play_b.as_bytes(), 1);
+    assert_eq!(srv.multicast_playing(), 2);
+    // PAUSE and TEARDOWN count down; the last one out stops the group stream.
+    let pause_b = req("PAUSE", "rtsp://h/live", 3, &alloc_free_concat("Session: ", b.session()));
+    assert_eq!(send(&mut srv, 2, pause_b.as_bytes(), 2).event, Some(Event::Pause { slot: 1 }));
+    assert_eq!(srv.multicast_playing(), 1);
+    let td_a = req("TEARDOWN", "rtsp://h/live", 3, &alloc_free_concat("Session: ", a.session()));
+    assert_eq!(send(&mut srv, 1, td_a.as_bytes(), 2).event, Some(Event::Teardown { slot: 0 }));
+    assert_eq!(srv.multicast_playing(), 0);
+    // Connection loss and expiry end multicast sessions like any other.
+    send(&mut srv, 2, play_b.as_bytes(), 3);
+    assert_eq!(srv.multicast_playing(), 1);
+    assert_eq!(srv.close_session_of(ConnId(2)), Some(1));
+    assert_eq!(srv.multicast_playing(), 0);
+}
+
+#[test]
+fn multicast_sessions_expire_and_keepalives_refresh_them() {
+    let mut slots = [Session::FREE; 2];
+    let mut srv = multicast_server(&mut slots);
+    let setup = req("SETUP", "rtsp://h/live/trackID=0", 1, "Transport: RTP/AVP;multicast\r\n");
+    let a = send(&mut srv, 1, setup.as_bytes(), 0);
+    let b = send(&mut srv, 2, setup.as_bytes(), 0);
+    for (conn, r) in [(1, &a), (2, &b)] {
+        let play = req("PLAY", "rtsp://h/live", 2, &alloc_free_concat("Session: ", r.session()));
+        send(&mut srv, conn, play.as_bytes(), 0);
+    }
+    let ka = req("OPTIONS", "rtsp://h/live", 3, &alloc_free_concat("Session: ", a.session()));
+    assert_eq!(send(&mut srv, 1, ka.as_bytes(), 40).status(), 200);
+    assert_eq!(srv.poll_expired(Instant::from_micros(60_000_000)), Some(1));
+    assert_eq!(srv.multicast_playing(), 1);
+    assert_eq!(srv.poll_expired(Instant::from_micros(100_000_000)), Some(0));
+    assert_eq!(srv.multicast_playing(), 0);
+}
+
+#[test]
+fn multicast_first_in_a_list_wins_only_when_on() {
+    let both = "Transport: RTP/AVP;multicast;port=5000-5001,RTP/AVP/TCP;unicast;interleaved=0-1\r\n";
+    let setup = req("SETUP", "rtsp://h/live/trackID=0", 1, both);
+    let mut slots = [Session::FREE; 1];
+    let mut srv = multicast_server(&mut slots);
+    assert_eq!(
+        send(&mut srv, 1, setup.as_bytes(), 0).header("Transport").map(|t| t.contains(";multicast;")),
+        Some(true)
+    );
+    let mut slots = [Session::FREE; 1];
+    let mut srv = server(&mut slots);
+    assert!(send(&mut srv, 1, setup.as_bytes(), 0).header("Transport").unwrap().starts_with("RTP/AVP/TCP;unicast"));
+}
+
+#[test]
+fn ipv6_group_reply() {
+    let mut slots = [Session::FREE; 1];
+    let mut srv = server(&mut slots);
+    srv.cfg.multicast = Some(MulticastGroup { group: "ff15::4242".parse().unwrap(), port: 6000, ttl: 8 });
+    let setup = req("SETUP", "rtsp://h/live/trackID=0", 1, "Transport: RTP/AVP;multicast\r\n");
+    assert!(send(&mut srv, 1, setup.as_bytes(), 0)
+        .header("Transport")
+        .unwrap()
+        .starts_with("RTP/AVP;multicast;destination=ff15::4242;port=6000-6001;ttl=8;"));
 }

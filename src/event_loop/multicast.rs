@@ -1,0 +1,170 @@
+//! RTSP UDP multicast: ONE group stream, whatever the number of multicast sessions.
+//!
+//! The RTSP core gives each `RTP/AVP;multicast` receiver a session (a slot, keepalives, expiry,
+//! TEARDOWN) and counts the playing ones ([`Server::multicast_playing`]); this module is the
+//! group's single reader of the packet ring. While at least one multicast session plays, every
+//! packet goes once to `group:port` and a sender report to `group:port+1` every second; when the
+//! last one stops, the group stream stops. A (re)started group stream begins at a keyframe
+//! (SPS/PPS/IDR: the loop asks a live encoder for one when a receiver joins, as for unicast).
+//!
+//! The socket is bound at start to an ephemeral port (no receiver cares about the source port),
+//! with `IP_MULTICAST_TTL`/`IPV6_MULTICAST_HOPS` = `multicast-ttl`, `IP_MULTICAST_LOOP` on (a
+//! receiver on the camera itself, or a test, gets the stream too), the `dscp` marking and, with
+//! `multicast-interface`, `IP_MULTICAST_IF`. Receivers' RTCP receiver reports go to the group's
+//! RTCP port, which is not bound here: they are ignored, and multicast sessions stay alive with
+//! RTSP keepalives (OPTIONS/GET_PARAMETER, which ffmpeg, GStreamer and VLC send) like any other.
+//!
+//! [`Server::multicast_playing`]: crate::rtsp::session::Server::multicast_playing
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
+
+use crate::config::Multicast;
+use crate::hub::Ring;
+use crate::rtsp::transport::MulticastGroup;
+use crate::sys;
+
+#[derive(Debug)]
+pub(super) struct Group {
+    sock: UdpSocket,
+    rtp: SocketAddr,
+    rtcp: SocketAddr,
+    /// At least one multicast session is playing.
+    active: bool,
+    /// Next ring index to send.
+    next: u64,
+    waiting_keyframe: bool,
+    sent: u64,
+    dropped: u64,
+}
+
+/// What the RTSP core answers multicast SETUPs with.
+pub(super) fn core_config(m: &Multicast) -> MulticastGroup {
+    MulticastGroup { group: m.group, port: m.port, ttl: m.ttl }
+}
+
+impl Group {
+    /// Binds and configures the group's socket.
+    pub(super) fn open(m: &Multicast, dscp: u8) -> io::Result<Group> {
+        use nix::sys::socket::{setsockopt, sockopt};
+        let ipv6 = m.group.is_ipv6();
+        let any: IpAddr = if ipv6 { Ipv6Addr::UNSPECIFIED.into() } else { Ipv4Addr::UNSPECIFIED.into() };
+        let sock = UdpSocket::bind((any, 0))?;
+        sock.set_nonblocking(true)?;
+        if ipv6 {
+            setsockopt(&sock, sockopt::Ipv6MulticastHops, &i32::from(m.ttl)).map_err(io::Error::from)?;
+            sock.set_multicast_loop_v6(true)?;
+        } else {
+            sock.set_multicast_ttl_v4(u32::from(m.ttl))?;
+            sock.set_multicast_loop_v4(true)?;
+        }
+        let scope = match &m.interface {
+            Some((_, index)) => {
+                sys::set_multicast_interface(&sock, ipv6, *index)?;
+                *index
+            }
+            None => 0,
+        };
+        super::set_dscp(&sock, ipv6, dscp)?;
+        let at = |port: u16| match m.group {
+            IpAddr::V6(g) => SocketAddr::V6(SocketAddrV6::new(g, port, 0, scope)),
+            g => SocketAddr::new(g, port),
+        };
+        Ok(Group {
+            sock,
+            rtp: at(m.port),
+            rtcp: at(m.port.wrapping_add(1)),
+            active: false,
+            next: 0,
+            waiting_keyframe: true,
+            sent: 0,
+            dropped: 0,
+        })
+    }
+
+    pub(super) fn rtp_dest(&self) -> SocketAddr {
+        self.rtp
+    }
+
+    /// Starts or stops the group stream for `playing` multicast sessions. A start begins at the
+    /// next keyframe from now.
+    pub(super) fn set_playing(&mut self, playing: usize, ring: &Ring) {
+        let on = playing > 0;
+        if on == self.active {
+            return;
+        }
+        self.active = on;
+        if on {
+            self.next = ring.head();
+            self.waiting_keyframe = true;
+            log::info!("multicast: group stream to {} started (multicast sessions playing: {playing})", self.rtp);
+        } else {
+            log::info!(
+                "multicast: group stream to {} stopped (no multicast session plays); sent {} packets, dropped {}",
+                self.rtp,
+                self.sent,
+                self.dropped
+            );
+            self.sent = 0;
+            self.dropped = 0;
+        }
+    }
+
+    /// The source was rebuilt: its first IDR is where the group stream continues.
+    pub(super) fn restart_at_keyframe(&mut self) {
+        self.waiting_keyframe = true;
+    }
+
+    /// Sends every packet from the group's position to the ring head, once. No allocation.
+    pub(super) fn pump(&mut self, ring: &Ring) {
+        if !self.active {
+            return;
+        }
+        if self.next < ring.oldest() {
+            self.dropped += ring.oldest() - self.next;
+            self.waiting_keyframe = true;
+        }
+        if self.waiting_keyframe {
+            match ring.next_keyframe(self.next) {
+                Some(k) => {
+                    self.next = k;
+                    self.waiting_keyframe = false;
+                }
+                None => {
+                    self.next = ring.head();
+                    return;
+                }
+            }
+        }
+        let mut batch: [&[u8]; sys::BATCH] = [&[]; sys::BATCH];
+        while self.next < ring.head() {
+            let mut n = 0;
+            while n < sys::BATCH && self.next + (n as u64) < ring.head() {
+                let Some(pkt) = ring.get(self.next + n as u64) else { break };
+                batch[n] = pkt.bytes;
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            // Refused (full socket buffer): dropped, never queued, as for unicast.
+            let sent = sys::send_datagrams(&self.sock, &self.rtp, &batch[..n]).unwrap_or(0);
+            self.sent += sent as u64;
+            self.dropped += (n - sent) as u64;
+            self.next += n as u64;
+        }
+    }
+
+    /// Sends an RTCP packet (SR, or SR+SDES+BYE) to the group's RTCP port while the group stream
+    /// runs and has begun.
+    pub(super) fn send_rtcp(&self, pkt: &[u8]) {
+        if self.active && !self.waiting_keyframe {
+            let _ = self.sock.send_to(pkt, self.rtcp);
+        }
+    }
+
+    /// (packets sent, dropped) since the group stream started.
+    pub(super) fn counters(&self) -> (u64, u64) {
+        (self.sent, self.dropped)
+    }
+}
