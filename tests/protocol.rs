@@ -353,6 +353,8 @@ fn dscp_marks_rtsp_udp_media_on_the_wire() {
     let mut c = RtspClient::connect(&d.url());
     let url = c.url.clone();
     let (rtp, _rtcp, port) = client_udp_pair();
+    // Generous: a debug daemon on a loaded 2-core machine may take a while to its first IDR.
+    rtp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let transport = format!("RTP/AVP;unicast;client_port={port}-{}", port + 1);
     let r = c.request("SETUP", &format!("{url}/trackID=0"), &[("Transport", &transport)]);
     assert_eq!(r.status, 200, "{}", d.log());
@@ -370,6 +372,8 @@ fn without_dscp_media_is_unmarked() {
     let mut c = RtspClient::connect(&d.url());
     let url = c.url.clone();
     let (rtp, _rtcp, port) = client_udp_pair();
+    // Generous: a debug daemon on a loaded 2-core machine may take a while to its first IDR.
+    rtp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let transport = format!("RTP/AVP;unicast;client_port={port}-{}", port + 1);
     let r = c.request("SETUP", &format!("{url}/trackID=0"), &[("Transport", &transport)]);
     assert_eq!(r.status, 200, "{}", d.log());
