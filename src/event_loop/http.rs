@@ -655,3 +655,144 @@ fn bounded_reason(supply: JpegSupply) -> JpegSupply {
         supply => supply,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The loop's side driven by hand over loopback sockets: what the integration tests cannot
+    //! reach while the loop never calls `set_supply` or `wants_frames`.
+    use super::*;
+
+    fn server(supply: JpegSupply) -> Http {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = Duration::from_secs(10);
+        Http::new(listener, 2, "/live", supply, s, s, s).unwrap()
+    }
+
+    /// Connects and sends `request`; the server accepts and reads it at `now`.
+    fn request(h: &mut Http, request: &str, now: Instant) -> TcpStream {
+        let mut c = TcpStream::connect(h.local_addr().unwrap()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(request.as_bytes()).unwrap();
+        h.accept(now);
+        deliver(h, &c, now);
+        c
+    }
+
+    /// Waits (up to 5 s) until the server's end of `client` has something to read, then lets
+    /// every connection read and write as if poll said so.
+    fn deliver(h: &mut Http, client: &TcpStream, now: Instant) {
+        let me = client.local_addr().unwrap();
+        if let Some(c) = h.conns.iter().flatten().find(|c| c.peer == me) {
+            let _ = crate::sys::poll(&mut [crate::sys::poll_entry(c.stream.as_raw_fd(), POLLIN)], 5000);
+        }
+        let slots: Vec<usize> = h.interests().map(|(i, _, _)| i).collect();
+        for i in slots {
+            h.on_conn(i, POLLIN | POLLOUT, now);
+        }
+        h.reap();
+    }
+
+    /// The next response: waits up to 5 s for its first bytes, then takes what has arrived.
+    fn response(c: &mut TcpStream) -> String {
+        let mut all = vec![0u8; 4096];
+        let n = c.read(&mut all).unwrap_or(0);
+        all.truncate(n);
+        c.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = c.read(&mut buf) {
+            all.extend_from_slice(&buf[..n]);
+        }
+        c.set_nonblocking(false).unwrap();
+        String::from_utf8_lossy(&all).into_owned()
+    }
+
+    /// Nothing has been sent to `c` (yet).
+    fn nothing_sent(c: &mut TcpStream) -> bool {
+        c.set_nonblocking(true).unwrap();
+        let none = matches!(c.read(&mut [0u8; 64]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        c.set_nonblocking(false).unwrap();
+        none
+    }
+
+    const FRAME: &[u8] = b"\xff\xd8 not really a jpeg \xff\xd9";
+
+    #[test]
+    fn a_snapshot_waits_for_a_fresh_frame_and_keeps_demand_for_a_while() {
+        let t0 = Instant::now();
+        let mut h = server(JpegSupply::OnDemand);
+        assert!(!h.wants_frames(t0));
+        // A frame older than FRESH_FRAME_MAX_AGE is not served: the request waits.
+        h.store_frame(b"old", t0);
+        let now = t0 + FRESH_FRAME_MAX_AGE + Duration::from_millis(1);
+        let mut c = request(&mut h, "GET /live.jpg HTTP/1.1\r\n\r\n", now);
+        assert!(nothing_sent(&mut c));
+        assert!(h.wants_frames(now));
+        h.store_frame(FRAME, now);
+        h.pump_all(now);
+        let text = response(&mut c);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n") && text.contains("Connection: keep-alive\r\n"), "{text}");
+        assert!(
+            text.contains(&format!("Content-Length: {}\r\n", FRAME.len())) && text.ends_with("jpeg \u{fffd}\u{fffd}")
+        );
+        // Served and idle: still wanted for DEMAND_LINGER, then not.
+        assert!(h.wants_frames(now + DEMAND_LINGER - Duration::from_millis(1)));
+        assert!(!h.wants_frames(now + DEMAND_LINGER));
+        // Fresh now: the next snapshot on the same connection is answered at once.
+        c.write_all(b"HEAD /live.jpg HTTP/1.1\r\n\r\n").unwrap();
+        deliver(&mut h, &c, now);
+        let text = response(&mut c);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n") && text.ends_with("\r\n\r\n"), "{text}");
+    }
+
+    #[test]
+    fn a_snapshot_without_frames_gets_503_after_the_wait() {
+        let t0 = Instant::now();
+        let mut h = server(JpegSupply::Stream);
+        let mut c = request(&mut h, "GET /live.jpg HTTP/1.0\r\n\r\n", t0);
+        h.enforce_limits(t0 + SNAPSHOT_WAIT - Duration::from_millis(1));
+        assert!(nothing_sent(&mut c));
+        h.enforce_limits(t0 + SNAPSHOT_WAIT);
+        let text = response(&mut c);
+        assert!(text.starts_with("HTTP/1.1 503 ") && text.contains("Connection: close\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\nno JPEG frame arrived within 3 s\n"), "{text}");
+    }
+
+    #[test]
+    fn becoming_unavailable_answers_waiters_ends_streams_and_stops_demand() {
+        let now = Instant::now();
+        let mut h = server(JpegSupply::OnDemand);
+        let mut waiting = request(&mut h, "GET /live.jpg HTTP/1.1\r\n\r\n", now);
+        let mut streaming = request(&mut h, "GET /live.mjpeg HTTP/1.1\r\n\r\n", now);
+        assert_eq!(h.streaming(), 1);
+        assert!(h.wants_frames(now));
+        // The stream started at once, without a frame.
+        let head = response(&mut streaming);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("multipart/x-mixed-replace"), "{head}");
+        h.set_supply(JpegSupply::Unavailable("encoder gone".into()), now);
+        let text = response(&mut waiting);
+        assert!(text.starts_with("HTTP/1.1 503 ") && text.ends_with("\r\n\r\nencoder gone\n"), "{text}");
+        assert!(matches!(streaming.read(&mut [0u8; 16]), Ok(0)), "the stream did not end");
+        assert!(!h.wants_frames(now));
+        h.store_frame(FRAME, now);
+        waiting.write_all(b"GET /live.mjpeg HTTP/1.1\r\n\r\n").unwrap();
+        deliver(&mut h, &waiting, now);
+        let text = response(&mut waiting);
+        assert!(text.starts_with("HTTP/1.1 503 ") && text.ends_with("encoder gone\n"), "{text}");
+        // Back to a supply: the frame stored while unavailable was dropped, so a snapshot waits.
+        h.set_supply(JpegSupply::Stream, now);
+        waiting.write_all(b"GET /live.jpg HTTP/1.1\r\n\r\n").unwrap();
+        deliver(&mut h, &waiting, now);
+        assert!(nothing_sent(&mut waiting));
+        assert!(h.wants_frames(now));
+    }
+
+    #[test]
+    fn an_overlong_reason_is_cut_at_a_character_boundary() {
+        let why = "é".repeat(MAX_REASON_BYTES);
+        let JpegSupply::Unavailable(cut) = bounded_reason(JpegSupply::Unavailable(why)) else { panic!() };
+        assert_eq!(cut.len(), MAX_REASON_BYTES);
+        let mut h = server(JpegSupply::Unavailable("é".repeat(3 * MAX_REASON_BYTES)));
+        let mut c = request(&mut h, "GET /live.jpg HTTP/1.1\r\n\r\n", Instant::now());
+        assert!(response(&mut c).starts_with("HTTP/1.1 503 "));
+    }
+}
