@@ -566,10 +566,15 @@ fn push_mode_packets_carry_the_dscp_on_the_wire() {
 
 /// A JPEG snapshot response: 200, image/jpeg, a body of the announced length that decodes.
 fn assert_snapshot(response: Option<(String, Vec<u8>)>, what: &str, d: &Daemon) {
+    assert_snapshot_of(response, (640, 360), what, d);
+}
+
+fn assert_snapshot_of(response: Option<(String, Vec<u8>)>, size: (u16, u16), what: &str, d: &Daemon) {
     let Some((head, body)) = response else { panic!("{what}: no response\nserver:\n{}", d.log()) };
-    assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("Content-Type: image/jpeg\r\n"), "{what}: {head}");
+    let ok = head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("Content-Type: image/jpeg\r\n");
+    assert!(ok, "{what}: {head}{}\nserver:\n{}", String::from_utf8_lossy(&body), d.log());
     assert!(head.contains(&format!("Content-Length: {}\r\n", body.len())), "{what}: {head}");
-    assert_eq!(decode(&body), Ok((640, 360)), "{what}");
+    assert_eq!(decode(&body), Ok(size), "{what}");
 }
 
 #[test]
@@ -709,11 +714,13 @@ fn http_jpeg_routes_name_the_reason_when_the_stream_is_h264() {
 #[test]
 fn http_snapshot_waits_for_a_fresh_frame_instead_of_503() {
     // At start-up the first frame may not exist yet: the snapshot waits for it.
-    let args = ["--codec", "mjpeg", "--width", "640", "--height", "360", "--stall-timeout", "60"];
+    // A light stream (this daemon shares 2 cores with every other test's): the waits below
+    // must fit the daemon's 3 s snapshot limit.
+    let args = ["--codec", "mjpeg", "--width", "320", "--height", "240", "--fps", "10", "--stall-timeout", "60"];
     let d = Daemon::start_with_env(&args, &[("UAVSTREAM_FAULT_INJECTION", "1")]);
     let mut c = HttpConn::open(d.http_port);
     c.send("GET /live.jpg HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_snapshot(c.response(false), "snapshot at start-up", &d);
+    assert_snapshot_of(c.response(false), (320, 240), "snapshot at start-up", &d);
     // Deterministically without a fresh frame: discard the pipeline's output (SIGUSR1; with the
     // long stall-timeout it is not rebuilt by itself) until the latest frame is older than 1 s.
     d.signal(10);
@@ -721,8 +728,8 @@ fn http_snapshot_waits_for_a_fresh_frame_instead_of_503() {
     std::thread::sleep(Duration::from_millis(1500));
     // No frame comes: 503 naming why, after the 3 s wait, and the connection stays.
     c.send("GET /live.jpg HTTP/1.1\r\nHost: x\r\n\r\n");
-    let (head, body) = c.response(false).expect("a response after the wait");
-    assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+    let (head, body) = c.response(false).unwrap_or_else(|| panic!("no response after the wait:\n{}", d.log()));
+    assert!(head.starts_with("HTTP/1.1 503 "), "{head}\nserver:\n{}", d.log());
     assert_eq!(String::from_utf8_lossy(&body), "no JPEG frame arrived within 3 s\n");
     // A frame comes while it waits (SIGHUP rebuilds the pipeline): 200 with that frame.
     let waits = || d.log().matches("/live.jpg waits for a fresh frame").count();
@@ -734,6 +741,6 @@ fn http_snapshot_waits_for_a_fresh_frame_instead_of_503() {
         std::thread::sleep(Duration::from_millis(20));
     }
     d.signal(1);
-    assert_snapshot(c.response(false), "snapshot that waited for the rebuilt pipeline", &d);
+    assert_snapshot_of(c.response(false), (320, 240), "snapshot that waited for the rebuilt pipeline", &d);
     assert!(d.log().contains("snapshot -> 200 KeepAlive (after waiting)"), "{}", d.log());
 }
