@@ -421,9 +421,15 @@ impl<'c> EventLoop<'c> {
                     l,
                     cfg.max_http_clients,
                     &cfg.path,
-                    cfg.codec == Codec::Jpeg,
+                    match cfg.codec {
+                        Codec::Jpeg => http::JpegSupply::Stream,
+                        Codec::H264 => http::JpegSupply::Unavailable(
+                            "the stream is H.264; run with --codec mjpeg for JPEG over HTTP".into(),
+                        ),
+                    },
                     Duration::from_secs(u64::from(cfg.request_timeout)),
                     Duration::from_secs(u64::from(cfg.client_stall_timeout)),
+                    Duration::from_secs(u64::from(cfg.idle_timeout)),
                 )?),
                 Err(e) => {
                     log::error!("http-port: listen on {}:{port}: {e}; HTTP is off (RTSP is not affected)", cfg.listen);
@@ -767,7 +773,7 @@ impl<'c> EventLoop<'c> {
                     return;
                 }
                 if let Some(h) = http.as_mut() {
-                    h.store_frame(data);
+                    h.store_frame(data, now);
                 }
                 let p = hub.push(data, capture);
                 any |= p.count > 0;

@@ -114,15 +114,98 @@ fn sdp_announces_payload_type_26_and_a_joiner_starts_at_a_whole_frame() {
     }
 }
 
+/// A raw HTTP/1.x client on one TCP connection: reads responses by their Content-Length, so
+/// several can come over one connection (persistent or pipelined).
+struct HttpConn {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// Connects to the daemon's HTTP port, which is bound just after the RTSP port that
+/// [`Daemon::start`] waits for: a refusal right after start is retried.
+fn connect_http(port: u16) -> TcpStream {
+    let t = Instant::now();
+    loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => return s,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && t.elapsed() < Duration::from_secs(20) => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("connect to the HTTP port {port}: {e}"),
+        }
+    }
+}
+
+impl HttpConn {
+    fn open(port: u16) -> HttpConn {
+        let s = connect_http(port);
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        HttpConn { s, buf: Vec::new() }
+    }
+
+    fn send(&mut self, request: &str) {
+        self.s.write_all(request.as_bytes()).unwrap();
+    }
+
+    /// Reads more; false at EOF, on a reset or after the read timeout.
+    fn fill(&mut self) -> bool {
+        let mut tmp = [0u8; 65536];
+        match self.s.read(&mut tmp) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&tmp[..n]);
+                true
+            }
+        }
+    }
+
+    /// `(status line and headers, body)` of the next response; without a Content-Length the body
+    /// runs to EOF. `None` if the connection ends before a complete response.
+    fn response(&mut self, head_request: bool) -> Option<(String, Vec<u8>)> {
+        let end = loop {
+            if let Some(e) = common::find(&self.buf, b"\r\n\r\n") {
+                break e + 4;
+            }
+            if !self.fill() {
+                return None;
+            }
+        };
+        let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        let length = head.lines().find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().unwrap())
+        });
+        let length = match (head_request, length) {
+            (true, _) => 0,
+            (false, Some(n)) => n,
+            (false, None) => {
+                while self.fill() {}
+                self.buf.len() - end
+            }
+        };
+        while self.buf.len() < end + length {
+            if !self.fill() {
+                return None;
+            }
+        }
+        let body = self.buf[end..end + length].to_vec();
+        self.buf.drain(..end + length);
+        Some((head, body))
+    }
+
+    /// Whether the server closes the connection (EOF with nothing more sent) within the read
+    /// timeout.
+    fn closed_by_server(&mut self) -> bool {
+        let mut tmp = [0u8; 1024];
+        self.buf.is_empty() && matches!(self.s.read(&mut tmp), Ok(0))
+    }
+}
+
 /// `(status line and headers, body)` of one HTTP exchange on a fresh connection.
 fn http_get(port: u16, request: &str) -> (String, Vec<u8>) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut all = Vec::new();
-    let _ = s.read_to_end(&mut all);
-    let end = common::find(&all, b"\r\n\r\n").map_or(all.len(), |e| e + 4);
-    (String::from_utf8_lossy(&all[..end]).into_owned(), all[end..].to_vec())
+    let mut c = HttpConn::open(port);
+    c.send(request);
+    c.response(request.starts_with("HEAD ")).unwrap_or_else(|| (String::from_utf8_lossy(&c.buf).into_owned(), vec![]))
 }
 
 /// Splits a multipart/x-mixed-replace body into its JPEG parts (complete ones only).
@@ -412,7 +495,7 @@ fn jpegs_from_another_encoder_are_carried_or_refused_by_name() {
 #[test]
 fn an_http_request_that_never_completes_gets_408() {
     let d = mjpeg_daemon(&["--request-timeout", "1"]);
-    let mut s = TcpStream::connect(("127.0.0.1", d.http_port)).unwrap();
+    let mut s = connect_http(d.http_port);
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(b"GET /live.mjpeg HTTP/1.1\r\nHost: slowloris\r\n").unwrap();
     let mut all = Vec::new();
@@ -443,4 +526,185 @@ fn push_mode_packets_carry_the_dscp_on_the_wire() {
     assert!(n > 12 && buf[1] & 0x7f == 26, "an RTP/JPEG packet");
     assert_eq!(&buf[13..16], &[0, 0, 0], "push mode starts at a frame start");
     assert_eq!(tos, Some(46 << 2), "IP TOS = DSCP 46 (EF) << 2");
+}
+
+/// A JPEG snapshot response: 200, image/jpeg, a body of the announced length that decodes.
+fn assert_snapshot(response: Option<(String, Vec<u8>)>, what: &str, d: &Daemon) {
+    assert_snapshot_of(response, (640, 360), what, d);
+}
+
+fn assert_snapshot_of(response: Option<(String, Vec<u8>)>, size: (u16, u16), what: &str, d: &Daemon) {
+    let Some((head, body)) = response else { panic!("{what}: no response\nserver:\n{}", d.log()) };
+    let ok = head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("Content-Type: image/jpeg\r\n");
+    assert!(ok, "{what}: {head}{}\nserver:\n{}", String::from_utf8_lossy(&body), d.log());
+    assert!(head.contains(&format!("Content-Length: {}\r\n", body.len())), "{what}: {head}");
+    assert_eq!(decode(&body), Ok(size), "{what}");
+}
+
+#[test]
+fn http_keep_alive_serves_two_snapshots_on_one_connection_and_curl_reuses_it() {
+    let d = mjpeg_daemon(&[]);
+    d.wait_for_log("stream: JPEG 640x360", Duration::from_secs(20));
+    let mut c = HttpConn::open(d.http_port);
+    for n in 1..=2 {
+        c.send("GET /live.jpg HTTP/1.1\r\nHost: x\r\n\r\n");
+        let response = c.response(false);
+        if let Some((head, _)) = &response {
+            assert!(head.contains("Connection: keep-alive\r\n") && !head.contains("close"), "{head}");
+        }
+        assert_snapshot(response, &format!("snapshot {n} on one connection"), &d);
+    }
+    let url = format!("http://127.0.0.1:{}/live.jpg", d.http_port);
+    let out = run_with_timeout(
+        Command::new("curl").args(["-sv", "-o", "/dev/null", "-o", "/dev/null", &url, &url]),
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "curl: {stderr}");
+    assert_eq!(stderr.matches("< HTTP/1.1 200 OK").count(), 2, "{stderr}");
+    assert!(stderr.contains("Re-using existing connection"), "curl opened a second connection:\n{stderr}");
+}
+
+#[test]
+fn http_pipelined_requests_get_their_responses_in_order() {
+    let d = mjpeg_daemon(&[]);
+    d.wait_for_log("stream: JPEG 640x360", Duration::from_secs(20));
+    let mut c = HttpConn::open(d.http_port);
+    // One write: a snapshot, the page, a HEAD, then a 404 that closes.
+    c.send(concat!(
+        "GET /live.jpg HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        "HEAD /live.jpg HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ));
+    assert_snapshot(c.response(false), "pipelined snapshot", &d);
+    let (head, body) = c.response(false).expect("the page");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("text/html"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("<img src=\"/live.mjpeg\""));
+    let (head, _) = c.response(true).expect("the HEAD response");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("Content-Type: image/jpeg\r\n"), "{head}");
+    let (head, body) = c.response(false).expect("the 404");
+    assert!(head.starts_with("HTTP/1.1 404 ") && head.contains("Connection: close\r\n"), "{head}");
+    assert_eq!(body, b"Not Found\n");
+    assert!(c.closed_by_server(), "still open after Connection: close");
+}
+
+#[test]
+fn http_connection_close_http_1_0_and_bodies_end_the_connection() {
+    let d = mjpeg_daemon(&[]);
+    d.wait_for_log("stream: JPEG 640x360", Duration::from_secs(20));
+    for (request, status) in [
+        ("GET /live.jpg HTTP/1.1\r\nHost: x\r\nConnection: Close\r\n\r\n", "200"),
+        ("GET /live.jpg HTTP/1.0\r\n\r\n", "200"),
+        ("GET / HTTP/1.0\r\nConnection: Upgrade\r\n\r\n", "200"),
+        ("GET /live.jpg HTTP/1.1\r\nContent-Length: 4\r\n\r\nGET ", "400"),
+        ("GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "400"),
+        ("POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi", "405"),
+        ("GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n", "400"),
+    ] {
+        let mut c = HttpConn::open(d.http_port);
+        c.send(request);
+        let (head, _) = c.response(false).unwrap_or_else(|| panic!("{request:?}: no response"));
+        assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{request:?} -> {head}");
+        assert!(head.contains("Connection: close\r\n"), "{request:?} -> {head}");
+        assert!(c.closed_by_server(), "{request:?}: still open after the response");
+    }
+    // HTTP/1.0 asking for keep-alive gets it.
+    let mut c = HttpConn::open(d.http_port);
+    for _ in 0..2 {
+        c.send("GET /live.jpg HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        let response = c.response(false);
+        if let Some((head, _)) = &response {
+            assert!(head.contains("Connection: keep-alive\r\n"), "{head}");
+        }
+        assert_snapshot(response, "HTTP/1.0 keep-alive", &d);
+    }
+}
+
+#[test]
+fn http_idle_keep_alive_connection_is_closed_after_idle_timeout() {
+    let d = mjpeg_daemon(&["--idle-timeout", "1"]);
+    d.wait_for_log("stream: JPEG 640x360", Duration::from_secs(20));
+    let mut c = HttpConn::open(d.http_port);
+    c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (head, _) = c.response(false).expect("the page");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("Connection: keep-alive\r\n"), "{head}");
+    // The read timeout (10 s) is far beyond idle-timeout (1 s, checked once a second).
+    assert!(c.closed_by_server(), "an idle keep-alive connection was not closed:\n{}", d.log());
+    d.wait_for_log("between requests; closing", Duration::from_secs(5));
+}
+
+#[test]
+fn http_full_slots_evict_the_oldest_idle_keep_alive_connection() {
+    let d = mjpeg_daemon(&["--max-http-clients", "2"]);
+    d.wait_for_log("stream: JPEG 640x360", Duration::from_secs(20));
+    let page = |c: &mut HttpConn| {
+        c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        c.response(false).map(|(head, _)| head)
+    };
+    let mut oldest = HttpConn::open(d.http_port);
+    let head = page(&mut oldest).expect("first connection served");
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let mut newer = HttpConn::open(d.http_port);
+    let head = page(&mut newer).expect("second connection served");
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    // Both slots hold idle keep-alive connections: a third is served, the oldest gives way.
+    let mut third = HttpConn::open(d.http_port);
+    third.send("GET /live.jpg HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_snapshot(third.response(false), "third connection with every slot idle", &d);
+    assert!(oldest.closed_by_server(), "the oldest idle connection was not closed");
+    let head = page(&mut newer).expect("the newer idle connection stays usable");
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(d.log().contains("idle connection closed to make room"), "{}", d.log());
+}
+
+#[test]
+fn http_jpeg_routes_name_the_reason_when_the_stream_is_h264() {
+    let d = Daemon::start(&["--width", "320", "--height", "240"]);
+    let mut c = HttpConn::open(d.http_port);
+    for path in ["/live.jpg", "/live.mjpeg"] {
+        c.send(&format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        let (head, body) = c.response(false).unwrap_or_else(|| panic!("{path}: no response"));
+        assert!(head.starts_with("HTTP/1.1 503 ") && head.contains("Content-Type: text/plain"), "{path}: {head}");
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains("H.264") && body.contains("--codec mjpeg"), "{path}: {body}");
+    }
+    // The 503 keeps the connection: the page still comes on it.
+    c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (head, _) = c.response(false).expect("the page after two 503s");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+}
+
+#[test]
+fn http_snapshot_waits_for_a_fresh_frame_instead_of_503() {
+    // At start-up the first frame may not exist yet: the snapshot waits for it.
+    // A light stream (this daemon shares 2 cores with every other test's): the waits below
+    // must fit the daemon's 3 s snapshot limit.
+    let args = ["--codec", "mjpeg", "--width", "320", "--height", "240", "--fps", "10", "--stall-timeout", "60"];
+    let d = Daemon::start_with_env(&args, &[("UAVSTREAM_FAULT_INJECTION", "1")]);
+    let mut c = HttpConn::open(d.http_port);
+    c.send("GET /live.jpg HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_snapshot_of(c.response(false), (320, 240), "snapshot at start-up", &d);
+    // Deterministically without a fresh frame: discard the pipeline's output (SIGUSR1; with the
+    // long stall-timeout it is not rebuilt by itself) until the latest frame is older than 1 s.
+    d.signal(10);
+    d.wait_for_log("fault injection: the pipeline's output is discarded", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(1500));
+    // No frame comes: 503 naming why, after the 3 s wait, and the connection stays.
+    c.send("GET /live.jpg HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (head, body) = c.response(false).unwrap_or_else(|| panic!("no response after the wait:\n{}", d.log()));
+    assert!(head.starts_with("HTTP/1.1 503 "), "{head}\nserver:\n{}", d.log());
+    assert_eq!(String::from_utf8_lossy(&body), "no JPEG frame arrived within 3 s\n");
+    // A frame comes while it waits (SIGHUP rebuilds the pipeline): 200 with that frame.
+    let waits = || d.log().matches("/live.jpg waits for a fresh frame").count();
+    let waited_before = waits();
+    c.send("GET /live.jpg HTTP/1.1\r\nHost: x\r\n\r\n");
+    let t = Instant::now();
+    while waits() == waited_before {
+        assert!(t.elapsed() < Duration::from_secs(10), "the second snapshot did not wait:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.signal(1);
+    assert_snapshot_of(c.response(false), (320, 240), "snapshot that waited for the rebuilt pipeline", &d);
+    assert!(d.log().contains("snapshot -> 200 KeepAlive (after waiting)"), "{}", d.log());
 }

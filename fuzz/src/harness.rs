@@ -1119,10 +1119,12 @@ pub fn http_request(data: &[u8]) {
             );
         }
         let _ = http::route(&request, "/live");
+        let _ = request.persistence();
     }
     if let Err(e) = result {
         let mut buf = [0u8; 512];
-        http::write_error(&mut WBuf::new(&mut buf), e.status()).expect("an error response fits 512 bytes");
+        http::write_error(&mut WBuf::new(&mut buf), e.status(), http::Persistence::Close)
+            .expect("an error response fits 512 bytes");
     }
 }
 

@@ -2,33 +2,91 @@
 //! [`crate::http`]).
 //!
 //! Invariants:
-//! - Fixed slots (`--max-http-clients`); a connection beyond them gets `503` and is closed.
-//! - Newest frame wins per client: the loop keeps one latest-frame buffer; a streaming client
-//!   gets a copy of it (part header + JPEG) only when it has finished sending the previous part,
-//!   so a slow client skips frames and holds at most one frame and its headers.
-//! - Every response but the stream closes the connection after it is sent; a client that takes
-//!   no bytes for `client-stall-timeout` or sends no complete request within `request-timeout`
-//!   is closed.
+//! - Fixed slots (`--max-http-clients`) and fixed per-connection buffers: one head-sized input
+//!   buffer, and an output buffer holding one response at a time (at most one frame and its
+//!   headers).
+//! - Persistent connections: a complete non-streaming response leaves the connection open when
+//!   the request allows it ([`http::Request::persistence`]: HTTP/1.1 unless `Connection: close`,
+//!   HTTP/1.0 only with `keep-alive`, never after a request with a body). Malformed heads, `503`
+//!   for a full server, and the MJPEG stream end with the connection.
+//! - Pipelining without reordering or growth: bytes after a request head stay in the input
+//!   buffer, and the next request is parsed only once the previous response is fully written. A
+//!   full input buffer stops reading (TCP backpressure); nothing is ever discarded unparsed.
+//! - Slots: a new connection with every slot taken evicts the connection idle longest between
+//!   requests (never a stream, a request in progress or a waiting snapshot); `503` and close only
+//!   when none is idle.
+//! - Timers, checked once a second by [`Http::enforce_limits`]: `request-timeout` from connect
+//!   or from a request's first byte to its complete head (`408`, close); `idle-timeout` between
+//!   requests on a persistent connection (closed, no response); `client-stall-timeout` while a
+//!   response is not taken; [`SNAPSHOT_WAIT`] for a snapshot waiting for a frame (`503`).
+//! - Newest frame wins per client: one latest-frame buffer; a streaming client gets a copy of it
+//!   (part header + JPEG) only when it has finished sending the previous part, so a slow client
+//!   skips frames. A snapshot gets the latest frame only if it is fresh
+//!   ([`FRESH_FRAME_MAX_AGE`]), else the next one stored.
+//! - [`JpegSupply`]: with `Unavailable(why)` the JPEG routes answer `503` with `why` at once;
+//!   `Stream` and `OnDemand` behave alike here ([`Http::wants_frames`] tells the loop when an
+//!   on-demand encoder is needed).
 
+use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use crate::http::{self, Method, Parsed, Route};
+use crate::http::{self, Method, Parsed, Persistence, Route};
 use crate::limits;
 use crate::sys::{POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT};
 use crate::wbuf::WBuf;
 
+/// A snapshot is served the latest frame only if it arrived within this long; else it waits.
+pub(super) const FRESH_FRAME_MAX_AGE: Duration = Duration::from_secs(1);
+/// How long a snapshot waits for a frame before it gets `503`.
+pub(super) const SNAPSHOT_WAIT: Duration = Duration::from_secs(3);
+// `DEMAND_LINGER`, `JpegSupply::OnDemand`, `set_supply` and `wants_frames` are the interface for
+// the on-demand JPEG encoder; the loop does not call them yet.
+/// [`Http::wants_frames`] stays true this long after a client last asked for or took a frame,
+/// so a script polling snapshots does not restart an on-demand encoder for every one.
+#[allow(dead_code)]
+pub(super) const DEMAND_LINGER: Duration = Duration::from_secs(5);
+/// Longest `Unavailable` reason sent (it must fit the response scratch buffer with the head).
+const MAX_REASON_BYTES: usize = 512;
+
+/// Where the JPEG frames of the HTTP routes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum JpegSupply {
+    /// The stream itself is JPEG.
+    Stream,
+    /// The loop can start a side encoder while [`Http::wants_frames`] says so.
+    #[allow(dead_code)]
+    OnDemand,
+    /// No JPEG frames: the JPEG routes answer `503` with this reason.
+    Unavailable(String),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Reading,
+    /// Waiting for a request head: `since` the connection opened or the head's first byte came.
+    Reading { since: Instant },
+    /// A persistent connection between requests `since` its last response was written.
+    Idle { since: Instant },
+    /// Sending a complete response; then the next request (maybe already in the input buffer).
+    Responding,
+    /// A snapshot waiting `since` for a frame after number `seen`.
+    WaitingFrame { since: Instant, seen: u64, head: bool, persistence: Persistence },
     /// Sending the multipart stream; `sent` is the sequence number of the last frame queued.
-    Streaming {
-        sent: u64,
-    },
+    Streaming { sent: u64 },
     /// Sending a last response, then closing.
     Closing,
+}
+
+impl State {
+    /// The state after a complete response has been queued.
+    fn after_response(persistence: Persistence) -> State {
+        match persistence {
+            Persistence::KeepAlive => State::Responding,
+            Persistence::Close => State::Closing,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -40,8 +98,9 @@ struct HttpConn {
     out: Vec<u8>,
     out_pos: usize,
     state: State,
-    since: Instant,
     last_progress: Instant,
+    /// The client closed its side (or reset): finish what is asked, read nothing more.
+    peer_eof: bool,
     dead: bool,
 }
 
@@ -66,8 +125,52 @@ impl HttpConn {
         Ok(())
     }
 
-    fn idle(&self) -> bool {
+    fn flushed(&self) -> bool {
         self.out_pos >= self.out.len()
+    }
+
+    /// Whether bytes from the client go to the input buffer (a next request) or are discarded.
+    fn keeps_input(&self) -> bool {
+        !matches!(self.state, State::Streaming { .. } | State::Closing)
+    }
+
+    /// Reads what the client sent into the input buffer while it has room (a streaming or
+    /// closing connection's bytes are discarded: they can never be a request that is answered).
+    fn read_input(&mut self) {
+        loop {
+            let mut discard = [0u8; 512];
+            let keep = self.keeps_input();
+            let buf = match keep {
+                false => &mut discard[..],
+                true if self.inlen < self.inbuf.len() => &mut self.inbuf[self.inlen..],
+                true => return,
+            };
+            match (&self.stream).read(buf) {
+                Ok(0) => {
+                    self.peer_eof = true;
+                    return;
+                }
+                Ok(n) if keep => self.inlen += n,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.peer_eof = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Replaces the (flushed) output with `response` and, if given, the frame after it.
+    fn queue(&mut self, response: &[u8], frame: Option<&[u8]>, now: Instant) {
+        self.out.clear();
+        self.out_pos = 0;
+        self.out.extend_from_slice(response);
+        if let Some(frame) = frame {
+            self.out.extend_from_slice(frame);
+        }
+        self.last_progress = now;
     }
 }
 
@@ -76,27 +179,33 @@ impl HttpConn {
 pub(super) struct Http {
     listener: TcpListener,
     conns: Vec<Option<HttpConn>>,
-    /// The latest JPEG frame and its sequence number (0 = none yet).
+    /// The latest JPEG frame, its sequence number (0 = none yet) and when it was stored.
     latest: Vec<u8>,
     latest_seq: u64,
-    /// Whether the stream is JPEG (else the JPEG routes answer 503).
-    jpeg: bool,
+    latest_at: Option<Instant>,
+    supply: JpegSupply,
+    /// When a client last asked for or took a frame (for [`Http::wants_frames`]).
+    last_demand: Option<Instant>,
     path: String,
     request_timeout: Duration,
     stall_timeout: Duration,
+    idle_timeout: Duration,
     scratch: Box<[u8]>,
     pool: Vec<(Box<[u8]>, Vec<u8>)>,
     pub(super) parts_sent: u64,
 }
 
 impl Http {
+    /// `request_timeout`: connect or first byte to complete head; `stall_timeout`: a client
+    /// taking no bytes of a response; `idle_timeout`: a persistent connection between requests.
     pub(super) fn new(
         listener: TcpListener,
         slots: usize,
         path: &str,
-        jpeg: bool,
+        supply: JpegSupply,
         request_timeout: Duration,
         stall_timeout: Duration,
+        idle_timeout: Duration,
     ) -> io::Result<Http> {
         listener.set_nonblocking(true)?;
         Ok(Http {
@@ -104,10 +213,13 @@ impl Http {
             conns: (0..slots).map(|_| None).collect(),
             latest: Vec::new(),
             latest_seq: 0,
-            jpeg,
+            latest_at: None,
+            supply: bounded_reason(supply),
+            last_demand: None,
             path: path.to_owned(),
             request_timeout,
             stall_timeout,
+            idle_timeout,
             scratch: vec![0; 4096].into_boxed_slice(),
             pool: (0..slots).map(|_| (vec![0; http::MAX_HEAD_BYTES].into_boxed_slice(), Vec::new())).collect(),
             parts_sent: 0,
@@ -126,11 +238,16 @@ impl Http {
     pub(super) fn interests(&self) -> impl Iterator<Item = (usize, RawFd, i16)> + '_ {
         self.conns.iter().enumerate().filter_map(|(i, c)| {
             let c = c.as_ref().filter(|c| !c.dead)?;
-            // Streaming clients are read too: that is how their hang-up is seen. A closing one is
-            // not (after a half-close, EOF would keep it readable and the loop spinning); poll
-            // still reports its POLLHUP/POLLERR.
-            let mut ev = if c.state == State::Closing { 0 } else { POLLIN };
-            if !c.idle() {
+            // Streaming clients are read too: that is how their hang-up is seen. A closing one, or
+            // one whose peer has closed, is not (EOF would keep it readable and the loop spinning);
+            // poll still reports POLLHUP/POLLERR. A full input buffer waits for the response.
+            let reads = match c.state {
+                State::Closing => false,
+                State::Streaming { .. } => !c.peer_eof,
+                _ => !c.peer_eof && c.inlen < c.inbuf.len(),
+            };
+            let mut ev = if reads { POLLIN } else { 0 };
+            if !c.flushed() {
                 ev |= POLLOUT;
             }
             Some((i, c.stream.as_raw_fd(), ev))
@@ -140,6 +257,53 @@ impl Http {
     /// MJPEG streams playing.
     pub(super) fn streaming(&self) -> usize {
         self.conns.iter().flatten().filter(|c| matches!(c.state, State::Streaming { .. })).count()
+    }
+
+    /// Tells where JPEG frames come from now (the loop calls it when the pipeline is rebuilt).
+    /// Becoming `Unavailable` answers waiting snapshots with the reason, ends MJPEG streams after
+    /// the part being sent, and forgets the latest frame.
+    #[allow(dead_code)]
+    pub(super) fn set_supply(&mut self, supply: JpegSupply, now: Instant) {
+        self.supply = bounded_reason(supply);
+        let JpegSupply::Unavailable(why) = &self.supply else { return };
+        let why = why.clone();
+        self.latest_at = None;
+        for i in 0..self.conns.len() {
+            let Some(c) = self.conns[i].as_mut().filter(|c| !c.dead) else { continue };
+            match c.state {
+                State::WaitingFrame { persistence, .. } => {
+                    let mut w = WBuf::new(&mut self.scratch);
+                    if http::write_text(&mut w, 503, &why, persistence).is_err() {
+                        c.dead = true;
+                        continue;
+                    }
+                    log::debug!("http {}: snapshot -> 503 ({why})", c.peer);
+                    c.queue(w.written(), None, now);
+                    c.state = State::after_response(persistence);
+                }
+                State::Streaming { .. } => {
+                    log::info!("http {}: MJPEG stream ended: {why}", c.peer);
+                    c.state = State::Closing;
+                }
+                _ => continue,
+            }
+            self.pump(i, now);
+        }
+    }
+
+    /// Whether JPEG frames are wanted: while a client streams MJPEG or waits for a snapshot, and
+    /// for [`DEMAND_LINGER`] after a client last asked for or took one.
+    #[allow(dead_code)]
+    pub(super) fn wants_frames(&self, now: Instant) -> bool {
+        if matches!(self.supply, JpegSupply::Unavailable(_)) {
+            return false;
+        }
+        let waiting = self
+            .conns
+            .iter()
+            .flatten()
+            .any(|c| !c.dead && matches!(c.state, State::Streaming { .. } | State::WaitingFrame { .. }));
+        waiting || self.last_demand.is_some_and(|t| now.saturating_duration_since(t) < DEMAND_LINGER)
     }
 
     pub(super) fn accept(&mut self, now: Instant) {
@@ -156,10 +320,10 @@ impl Http {
             if stream.set_nonblocking(true).is_err() {
                 continue;
             }
-            let Some(idx) = self.conns.iter().position(Option::is_none) else {
-                log::warn!("http {peer}: every HTTP slot is taken (max-http-clients); 503");
+            let Some(idx) = self.free_slot(peer) else {
+                log::warn!("http {peer}: every HTTP slot is busy (max-http-clients); 503");
                 let mut w = WBuf::new(&mut self.scratch);
-                if http::write_error(&mut w, 503).is_ok() {
+                if http::write_error(&mut w, 503, Persistence::Close).is_ok() {
                     let _ = (&stream).write(w.written());
                 }
                 let _ = stream.shutdown(Shutdown::Both);
@@ -177,166 +341,217 @@ impl Http {
                 inlen: 0,
                 out,
                 out_pos: 0,
-                state: State::Reading,
-                since: now,
+                state: State::Reading { since: now },
                 last_progress: now,
+                peer_eof: false,
                 dead: false,
             });
         }
     }
 
+    /// A slot for a new connection from `peer`: a free one (or one whose connection is closed),
+    /// else that of the connection idle longest between requests, which is closed.
+    fn free_slot(&mut self, peer: SocketAddr) -> Option<usize> {
+        if let Some(i) = self.conns.iter().position(|c| c.as_ref().is_none_or(|c| c.dead)) {
+            self.release(i);
+            return Some(i);
+        }
+        let (_, oldest) = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match c.as_ref()?.state {
+                State::Idle { since } => Some((since, i)),
+                _ => None,
+            })
+            .min()?;
+        if let Some(c) = &self.conns[oldest] {
+            log::debug!("http {}: idle connection closed to make room for {peer} (every HTTP slot is taken)", c.peer);
+            let _ = c.stream.shutdown(Shutdown::Both);
+        }
+        self.release(oldest);
+        Some(oldest)
+    }
+
+    /// Empties a slot; the connection's buffers go back to the pool.
+    fn release(&mut self, i: usize) {
+        if let Some(mut c) = self.conns[i].take() {
+            log::debug!("http {}: closed", c.peer);
+            c.out.clear();
+            self.pool.push((c.inbuf, c.out));
+        }
+    }
+
     pub(super) fn on_conn(&mut self, i: usize, rev: i16, now: Instant) {
-        let Some(c) = self.conns[i].as_mut() else { return };
+        let Some(c) = self.conns[i].as_mut().filter(|c| !c.dead) else { return };
         if rev & (POLLERR | POLLNVAL) != 0 {
             c.dead = true;
             return;
         }
-        if rev & (POLLIN | POLLHUP) != 0 {
-            let mut eof = false;
-            loop {
-                let mut discard = [0u8; 512];
-                let buf = match c.state {
-                    State::Reading if c.inlen < c.inbuf.len() => &mut c.inbuf[c.inlen..],
-                    _ => &mut discard[..],
-                };
-                match (&c.stream).read(buf) {
-                    Ok(0) => {
-                        eof = true;
-                        break;
-                    }
-                    Ok(n) if c.state == State::Reading && c.inlen < c.inbuf.len() => c.inlen += n,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        eof = true;
-                        break;
-                    }
-                }
-                if c.state == State::Reading && c.inlen == c.inbuf.len() {
-                    break;
-                }
-            }
-            if c.state == State::Reading {
-                self.handle_input(i, now);
-            }
-            if eof {
-                if let Some(c) = self.conns[i].as_mut() {
-                    // A client that half-closes after its request still gets its response.
-                    if c.state != State::Closing || c.idle() {
-                        c.dead = true;
-                    }
-                }
+        if rev & (POLLIN | POLLHUP) != 0 && !c.peer_eof {
+            c.read_input();
+            // POLLHUP: both directions are shut (a reset); with a full input buffer it cannot be
+            // seen as EOF by reading.
+            if rev & POLLHUP != 0 && c.keeps_input() && c.inlen == c.inbuf.len() {
+                c.peer_eof = true;
             }
         }
+        self.handle_input(i, now);
         self.pump(i, now);
     }
 
+    /// Parses the request at the start of the input buffer, if the connection waits for one, and
+    /// queues its response (or starts the stream, or the wait for a frame).
     fn handle_input(&mut self, i: usize, now: Instant) {
-        let Some(c) = self.conns[i].as_mut() else { return };
-        let parsed = http::parse_request(&c.inbuf[..c.inlen]);
+        let Some(c) = self.conns[i].as_mut().filter(|c| !c.dead) else { return };
+        let since = match c.state {
+            State::Idle { .. } if c.inlen > 0 => now,
+            State::Reading { since } => since,
+            _ => return,
+        };
+        c.state = State::Reading { since };
+        let fresh = self.latest_at.is_some_and(|t| now.saturating_duration_since(t) <= FRESH_FRAME_MAX_AGE);
         let mut w = WBuf::new(&mut self.scratch);
-        let (request, result) = match parsed {
+        let (request, consumed) = match http::parse_request(&c.inbuf[..c.inlen]) {
             Ok(Parsed::Incomplete) => return,
             Err(e) => {
                 log::debug!("http {}: bad request ({e:?}): {}", c.peer, e.status());
-                let _ = http::write_error(&mut w, e.status());
-                (None, State::Closing)
+                let _ = http::write_error(&mut w, e.status(), Persistence::Close);
+                c.queue(w.written(), None, now);
+                c.state = State::Closing;
+                c.inlen = 0;
+                return;
             }
-            Ok(Parsed::Complete { request, .. }) => {
-                let head = request.method == Method::Head;
-                let route = http::route(&request, &self.path);
-                let state = match route {
-                    Route::Index => {
-                        let mut page = [0u8; 512];
-                        let mut p = WBuf::new(&mut page);
-                        let _ = http::write_index(&mut p, &self.path);
-                        let _ = http::write_head(&mut w, 200, "text/html; charset=utf-8", Some(p.len()));
-                        if !head {
-                            let _ = w.put(p.written());
-                        }
-                        State::Closing
-                    }
-                    Route::Snapshot | Route::Mjpeg if !self.jpeg || self.latest_seq == 0 => {
-                        let _ = http::write_error(&mut w, 503);
-                        State::Closing
-                    }
-                    Route::Snapshot => {
-                        let _ = http::write_head(&mut w, 200, "image/jpeg", Some(self.latest.len()));
-                        State::Closing
-                    }
-                    Route::Mjpeg if head => {
-                        let _ = http::write_mjpeg_head(&mut w);
-                        State::Closing
-                    }
-                    Route::Mjpeg => {
-                        let _ = http::write_mjpeg_head(&mut w);
-                        State::Streaming { sent: 0 }
-                    }
-                    Route::NotFound => {
-                        let _ = http::write_error(&mut w, 404);
-                        State::Closing
-                    }
-                    Route::MethodNotAllowed => {
-                        let _ = http::write_error(&mut w, 405);
-                        State::Closing
-                    }
-                };
-                (Some((route, head)), state)
+            Ok(Parsed::Complete { request, consumed }) => (request, consumed),
+        };
+        let head = request.method == Method::Head;
+        let persistence = request.persistence();
+        let route = match http::route(&request, &self.path) {
+            Route::Index | Route::Mjpeg | Route::Snapshot | Route::NotFound if request.has_body => None,
+            route => Some(route),
+        };
+        let unavailable = match &self.supply {
+            JpegSupply::Unavailable(why) => Some(why.as_str()),
+            JpegSupply::Stream | JpegSupply::OnDemand => None,
+        };
+        let mut frame = None;
+        let written = match (route, unavailable) {
+            // Bodies are not read, so the connection cannot go on (persistence is Close).
+            (None, _) => http::write_error(&mut w, 400, Persistence::Close).map(|_| State::Closing),
+            (Some(Route::Index), _) => {
+                let mut page = [0u8; 512];
+                let mut p = WBuf::new(&mut page);
+                let _ = http::write_index(&mut p, &self.path);
+                http::write_head(&mut w, 200, "text/html; charset=utf-8", Some(p.len()), persistence)
+                    .and_then(|_| if head { Ok(()) } else { w.put(p.written()) })
+                    .map(|_| State::after_response(persistence))
+            }
+            (Some(Route::NotFound), _) => {
+                http::write_error(&mut w, 404, persistence).map(|_| State::after_response(persistence))
+            }
+            (Some(Route::MethodNotAllowed), _) => {
+                http::write_error(&mut w, 405, persistence).map(|_| State::after_response(persistence))
+            }
+            (Some(Route::Snapshot | Route::Mjpeg), Some(why)) => {
+                http::write_text(&mut w, 503, why, persistence).map(|_| State::after_response(persistence))
+            }
+            (Some(Route::Snapshot), None) if fresh => {
+                frame = (!head).then_some(&self.latest[..]);
+                http::write_head(&mut w, 200, "image/jpeg", Some(self.latest.len()), persistence)
+                    .map(|_| State::after_response(persistence))
+            }
+            (Some(Route::Snapshot), None) => {
+                Ok(State::WaitingFrame { since: now, seen: self.latest_seq, head, persistence })
+            }
+            (Some(Route::Mjpeg), None) if head => {
+                http::write_mjpeg_head(&mut w, persistence).map(|_| State::after_response(persistence))
+            }
+            // The stream starts with the latest frame only if it is fresh, else with the next.
+            (Some(Route::Mjpeg), None) => {
+                let sent = if fresh { self.latest_seq.saturating_sub(1) } else { self.latest_seq };
+                http::write_mjpeg_head(&mut w, Persistence::Close).map(|_| State::Streaming { sent })
             }
         };
-        let status = std::str::from_utf8(w.written().get(9..12).unwrap_or(b"???")).unwrap_or("???");
-        log::debug!("http {}: {:?} -> {status}", c.peer, request.map(|r| r.0));
-        c.out.clear();
-        c.out_pos = 0;
-        c.out.extend_from_slice(w.written());
-        if let (Some((Route::Snapshot, false)), State::Closing) = (request, result) {
-            if status == "200" {
-                c.out.extend_from_slice(&self.latest);
-            }
+        if matches!(route, Some(Route::Snapshot | Route::Mjpeg)) && unavailable.is_none() {
+            self.last_demand = Some(now);
         }
-        c.state = result;
-        c.inlen = 0;
-        c.last_progress = now;
-        if let State::Streaming { .. } = result {
+        let Ok(next) = written else {
+            log::warn!("http {}: response to {} did not fit its buffer; closing", c.peer, request.path);
+            c.dead = true;
+            return;
+        };
+        let status = std::str::from_utf8(w.written().get(9..12).unwrap_or(b"...")).unwrap_or("...");
+        match next {
+            State::WaitingFrame { .. } => log::debug!("http {}: {} waits for a fresh frame", c.peer, request.path),
+            _ => log::debug!("http {}: {:?} {} -> {status} {persistence:?}", c.peer, request.method, request.path),
+        }
+        if let State::Streaming { .. } = next {
             log::info!("http {}: MJPEG stream started", c.peer);
+        }
+        c.queue(w.written(), frame, now);
+        c.state = next;
+        if matches!(next, State::Closing | State::Streaming { .. }) {
+            c.inlen = 0;
+        } else {
+            // Pipelined bytes stay for the next request.
+            c.inbuf.copy_within(consumed..c.inlen, 0);
+            c.inlen -= consumed;
         }
     }
 
-    /// Keeps the latest frame (a copy into the one shared buffer).
-    pub(super) fn store_frame(&mut self, jpeg: &[u8]) {
-        if !self.jpeg {
+    /// Keeps the latest frame (a copy into the one shared buffer) and when it arrived. Call
+    /// [`Http::pump_all`] after it to send it.
+    pub(super) fn store_frame(&mut self, jpeg: &[u8], now: Instant) {
+        if matches!(self.supply, JpegSupply::Unavailable(_)) {
             return;
         }
         self.latest.clear();
         self.latest.extend_from_slice(jpeg);
         self.latest_seq += 1;
+        self.latest_at = Some(now);
     }
 
-    /// Sends each streaming client the latest frame if it is idle.
+    /// Sends the latest frame to each streaming client that is idle and each waiting snapshot.
     pub(super) fn pump_all(&mut self, now: Instant) {
         for i in 0..self.conns.len() {
             self.pump(i, now);
         }
     }
 
+    /// Writes what is pending and moves the connection on: the next stream part, the waited-for
+    /// snapshot, the next pipelined request, or the close.
     fn pump(&mut self, i: usize, now: Instant) {
-        let Some(c) = self.conns[i].as_mut() else { return };
-        if c.dead {
-            return;
-        }
         loop {
+            let Some(c) = self.conns[i].as_mut().filter(|c| !c.dead) else { return };
             if c.flush(now).is_err() {
                 c.dead = true;
                 return;
             }
-            if !c.idle() {
+            if !c.flushed() {
                 return;
             }
             match c.state {
-                State::Reading => return,
+                State::Reading { .. } | State::Idle { .. } => {
+                    // Half-closed with no complete request left: nothing more will be answered.
+                    if c.peer_eof {
+                        let _ = c.stream.shutdown(Shutdown::Write);
+                        c.dead = true;
+                    }
+                    return;
+                }
+                State::Responding => {
+                    c.state = match c.inlen {
+                        0 => State::Idle { since: now },
+                        _ => State::Reading { since: now },
+                    };
+                    self.handle_input(i, now);
+                }
                 State::Closing => {
                     let _ = c.stream.shutdown(Shutdown::Write);
+                    c.dead = true;
+                    return;
+                }
+                State::Streaming { .. } if c.peer_eof => {
                     c.dead = true;
                     return;
                 }
@@ -346,47 +561,238 @@ impl Http {
                         c.dead = true;
                         return;
                     }
-                    c.out.extend_from_slice(w.written());
-                    c.out.extend_from_slice(&self.latest);
+                    c.queue(w.written(), Some(&self.latest), now);
                     c.out.extend_from_slice(b"\r\n");
                     c.state = State::Streaming { sent: self.latest_seq };
                     self.parts_sent += 1;
+                    self.last_demand = Some(now);
                 }
-                State::Streaming { .. } => return,
+                State::WaitingFrame { seen, head, persistence, .. } if seen < self.latest_seq => {
+                    let mut w = WBuf::new(&mut self.scratch);
+                    if http::write_head(&mut w, 200, "image/jpeg", Some(self.latest.len()), persistence).is_err() {
+                        c.dead = true;
+                        return;
+                    }
+                    log::debug!("http {}: snapshot -> 200 {persistence:?} (after waiting)", c.peer);
+                    c.queue(w.written(), (!head).then_some(&self.latest[..]), now);
+                    c.state = State::after_response(persistence);
+                    self.last_demand = Some(now);
+                }
+                State::Streaming { .. } | State::WaitingFrame { .. } => return,
             }
         }
     }
 
-    /// Once a second: slow requests and stalled readers.
+    /// Once a second: slow requests, idle persistent connections, snapshots that waited too long,
+    /// and stalled readers.
     pub(super) fn enforce_limits(&mut self, now: Instant) {
-        for c in self.conns.iter_mut().flatten() {
-            if c.dead {
-                continue;
-            }
-            if c.state == State::Reading && now.saturating_duration_since(c.since) >= self.request_timeout {
-                log::info!("http {}: request not completed within {:?}; closing", c.peer, self.request_timeout);
-                let mut w = WBuf::new(&mut self.scratch);
-                if http::write_error(&mut w, 408).is_ok() {
-                    let _ = (&c.stream).write(w.written());
+        for i in 0..self.conns.len() {
+            let Some(c) = self.conns[i].as_mut().filter(|c| !c.dead) else { continue };
+            match c.state {
+                State::Reading { since } if now.saturating_duration_since(since) >= self.request_timeout => {
+                    log::info!("http {}: request not completed within {:?}; closing", c.peer, self.request_timeout);
+                    let mut w = WBuf::new(&mut self.scratch);
+                    if http::write_error(&mut w, 408, Persistence::Close).is_ok() {
+                        let _ = (&c.stream).write(w.written());
+                    }
+                    c.dead = true;
                 }
-                c.dead = true;
-            } else if !c.idle() && now.saturating_duration_since(c.last_progress) >= self.stall_timeout {
-                log::warn!("http {}: took no data for {:?}; disconnecting (client stall)", c.peer, self.stall_timeout);
-                c.dead = true;
+                State::Idle { since } if now.saturating_duration_since(since) >= self.idle_timeout => {
+                    log::debug!("http {}: idle for {:?} between requests; closing", c.peer, self.idle_timeout);
+                    let _ = c.stream.shutdown(Shutdown::Both);
+                    c.dead = true;
+                }
+                State::WaitingFrame { since, persistence, .. }
+                    if now.saturating_duration_since(since) >= SNAPSHOT_WAIT =>
+                {
+                    let mut why = heapless::String::<80>::new();
+                    let _ = write!(why, "no JPEG frame arrived within {} s", SNAPSHOT_WAIT.as_secs());
+                    let mut w = WBuf::new(&mut self.scratch);
+                    if http::write_text(&mut w, 503, &why, persistence).is_err() {
+                        c.dead = true;
+                        continue;
+                    }
+                    log::info!("http {}: snapshot -> 503 ({why})", c.peer);
+                    c.queue(w.written(), None, now);
+                    c.state = State::after_response(persistence);
+                    self.pump(i, now);
+                }
+                _ if !c.flushed() && now.saturating_duration_since(c.last_progress) >= self.stall_timeout => {
+                    log::warn!(
+                        "http {}: took no data for {:?}; disconnecting (client stall)",
+                        c.peer,
+                        self.stall_timeout
+                    );
+                    c.dead = true;
+                }
+                _ => {}
             }
         }
     }
 
     /// Frees the slots of closed connections (their buffers go back to the pool).
     pub(super) fn reap(&mut self) {
-        for slot in &mut self.conns {
-            if slot.as_ref().is_some_and(|c| c.dead) {
-                if let Some(mut c) = slot.take() {
-                    log::debug!("http {}: closed", c.peer);
-                    c.out.clear();
-                    self.pool.push((c.inbuf, c.out));
-                }
+        for i in 0..self.conns.len() {
+            if self.conns[i].as_ref().is_some_and(|c| c.dead) {
+                self.release(i);
             }
         }
+    }
+}
+
+/// Cuts an `Unavailable` reason to [`MAX_REASON_BYTES`] (at a character boundary) so its `503`
+/// always fits the response buffer.
+fn bounded_reason(supply: JpegSupply) -> JpegSupply {
+    match supply {
+        JpegSupply::Unavailable(mut why) if why.len() > MAX_REASON_BYTES => {
+            let mut end = MAX_REASON_BYTES;
+            while !why.is_char_boundary(end) {
+                end -= 1;
+            }
+            why.truncate(end);
+            JpegSupply::Unavailable(why)
+        }
+        supply => supply,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The loop's side driven by hand over loopback sockets: what the integration tests cannot
+    //! reach while the loop never calls `set_supply` or `wants_frames`.
+    use super::*;
+
+    fn server(supply: JpegSupply) -> Http {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = Duration::from_secs(10);
+        Http::new(listener, 2, "/live", supply, s, s, s).unwrap()
+    }
+
+    /// Connects and sends `request`; the server accepts and reads it at `now`.
+    fn request(h: &mut Http, request: &str, now: Instant) -> TcpStream {
+        let mut c = TcpStream::connect(h.local_addr().unwrap()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(request.as_bytes()).unwrap();
+        h.accept(now);
+        deliver(h, &c, now);
+        c
+    }
+
+    /// Waits (up to 5 s) until the server's end of `client` has something to read, then lets
+    /// every connection read and write as if poll said so.
+    fn deliver(h: &mut Http, client: &TcpStream, now: Instant) {
+        let me = client.local_addr().unwrap();
+        if let Some(c) = h.conns.iter().flatten().find(|c| c.peer == me) {
+            let _ = crate::sys::poll(&mut [crate::sys::poll_entry(c.stream.as_raw_fd(), POLLIN)], 5000);
+        }
+        let slots: Vec<usize> = h.interests().map(|(i, _, _)| i).collect();
+        for i in slots {
+            h.on_conn(i, POLLIN | POLLOUT, now);
+        }
+        h.reap();
+    }
+
+    /// The next response: waits up to 5 s for its first bytes, then takes what has arrived.
+    fn response(c: &mut TcpStream) -> String {
+        let mut all = vec![0u8; 4096];
+        let n = c.read(&mut all).unwrap_or(0);
+        all.truncate(n);
+        c.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = c.read(&mut buf) {
+            all.extend_from_slice(&buf[..n]);
+        }
+        c.set_nonblocking(false).unwrap();
+        String::from_utf8_lossy(&all).into_owned()
+    }
+
+    /// Nothing has been sent to `c` (yet).
+    fn nothing_sent(c: &mut TcpStream) -> bool {
+        c.set_nonblocking(true).unwrap();
+        let none = matches!(c.read(&mut [0u8; 64]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        c.set_nonblocking(false).unwrap();
+        none
+    }
+
+    const FRAME: &[u8] = b"\xff\xd8 not really a jpeg \xff\xd9";
+
+    #[test]
+    fn a_snapshot_waits_for_a_fresh_frame_and_keeps_demand_for_a_while() {
+        let t0 = Instant::now();
+        let mut h = server(JpegSupply::OnDemand);
+        assert!(!h.wants_frames(t0));
+        // A frame older than FRESH_FRAME_MAX_AGE is not served: the request waits.
+        h.store_frame(b"old", t0);
+        let now = t0 + FRESH_FRAME_MAX_AGE + Duration::from_millis(1);
+        let mut c = request(&mut h, "GET /live.jpg HTTP/1.1\r\n\r\n", now);
+        assert!(nothing_sent(&mut c));
+        assert!(h.wants_frames(now));
+        h.store_frame(FRAME, now);
+        h.pump_all(now);
+        let text = response(&mut c);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n") && text.contains("Connection: keep-alive\r\n"), "{text}");
+        assert!(
+            text.contains(&format!("Content-Length: {}\r\n", FRAME.len())) && text.ends_with("jpeg \u{fffd}\u{fffd}")
+        );
+        // Served and idle: still wanted for DEMAND_LINGER, then not.
+        assert!(h.wants_frames(now + DEMAND_LINGER - Duration::from_millis(1)));
+        assert!(!h.wants_frames(now + DEMAND_LINGER));
+        // Fresh now: the next snapshot on the same connection is answered at once.
+        c.write_all(b"HEAD /live.jpg HTTP/1.1\r\n\r\n").unwrap();
+        deliver(&mut h, &c, now);
+        let text = response(&mut c);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n") && text.ends_with("\r\n\r\n"), "{text}");
+    }
+
+    #[test]
+    fn a_snapshot_without_frames_gets_503_after_the_wait() {
+        let t0 = Instant::now();
+        let mut h = server(JpegSupply::Stream);
+        let mut c = request(&mut h, "GET /live.jpg HTTP/1.0\r\n\r\n", t0);
+        h.enforce_limits(t0 + SNAPSHOT_WAIT - Duration::from_millis(1));
+        assert!(nothing_sent(&mut c));
+        h.enforce_limits(t0 + SNAPSHOT_WAIT);
+        let text = response(&mut c);
+        assert!(text.starts_with("HTTP/1.1 503 ") && text.contains("Connection: close\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\nno JPEG frame arrived within 3 s\n"), "{text}");
+    }
+
+    #[test]
+    fn becoming_unavailable_answers_waiters_ends_streams_and_stops_demand() {
+        let now = Instant::now();
+        let mut h = server(JpegSupply::OnDemand);
+        let mut waiting = request(&mut h, "GET /live.jpg HTTP/1.1\r\n\r\n", now);
+        let mut streaming = request(&mut h, "GET /live.mjpeg HTTP/1.1\r\n\r\n", now);
+        assert_eq!(h.streaming(), 1);
+        assert!(h.wants_frames(now));
+        // The stream started at once, without a frame.
+        let head = response(&mut streaming);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("multipart/x-mixed-replace"), "{head}");
+        h.set_supply(JpegSupply::Unavailable("encoder gone".into()), now);
+        let text = response(&mut waiting);
+        assert!(text.starts_with("HTTP/1.1 503 ") && text.ends_with("\r\n\r\nencoder gone\n"), "{text}");
+        assert!(matches!(streaming.read(&mut [0u8; 16]), Ok(0)), "the stream did not end");
+        assert!(!h.wants_frames(now));
+        h.store_frame(FRAME, now);
+        waiting.write_all(b"GET /live.mjpeg HTTP/1.1\r\n\r\n").unwrap();
+        deliver(&mut h, &waiting, now);
+        let text = response(&mut waiting);
+        assert!(text.starts_with("HTTP/1.1 503 ") && text.ends_with("encoder gone\n"), "{text}");
+        // Back to a supply: the frame stored while unavailable was dropped, so a snapshot waits.
+        h.set_supply(JpegSupply::Stream, now);
+        waiting.write_all(b"GET /live.jpg HTTP/1.1\r\n\r\n").unwrap();
+        deliver(&mut h, &waiting, now);
+        assert!(nothing_sent(&mut waiting));
+        assert!(h.wants_frames(now));
+    }
+
+    #[test]
+    fn an_overlong_reason_is_cut_at_a_character_boundary() {
+        let why = "é".repeat(MAX_REASON_BYTES);
+        let JpegSupply::Unavailable(cut) = bounded_reason(JpegSupply::Unavailable(why)) else { panic!() };
+        assert_eq!(cut.len(), MAX_REASON_BYTES);
+        let mut h = server(JpegSupply::Unavailable("é".repeat(3 * MAX_REASON_BYTES)));
+        let mut c = request(&mut h, "GET /live.jpg HTTP/1.1\r\n\r\n", Instant::now());
+        assert!(response(&mut c).starts_with("HTTP/1.1 503 "));
     }
 }

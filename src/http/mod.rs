@@ -2,10 +2,16 @@
 //!
 //! - [`parse_request`] takes the bytes a connection has sent so far and returns
 //!   [`Parsed::Incomplete`] until the head (request line and headers) is complete; then the
-//!   request, borrowed from the input, and how many bytes it took. Bodies are not read: every
-//!   route is a GET (or HEAD), and the connection closes after its response.
+//!   request, borrowed from the input, and how many bytes it took (`consumed`: exactly the head,
+//!   so pipelined bytes after it are the next request). Bodies are never read: every route is a
+//!   GET (or HEAD), and a request announcing a body gets [`Persistence::Close`] so the caller
+//!   closes instead of misreading the body as the next request.
+//! - [`Request::persistence`]: whether the connection stays open after the response (RFC 9112
+//!   §9.3: HTTP/1.1 unless `Connection: close`, HTTP/1.0 only with `Connection: keep-alive`).
 //! - [`route`] maps a request to what the loop serves; the `write_*` functions write response
-//!   heads and multipart part headers into caller-owned buffers.
+//!   heads and multipart part headers into caller-owned buffers. Every head says
+//!   `Connection: close` or `Connection: keep-alive`; every response but the endless multipart
+//!   stream has a `Content-Length`.
 //!
 //! Routes for stream path `/live`: `GET /live.mjpeg` (multipart/x-mixed-replace, newest frame
 //! wins), `GET /live.jpg` (the latest frame), `GET /` (a page showing the stream). Anything
@@ -26,10 +32,47 @@ pub enum Method {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+/// Whether a connection stays open after a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    Close,
+    KeepAlive,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Request<'a> {
     pub method: Method,
     /// The path, without query string.
     pub path: &'a str,
+    pub version: Version,
+    /// A `close` token in the `Connection` header(s).
+    pub connection_close: bool,
+    /// A `keep-alive` token in the `Connection` header(s).
+    pub connection_keep_alive: bool,
+    /// `Content-Length` above 0 or any `Transfer-Encoding`: a body follows the head.
+    pub has_body: bool,
+}
+
+impl Request<'_> {
+    /// What the connection does after this request's response (RFC 9112 §9.3). A request with a
+    /// body closes: bodies are not read, so the bytes after the head are not a next request.
+    pub fn persistence(&self) -> Persistence {
+        let keep = match self.version {
+            _ if self.has_body || self.connection_close => false,
+            Version::Http11 => true,
+            Version::Http10 => self.connection_keep_alive,
+        };
+        if keep {
+            Persistence::KeepAlive
+        } else {
+            Persistence::Close
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,11 +133,12 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<'_>, HttpError> {
     if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
         return Err(HttpError::BadRequest);
     }
-    match version {
-        "HTTP/1.1" | "HTTP/1.0" => {}
+    let version = match version {
+        "HTTP/1.1" => Version::Http11,
+        "HTTP/1.0" => Version::Http10,
         v if v.starts_with("HTTP/") => return Err(HttpError::VersionNotSupported),
         _ => return Err(HttpError::BadRequest),
-    }
+    };
     // Absolute form (proxies): keep the path.
     let target = match target.strip_prefix("http://") {
         Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]),
@@ -106,10 +150,28 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<'_>, HttpError> {
     if target.len() > 256 {
         return Err(HttpError::UriTooLong);
     }
+    let (mut connection_close, mut connection_keep_alive, mut has_body) = (false, false, false);
     for l in lines.filter(|l| !l.is_empty()) {
-        match l.split_once(':') {
-            Some((name, _)) if !name.is_empty() && !name.contains([' ', '\t']) => {}
+        let (name, value) = match l.split_once(':') {
+            Some((name, value)) if !name.is_empty() && !name.contains([' ', '\t']) => {
+                (name, value.trim_matches([' ', '\t']))
+            }
             _ => return Err(HttpError::BadRequest),
+        };
+        if name.eq_ignore_ascii_case("connection") {
+            // A comma-separated token list (RFC 9110 §7.6.1); empty elements are allowed.
+            for token in value.split(',').map(|t| t.trim_matches([' ', '\t'])) {
+                connection_close |= token.eq_ignore_ascii_case("close");
+                connection_keep_alive |= token.eq_ignore_ascii_case("keep-alive");
+            }
+        } else if name.eq_ignore_ascii_case("content-length") {
+            // RFC 9112 §6.3: an invalid length is unrecoverable framing.
+            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(HttpError::BadRequest);
+            }
+            has_body |= value.bytes().any(|b| b != b'0');
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            has_body = true;
         }
     }
     let path = target.split(['?', '#']).next().unwrap_or("/");
@@ -118,7 +180,8 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<'_>, HttpError> {
         "HEAD" => Method::Head,
         _ => Method::Other,
     };
-    Ok(Parsed::Complete { request: Request { method, path }, consumed: start + end })
+    let request = Request { method, path, version, connection_close, connection_keep_alive, has_body };
+    Ok(Parsed::Complete { request, consumed: start + end })
 }
 
 /// What a request asks for.
@@ -165,13 +228,14 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-/// Writes a response head. Every response closes the connection; `content_length` is `None`
-/// for the endless multipart stream.
+/// Writes a response head. `content_length` is `None` only for the endless multipart stream
+/// (which must be [`Persistence::Close`]: it ends with the connection) and HEAD answers to it.
 pub fn write_head(
     w: &mut WBuf<'_>,
     status: u16,
     content_type: &str,
     content_length: Option<usize>,
+    persistence: Persistence,
 ) -> Result<(), Full> {
     w.put_fmt(format_args!(
         "HTTP/1.1 {status} {}\r\nServer: uavstream/{}\r\nContent-Type: {content_type}\r\n",
@@ -186,22 +250,31 @@ pub fn write_head(
         503 => w.put(b"Retry-After: 1\r\n")?,
         _ => {}
     }
-    w.put(b"Cache-Control: no-store\r\nConnection: close\r\n\r\n")
+    w.put(b"Cache-Control: no-store\r\n")?;
+    match persistence {
+        Persistence::Close => w.put(b"Connection: close\r\n\r\n"),
+        Persistence::KeepAlive => w.put(b"Connection: keep-alive\r\n\r\n"),
+    }
 }
 
-/// Writes a complete error response with a one-line text body.
-pub fn write_error(w: &mut WBuf<'_>, status: u16) -> Result<(), Full> {
-    let reason = reason_phrase(status);
-    write_head(w, status, "text/plain; charset=utf-8", Some(reason.len() + 1))?;
-    w.put(reason.as_bytes())?;
+/// Writes a complete response with a one-line text body (`text` and a newline).
+pub fn write_text(w: &mut WBuf<'_>, status: u16, text: &str, persistence: Persistence) -> Result<(), Full> {
+    write_head(w, status, "text/plain; charset=utf-8", Some(text.len() + 1), persistence)?;
+    w.put(text.as_bytes())?;
     w.put(b"\n")
 }
 
-/// Writes the head of the multipart stream.
-pub fn write_mjpeg_head(w: &mut WBuf<'_>) -> Result<(), Full> {
+/// Writes a complete error response whose body is the reason phrase.
+pub fn write_error(w: &mut WBuf<'_>, status: u16, persistence: Persistence) -> Result<(), Full> {
+    write_text(w, status, reason_phrase(status), persistence)
+}
+
+/// Writes the head of the multipart stream: [`Persistence::Close`] for the stream itself (it
+/// ends with the connection), either for a HEAD request.
+pub fn write_mjpeg_head(w: &mut WBuf<'_>, persistence: Persistence) -> Result<(), Full> {
     let mut ct = heapless::String::<64>::new();
     let _ = core::fmt::Write::write_fmt(&mut ct, format_args!("multipart/x-mixed-replace; boundary={BOUNDARY}"));
-    write_head(w, 200, &ct, None)
+    write_head(w, 200, &ct, None, persistence)
 }
 
 /// Writes the header of one multipart part; the JPEG and a CRLF follow it.
@@ -274,9 +347,95 @@ mod tests {
         assert_eq!(parse_request(&[b'x'; MAX_HEAD_BYTES]), Err(HttpError::HeadTooLarge));
     }
 
+    fn complete(input: &[u8]) -> (Request<'_>, usize) {
+        match parse_request(input) {
+            Ok(Parsed::Complete { request, consumed }) => (request, consumed),
+            other => panic!("{:?}: {other:?}", core::str::from_utf8(input)),
+        }
+    }
+
+    #[test]
+    fn persistence_follows_version_and_connection_tokens() {
+        use Persistence::{Close, KeepAlive};
+        let cases: &[(&[u8], Persistence)] = &[
+            (b"GET / HTTP/1.1\r\n\r\n", KeepAlive),
+            (b"GET / HTTP/1.0\r\n\r\n", Close),
+            (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", Close),
+            (b"GET / HTTP/1.1\r\nconnection:CLOSE\r\n\r\n", Close),
+            (b"GET / HTTP/1.0\r\nConnection: Keep-Alive, Upgrade\r\n\r\n", KeepAlive),
+            (b"GET / HTTP/1.0\r\nConnection: Upgrade,\tkeep-alive \r\n\r\n", KeepAlive),
+            (b"GET / HTTP/1.0\r\nConnection: Upgrade\r\nConnection: keep-alive\r\n\r\n", KeepAlive),
+            (b"GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n", Close),
+            (b"GET / HTTP/1.1\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n", Close),
+            // Tokens, not substrings; other headers do not count.
+            (b"GET / HTTP/1.1\r\nConnection: closed, x-close\r\n\r\n", KeepAlive),
+            (b"GET / HTTP/1.0\r\nConnection: keep-alive-ish\r\n\r\n", Close),
+            (b"GET / HTTP/1.1\r\nX-Connection: close\r\n\r\n", KeepAlive),
+            (b"GET / HTTP/1.0\r\nProxy-Connection: keep-alive\r\n\r\n", Close),
+            // Bodies are not read: whatever the client asks, the connection closes.
+            (b"GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", KeepAlive),
+            (b"GET / HTTP/1.1\r\nContent-Length: 000\r\n\r\n", KeepAlive),
+            (b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", Close),
+            (b"GET / HTTP/1.1\r\ncontent-length: 99999999999999999999999\r\n\r\n", Close),
+            (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n", Close),
+            (CHROMIUM, KeepAlive),
+            (CURL, KeepAlive),
+            (BARE_LF, Close),
+        ];
+        for &(input, persistence) in cases {
+            let (request, _) = complete(input);
+            assert_eq!(request.persistence(), persistence, "{:?}", core::str::from_utf8(input));
+        }
+        let (request, _) = complete(b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(request.has_body && request.version == Version::Http11);
+        for bad in [&b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"[..], b"GET / HTTP/1.1\r\nContent-Length:\r\n\r\n"] {
+            assert_eq!(parse_request(bad), Err(HttpError::BadRequest), "{:?}", core::str::from_utf8(bad));
+        }
+        assert_eq!(parse_request(b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"), Err(HttpError::BadRequest));
+    }
+
+    #[test]
+    fn pipelined_requests_are_consumed_one_head_at_a_time() {
+        let first = b"GET /live.jpg HTTP/1.1\r\nHost: x\r\n\r\n";
+        let second = b"HEAD / HTTP/1.1\r\nConnection: close\r\n\r\n";
+        let third = b"\r\nGET /live.mjpeg HTTP/1.0\n\n";
+        let mut all = [0u8; 256];
+        let mut len = 0;
+        for part in [&first[..], second, third] {
+            all[len..len + part.len()].copy_from_slice(part);
+            len += part.len();
+        }
+        let mut rest = &all[..len];
+        let mut seen = [("", Persistence::Close); 3];
+        for slot in &mut seen {
+            let (request, consumed) = complete(rest);
+            *slot = (request.path, request.persistence());
+            rest = &rest[consumed..];
+        }
+        assert!(rest.is_empty());
+        assert_eq!(
+            seen,
+            [("/live.jpg", Persistence::KeepAlive), ("/", Persistence::Close), ("/live.mjpeg", Persistence::Close)]
+        );
+        // The head alone is consumed, never the start of the next request.
+        let (_, consumed) = complete(&all[..first.len() + 4]);
+        assert_eq!(consumed, first.len());
+        assert_eq!(parse_request(&all[first.len()..first.len() + 4]), Ok(Parsed::Incomplete));
+    }
+
     #[test]
     fn routes() {
-        let r = |method, path| route(&Request { method, path }, "/live");
+        let r = |method, path| {
+            let request = Request {
+                method,
+                path,
+                version: Version::Http11,
+                connection_close: false,
+                connection_keep_alive: false,
+                has_body: false,
+            };
+            route(&request, "/live")
+        };
         assert_eq!(r(Method::Get, "/"), Route::Index);
         assert_eq!(r(Method::Get, "/live.mjpeg"), Route::Mjpeg);
         assert_eq!(r(Method::Head, "/live.jpg"), Route::Snapshot);
@@ -289,10 +448,10 @@ mod tests {
     fn responses() {
         let mut buf = [0xa5u8; 512];
         let mut w = WBuf::new(&mut buf);
-        write_mjpeg_head(&mut w).unwrap();
+        write_mjpeg_head(&mut w, Persistence::Close).unwrap();
         write_part_header(&mut w, 1234).unwrap();
         let text = core::str::from_utf8(w.written()).unwrap();
-        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n") && text.contains("\r\nConnection: close\r\n"));
         assert!(text.contains("Content-Type: multipart/x-mixed-replace; boundary=uavstreamframe\r\n"));
         assert!(!text.contains("Content-Length: 0"));
         assert!(text.ends_with("\r\n\r\n--uavstreamframe\r\nContent-Type: image/jpeg\r\nContent-Length: 1234\r\n\r\n"));
@@ -300,10 +459,16 @@ mod tests {
         write_index(&mut w, "/live").unwrap();
         assert!(core::str::from_utf8(w.written()).unwrap().contains("<img src=\"/live.mjpeg\""));
         let mut w = WBuf::new(&mut buf);
-        write_error(&mut w, 405).unwrap();
+        write_error(&mut w, 405, Persistence::KeepAlive).unwrap();
         let text = core::str::from_utf8(w.written()).unwrap();
         assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n") && text.contains("Allow: GET, HEAD\r\n"));
+        assert!(text.contains("Content-Length: 19\r\n") && text.contains("\r\nConnection: keep-alive\r\n"));
         assert!(text.ends_with("\r\n\r\nMethod Not Allowed\n"));
-        assert!(write_error(&mut WBuf::new(&mut [0u8; 16]), 404).is_err());
+        let mut w = WBuf::new(&mut buf);
+        write_text(&mut w, 503, "the stream is H.264", Persistence::Close).unwrap();
+        let text = core::str::from_utf8(w.written()).unwrap();
+        assert!(text.contains("Content-Length: 20\r\n") && text.contains("Retry-After: 1\r\n"), "{text}");
+        assert!(text.ends_with("\r\nConnection: close\r\n\r\nthe stream is H.264\n"), "{text}");
+        assert!(write_error(&mut WBuf::new(&mut [0u8; 16]), 404, Persistence::Close).is_err());
     }
 }
