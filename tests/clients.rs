@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{run_with_timeout, Daemon};
+use common::Daemon;
 
 const FRAMES: usize = 60;
 
@@ -41,31 +40,7 @@ fn ffmpeg_decodes_over_udp() {
 
 fn check_gstreamer(protocol: &str) {
     let mut d = Daemon::start(&["--width", "640", "--height", "360"]);
-    let out = run_with_timeout(
-        Command::new("gst-launch-1.0").args([
-            "-e",
-            "rtspsrc",
-            &format!("location={}", d.url()),
-            &format!("protocols={protocol}"),
-            "latency=0",
-            "!",
-            "rtph264depay",
-            "!",
-            "h264parse",
-            "!",
-            "avdec_h264",
-            "!",
-            "identity",
-            &format!("eos-after={FRAMES}"),
-            "!",
-            "fakesink",
-        ]),
-        Duration::from_secs(40),
-    );
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "gst-launch over {protocol} failed:\n{text}\nserver:\n{}", d.log_for_failure());
-    assert!(text.contains("Got EOS from element"), "no EOS after {FRAMES} decoded frames:\n{text}");
-    assert!(!text.contains("ERROR") && !text.contains("WARNING"), "GStreamer reported problems:\n{text}");
+    common::gst_rtspsrc_decode(&mut d, protocol, FRAMES);
 }
 
 #[test]

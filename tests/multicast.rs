@@ -98,31 +98,7 @@ fn ffmpeg_decodes_with_udp_multicast() {
 fn gstreamer_rtspsrc_decodes_with_udp_mcast() {
     let (g, port) = group(2);
     let mut d = start(g, port, &[]);
-    let out = run_with_timeout(
-        Command::new("gst-launch-1.0").args([
-            "-e",
-            "rtspsrc",
-            &format!("location={}", d.url()),
-            "protocols=udp-mcast",
-            "latency=0",
-            "!",
-            "rtph264depay",
-            "!",
-            "h264parse",
-            "!",
-            "avdec_h264",
-            "!",
-            "identity",
-            &format!("eos-after={FRAMES}"),
-            "!",
-            "fakesink",
-        ]),
-        Duration::from_secs(40),
-    );
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "gst-launch over udp-mcast failed:\n{text}\nserver:\n{}", d.log_for_failure());
-    assert!(text.contains("Got EOS from element"), "no EOS after {FRAMES} decoded frames:\n{text}");
-    assert!(!text.contains("ERROR") && !text.contains("WARNING"), "GStreamer reported problems:\n{text}");
+    common::gst_rtspsrc_decode(&mut d, "udp-mcast", FRAMES);
     assert!(d.log().contains("via UDP multicast"), "{}", d.log());
 }
 

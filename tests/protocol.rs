@@ -347,28 +347,8 @@ fn rtcp_bye_right_after_teardown_does_not_lose_the_answer() {
     assert_eq!(c.request("OPTIONS", &url, &[]).status, 200);
 }
 
-#[test]
-fn dscp_marks_rtsp_udp_media_on_the_wire() {
-    let d = Daemon::start(&["--width", "320", "--height", "240", "--dscp", "46"]);
-    let mut c = RtspClient::connect(&d.url());
-    let url = c.url.clone();
-    let (rtp, _rtcp, port) = client_udp_pair();
-    // Generous: a debug daemon on a loaded 2-core machine may take a while to its first IDR.
-    rtp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let transport = format!("RTP/AVP;unicast;client_port={port}-{}", port + 1);
-    let r = c.request("SETUP", &format!("{url}/trackID=0"), &[("Transport", &transport)]);
-    assert_eq!(r.status, 200, "{}", d.log());
-    let session = r.session();
-    assert_eq!(c.request("PLAY", &url, &[("Session", &session)]).status, 200);
-    let mut buf = [0u8; 2048];
-    let (n, tos) = recv_with_tos(&rtp, &mut buf);
-    assert!(n > 12 && buf[1] & 0x7f == 96, "an RTP/H.264 packet");
-    assert_eq!(tos, Some(46 << 2), "IP TOS = DSCP 46 (EF) << 2 on RTSP-negotiated UDP media");
-}
-
-#[test]
-fn without_dscp_media_is_unmarked() {
-    let d = Daemon::start(&["--width", "320", "--height", "240"]);
+/// Plays the daemon over RTSP/UDP and returns the first RTP datagram's payload type and IP TOS.
+fn first_udp_packet_tos(d: &Daemon) -> (u8, Option<u8>) {
     let mut c = RtspClient::connect(&d.url());
     let url = c.url.clone();
     let (rtp, _rtcp, port) = client_udp_pair();
@@ -379,6 +359,21 @@ fn without_dscp_media_is_unmarked() {
     assert_eq!(r.status, 200, "{}", d.log());
     assert_eq!(c.request("PLAY", &url, &[("Session", &r.session())]).status, 200);
     let mut buf = [0u8; 2048];
-    let (_, tos) = recv_with_tos(&rtp, &mut buf);
-    assert_eq!(tos, Some(0));
+    let (n, tos) = recv_with_tos(&rtp, &mut buf);
+    assert!(n > 12, "an RTP packet");
+    (buf[1] & 0x7f, tos)
+}
+
+#[test]
+fn dscp_marks_rtsp_udp_media_on_the_wire() {
+    let d = Daemon::start(&["--width", "320", "--height", "240", "--dscp", "46"]);
+    let (pt, tos) = first_udp_packet_tos(&d);
+    assert_eq!(pt, 96, "an RTP/H.264 packet");
+    assert_eq!(tos, Some(46 << 2), "IP TOS = DSCP 46 (EF) << 2 on RTSP-negotiated UDP media");
+}
+
+#[test]
+fn without_dscp_media_is_unmarked() {
+    let d = Daemon::start(&["--width", "320", "--height", "240"]);
+    assert_eq!(first_udp_packet_tos(&d), (96, Some(0)));
 }
