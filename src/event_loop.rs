@@ -10,6 +10,7 @@
 //!            │ POLLOUT → flush pending → pump its interleaved session
 //!  UDP RTCP ─┤ receiver reports → Server::handle_rtcp
 //!  HTTP     ─┤ accept → HTTP slot (or 503); GET /PATH.mjpeg, /PATH.jpg, / (see `http`)
+//!  side JPEG┤ with --codec h264: HTTP's on-demand JPEG encoder → HTTP only (see `side_jpeg`)
 //!  timeout  ─┤ session expiry, sender reports, deferred IDR requests, watchdog
 //!            └─────────────────────────────────┘
 //! ```
@@ -34,8 +35,10 @@
 //!   [`limits::FORCED_IDR_MIN_SPACING_MS`]). With `--codec mjpeg` every frame is a keyframe.
 //! - HTTP clients hold at most one frame each: the newest frame wins (see `http`).
 
+mod datagram_feed;
 mod http;
 mod multicast;
+mod side_jpeg;
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -68,6 +71,8 @@ enum Token {
     Rtcp(usize),
     HttpListener,
     Http(usize),
+    /// HTTP's on-demand JPEG encoder (see `side_jpeg`).
+    SideJpeg(usize),
 }
 
 /// Push mode: the ring sent to one fixed UDP destination (`--rtp-dest`).
@@ -75,10 +80,7 @@ enum Token {
 struct Push {
     sock: UdpSocket,
     dest: SocketAddr,
-    next: u64,
-    waiting_keyframe: bool,
-    sent: u64,
-    dropped: u64,
+    feed: datagram_feed::DatagramFeed,
 }
 
 #[derive(Debug)]
@@ -242,6 +244,14 @@ pub struct EventLoop<'c> {
     fault_stalled: bool,
     /// DSCP for media sockets (`--dscp`; 0 = unmarked).
     dscp: u8,
+    cfg: &'c Config,
+    /// HTTP's JPEG encoder while the stream is H.264 and HTTP clients want frames.
+    side_jpeg: Option<side_jpeg::SideJpeg>,
+    side_reqs: Vec<PollRequest>,
+    /// Whether HTTP's JPEG frames come from `side_jpeg` (the stream is H.264 and the source has
+    /// raw frames).
+    jpeg_on_demand: bool,
+    side_retry_at: Option<Instant>,
     hub: Hub,
     server: Server<'c, Vec<Session>>,
     conns: Vec<Option<Conn>>,
@@ -414,19 +424,14 @@ impl<'c> EventLoop<'c> {
         }
         // Video first: a taken HTTP port (HTTP is on by default, and 8080 is a popular port) is
         // logged and HTTP stays off; RTSP and push mode still start.
-        let http = match cfg.http_port {
+        let mut http = match cfg.http_port {
             0 => None,
             port => match TcpListener::bind((cfg.listen, port)) {
                 Ok(l) => Some(http::Http::new(
                     l,
                     cfg.max_http_clients,
                     &cfg.path,
-                    match cfg.codec {
-                        Codec::Jpeg => http::JpegSupply::Stream,
-                        Codec::H264 => http::JpegSupply::Unavailable(
-                            "the stream is H.264; run with --codec mjpeg for JPEG over HTTP".into(),
-                        ),
-                    },
+                    side_jpeg::supply(cfg, Some(pipeline.as_ref())),
                     Duration::from_secs(u64::from(cfg.request_timeout)),
                     Duration::from_secs(u64::from(cfg.client_stall_timeout)),
                     Duration::from_secs(u64::from(cfg.idle_timeout)),
@@ -452,7 +457,7 @@ impl<'c> EventLoop<'c> {
                         String::new()
                     }
                 );
-                let p = Push { sock, dest, next: 0, waiting_keyframe: true, sent: 0, dropped: 0 };
+                let p = Push { sock, dest, feed: datagram_feed::DatagramFeed::starting_at(0) };
                 (Some(p), origin.to_string())
             }
         };
@@ -482,6 +487,10 @@ impl<'c> EventLoop<'c> {
         };
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let next_watchdog = notifier.watchdog_interval.map(|_| epoch);
+        let jpeg_on_demand = matches!(side_jpeg::supply(cfg, Some(pipeline.as_ref())), http::JpegSupply::OnDemand);
+        if let Some(h) = http.as_mut() {
+            h.set_dscp(cfg.dscp);
+        }
         Ok(EventLoop {
             listener,
             signals,
@@ -494,6 +503,11 @@ impl<'c> EventLoop<'c> {
             restart_backoff: RESTART_BACKOFF_MIN,
             fault_stalled: false,
             dscp: cfg.dscp,
+            cfg,
+            side_jpeg: None,
+            side_reqs: Vec::new(),
+            jpeg_on_demand,
+            side_retry_at: None,
             hub,
             server,
             conns: (0..n_conns).map(|_| None).collect(),
@@ -562,39 +576,8 @@ impl<'c> EventLoop<'c> {
 
     /// Sends the push destination everything from its position to the ring head.
     fn pump_push(&mut self) {
-        let Some(p) = self.push.as_mut() else { return };
-        let ring = &self.hub.ring;
-        if p.next < ring.oldest() {
-            p.dropped += ring.oldest() - p.next;
-            p.waiting_keyframe = true;
-        }
-        if p.waiting_keyframe {
-            match ring.next_keyframe(p.next) {
-                Some(k) => {
-                    p.next = k;
-                    p.waiting_keyframe = false;
-                }
-                None => {
-                    p.next = ring.head();
-                    return;
-                }
-            }
-        }
-        let mut batch: [&[u8]; sys::BATCH] = [&[]; sys::BATCH];
-        while p.next < ring.head() {
-            let mut n = 0;
-            while n < sys::BATCH && p.next + (n as u64) < ring.head() {
-                let Some(pkt) = ring.get(p.next + n as u64) else { break };
-                batch[n] = pkt.bytes;
-                n += 1;
-            }
-            if n == 0 {
-                break;
-            }
-            let sent = sys::send_datagrams(&p.sock, &p.dest, &batch[..n]).unwrap_or(0);
-            p.sent += sent as u64;
-            p.dropped += (n - sent) as u64;
-            p.next += n as u64;
+        if let Some(p) = self.push.as_mut() {
+            p.feed.pump(&self.hub.ring, &p.sock, &p.dest);
         }
     }
 
@@ -671,6 +654,7 @@ impl<'c> EventLoop<'c> {
                             h.on_conn(i, rev, now);
                         }
                     }
+                    Token::SideJpeg(k) => self.on_side_jpeg(k, rev, now),
                 }
             }
             self.reap_dead_conns();
@@ -695,6 +679,13 @@ impl<'c> EventLoop<'c> {
         }
         for (k, r) in self.pipe_reqs.iter().enumerate() {
             add(&mut self.pollfds, &mut self.tokens, r.fd, r.events, Token::Pipeline(k));
+        }
+        self.side_reqs.clear();
+        if let Some(side) = &self.side_jpeg {
+            side.pipeline.poll_requests(&mut self.side_reqs);
+        }
+        for (k, r) in self.side_reqs.iter().enumerate() {
+            add(&mut self.pollfds, &mut self.tokens, r.fd, r.events, Token::SideJpeg(k));
         }
         for (i, c) in self.conns.iter().enumerate() {
             let Some(c) = c else { continue };
@@ -765,6 +756,7 @@ impl<'c> EventLoop<'c> {
         let mut any = false;
         let mut idr = false;
         let stalled = self.fault_stalled;
+        let jpeg_stream = self.hub.codec() == Codec::Jpeg;
         let result = {
             let hub = &mut self.hub;
             let http = &mut self.http;
@@ -772,7 +764,7 @@ impl<'c> EventLoop<'c> {
                 if stalled {
                     return;
                 }
-                if let Some(h) = http.as_mut() {
+                if let Some(h) = http.as_mut().filter(|_| jpeg_stream) {
                     h.store_frame(data, now);
                 }
                 let p = hub.push(data, capture);
@@ -846,6 +838,7 @@ impl<'c> EventLoop<'c> {
                     }
                     self.pipeline = Some(p);
                     self.last_unit = now;
+                    self.on_pipeline_replaced(now);
                     // Clients in mid-GOP need the new stream's first IDR.
                     for s in &mut self.slots {
                         s.waiting_idr = true;
@@ -859,6 +852,73 @@ impl<'c> EventLoop<'c> {
                     self.drop_pipeline(now);
                 }
             }
+        }
+    }
+
+    /// HTTP's JPEG source follows the new pipeline: the tap moves to it (or the side encoder
+    /// stops, to restart on demand), and HTTP learns whether JPEG frames can be had at all.
+    fn on_pipeline_replaced(&mut self, now: Instant) {
+        let supply = side_jpeg::supply(self.cfg, self.pipeline.as_deref());
+        let on_demand = matches!(supply, http::JpegSupply::OnDemand);
+        if on_demand != self.jpeg_on_demand {
+            self.jpeg_on_demand = on_demand;
+            if let Some(h) = self.http.as_mut() {
+                h.set_supply(supply, now);
+            }
+        }
+        let keep = match (self.side_jpeg.as_mut(), self.pipeline.as_deref_mut()) {
+            (Some(side), Some(p)) => on_demand && side.reattach(p),
+            _ => true,
+        };
+        if !keep {
+            self.stop_side_jpeg("the rebuilt source delivers other frames");
+        }
+    }
+
+    /// Starts HTTP's JPEG encoder when clients want frames and stops it when none has for a while.
+    fn supervise_side_jpeg(&mut self, now: Instant) {
+        let wanted = self.jpeg_on_demand && self.http.as_ref().is_some_and(|h| h.wants_frames(now));
+        match (&self.side_jpeg, wanted) {
+            (None, true) if self.side_retry_at.is_none_or(|t| now >= t) => {
+                match side_jpeg::SideJpeg::start(self.cfg, self.pipeline.as_deref_mut()) {
+                    Ok(side) => {
+                        self.side_jpeg = Some(side);
+                        self.side_retry_at = None;
+                    }
+                    Err(e) => {
+                        log::warn!("http: cannot start the JPEG encoder: {e}; next try in {:?}", side_jpeg::RETRY);
+                        self.side_retry_at = Some(now + side_jpeg::RETRY);
+                    }
+                }
+            }
+            (Some(_), false) => self.stop_side_jpeg("no HTTP client wants frames"),
+            _ => {}
+        }
+    }
+
+    fn stop_side_jpeg(&mut self, why: &str) {
+        if let Some(side) = self.side_jpeg.take() {
+            side.detach(self.pipeline.as_deref_mut());
+            log::info!("http: JPEG encoder stopped: {why}");
+        }
+    }
+
+    /// JPEG frames from HTTP's encoder go to HTTP only.
+    fn on_side_jpeg(&mut self, index: usize, revents: i16, now: Instant) {
+        let Some(side) = self.side_jpeg.as_mut() else { return };
+        let http = &mut self.http;
+        let result = side.pipeline.on_ready(index, revents, now, &mut |jpeg: &[u8], _capture| {
+            if let Some(h) = http.as_mut() {
+                h.store_frame(jpeg, now);
+            }
+        });
+        if let Some(h) = self.http.as_mut() {
+            h.pump_all(now);
+        }
+        if let Err(e) = result {
+            log::warn!("http: JPEG encoder failed: {e}; next try in {:?}", side_jpeg::RETRY);
+            self.stop_side_jpeg("failed");
+            self.side_retry_at = Some(now + side_jpeg::RETRY);
         }
     }
 
@@ -1444,6 +1504,7 @@ impl<'c> EventLoop<'c> {
             }
         }
         self.supervise_pipeline(now);
+        self.supervise_side_jpeg(now);
         if now >= self.next_sr {
             // Once a second: sender reports, and the per-connection limits.
             self.next_sr = now + Duration::from_millis(limits::RTCP_SR_INTERVAL_MS);
@@ -1528,7 +1589,7 @@ impl<'c> EventLoop<'c> {
             rtcp::write_sender_report(&sr, &self.cname, &mut pkt[4..])
         };
         let Ok(n) = written else { return };
-        if let Some(p) = self.push.as_ref().filter(|p| !p.waiting_keyframe) {
+        if let Some(p) = self.push.as_ref().filter(|p| !p.feed.waiting_keyframe) {
             let _ = p.sock.send_to(&pkt[4..4 + n], SocketAddr::new(p.dest.ip(), p.dest.port().wrapping_add(1)));
         }
         if let Some(g) = self.group.as_ref() {

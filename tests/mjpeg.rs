@@ -659,20 +659,61 @@ fn http_full_slots_evict_the_oldest_idle_keep_alive_connection() {
 }
 
 #[test]
-fn http_jpeg_routes_name_the_reason_when_the_stream_is_h264() {
-    let d = Daemon::start(&["--width", "320", "--height", "240"]);
+fn http_serves_jpeg_from_an_on_demand_encoder_while_rtsp_streams_h264() {
+    // 320x180: not a size RTP/JPEG carries, but HTTP's JPEGs are the whole frame.
+    let d = Daemon::start(&["--width", "320", "--height", "180"]);
+    let mut rtsp = RtspClient::connect(&d.url());
+    rtsp.play_tcp();
+    assert!(rtsp.next_frame().is_some(), "H.264 over RTSP");
+    assert!(!d.log().contains("JPEG encoder started"), "no JPEG encoder runs before an HTTP client asks");
+    let mut c = HttpConn::open(d.http_port);
+    c.send("GET /live.jpg HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_snapshot_of(c.response(false), (320, 180), "snapshot while streaming H.264", &d);
+    assert!(d.log().contains("http: JPEG encoder started for HTTP clients"), "{}", d.log());
+    // The multipart stream too, with RTSP going on.
+    let out = run_with_timeout(
+        Command::new("curl").args(["-s", "--max-time", "2", &format!("http://127.0.0.1:{}/live.mjpeg", d.http_port)]),
+        Duration::from_secs(20),
+    );
+    let got = parts(&out.stdout);
+    assert!(got.len() >= 5, "{} multipart parts\n{}", got.len(), d.log());
+    for jpeg in &got {
+        assert_eq!(decode(jpeg), Ok((320, 180)));
+    }
+    let mut frames = 0;
+    while frames < 30 {
+        assert!(rtsp.next_frame().is_some(), "RTSP stopped while HTTP took JPEGs:\n{}", d.log());
+        frames += 1;
+    }
+    // With nobody asking any more, the encoder stops after the linger, and starts again on demand.
+    drop(c);
+    d.wait_for_log("http: JPEG encoder stopped: no HTTP client wants frames", Duration::from_secs(20));
+    let (head, body) = http_get(d.http_port, "GET /live.jpg HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}\n{}", d.log());
+    assert_eq!(decode(&body), Ok((320, 180)));
+    assert_eq!(d.log().matches("http: JPEG encoder started").count(), 2, "{}", d.log());
+}
+
+#[test]
+fn http_jpeg_routes_name_the_reason_when_the_source_has_no_raw_frames() {
+    let dir = std::env::temp_dir().join(format!("uavstream-http-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let clip = dir.join("clip.h264");
+    common::make_clip(&clip, "320x240", 1, 15);
+    let d = Daemon::start(&["--source", &format!("file:{}", clip.display())]);
     let mut c = HttpConn::open(d.http_port);
     for path in ["/live.jpg", "/live.mjpeg"] {
         c.send(&format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
         let (head, body) = c.response(false).unwrap_or_else(|| panic!("{path}: no response"));
         assert!(head.starts_with("HTTP/1.1 503 ") && head.contains("Content-Type: text/plain"), "{path}: {head}");
         let body = String::from_utf8_lossy(&body);
-        assert!(body.contains("H.264") && body.contains("--codec mjpeg"), "{path}: {body}");
+        assert!(body.contains("holds H.264") && body.contains("no raw frames"), "{path}: {body}");
     }
     // The 503 keeps the connection: the page still comes on it.
     c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     let (head, _) = c.response(false).expect("the page after two 503s");
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

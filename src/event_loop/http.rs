@@ -46,7 +46,6 @@ pub(super) const SNAPSHOT_WAIT: Duration = Duration::from_secs(3);
 // the on-demand JPEG encoder; the loop does not call them yet.
 /// [`Http::wants_frames`] stays true this long after a client last asked for or took a frame,
 /// so a script polling snapshots does not restart an on-demand encoder for every one.
-#[allow(dead_code)]
 pub(super) const DEMAND_LINGER: Duration = Duration::from_secs(5);
 /// Longest `Unavailable` reason sent (it must fit the response scratch buffer with the head).
 const MAX_REASON_BYTES: usize = 512;
@@ -57,7 +56,6 @@ pub(super) enum JpegSupply {
     /// The stream itself is JPEG.
     Stream,
     /// The loop can start a side encoder while [`Http::wants_frames`] says so.
-    #[allow(dead_code)]
     OnDemand,
     /// No JPEG frames: the JPEG routes answer `503` with this reason.
     Unavailable(String),
@@ -192,6 +190,8 @@ pub(super) struct Http {
     idle_timeout: Duration,
     scratch: Box<[u8]>,
     pool: Vec<(Box<[u8]>, Vec<u8>)>,
+    /// DSCP for connections (`--dscp`: MJPEG is media too).
+    dscp: u8,
     pub(super) parts_sent: u64,
 }
 
@@ -221,6 +221,7 @@ impl Http {
             stall_timeout,
             idle_timeout,
             scratch: vec![0; 4096].into_boxed_slice(),
+            dscp: 0,
             pool: (0..slots).map(|_| (vec![0; http::MAX_HEAD_BYTES].into_boxed_slice(), Vec::new())).collect(),
             parts_sent: 0,
         })
@@ -254,6 +255,11 @@ impl Http {
         })
     }
 
+    /// Marks every accepted connection with `dscp` (0 = unmarked).
+    pub(super) fn set_dscp(&mut self, dscp: u8) {
+        self.dscp = dscp;
+    }
+
     /// MJPEG streams playing.
     pub(super) fn streaming(&self) -> usize {
         self.conns.iter().flatten().filter(|c| matches!(c.state, State::Streaming { .. })).count()
@@ -262,7 +268,6 @@ impl Http {
     /// Tells where JPEG frames come from now (the loop calls it when the pipeline is rebuilt).
     /// Becoming `Unavailable` answers waiting snapshots with the reason, ends MJPEG streams after
     /// the part being sent, and forgets the latest frame.
-    #[allow(dead_code)]
     pub(super) fn set_supply(&mut self, supply: JpegSupply, now: Instant) {
         self.supply = bounded_reason(supply);
         let JpegSupply::Unavailable(why) = &self.supply else { return };
@@ -293,7 +298,6 @@ impl Http {
 
     /// Whether JPEG frames are wanted: while a client streams MJPEG or waits for a snapshot, and
     /// for [`DEMAND_LINGER`] after a client last asked for or took one.
-    #[allow(dead_code)]
     pub(super) fn wants_frames(&self, now: Instant) -> bool {
         if matches!(self.supply, JpegSupply::Unavailable(_)) {
             return false;
@@ -331,6 +335,7 @@ impl Http {
             };
             let _ = stream.set_nodelay(true);
             let _ = nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::SndBuf, &limits::TCP_SEND_BUFFER);
+            let _ = super::set_dscp(&stream, peer.is_ipv6(), self.dscp);
             let (inbuf, out) =
                 self.pool.pop().unwrap_or_else(|| (vec![0; http::MAX_HEAD_BYTES].into_boxed_slice(), Vec::new()));
             log::debug!("http {peer}: connected");

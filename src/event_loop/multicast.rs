@@ -19,6 +19,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
 
+use super::datagram_feed::DatagramFeed;
 use crate::config::Multicast;
 use crate::hub::Ring;
 use crate::rtsp::transport::MulticastGroup;
@@ -31,11 +32,7 @@ pub(super) struct Group {
     rtcp: SocketAddr,
     /// At least one multicast session is playing.
     active: bool,
-    /// Next ring index to send.
-    next: u64,
-    waiting_keyframe: bool,
-    sent: u64,
-    dropped: u64,
+    feed: DatagramFeed,
 }
 
 /// What the RTSP core answers multicast SETUPs with.
@@ -75,10 +72,7 @@ impl Group {
             rtp: at(m.port),
             rtcp: at(m.port.wrapping_add(1)),
             active: false,
-            next: 0,
-            waiting_keyframe: true,
-            sent: 0,
-            dropped: 0,
+            feed: DatagramFeed::starting_at(0),
         })
     }
 
@@ -95,76 +89,40 @@ impl Group {
         }
         self.active = on;
         if on {
-            self.next = ring.head();
-            self.waiting_keyframe = true;
+            self.feed = DatagramFeed::starting_at(ring.head());
             log::info!("multicast: group stream to {} started (multicast sessions playing: {playing})", self.rtp);
         } else {
             log::info!(
                 "multicast: group stream to {} stopped (no multicast session plays); sent {} packets, dropped {}",
                 self.rtp,
-                self.sent,
-                self.dropped
+                self.feed.sent,
+                self.feed.dropped
             );
-            self.sent = 0;
-            self.dropped = 0;
         }
     }
 
     /// The source was rebuilt: its first IDR is where the group stream continues.
     pub(super) fn restart_at_keyframe(&mut self) {
-        self.waiting_keyframe = true;
+        self.feed.waiting_keyframe = true;
     }
 
     /// Sends every packet from the group's position to the ring head, once. No allocation.
     pub(super) fn pump(&mut self, ring: &Ring) {
-        if !self.active {
-            return;
-        }
-        if self.next < ring.oldest() {
-            self.dropped += ring.oldest() - self.next;
-            self.waiting_keyframe = true;
-        }
-        if self.waiting_keyframe {
-            match ring.next_keyframe(self.next) {
-                Some(k) => {
-                    self.next = k;
-                    self.waiting_keyframe = false;
-                }
-                None => {
-                    self.next = ring.head();
-                    return;
-                }
-            }
-        }
-        let mut batch: [&[u8]; sys::BATCH] = [&[]; sys::BATCH];
-        while self.next < ring.head() {
-            let mut n = 0;
-            while n < sys::BATCH && self.next + (n as u64) < ring.head() {
-                let Some(pkt) = ring.get(self.next + n as u64) else { break };
-                batch[n] = pkt.bytes;
-                n += 1;
-            }
-            if n == 0 {
-                break;
-            }
-            // Refused (full socket buffer): dropped, never queued, as for unicast.
-            let sent = sys::send_datagrams(&self.sock, &self.rtp, &batch[..n]).unwrap_or(0);
-            self.sent += sent as u64;
-            self.dropped += (n - sent) as u64;
-            self.next += n as u64;
+        if self.active {
+            self.feed.pump(ring, &self.sock, &self.rtp);
         }
     }
 
     /// Sends an RTCP packet (SR, or SR+SDES+BYE) to the group's RTCP port while the group stream
     /// runs and has begun.
     pub(super) fn send_rtcp(&self, pkt: &[u8]) {
-        if self.active && !self.waiting_keyframe {
+        if self.active && !self.feed.waiting_keyframe {
             let _ = self.sock.send_to(pkt, self.rtcp);
         }
     }
 
     /// (packets sent, dropped) since the group stream started.
     pub(super) fn counters(&self) -> (u64, u64) {
-        (self.sent, self.dropped)
+        (self.feed.sent, self.feed.dropped)
     }
 }

@@ -22,6 +22,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Instant;
 
+pub use crate::encode::jpeg::{FrameLayout, FrameTap};
 pub use crate::rtp::Codec;
 
 /// Whether the pipeline can make an IDR on request (a live encoder) or only passes through
@@ -73,6 +74,13 @@ pub trait Pipeline {
     fn codec(&self) -> Codec {
         Codec::H264
     }
+    /// The layout of the raw frames this pipeline encodes (a raw camera), when it has them:
+    /// HTTP's on-demand JPEG encoder can tap them.
+    fn raw_layout(&self) -> Option<FrameLayout> {
+        None
+    }
+    /// Also hands every raw frame to `tap` (one copy, newest wins), or stops with `None`.
+    fn set_raw_tap(&mut self, _tap: Option<FrameTap>) {}
 }
 
 /// Builds the pipeline the configuration asks for.

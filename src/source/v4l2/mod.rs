@@ -32,7 +32,7 @@ use self::device::{
     monotonic_to_instant, open_node, poll_error, stride_alignment, BufferQueue, Dequeued, DmabufPlane, NodeInfo,
     RAW_FORMATS, SUPPORTED_FORMATS,
 };
-use super::{Codec, IdrControl, Pipeline, PollRequest, Sink};
+use super::{Codec, FrameLayout, FrameTap, IdrControl, Pipeline, PollRequest, Sink};
 use crate::config::{Config, EncoderChoice};
 use crate::encode::v4l2_m2m::{find_encoder, InputPath, M2mEncoder, M2mSettings};
 
@@ -275,6 +275,8 @@ pub struct V4l2Pipeline {
     cap: Capture,
     desc: String,
     codec: Codec,
+    /// HTTP's on-demand JPEG encoder, fed a copy of each raw frame while it runs.
+    tap: Option<FrameTap>,
     last_stats: Instant,
 }
 
@@ -420,7 +422,7 @@ pub fn build(cfg: &Config) -> Result<Box<dyn Pipeline>, String> {
         log::info!("M2M input path: {}", e.path);
     }
     let desc = format!("v4l2 {} -> {enc_desc}", cap.describe());
-    Ok(Box::new(V4l2Pipeline { backend, cap, desc, codec: cfg.codec, last_stats: Instant::now() }))
+    Ok(Box::new(V4l2Pipeline { backend, cap, desc, codec: cfg.codec, tap: None, last_stats: Instant::now() }))
 }
 
 /// M2M coded formats that carry JPEG frames, best first: bcm2835-codec's video encoder offers
@@ -507,6 +509,9 @@ impl V4l2Pipeline {
     fn on_capture(&mut self, now: Instant, sink: &mut Sink<'_>) -> io::Result<()> {
         let Some(d) = self.cap.dequeue_newest()? else { return Ok(()) };
         let capture = monotonic_to_instant(d.timestamp, monotonic_now(), now);
+        if let Some(tap) = &self.tap {
+            tap.push(self.cap.data(&d), capture);
+        }
         match &mut self.backend {
             Backend::Passthrough { .. } => {
                 sink(self.cap.data(&d), capture);
@@ -635,6 +640,20 @@ impl Pipeline for V4l2Pipeline {
 
     fn codec(&self) -> Codec {
         self.codec
+    }
+
+    fn raw_layout(&self) -> Option<FrameLayout> {
+        let raw = luma_bytes_per_pixel(self.cap.fourcc).is_some();
+        raw.then_some(FrameLayout {
+            fourcc: self.cap.fourcc,
+            width: self.cap.width,
+            height: self.cap.height,
+            stride: self.cap.stride,
+        })
+    }
+
+    fn set_raw_tap(&mut self, tap: Option<FrameTap>) {
+        self.tap = tap;
     }
 
     fn parameter_sets(&self) -> Option<(Vec<u8>, Vec<u8>)> {
