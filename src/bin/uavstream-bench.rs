@@ -221,22 +221,62 @@ fn mjpeg_bench(a: &MjpegArgs) {
     );
     println!("  MJPEG/H.264: {:.1}x the bytes", jpeg_bytes as f64 / h264_bytes.max(1) as f64);
     let bin = uavstream_bin();
-    println!("whole daemon, 1280x720@30 test pattern, no clients, {} s each (render + encode + packetize):", a.seconds);
+    println!(
+        "whole daemon, 1280x720@30 test pattern, {} s each (render + encode + packetize; no RTSP clients):",
+        a.seconds
+    );
     let q = a.quality.to_string();
     let br = a.bitrate.to_string();
-    for (name, args) in
-        [("mjpeg", vec!["--codec", "mjpeg", "--jpeg-quality", &q]), ("h264", vec!["--codec", "h264", "--bitrate", &br])]
-    {
-        let mut all = vec!["--width", "1280", "--height", "720", "--fps", "30"];
+    let http_port = free_port().to_string();
+    for (name, args, http_client) in [
+        ("--codec mjpeg", vec!["--codec", "mjpeg", "--jpeg-quality", &q], false),
+        ("--codec h264", vec!["--codec", "h264", "--bitrate", &br], false),
+        ("--codec h264 + 1 HTTP MJPEG client", vec!["--codec", "h264", "--bitrate", &br, "--jpeg-quality", &q], true),
+    ] {
+        let mut all = vec!["--width", "1280", "--height", "720", "--fps", "30", "--http-port", &http_port];
         all.extend(args);
         let server = peers::Server::uavstream(&bin, free_port(), &all);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = http_client.then(|| {
+            let (stop, port) = (std::sync::Arc::clone(&stop), http_port.clone());
+            std::thread::spawn(move || mjpeg_reader(&port, &stop))
+        });
         std::thread::sleep(Duration::from_secs(2));
         let (c0, t0) = (server.cpu_ticks(), Instant::now());
         std::thread::sleep(Duration::from_secs(a.seconds));
         let (c1, t1) = (server.cpu_ticks(), Instant::now());
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let parts = reader.map(|r| r.join().unwrap_or(0));
         let cpu = (c1 - c0) as f64 / (t1 - t0).as_secs_f64();
-        println!("  --codec {name:<5}  {cpu:>5.1} % CPU  RSS {} KiB", server.rss_kib());
+        let http = parts.map_or(String::new(), |p| {
+            format!("  (HTTP client got {:.1} JPEG parts/s)", p as f64 / (a.seconds as f64 + 2.0))
+        });
+        println!("  {name:<36} {cpu:>5.1} % CPU  RSS {} KiB{http}", server.rss_kib());
     }
+}
+
+/// Reads `/live.mjpeg` until `stop`, returning how many parts arrived.
+fn mjpeg_reader(port: &str, stop: &std::sync::atomic::AtomicBool) -> usize {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(format!("127.0.0.1:{port}")) else { return 0 };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = s.write_all(b"GET /live.mjpeg HTTP/1.1\r\nHost: bench\r\n\r\n");
+    let (mut buf, mut parts) = (vec![0u8; 1 << 16], 0);
+    let needle = b"--uavstreamframe\r\n";
+    let mut tail: Vec<u8> = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                tail.extend_from_slice(&buf[..n]);
+                parts += tail.windows(needle.len()).filter(|w| w == needle).count();
+                let keep = tail.len().saturating_sub(needle.len() - 1);
+                tail.drain(..keep);
+            }
+            Err(_) => {}
+        }
+    }
+    parts
 }
 
 fn print_machine() {

@@ -38,7 +38,7 @@ impl Server {
         let mut cmd = Command::new(bin);
         cmd.args(["--listen", "127.0.0.1", "--port", &port.to_string(), "--stats-interval", "1"])
             .args(["--max-clients", "128", "--rtp-ports", "40000-40999", "--max-pending-connections", "128"])
-            .args(["--http-port", "0"])
+            .args(if args.contains(&"--http-port") { &[][..] } else { &["--http-port", "0"][..] })
             .args(args)
             .env("UAVSTREAM_PROC_CMDLINE", "")
             .env("RUST_LOG", "uavstream=info");
