@@ -24,8 +24,8 @@
 //!   skips frames. A snapshot gets the latest frame only if it is fresh
 //!   ([`FRESH_FRAME_MAX_AGE`]), else the next one stored.
 //! - [`JpegSupply`]: with `Unavailable(why)` the JPEG routes answer `503` with `why` at once;
-//!   `Stream` and `OnDemand` behave alike here ([`Http::wants_frames`] tells the loop when an
-//!   on-demand encoder is needed).
+//!   `Stream` and `OnDemand` behave alike here ([`Http::wants_frames`] tells the loop when its
+//!   on-demand encoder, `side_jpeg`, is needed).
 
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
@@ -42,8 +42,6 @@ use crate::wbuf::WBuf;
 pub(super) const FRESH_FRAME_MAX_AGE: Duration = Duration::from_secs(1);
 /// How long a snapshot waits for a frame before it gets `503`.
 pub(super) const SNAPSHOT_WAIT: Duration = Duration::from_secs(3);
-// `DEMAND_LINGER`, `JpegSupply::OnDemand`, `set_supply` and `wants_frames` are the interface for
-// the on-demand JPEG encoder; the loop does not call them yet.
 /// [`Http::wants_frames`] stays true this long after a client last asked for or took a frame,
 /// so a script polling snapshots does not restart an on-demand encoder for every one.
 pub(super) const DEMAND_LINGER: Duration = Duration::from_secs(5);
