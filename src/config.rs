@@ -115,7 +115,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("http-port", "8080", "HTTP port for /PATH.mjpeg, /PATH.jpg and /; 0 = off"),
     ("max-http-clients", "8", "HTTP connection slots, allocated at start; an idle keep-alive one gives way, else 503"),
     ("rtp-dest", "", "HOST:PORT: also push the RTP stream there over UDP, without RTSP"),
-    ("dscp", "0", "DSCP of all media packets: RTP/RTCP over UDP, RTSP and HTTP connections, push mode (IP_TOS = dscp << 2), e.g. 46 (EF); 0 = unmarked"),
+    ("dscp", "0", "DSCP of all media packets: RTP/RTCP over UDP, RTSP and HTTP connections, multicast, push mode (IP_TOS = dscp << 2), e.g. 46 (EF); 0 = unmarked"),
     ("sdp-out", "", "file to write the SDP a push-mode receiver needs"),
     ("multicast-group", "", "IPv4/IPv6 multicast group served to RTSP clients asking for RTP/AVP;multicast, e.g. 239.255.42.42; empty = multicast off"),
     ("multicast-port", "5004", "even UDP port of the multicast RTP stream; RTCP is port + 1"),
@@ -544,6 +544,29 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+    }
+
+    #[test]
+    fn every_key_is_documented_where_operators_look() {
+        // The firmware's /etc/default file, the boot-configuration guide and the README list every
+        // key: a key added here without them is invisible to whoever builds the image.
+        let default_file = include_str!("../dist/default/uavstream");
+        let boot_config = include_str!("../docs/boot-config.md");
+        let readme = include_str!("../README.md");
+        for (key, default, _) in KEYS {
+            let env: String = format!("UAVSTREAM_{}", key.to_uppercase().replace('-', "_"));
+            let line = format!("#{env}=");
+            assert!(default_file.contains(&line), "dist/default/uavstream lacks {line}");
+            if !default.is_empty() && *key != "auth-file" {
+                assert!(
+                    default_file.contains(&format!("{line}{default}\n")),
+                    "dist/default/uavstream: {env} should show the default {default}"
+                );
+            }
+            let cell = format!("`{key}`");
+            assert!(boot_config.contains(&cell), "docs/boot-config.md lacks {cell}");
+            assert!(readme.contains(&cell), "README.md lacks {cell}");
+        }
     }
 
     #[test]

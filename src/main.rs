@@ -104,13 +104,13 @@ struct Flags {
     /// HTTP port for /PATH.mjpeg, /PATH.jpg and /, 0 = off [8080]
     #[argh(option)]
     http_port: Option<String>,
-    /// HTTP connection slots; more get 503 [8]
+    /// HTTP connection slots; when full the longest-idle keep-alive one gives way, else 503 [8]
     #[argh(option)]
     max_http_clients: Option<String>,
     /// HOST:PORT: also push the RTP stream there over UDP, without RTSP
     #[argh(option)]
     rtp_dest: Option<String>,
-    /// DSCP of all media packets (RTP/RTCP over UDP, RTSP and HTTP connections, push mode), e.g. 46; 0 = unmarked [0]
+    /// DSCP of all media packets (UDP RTP/RTCP, RTSP and HTTP connections, multicast, push), e.g. 46; 0 = unmarked [0]
     #[argh(option)]
     dscp: Option<String>,
     /// file to write the SDP a push-mode receiver needs
