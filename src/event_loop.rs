@@ -899,6 +899,8 @@ impl<'c> EventLoop<'c> {
     fn stop_side_jpeg(&mut self, why: &str) {
         if let Some(side) = self.side_jpeg.take() {
             side.detach(self.pipeline.as_deref_mut());
+            // Joins the worker thread: the log line means it is gone.
+            drop(side);
             log::info!("http: JPEG encoder stopped: {why}");
         }
     }

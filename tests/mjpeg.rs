@@ -695,6 +695,32 @@ fn http_serves_jpeg_from_an_on_demand_encoder_while_rtsp_streams_h264() {
 }
 
 #[test]
+fn http_on_demand_encoder_start_stop_cycles_leave_no_thread_or_fd_behind() {
+    let d = Daemon::start(&["--width", "320", "--height", "240", "--fps", "10"]);
+    let stopped = || d.log().matches("http: JPEG encoder stopped").count();
+    d.wait_for_log("source: test pattern", Duration::from_secs(20));
+    let before = (d.threads(), d.fds());
+    for cycle in 1..=3 {
+        let (head, body) = http_get(d.http_port, "GET /live.jpg HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "cycle {cycle}: {head}\n{}", d.log());
+        assert_eq!(decode(&body), Ok((320, 240)));
+        let t = Instant::now();
+        while stopped() < cycle {
+            assert!(t.elapsed() < Duration::from_secs(30), "cycle {cycle}: the encoder did not stop:\n{}", d.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // The connection is closed by now (the linger outlasts it); only the daemon's own are left.
+        // A joined thread may linger in /proc for a moment: allow it a second to go.
+        let t = Instant::now();
+        while (d.threads(), d.fds()) != before && t.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!((d.threads(), d.fds()), before, "cycle {cycle}: (threads, fds) not back to before\n{}", d.log());
+    }
+    assert_eq!(d.log().matches("http: JPEG encoder started").count(), 3, "{}", d.log());
+}
+
+#[test]
 fn http_jpeg_routes_name_the_reason_when_the_source_has_no_raw_frames() {
     let dir = std::env::temp_dir().join(format!("uavstream-http-file-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
