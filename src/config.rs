@@ -107,7 +107,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("max-request-rate", "20", "RTSP requests per second per connection (bursts of 40); beyond: 503, close"),
     ("client-stall-timeout", "5", "seconds a TCP client may accept no bytes before it is disconnected"),
     ("stats-interval", "0", "seconds between stats log lines (sessions, latency p50/p99/max, RSS); 0 = off"),
-    ("auth", "", "USER:PASSWORD[,USER:PASSWORD...] for RTSP Basic/Digest auth (never on the kernel command line)"),
+    ("auth", "", "USER:PASSWORD[,USER:PASSWORD...] for RTSP and HTTP Basic/Digest auth (never on the kernel command line)"),
     ("auth-file", "", "file of [/PATH ]USER:PASSWORD lines (# comments); /PATH limits a user to that stream"),
     ("log-level", "info", "error | warn | info | debug | trace"),
     ("codec", "h264", "h264 | mjpeg: the stream's payload format (RTP/JPEG is payload type 26)"),

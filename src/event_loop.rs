@@ -275,7 +275,7 @@ pub struct EventLoop<'c> {
     latency_us: Vec<u32>,
     latency_scratch: Vec<u32>,
     next_stats: Option<Instant>,
-    http: Option<http::Http>,
+    http: Option<http::Http<'c>>,
     push: Option<Push>,
     /// `--sdp-out` not written yet (an H.264 stream needs its SPS/PPS first).
     sdp_out: Option<std::path::PathBuf>,
@@ -407,11 +407,13 @@ impl<'c> EventLoop<'c> {
             });
         }
         let epoch = Instant::now();
+        // One set of users for RTSP and HTTP: the pictures are guarded like the stream.
+        let auth = (!credentials.is_empty()).then(|| Auth { users: credentials, secret: sys::random_secret() });
         let server = Server::new(
             ServerConfig {
                 path: &cfg.path,
                 session_timeout: Duration::from_secs(u64::from(cfg.session_timeout)),
-                auth: (!credentials.is_empty()).then(|| Auth { users: credentials, secret: sys::random_secret() }),
+                auth,
                 multicast: cfg.multicast.as_ref().map(multicast::core_config),
             },
             sessions,
@@ -490,6 +492,9 @@ impl<'c> EventLoop<'c> {
         let jpeg_on_demand = matches!(side_jpeg::supply(cfg, Some(pipeline.as_ref())), http::JpegSupply::OnDemand);
         if let Some(h) = http.as_mut() {
             h.set_dscp(cfg.dscp);
+            if let Some(a) = auth {
+                h.set_auth(a, epoch);
+            }
         }
         Ok(EventLoop {
             listener,

@@ -86,7 +86,7 @@ struct Flags {
     /// seconds between stats log lines, 0 = off [0]
     #[argh(option)]
     stats_interval: Option<String>,
-    /// USER:PASSWORD[,...] for RTSP Basic/Digest authentication (prefer auth-file)
+    /// USER:PASSWORD[,...] for RTSP and HTTP Basic/Digest authentication (prefer auth-file)
     #[argh(option)]
     auth: Option<String>,
     /// file of [/PATH ]USER:PASSWORD lines

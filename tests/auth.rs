@@ -128,3 +128,50 @@ fn credentials_on_the_kernel_command_line_are_refused() {
     assert!(err.contains("uavstream.auth") && err.contains("refused"), "{err}");
     assert!(!err.contains("s3cr3t"), "the password leaked into the message: {err}");
 }
+
+/// `curl` against the daemon's HTTP port: (status, Content-Type, body).
+fn curl(d: &Daemon, path: &str, args: &[&str]) -> (u16, String, Vec<u8>) {
+    let url = format!("http://127.0.0.1:{}{path}", d.http_port);
+    let out = run_with_timeout(
+        Command::new("curl")
+            .args(["-s", "--max-time", "20", "-w", "\n%{http_code} %{content_type}"])
+            .args(args)
+            .arg(&url),
+        Duration::from_secs(30),
+    );
+    let text = out.stdout;
+    let split = text.iter().rposition(|&b| b == b'\n').expect("curl's -w line");
+    let tail = String::from_utf8_lossy(&text[split + 1..]).into_owned();
+    let (code, ctype) = tail.split_once(' ').unwrap_or((&tail, ""));
+    (code.parse().unwrap_or(0), ctype.to_owned(), text[..split].to_vec())
+}
+
+#[test]
+fn http_pictures_and_page_need_the_same_credentials_as_rtsp() {
+    let d = daemon();
+    for path in ["/live.jpg", "/live.mjpeg", "/"] {
+        let (code, _, _) = curl(&d, path, &["--max-time", "3"]);
+        assert_eq!(code, 401, "{path} without credentials");
+    }
+    // The challenge offers Digest and Basic, like RTSP's.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", d.http_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    std::io::Write::write_all(&mut s, b"GET /live.jpg HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut head = String::new();
+    let _ = std::io::Read::read_to_string(&mut s, &mut head);
+    assert!(head.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{head}");
+    assert!(head.contains("WWW-Authenticate: Digest realm=\"uavstream\", nonce=\""), "{head}");
+    assert!(head.contains("WWW-Authenticate: Basic realm=\"uavstream\""), "{head}");
+    // Right credentials, either scheme: the JPEG.
+    for (scheme, user) in [("--digest", "pilot:s3cr3t"), ("--basic", "ground:station")] {
+        let (code, ctype, body) = curl(&d, "/live.jpg", &[scheme, "-u", user]);
+        assert_eq!((code, ctype.as_str()), (200, "image/jpeg"), "{scheme} {user}");
+        assert!(body.starts_with(&[0xff, 0xd8]) && body.ends_with(&[0xff, 0xd9]), "{scheme}: not a JPEG");
+    }
+    // Wrong password, unknown user: refused, and no picture.
+    for (scheme, user) in [("--digest", "pilot:wrong"), ("--basic", "pilot:wrong"), ("--basic", "nobody:s3cr3t")] {
+        let (code, _, body) = curl(&d, "/live.jpg", &[scheme, "-u", user]);
+        assert_eq!(code, 401, "{scheme} {user}");
+        assert!(!body.starts_with(&[0xff, 0xd8]), "{scheme} {user} got a picture");
+    }
+}

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use crate::http::{self, Method, Parsed, Persistence, Route};
 use crate::limits;
+use crate::rtsp::auth::Verdict;
 use crate::sys::{POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT};
 use crate::wbuf::WBuf;
 
@@ -172,7 +173,7 @@ impl HttpConn {
 
 /// The HTTP listener and its connection slots.
 #[derive(Debug)]
-pub(super) struct Http {
+pub(super) struct Http<'a> {
     listener: TcpListener,
     conns: Vec<Option<HttpConn>>,
     /// The latest JPEG frame, its sequence number (0 = none yet) and when it was stored.
@@ -190,10 +191,13 @@ pub(super) struct Http {
     pool: Vec<(Box<[u8]>, Vec<u8>)>,
     /// DSCP for connections (`--dscp`: MJPEG is media too).
     dscp: u8,
+    /// The RTSP users, when configured: the same credentials guard the pictures here, and the
+    /// clock origin of Digest nonces.
+    auth: Option<(crate::rtsp::auth::Auth<'a>, Instant)>,
     pub(super) parts_sent: u64,
 }
 
-impl Http {
+impl<'a> Http<'a> {
     /// `request_timeout`: connect or first byte to complete head; `stall_timeout`: a client
     /// taking no bytes of a response; `idle_timeout`: a persistent connection between requests.
     pub(super) fn new(
@@ -204,7 +208,7 @@ impl Http {
         request_timeout: Duration,
         stall_timeout: Duration,
         idle_timeout: Duration,
-    ) -> io::Result<Http> {
+    ) -> io::Result<Http<'a>> {
         listener.set_nonblocking(true)?;
         Ok(Http {
             listener,
@@ -220,6 +224,7 @@ impl Http {
             idle_timeout,
             scratch: vec![0; 4096].into_boxed_slice(),
             dscp: 0,
+            auth: None,
             pool: (0..slots).map(|_| (vec![0; http::MAX_HEAD_BYTES].into_boxed_slice(), Vec::new())).collect(),
             parts_sent: 0,
         })
@@ -251,6 +256,12 @@ impl Http {
             }
             Some((i, c.stream.as_raw_fd(), ev))
         })
+    }
+
+    /// Requires `auth`'s credentials (Basic or Digest, as for RTSP) for every page and picture;
+    /// nonce times count from `epoch`.
+    pub(super) fn set_auth(&mut self, auth: crate::rtsp::auth::Auth<'a>, epoch: Instant) {
+        self.auth = Some((auth, epoch));
     }
 
     /// Marks every accepted connection with `dscp` (0 = unmarked).
@@ -437,11 +448,30 @@ impl Http {
             JpegSupply::Unavailable(why) => Some(why.as_str()),
             JpegSupply::Stream | JpegSupply::OnDemand => None,
         };
+        // Everything but a malformed or unsupported request needs the credentials, when set.
+        let denied = match (&self.auth, route) {
+            (None, _) | (_, None | Some(Route::MethodNotAllowed)) => None,
+            (Some((auth, epoch)), Some(_)) => {
+                let now_s = now.saturating_duration_since(*epoch).as_secs();
+                match auth.verify(request.authorization, if head { "HEAD" } else { "GET" }, &self.path, now_s) {
+                    Verdict::Allowed { .. } => None,
+                    Verdict::Denied => Some((auth, now_s, false)),
+                    Verdict::Stale => Some((auth, now_s, true)),
+                }
+            }
+        };
         let mut frame = None;
-        let written = match (route, unavailable) {
+        let written = match (route, unavailable, denied) {
             // Bodies are not read, so the connection cannot go on (persistence is Close).
-            (None, _) => http::write_error(&mut w, 400, Persistence::Close).map(|_| State::Closing),
-            (Some(Route::Index), _) => {
+            (None, _, _) => http::write_error(&mut w, 400, Persistence::Close).map(|_| State::Closing),
+            (Some(Route::MethodNotAllowed), _, _) => {
+                http::write_error(&mut w, 405, persistence).map(|_| State::after_response(persistence))
+            }
+            (Some(_), _, Some((auth, now_s, stale))) => {
+                http::write_unauthorized(&mut w, auth, now_s, stale, persistence)
+                    .map(|_| State::after_response(persistence))
+            }
+            (Some(Route::Index), _, _) => {
                 let mut page = [0u8; 512];
                 let mut p = WBuf::new(&mut page);
                 let _ = http::write_index(&mut p, &self.path);
@@ -449,33 +479,30 @@ impl Http {
                     .and_then(|_| if head { Ok(()) } else { w.put(p.written()) })
                     .map(|_| State::after_response(persistence))
             }
-            (Some(Route::NotFound), _) => {
+            (Some(Route::NotFound), _, _) => {
                 http::write_error(&mut w, 404, persistence).map(|_| State::after_response(persistence))
             }
-            (Some(Route::MethodNotAllowed), _) => {
-                http::write_error(&mut w, 405, persistence).map(|_| State::after_response(persistence))
-            }
-            (Some(Route::Snapshot | Route::Mjpeg), Some(why)) => {
+            (Some(Route::Snapshot | Route::Mjpeg), Some(why), _) => {
                 http::write_text(&mut w, 503, why, persistence).map(|_| State::after_response(persistence))
             }
-            (Some(Route::Snapshot), None) if fresh => {
+            (Some(Route::Snapshot), None, _) if fresh => {
                 frame = (!head).then_some(&self.latest[..]);
                 http::write_head(&mut w, 200, "image/jpeg", Some(self.latest.len()), persistence)
                     .map(|_| State::after_response(persistence))
             }
-            (Some(Route::Snapshot), None) => {
+            (Some(Route::Snapshot), None, _) => {
                 Ok(State::WaitingFrame { since: now, seen: self.latest_seq, head, persistence })
             }
-            (Some(Route::Mjpeg), None) if head => {
+            (Some(Route::Mjpeg), None, _) if head => {
                 http::write_mjpeg_head(&mut w, persistence).map(|_| State::after_response(persistence))
             }
             // The stream starts with the latest frame only if it is fresh, else with the next.
-            (Some(Route::Mjpeg), None) => {
+            (Some(Route::Mjpeg), None, _) => {
                 let sent = if fresh { self.latest_seq.saturating_sub(1) } else { self.latest_seq };
                 http::write_mjpeg_head(&mut w, Persistence::Close).map(|_| State::Streaming { sent })
             }
         };
-        if matches!(route, Some(Route::Snapshot | Route::Mjpeg)) && unavailable.is_none() {
+        if matches!(route, Some(Route::Snapshot | Route::Mjpeg)) && unavailable.is_none() && denied.is_none() {
             self.last_demand = Some(now);
         }
         let Ok(next) = written else {
@@ -665,14 +692,14 @@ mod tests {
     //! reach while the loop never calls `set_supply` or `wants_frames`.
     use super::*;
 
-    fn server(supply: JpegSupply) -> Http {
+    fn server(supply: JpegSupply) -> Http<'static> {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let s = Duration::from_secs(10);
         Http::new(listener, 2, "/live", supply, s, s, s).unwrap()
     }
 
     /// Connects and sends `request`; the server accepts and reads it at `now`.
-    fn request(h: &mut Http, request: &str, now: Instant) -> TcpStream {
+    fn request(h: &mut Http<'_>, request: &str, now: Instant) -> TcpStream {
         let mut c = TcpStream::connect(h.local_addr().unwrap()).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         c.write_all(request.as_bytes()).unwrap();
@@ -683,7 +710,7 @@ mod tests {
 
     /// Waits (up to 5 s) until the server's end of `client` has something to read, then lets
     /// every connection read and write as if poll said so.
-    fn deliver(h: &mut Http, client: &TcpStream, now: Instant) {
+    fn deliver(h: &mut Http<'_>, client: &TcpStream, now: Instant) {
         let me = client.local_addr().unwrap();
         if let Some(c) = h.conns.iter().flatten().find(|c| c.peer == me) {
             let _ = crate::sys::poll(&mut [crate::sys::poll_entry(c.stream.as_raw_fd(), POLLIN)], 5000);

@@ -56,6 +56,8 @@ pub struct Request<'a> {
     pub connection_keep_alive: bool,
     /// `Content-Length` above 0 or any `Transfer-Encoding`: a body follows the head.
     pub has_body: bool,
+    /// The `Authorization` header's value (the first one).
+    pub authorization: Option<&'a str>,
 }
 
 impl Request<'_> {
@@ -151,6 +153,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<'_>, HttpError> {
         return Err(HttpError::UriTooLong);
     }
     let (mut connection_close, mut connection_keep_alive, mut has_body) = (false, false, false);
+    let mut authorization = None;
     for l in lines.filter(|l| !l.is_empty()) {
         let (name, value) = match l.split_once(':') {
             Some((name, value)) if !name.is_empty() && !name.contains([' ', '\t']) => {
@@ -172,6 +175,8 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<'_>, HttpError> {
             has_body |= value.bytes().any(|b| b != b'0');
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             has_body = true;
+        } else if name.eq_ignore_ascii_case("authorization") && authorization.is_none() {
+            authorization = Some(value);
         }
     }
     let path = target.split(['?', '#']).next().unwrap_or("/");
@@ -180,7 +185,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<'_>, HttpError> {
         "HEAD" => Method::Head,
         _ => Method::Other,
     };
-    let request = Request { method, path, version, connection_close, connection_keep_alive, has_body };
+    let request = Request { method, path, version, connection_close, connection_keep_alive, has_body, authorization };
     Ok(Parsed::Complete { request, consumed: start + end })
 }
 
@@ -217,6 +222,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -237,6 +243,12 @@ pub fn write_head(
     content_length: Option<usize>,
     persistence: Persistence,
 ) -> Result<(), Full> {
+    head_start(w, status, content_type, content_length)?;
+    head_end(w, persistence)
+}
+
+/// The status line and the headers every response has; [`head_end`] finishes the head.
+fn head_start(w: &mut WBuf<'_>, status: u16, content_type: &str, content_length: Option<usize>) -> Result<(), Full> {
     w.put_fmt(format_args!(
         "HTTP/1.1 {status} {}\r\nServer: uavstream/{}\r\nContent-Type: {content_type}\r\n",
         reason_phrase(status),
@@ -246,15 +258,34 @@ pub fn write_head(
         w.put_fmt(format_args!("Content-Length: {n}\r\n"))?;
     }
     match status {
-        405 => w.put(b"Allow: GET, HEAD\r\n")?,
-        503 => w.put(b"Retry-After: 1\r\n")?,
-        _ => {}
+        405 => w.put(b"Allow: GET, HEAD\r\n"),
+        503 => w.put(b"Retry-After: 1\r\n"),
+        _ => Ok(()),
     }
+}
+
+fn head_end(w: &mut WBuf<'_>, persistence: Persistence) -> Result<(), Full> {
     w.put(b"Cache-Control: no-store\r\n")?;
     match persistence {
         Persistence::Close => w.put(b"Connection: close\r\n\r\n"),
         Persistence::KeepAlive => w.put(b"Connection: keep-alive\r\n\r\n"),
     }
+}
+
+/// Writes a complete `401 Unauthorized` with `auth`'s challenges (Digest, then Basic; `stale`
+/// for a Digest answer on an expired nonce). Browsers and curl retry on the same connection.
+pub fn write_unauthorized(
+    w: &mut WBuf<'_>,
+    auth: &crate::rtsp::auth::Auth<'_>,
+    now_s: u64,
+    stale: bool,
+    persistence: Persistence,
+) -> Result<(), Full> {
+    const BODY: &str = "Unauthorized\n";
+    head_start(w, 401, "text/plain; charset=utf-8", Some(BODY.len()))?;
+    auth.write_challenge(w, now_s, stale)?;
+    head_end(w, persistence)?;
+    w.put(BODY.as_bytes())
 }
 
 /// Writes a complete response with a one-line text body (`text` and a newline).
@@ -322,6 +353,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_authorization_header_is_kept_and_a_401_carries_both_challenges() {
+        let req =
+            b"GET /live.jpg HTTP/1.1\r\nauthorization:  Basic cGlsb3Q6czNjcjN0 \r\nAuthorization: Basic eA==\r\n\r\n";
+        let Ok(Parsed::Complete { request, .. }) = parse_request(req) else { panic!() };
+        assert_eq!(request.authorization, Some("Basic cGlsb3Q6czNjcjN0"), "the first one, trimmed");
+        let Ok(Parsed::Complete { request, .. }) = parse_request(CURL) else { panic!() };
+        assert_eq!(request.authorization, None);
+
+        let users = [crate::rtsp::auth::Credential { user: "pilot", password: "s3cr3t", path: None }];
+        let auth = crate::rtsp::auth::Auth { users: &users, secret: [7; 16] };
+        let mut buf = [0u8; 1024];
+        let mut w = WBuf::new(&mut buf);
+        write_unauthorized(&mut w, &auth, 100, true, Persistence::KeepAlive).unwrap();
+        let text = core::str::from_utf8(w.written()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{text}");
+        assert!(text.contains("WWW-Authenticate: Digest realm=\"uavstream\", nonce=\""), "{text}");
+        assert!(text.contains(", stale=TRUE\r\nWWW-Authenticate: Basic realm=\"uavstream\"\r\n"), "{text}");
+        assert!(
+            text.contains("Content-Length: 13\r\n") && text.ends_with("keep-alive\r\n\r\nUnauthorized\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -433,6 +488,7 @@ mod tests {
                 connection_close: false,
                 connection_keep_alive: false,
                 has_body: false,
+                authorization: None,
             };
             route(&request, "/live")
         };
