@@ -95,6 +95,17 @@ fn ffmpeg_decodes_with_udp_multicast() {
 }
 
 #[test]
+fn ffmpeg_decodes_mjpeg_with_udp_multicast() {
+    // RTP/JPEG rides the same group stream: every frame is a keyframe to start at.
+    let (g, port) = group(20);
+    let d = start(g, port, &["--codec", "mjpeg"]);
+    let (frames, dims, stderr) = common::ffmpeg_decode(&d.url(), "udp_multicast", FRAMES);
+    assert_eq!(frames, FRAMES, "stderr:\n{stderr}\nserver:\n{}", d.log());
+    assert!(dims.ends_with("320x240"), "{dims}");
+    assert!(d.log().contains(&format!("group stream to {g}:{port} started")), "{}", d.log());
+}
+
+#[test]
 fn gstreamer_rtspsrc_decodes_with_udp_mcast() {
     let (g, port) = group(2);
     let mut d = start(g, port, &[]);
