@@ -255,6 +255,17 @@ fn mjpeg_bench(a: &MjpegArgs) {
     }
 }
 
+/// One `GET /live.jpg` on its own connection: a 200 with a whole JPEG.
+fn snapshot(port: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(format!("127.0.0.1:{port}")) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = s.write_all(b"GET /live.jpg HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    all.starts_with(b"HTTP/1.1 200 ") && all.ends_with(&[0xff, 0xd9])
+}
+
 /// Reads `/live.mjpeg` until `stop`, returning how many parts arrived.
 fn mjpeg_reader(port: &str, stop: &std::sync::atomic::AtomicBool) -> usize {
     use std::io::{Read, Write};
@@ -687,10 +698,43 @@ fn soak(a: &SoakArgs) {
     print_machine();
     let bin = uavstream_bin();
     let port = free_port();
-    let server = peers::Server::uavstream(&bin, port, &["--width", "640", "--height", "360"]);
+    let http_port = free_port().to_string();
+    let server =
+        peers::Server::uavstream(&bin, port, &["--width", "640", "--height", "360", "--http-port", &http_port]);
     let url = server.url.clone();
     let end = Instant::now() + Duration::from_secs(a.minutes * 60);
     let stop = Arc::new(AtomicBool::new(false));
+    // HTTP: an MJPEG viewer for 3 s and a snapshot, then 8 s of quiet, over and over, so the
+    // on-demand JPEG encoder starts and stops all through the soak.
+    let (http_parts, http_snapshots, http_failures) =
+        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let http = {
+        let (stop, port) = (Arc::clone(&stop), http_port.clone());
+        let (parts, snaps, fails) = (Arc::clone(&http_parts), Arc::clone(&http_snapshots), Arc::clone(&http_failures));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let viewing = Arc::new(AtomicBool::new(false));
+                let (v, p) = (Arc::clone(&viewing), port.clone());
+                let viewer = std::thread::spawn(move || mjpeg_reader(&p, &v));
+                std::thread::sleep(Duration::from_secs(3));
+                viewing.store(true, Ordering::Relaxed);
+                let got = viewer.join().unwrap_or(0);
+                parts.fetch_add(got as u64, Ordering::Relaxed);
+                let ok = snapshot(&port);
+                if got == 0 || !ok {
+                    fails.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    snaps.fetch_add(1, Ordering::Relaxed);
+                }
+                for _ in 0..80 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })
+    };
     // 16 steady clients, half UDP, half TCP, reconnecting if dropped.
     let steady: Vec<_> = (0..16)
         .map(|i| {
@@ -727,7 +771,7 @@ fn soak(a: &SoakArgs) {
         })
     };
     println!(
-        "soak: {} min, 16 steady clients (8 UDP, 8 TCP), continuous churn; uavstream 640x360 test pattern",
+        "soak: {} min, 16 steady clients (8 UDP, 8 TCP), continuous churn, an HTTP MJPEG viewer on and off; uavstream 640x360 test pattern",
         a.minutes
     );
     println!(
@@ -751,6 +795,14 @@ fn soak(a: &SoakArgs) {
     }
     stop.store(true, Ordering::Relaxed);
     let _ = churn.join();
+    let _ = http.join();
+    println!(
+        "http: {} MJPEG parts, {} snapshot rounds ok, {} failed; on-demand JPEG encoder started {} times",
+        http_parts.load(Ordering::Relaxed),
+        http_snapshots.load(Ordering::Relaxed),
+        http_failures.load(Ordering::Relaxed),
+        server.log_count("http: JPEG encoder started")
+    );
     let (mut packets, mut lost) = (0, 0);
     for h in steady {
         let s = h.join().unwrap_or_default();

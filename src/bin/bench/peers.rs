@@ -87,6 +87,11 @@ impl Server {
         log.iter().rev().find_map(|(_, l)| Some(l.split(prefix).nth(1)?.split_whitespace().next()?.to_owned()))
     }
 
+    /// How many log lines contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log.lock().map_or(0, |l| l.iter().filter(|(_, s)| s.contains(needle)).count())
+    }
+
     /// System (kernel) CPU time in clock ticks (1/100 s).
     pub fn sys_ticks(&self) -> u64 {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
