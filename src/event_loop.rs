@@ -1354,7 +1354,7 @@ impl<'c> EventLoop<'c> {
                     if n == 0 {
                         break;
                     }
-                    let sent = sys::send_datagrams(&s.rtp, &dest, &batch[..n]).unwrap_or(0);
+                    let sent = sys::send_packets(&s.rtp, &dest, &batch[..n], false).packets;
                     s.sent += sent as u64;
                     // Refused (full socket buffer, ICMP-reported unreachable port): dropped, never
                     // queued. An error on the first packet refuses the whole batch.

@@ -54,7 +54,7 @@ impl DatagramFeed {
             if n == 0 {
                 break;
             }
-            let sent = sys::send_datagrams(sock, dest, &batch[..n]).unwrap_or(0);
+            let sent = sys::send_packets(sock, dest, &batch[..n], false).packets;
             self.sent += sent as u64;
             self.dropped += (n - sent) as u64;
             self.next += n as u64;
