@@ -27,6 +27,9 @@
 //!   eventfd; a file source is paced by a timerfd.
 //! - Capacities are fixed at start: connection slots, session slots (each with its UDP port
 //!   pair bound at start), the packet ring, per-connection buffers. Nothing grows with load.
+//! - UDP fan-out: every UDP reader (session slots, push, multicast) sends the ring bytes with
+//!   `sendmmsg(2)`, runs of equal-size packets as one UDP GSO message each, where the kernel and
+//!   the route allow it (see `udp_tx`); receivers get the same datagrams either way.
 //! - Latency first: a UDP send the kernel refuses is a dropped packet, never a queue; a TCP
 //!   client that falls behind the ring skips to the next IDR; per-connection output holds at
 //!   most one response and one partial packet.
@@ -39,6 +42,7 @@ mod datagram_feed;
 mod http;
 mod multicast;
 mod side_jpeg;
+mod udp_tx;
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -81,6 +85,7 @@ struct Push {
     sock: UdpSocket,
     dest: SocketAddr,
     feed: datagram_feed::DatagramFeed,
+    tx: udp_tx::UdpTx,
 }
 
 #[derive(Debug)]
@@ -170,6 +175,8 @@ struct Slot {
     peer: Option<SocketAddr>,
     sent: u64,
     dropped: u64,
+    /// GSO state and counters of `rtp` (kept across sessions).
+    tx: udp_tx::UdpTx,
 }
 
 impl Slot {
@@ -183,6 +190,7 @@ impl Slot {
         self.peer = None;
         self.sent = 0;
         self.dropped = 0;
+        self.tx.new_destination();
     }
 }
 
@@ -386,6 +394,7 @@ impl<'c> EventLoop<'c> {
             set_dscp(rtp, cfg.listen.is_ipv6(), cfg.dscp)?;
             set_dscp(rtcp, cfg.listen.is_ipv6(), cfg.dscp)?;
         }
+        let kernel_gso = udp_tx::kernel_gso();
         let mut sessions = vec![Session::FREE; cfg.max_clients];
         let mut slots = Vec::with_capacity(cfg.max_clients);
         for (s, (rtp, rtcp, ports)) in sessions.iter_mut().zip(pairs) {
@@ -404,6 +413,7 @@ impl<'c> EventLoop<'c> {
                 peer: None,
                 sent: 0,
                 dropped: 0,
+                tx: udp_tx::UdpTx::new(kernel_gso),
             });
         }
         let epoch = Instant::now();
@@ -459,14 +469,19 @@ impl<'c> EventLoop<'c> {
                         String::new()
                     }
                 );
-                let p = Push { sock, dest, feed: datagram_feed::DatagramFeed::starting_at(0) };
+                let p = Push {
+                    sock,
+                    dest,
+                    feed: datagram_feed::DatagramFeed::starting_at(0),
+                    tx: udp_tx::UdpTx::new(kernel_gso),
+                };
                 (Some(p), origin.to_string())
             }
         };
         let group = match &cfg.multicast {
             None => None,
             Some(m) => {
-                let g = multicast::Group::open(m, cfg.dscp)
+                let g = multicast::Group::open(m, cfg.dscp, kernel_gso)
                     .map_err(|e| io::Error::new(e.kind(), format!("multicast-group {}: {e}", m.group)))?;
                 log::info!(
                     "multicast: RTP/AVP;multicast sessions get {} (RTCP port {}), TTL {}{}",
@@ -582,7 +597,7 @@ impl<'c> EventLoop<'c> {
     /// Sends the push destination everything from its position to the ring head.
     fn pump_push(&mut self) {
         if let Some(p) = self.push.as_mut() {
-            p.feed.pump(&self.hub.ring, &p.sock, &p.dest);
+            p.feed.pump(&self.hub.ring, &p.sock, &p.dest, &mut p.tx);
         }
     }
 
@@ -1361,7 +1376,8 @@ impl<'c> EventLoop<'c> {
                     if n == 0 {
                         break;
                     }
-                    let sent = sys::send_datagrams(&s.rtp, &dest, &batch[..n]).unwrap_or(0);
+                    // Runs of equal-size packets go as one GSO message each (see `udp_tx`).
+                    let sent = s.tx.send(&s.rtp, &dest, &batch[..n]);
                     s.sent += sent as u64;
                     // Refused (full socket buffer, ICMP-reported unreachable port): dropped, never
                     // queued. An error on the first packet refuses the whole batch.
@@ -1555,8 +1571,16 @@ impl<'c> EventLoop<'c> {
         let playing = self.slots.iter().filter(|s| s.playing).count();
         let conns = self.conns.iter().flatten().count();
         let (sent, dropped) = self.slots.iter().fold((0, 0), |(a, b), s| (a + s.sent, b + s.dropped));
+        let txs = self
+            .slots
+            .iter()
+            .map(|s| &s.tx)
+            .chain(self.push.as_ref().map(|p| &p.tx))
+            .chain(self.group.as_ref().map(|g| &g.tx));
+        let (gso_msgs, gso_pkts, datagrams) =
+            txs.fold((0, 0, 0), |(a, b, c), t| (a + t.gso_messages, b + t.gso_packets, c + t.datagrams));
         log::info!(
-            "stats: sessions {sessions}/{} playing {playing} connections {conns} | server latency per access unit over {} units: p50 {} us p99 {} us max {} us | packets {} sent {sent} dropped {dropped} (current sessions) | rss {} KiB fds {}",
+            "stats: sessions {sessions}/{} playing {playing} connections {conns} | server latency per access unit over {} units: p50 {} us p99 {} us max {} us | packets {} sent {sent} dropped {dropped} (current sessions) | udp gso messages {gso_msgs} carrying {gso_pkts} packets, single datagrams {datagrams} (since start) | rss {} KiB fds {}",
             self.slots.len(),
             self.latency_scratch.len(),
             pick(0.5),

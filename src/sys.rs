@@ -1,5 +1,12 @@
 //! The few system interfaces std does not wrap: `poll(2)`, the random seed, signal handling,
-//! the fd limit, and systemd's notify protocol. This is the one module allowed `unsafe`.
+//! the fd limit, systemd's notify protocol, and batched UDP sends (`sendmmsg(2)`, with UDP GSO).
+//! This is the one module allowed `unsafe`.
+//!
+//! Invariants of [`send_packets`]: every packet reaches the wire as its own datagram with the
+//! same bytes, in order, whether it went plain or inside a GSO message (a GSO message holds at
+//! most [`GSO_MAX_SEGMENTS`] packets and [`GSO_MAX_BYTES`] bytes, all of one length but the last,
+//! which may be shorter); the packets the kernel took are always a prefix of those given, and
+//! their count is exact, so callers can count the rest as dropped; no allocation.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -156,14 +163,106 @@ pub mod sd_notify {
 /// Packets sent per `sendmmsg(2)` call (and per `writev(2)` on TCP).
 pub const BATCH: usize = 64;
 
-/// Sends each of `packets` (at most [`BATCH`]) as its own datagram to `dest` with one
-/// `sendmmsg(2)`. Returns how many the kernel took; the rest were refused (a full socket buffer:
-/// the caller drops them, UDP never queues). No allocation.
-pub fn send_datagrams(sock: &std::net::UdpSocket, dest: &std::net::SocketAddr, packets: &[&[u8]]) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
+/// Most UDP payload bytes in one GSO message: IPv4's datagram limit (65535 − 20 IP − 8 UDP
+/// header bytes), which is within IPv6's too. A larger message is refused (`EMSGSIZE`).
+pub const GSO_MAX_BYTES: usize = 65_507;
+
+/// Most segments in one GSO message: the kernel's `UDP_MAX_SEGMENTS`, 64 from Linux 4.18 (raised
+/// to 128 in later kernels; 64 is what every kernel with GSO takes). More is `EINVAL`.
+pub const GSO_MAX_SEGMENTS: usize = 64;
+
+/// One message of a `sendmmsg(2)` batch: `count` consecutive packets from `first`, sent either
+/// as one plain datagram (`seg == 0`, then `count == 1`) or as one GSO message that the kernel
+/// cuts every `seg` bytes (`count >= 2`, every packet `seg` bytes long but the last, which may be
+/// shorter and not empty).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Run {
+    first: usize,
+    count: usize,
+    seg: usize,
+}
+
+/// Groups `packets` (at most [`BATCH`]) into messages, in order, into `runs`; returns how many.
+/// With `gso`, each maximal run of equal-length packets (plus one shorter packet that ends it)
+/// within [`GSO_MAX_SEGMENTS`] and [`GSO_MAX_BYTES`] is one GSO message; everything else, and
+/// everything without `gso`, is one plain datagram per packet. Pure: no system call.
+fn plan(packets: &[&[u8]], gso: bool, runs: &mut [Run; BATCH]) -> usize {
     let n = packets.len().min(BATCH);
-    if n == 0 {
-        return Ok(0);
+    let (mut m, mut i) = (0, 0);
+    while i < n {
+        let seg = packets[i].len();
+        let mut j = i + 1;
+        if gso && seg > 0 && seg <= usize::from(u16::MAX) {
+            let mut bytes = seg;
+            while j < n && j - i < GSO_MAX_SEGMENTS && bytes + packets[j].len() <= GSO_MAX_BYTES {
+                let len = packets[j].len();
+                if len == seg {
+                    bytes += len;
+                    j += 1;
+                    continue;
+                }
+                if len > 0 && len < seg {
+                    j += 1;
+                }
+                break;
+            }
+        }
+        runs[m] = Run { first: i, count: j - i, seg: if j - i > 1 { seg } else { 0 } };
+        m += 1;
+        i = j;
+    }
+    m
+}
+
+/// What one [`send_packets`] call did.
+#[derive(Debug, Default)]
+pub struct Sent {
+    /// Packets the kernel took: always the first `packets` of those given (messages are taken
+    /// in order, each whole or not at all). The rest were refused: the caller drops them.
+    pub packets: usize,
+    /// GSO messages among those taken, and the packets they carried.
+    pub gso_messages: usize,
+    pub gso_packets: usize,
+    /// The kernel refused a GSO message with an error that says it cannot segment for this
+    /// socket or route: `EMSGSIZE` (a segment larger than the route's MTU; `EINVAL` before the
+    /// 2025 fix "udp: gso: do not drop small packets when PMTU reduces"), `EINVAL` (checksums off
+    /// on the socket, more than `UDP_MAX_SEGMENTS`), `EIO` (IPsec on the route; before Linux
+    /// 6.11 also a device without checksum offload, e.g. some Wi-Fi drivers), `ENOPROTOOPT`,
+    /// `EOPNOTSUPP`. `packets` stops before that message; the caller should stop asking for GSO
+    /// on this socket and send the rest plain (which behaves as before: IP fragments if needed).
+    pub gso_refused: Option<io::Error>,
+    /// Any other error that stopped the batch (a full socket buffer: `EAGAIN`/`ENOBUFS`).
+    pub error: Option<io::Error>,
+}
+
+/// Sends `packets` (at most [`BATCH`]) to `dest` as individual datagrams on the wire, with as
+/// few `sendmmsg(2)` calls as the kernel allows (one, unless it takes only part of the batch).
+/// With `gso`, runs of equal-length packets go as one UDP GSO message each (a `UDP_SEGMENT`
+/// control message with the segment size; the packets are the message's iovecs, so nothing is
+/// copied), which the stack passes through once and cuts into the same datagrams a plain send
+/// would produce. Only ask for `gso` after [`udp_gso_probe`] succeeded: a kernel before 4.18
+/// ignores the control message and would send each run as one oversized datagram.
+///
+/// When the kernel takes only part of a batch, it is asked once more for the rest, which tells
+/// why it stopped (usually `EAGAIN`: that part is dropped, UDP never queues). No allocation.
+pub fn send_packets(sock: &std::net::UdpSocket, dest: &std::net::SocketAddr, packets: &[&[u8]], gso: bool) -> Sent {
+    use std::os::fd::AsRawFd;
+    /// Room for one `cmsghdr` with a `u16`, aligned as a `cmsghdr`.
+    #[derive(Clone, Copy)]
+    #[repr(C)]
+    union CmsgBuf {
+        _align: libc::cmsghdr,
+        _bytes: [u8; 32],
+    }
+    // SAFETY: CMSG_SPACE only computes a size.
+    const CMSG_U16_SPACE: usize = unsafe { libc::CMSG_SPACE(2) } as usize;
+    const _: () = assert!(CMSG_U16_SPACE <= std::mem::size_of::<CmsgBuf>());
+
+    let mut out = Sent::default();
+    let mut runs = [Run::default(); BATCH];
+    let m = plan(packets, gso, &mut runs);
+    if m == 0 {
+        return out;
     }
     // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -193,26 +292,93 @@ pub fn send_datagrams(sock: &std::net::UdpSocket, dest: &std::net::SocketAddr, p
         }
     };
     let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; BATCH];
-    // SAFETY: mmsghdr is plain old data; all-zero is a valid (empty) value.
-    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-    for i in 0..n {
-        iov[i] = libc::iovec { iov_base: packets[i].as_ptr() as *mut libc::c_void, iov_len: packets[i].len() };
-        msgs[i].msg_hdr.msg_name = (&raw mut storage).cast();
-        msgs[i].msg_hdr.msg_namelen = addr_len as libc::socklen_t;
-        msgs[i].msg_hdr.msg_iov = &raw mut iov[i];
-        msgs[i].msg_hdr.msg_iovlen = 1;
+    for (v, p) in iov.iter_mut().zip(packets) {
+        *v = libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() };
     }
-    loop {
-        // SAFETY: `msgs[..n]` point at `iov` entries and `storage`, all alive for the call; the
-        // iovecs point at the caller's packet slices, which the kernel only reads.
-        let r = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
-        if r >= 0 {
-            return Ok(r as usize);
+    // SAFETY: CmsgBuf and mmsghdr are plain old data; all-zero is a valid (empty) value.
+    let mut cmsgs: [CmsgBuf; BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for (k, r) in runs[..m].iter().enumerate() {
+        let h = &mut msgs[k].msg_hdr;
+        h.msg_name = (&raw mut storage).cast();
+        h.msg_namelen = addr_len as libc::socklen_t;
+        h.msg_iov = &raw mut iov[r.first];
+        h.msg_iovlen = r.count as _;
+        if r.seg > 0 {
+            h.msg_control = (&raw mut cmsgs[k]).cast();
+            h.msg_controllen = CMSG_U16_SPACE as _;
+            // SAFETY: msg_control points at `cmsgs[k]`, zeroed, aligned for a cmsghdr and at
+            // least CMSG_SPACE(2) long, so the first header and its 2 data bytes lie inside it.
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(h);
+                (*c).cmsg_level = libc::SOL_UDP;
+                (*c).cmsg_type = libc::UDP_SEGMENT;
+                (*c).cmsg_len = libc::CMSG_LEN(2) as _;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), r.seg as u16);
+            }
+        }
+    }
+    let mut done = 0;
+    while done < m {
+        // SAFETY: `msgs[done..m]` point at `iov` entries, `cmsgs` and `storage`, all alive for
+        // the call; the iovecs point at the caller's packet slices, which the kernel only reads.
+        let r = unsafe {
+            libc::sendmmsg(
+                sock.as_raw_fd(),
+                msgs.as_mut_ptr().add(done),
+                (m - done) as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if r > 0 {
+            let took = (r as usize).min(m - done);
+            for run in &runs[done..done + took] {
+                out.packets += run.count;
+                if run.seg > 0 {
+                    out.gso_messages += 1;
+                    out.gso_packets += run.count;
+                }
+            }
+            done += took;
+            continue;
+        }
+        if r == 0 {
+            break;
         }
         let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        if e.kind() == io::ErrorKind::Interrupted {
+            continue;
         }
+        let gso_error = matches!(
+            e.raw_os_error(),
+            Some(libc::EINVAL | libc::EIO | libc::EMSGSIZE | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+        );
+        if runs[done].seg > 0 && gso_error {
+            out.gso_refused = Some(e);
+        } else {
+            out.error = Some(e);
+        }
+        break;
+    }
+    out
+}
+
+/// Whether this kernel has UDP GSO: reading the `UDP_SEGMENT` option of `sock` works from Linux
+/// 4.18 and is `ENOPROTOOPT` before. (Whether a route can take GSO shows only when sending: see
+/// [`Sent::gso_refused`].)
+pub fn udp_gso_probe(sock: &std::net::UdpSocket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut val: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a valid socket fd, and out-pointers to a c_int and its length.
+    let r = unsafe {
+        libc::getsockopt(sock.as_raw_fd(), libc::SOL_UDP, libc::UDP_SEGMENT, (&raw mut val).cast(), &raw mut len)
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -254,5 +420,108 @@ pub fn set_multicast_interface(sock: &std::net::UdpSocket, ipv6: bool, index: u3
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Turns UDP checksums off on `sock` (`SO_NO_CHECK`, `UDP_NO_CHECK6_TX` on IPv6), which makes
+/// the kernel refuse GSO sends on it (`EINVAL`): how tests exercise the fallback.
+#[cfg(test)]
+pub(crate) fn test_disable_udp_checksum(sock: &std::net::UdpSocket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    let (level, name) = if sock.local_addr()?.is_ipv6() {
+        (libc::SOL_UDP, libc::UDP_NO_CHECK6_TX)
+    } else {
+        (libc::SOL_SOCKET, libc::SO_NO_CHECK)
+    };
+    // SAFETY: a valid socket fd, and a pointer to a c_int of the length passed.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&raw const one).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runs(lens: &[usize], gso: bool) -> Vec<(usize, usize, usize)> {
+        let bufs: Vec<Vec<u8>> = lens.iter().map(|&l| vec![0; l]).collect();
+        let pkts: Vec<&[u8]> = bufs.iter().map(Vec::as_slice).collect();
+        let mut out = [Run::default(); BATCH];
+        let m = plan(&pkts, gso, &mut out);
+        out[..m].iter().map(|r| (r.first, r.count, r.seg)).collect()
+    }
+
+    #[test]
+    fn plan_groups_equal_runs_ending_with_one_shorter_packet() {
+        // SPS, PPS, FU-A x5 and a shorter last FU-A, then a small NAL, then two full packets.
+        let lens = [25, 8, 1400, 1400, 1400, 1400, 1400, 700, 60, 1400, 1400];
+        assert_eq!(runs(&lens, true), [(0, 2, 25), (2, 6, 1400), (8, 1, 0), (9, 2, 1400)]);
+        assert_eq!(runs(&lens, false), (0..lens.len()).map(|i| (i, 1, 0)).collect::<Vec<_>>());
+        // A longer packet starts a new run; an empty one is never a segment.
+        assert_eq!(runs(&[100, 100, 200, 0, 0], true), [(0, 2, 100), (2, 1, 0), (3, 1, 0), (4, 1, 0)]);
+        assert_eq!(runs(&[], true), []);
+        assert_eq!(runs(&[500], true), [(0, 1, 0)]);
+    }
+
+    #[test]
+    fn plan_keeps_gso_messages_within_the_kernel_limits() {
+        // 64 packets of the largest RTP size: 45 fit in 64 KiB.
+        let lens = [1452; BATCH];
+        let r = runs(&lens, true);
+        assert_eq!(r, [(0, 45, 1452), (45, 19, 1452)]);
+        const { assert!(45 * 1452 <= GSO_MAX_BYTES && 46 * 1452 > GSO_MAX_BYTES) };
+        // Small packets: the whole batch is one message of GSO_MAX_SEGMENTS.
+        assert_eq!(runs(&[100; BATCH], true), [(0, BATCH, 100)]);
+        // The batch is capped, whatever is passed.
+        assert_eq!(runs(&[100; BATCH + 5], true), [(0, BATCH, 100)]);
+        for lens in [[1452; BATCH], [100; BATCH]] {
+            for (_, count, seg) in runs(&lens, true) {
+                assert!(count <= GSO_MAX_SEGMENTS && count * seg <= GSO_MAX_BYTES);
+            }
+        }
+    }
+
+    #[test]
+    fn send_packets_reaches_the_wire_as_the_same_datagrams_over_ipv4_and_ipv6() {
+        for any in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(rx) = std::net::UdpSocket::bind(any) else { continue };
+            rx.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+            let tx = std::net::UdpSocket::bind(any).unwrap();
+            udp_gso_probe(&tx).expect("UDP GSO in this kernel");
+            let dest = rx.local_addr().unwrap();
+            let lens = [25usize, 8, 1400, 1400, 1400, 1400, 1400, 700, 60, 1400, 1400, 1452];
+            let bufs: Vec<Vec<u8>> =
+                lens.iter().enumerate().map(|(i, &l)| (0..l).map(|b| (b * 31 + i) as u8).collect()).collect();
+            let pkts: Vec<&[u8]> = bufs.iter().map(Vec::as_slice).collect();
+            let s = send_packets(&tx, &dest, &pkts, true);
+            assert!(s.gso_refused.is_none() && s.error.is_none(), "{s:?}");
+            assert_eq!((s.packets, s.gso_messages, s.gso_packets), (12, 3, 10), "{any}");
+            let mut buf = [0u8; 65536];
+            for want in &bufs {
+                let n = rx.recv(&mut buf).unwrap();
+                assert_eq!(&buf[..n], &want[..], "{any}");
+            }
+            // Checksums off: GSO refused at the first GSO message, the plain one before it taken.
+            test_disable_udp_checksum(&tx).unwrap();
+            let s = send_packets(&tx, &dest, &pkts[8..], true);
+            assert_eq!(s.packets, 1, "{any}: {s:?}");
+            assert!(s.gso_refused.is_some(), "{any}: {s:?}");
+            if dest.is_ipv4() {
+                // (An IPv6 receiver drops a zero checksum unless it sets UDP_NO_CHECK6_RX.)
+                assert_eq!(rx.recv(&mut buf).unwrap(), 60);
+            }
+        }
     }
 }

@@ -377,3 +377,74 @@ fn without_dscp_media_is_unmarked() {
     let d = Daemon::start(&["--width", "320", "--height", "240"]);
     assert_eq!(first_udp_packet_tos(&d), (96, Some(0)));
 }
+
+/// The UDP fan-out sends runs of equal-size RTP packets as UDP GSO messages, and the client still
+/// gets every packet as its own datagram, in order, with no sequence number missing. Fails when
+/// GSO silently stops being used (the daemon's counters say so) or breaks the datagrams.
+#[test]
+fn udp_fan_out_uses_gso_and_the_client_gets_every_datagram_in_sequence() {
+    let mut d = Daemon::start(&[
+        "--width",
+        "640",
+        "--height",
+        "480",
+        "--bitrate",
+        "4M",
+        "--stats-interval",
+        "1",
+        "--mtu",
+        "1200",
+    ]);
+    let (rtp, _rtcp, port) = client_udp_pair();
+    rtp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut c = RtspClient::connect(&d.url());
+    let url = c.url.clone();
+    let s = c.request(
+        "SETUP",
+        &format!("{url}/trackID=0"),
+        &[("Transport", &format!("RTP/AVP;unicast;client_port={port}-{}", port + 1))],
+    );
+    assert_eq!(s.status, 200);
+    let session = s.session();
+    assert_eq!(c.request("PLAY", &url, &[("Session", &session)]).status, 200);
+    let mut buf = [0u8; 65536];
+    let (mut packets, mut last_seq, mut ssrc, mut markers) = (0u64, None::<u16>, None, 0);
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3) {
+        let n = rtp.recv(&mut buf).unwrap_or_else(|e| panic!("RTP: {e}\n{}", d.log_for_failure()));
+        let pkt = &buf[..n];
+        // A datagram the size of an RTP packet for this MTU, not a run glued together.
+        assert!((13..=1200 - 48).contains(&n), "datagram of {n} bytes");
+        assert_eq!(pkt[0] >> 6, 2, "RTP version");
+        let this_ssrc = u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]);
+        assert_eq!(*ssrc.get_or_insert(this_ssrc), this_ssrc);
+        let seq = rtp_seq(pkt);
+        if let Some(prev) = last_seq {
+            assert_eq!(seq, prev.wrapping_add(1), "sequence gap after {packets} packets");
+        }
+        last_seq = Some(seq);
+        packets += 1;
+        markers += u64::from(pkt[1] & 0x80 != 0);
+    }
+    assert!(markers >= 60, "{markers} access units in 3 s");
+    assert!(packets > 5 * markers, "{packets} packets for {markers} access units: too few runs to group");
+    // The counters in the next stats line: most packets went inside GSO messages.
+    let t = Instant::now();
+    let (msgs, in_gso, single) = loop {
+        let log = d.log();
+        let last = log.lines().rev().find_map(|l| l.split("udp gso messages ").nth(1)).map(|rest| {
+            let w: Vec<u64> = rest.split_whitespace().filter_map(|w| w.trim_end_matches(',').parse().ok()).collect();
+            (w[0], w[1], w[2])
+        });
+        match last {
+            Some(v) if v.1 + v.2 >= packets => break v,
+            _ if t.elapsed() > Duration::from_secs(5) => panic!("no stats line counting {packets} packets:\n{log}"),
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    let log = d.log();
+    assert!(!log.contains("refused a GSO send"), "{log}");
+    assert!(log.contains("UDP GSO: on"), "{log}");
+    assert!(msgs > 0 && in_gso > 3 * single, "gso messages {msgs} carrying {in_gso} packets, single {single}");
+    assert!(in_gso > 2 * msgs, "gso messages {msgs} carrying {in_gso} packets");
+}

@@ -87,6 +87,9 @@ struct ServerArgs {
     /// working directory [a temporary directory]
     #[argh(option)]
     workdir: Option<PathBuf>,
+    /// only the UDP runs (N = 1, 10, 50, 100), not TCP
+    #[argh(switch)]
+    udp_only: bool,
 }
 
 /// time from PLAY to the first IDR for late joiners, both servers
@@ -141,7 +144,7 @@ fn main() {
                 workdir: None,
             });
             println!();
-            server_bench(&ServerArgs { seconds: 6, workdir: None });
+            server_bench(&ServerArgs { seconds: 6, workdir: None, udp_only: false });
             println!();
             join_bench(&JoinArgs { joiners: 12, workdir: None });
         }
@@ -452,6 +455,9 @@ fn server_bench(a: &ServerArgs) {
     ];
     let mut ratios = Vec::new();
     for (tx, n) in runs {
+        if a.udp_only && tx != load::Transport::Udp {
+            continue;
+        }
         let mut row = Vec::new();
         for which in ["uavstream", "gst-rtsp-server"] {
             let port = free_port();

@@ -7,6 +7,7 @@
 
 use std::net::{SocketAddr, UdpSocket};
 
+use super::udp_tx::UdpTx;
 use crate::hub::Ring;
 use crate::sys;
 
@@ -25,8 +26,9 @@ impl DatagramFeed {
         DatagramFeed { next: at, waiting_keyframe: true, sent: 0, dropped: 0 }
     }
 
-    /// Sends everything from its position to the ring head to `dest`, in `sendmmsg` batches.
-    pub(super) fn pump(&mut self, ring: &Ring, sock: &UdpSocket, dest: &SocketAddr) {
+    /// Sends everything from its position to the ring head to `dest`, in `sendmmsg` batches
+    /// (with GSO where `tx` allows).
+    pub(super) fn pump(&mut self, ring: &Ring, sock: &UdpSocket, dest: &SocketAddr, tx: &mut UdpTx) {
         if self.next < ring.oldest() {
             self.dropped += ring.oldest() - self.next;
             self.waiting_keyframe = true;
@@ -54,7 +56,7 @@ impl DatagramFeed {
             if n == 0 {
                 break;
             }
-            let sent = sys::send_datagrams(sock, dest, &batch[..n]).unwrap_or(0);
+            let sent = tx.send(sock, dest, &batch[..n]);
             self.sent += sent as u64;
             self.dropped += (n - sent) as u64;
             self.next += n as u64;

@@ -20,6 +20,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
 
 use super::datagram_feed::DatagramFeed;
+use super::udp_tx::UdpTx;
 use crate::config::Multicast;
 use crate::hub::Ring;
 use crate::rtsp::transport::MulticastGroup;
@@ -33,6 +34,8 @@ pub(super) struct Group {
     /// At least one multicast session is playing.
     active: bool,
     feed: DatagramFeed,
+    /// GSO state and counters of `sock` (kept across group stream restarts).
+    pub(super) tx: UdpTx,
 }
 
 /// What the RTSP core answers multicast SETUPs with.
@@ -42,7 +45,7 @@ pub(super) fn core_config(m: &Multicast) -> MulticastGroup {
 
 impl Group {
     /// Binds and configures the group's socket.
-    pub(super) fn open(m: &Multicast, dscp: u8) -> io::Result<Group> {
+    pub(super) fn open(m: &Multicast, dscp: u8, kernel_gso: bool) -> io::Result<Group> {
         use nix::sys::socket::{setsockopt, sockopt};
         let ipv6 = m.group.is_ipv6();
         let any: IpAddr = if ipv6 { Ipv6Addr::UNSPECIFIED.into() } else { Ipv4Addr::UNSPECIFIED.into() };
@@ -73,6 +76,7 @@ impl Group {
             rtcp: at(m.port.wrapping_add(1)),
             active: false,
             feed: DatagramFeed::starting_at(0),
+            tx: UdpTx::new(kernel_gso),
         })
     }
 
@@ -109,7 +113,7 @@ impl Group {
     /// Sends every packet from the group's position to the ring head, once. No allocation.
     pub(super) fn pump(&mut self, ring: &Ring) {
         if self.active {
-            self.feed.pump(ring, &self.sock, &self.rtp);
+            self.feed.pump(ring, &self.sock, &self.rtp, &mut self.tx);
         }
     }
 
