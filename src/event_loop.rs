@@ -362,6 +362,31 @@ pub(crate) fn set_dscp<S: std::os::fd::AsFd>(sock: &S, ipv6: bool, dscp: u8) -> 
     }
 }
 
+/// The next pending connection on `listener`, ready for the loop: non-blocking, no Nagle delay, the
+/// fixed send buffer (no hidden queue) and the DSCP of media (interleaved RTP and MJPEG ride on
+/// it). `None` when nothing is pending, or accept failed (EMFILE and friends: logged, and the
+/// loop keeps serving those it has).
+pub(crate) fn accept_media_conn(listener: &TcpListener, dscp: u8, what: &str) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        let (stream, peer) = match listener.accept() {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                log::warn!("{what} accept: {e}");
+                return None;
+            }
+        };
+        if stream.set_nonblocking(true).is_err() {
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let _ = nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::SndBuf, &limits::TCP_SEND_BUFFER);
+        let _ = set_dscp(&stream, peer.is_ipv6(), dscp);
+        return Some((stream, peer));
+    }
+}
+
 /// The push-mode socket: unbound port, non-blocking, DSCP set.
 /// Returns it with our address towards `dest` (for the SDP's `o=`).
 fn push_socket(dest: SocketAddr, dscp: u8) -> io::Result<(UdpSocket, IpAddr)> {
@@ -949,17 +974,7 @@ impl<'c> EventLoop<'c> {
     }
 
     fn accept(&mut self, now: Instant) {
-        loop {
-            let (stream, peer) = match self.listener.accept() {
-                Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // EMFILE/ENFILE and friends: keep serving those we have.
-                    log::warn!("accept: {e}");
-                    return;
-                }
-            };
+        while let Some((stream, peer)) = accept_media_conn(&self.listener, self.dscp, "rtsp") {
             // Cap on connections without a session: evict the oldest such one.
             let mut count = 0;
             // Oldest by last input, then by accept order (ids only grow).
@@ -991,13 +1006,6 @@ impl<'c> EventLoop<'c> {
                 log::warn!("{peer}: every connection slot is taken; closing");
                 continue;
             };
-            if stream.set_nonblocking(true).is_err() {
-                continue;
-            }
-            let _ = stream.set_nodelay(true);
-            let _ = nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::SndBuf, &limits::TCP_SEND_BUFFER);
-            // Interleaved RTP rides on this connection: mark it like the UDP media.
-            let _ = set_dscp(&stream, peer.is_ipv6(), self.dscp);
             let local_ip = stream.local_addr().map_or(self.cfg_listen(), |a| a.ip().to_canonical());
             let id = ConnId(self.next_conn_id);
             self.next_conn_id += 1;

@@ -34,7 +34,6 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::http::{self, Method, Parsed, Persistence, Route};
-use crate::limits;
 use crate::rtsp::auth::Verdict;
 use crate::sys::{POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT};
 use crate::wbuf::WBuf;
@@ -320,19 +319,7 @@ impl<'a> Http<'a> {
     }
 
     pub(super) fn accept(&mut self, now: Instant) {
-        loop {
-            let (stream, peer) = match self.listener.accept() {
-                Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log::warn!("http accept: {e}");
-                    return;
-                }
-            };
-            if stream.set_nonblocking(true).is_err() {
-                continue;
-            }
+        while let Some((stream, peer)) = super::accept_media_conn(&self.listener, self.dscp, "http") {
             let Some(idx) = self.free_slot(peer) else {
                 log::warn!("http {peer}: every HTTP slot is busy (max-http-clients); 503");
                 let mut w = WBuf::new(&mut self.scratch);
@@ -342,9 +329,6 @@ impl<'a> Http<'a> {
                 let _ = stream.shutdown(Shutdown::Both);
                 continue;
             };
-            let _ = stream.set_nodelay(true);
-            let _ = nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::SndBuf, &limits::TCP_SEND_BUFFER);
-            let _ = super::set_dscp(&stream, peer.is_ipv6(), self.dscp);
             let (inbuf, out) =
                 self.pool.pop().unwrap_or_else(|| (vec![0; http::MAX_HEAD_BYTES].into_boxed_slice(), Vec::new()));
             log::debug!("http {peer}: connected");
