@@ -461,6 +461,9 @@ impl<'c> EventLoop<'c> {
         }
         // Video first: a taken HTTP port (HTTP is on by default, and 8080 is a popular port) is
         // logged and HTTP stays off; RTSP and push mode still start.
+        // Where HTTP's JPEGs come from, decided once for the first pipeline.
+        let supply = side_jpeg::supply(cfg, Some(pipeline.as_ref()));
+        let jpeg_on_demand = matches!(supply, http::JpegSupply::OnDemand);
         let mut http = match cfg.http_port {
             0 => None,
             port => match TcpListener::bind((cfg.listen, port)) {
@@ -468,7 +471,7 @@ impl<'c> EventLoop<'c> {
                     l,
                     cfg.max_http_clients,
                     &cfg.path,
-                    side_jpeg::supply(cfg, Some(pipeline.as_ref())),
+                    supply,
                     Duration::from_secs(u64::from(cfg.request_timeout)),
                     Duration::from_secs(u64::from(cfg.client_stall_timeout)),
                     Duration::from_secs(u64::from(cfg.idle_timeout)),
@@ -529,7 +532,6 @@ impl<'c> EventLoop<'c> {
         };
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let next_watchdog = notifier.watchdog_interval.map(|_| epoch);
-        let jpeg_on_demand = matches!(side_jpeg::supply(cfg, Some(pipeline.as_ref())), http::JpegSupply::OnDemand);
         if let Some(h) = http.as_mut() {
             h.set_dscp(cfg.dscp);
             if let Some(a) = auth {
