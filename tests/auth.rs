@@ -38,47 +38,12 @@ fn ffmpeg_with_credentials_plays_and_without_gets_401() {
 
 #[test]
 fn gstreamer_with_credentials_plays() {
-    let d = daemon();
-    let out = run_with_timeout(
-        Command::new("gst-launch-1.0").args([
-            "-e",
-            "rtspsrc",
-            &format!("location={}", d.url()),
-            "user-id=ground",
-            "user-pw=station",
-            "protocols=tcp",
-            "!",
-            "rtph264depay",
-            "!",
-            "h264parse",
-            "!",
-            "avdec_h264",
-            "!",
-            "identity",
-            "eos-after=30",
-            "!",
-            "fakesink",
-        ]),
-        Duration::from_secs(60),
-    );
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && text.contains("Got EOS"), "{text}\n{}", d.log());
+    let mut d = daemon();
+    let url = d.url();
+    common::gst_rtspsrc_decode_from(&mut d, &url, &["user-id=ground", "user-pw=station", "protocols=tcp"], 30);
     // And with the credentials in the URL, as QGroundControl users write them.
-    let out = run_with_timeout(
-        Command::new("gst-launch-1.0").args([
-            "-e",
-            "rtspsrc",
-            &format!("location={}", authed(&d, "pilot", "s3cr3t")),
-            "protocols=tcp",
-            "!",
-            "rtph264depay",
-            "!",
-            "fakesink",
-            "num-buffers=10",
-        ]),
-        Duration::from_secs(30),
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let url = authed(&d, "pilot", "s3cr3t");
+    common::gst_rtspsrc_decode_from(&mut d, &url, &["protocols=tcp"], 30);
 }
 
 #[test]

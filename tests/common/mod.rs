@@ -487,29 +487,21 @@ pub fn recv_with_tos(sock: &std::net::UdpSocket, buf: &mut [u8]) -> (usize, Opti
 /// Plays the daemon with GStreamer `rtspsrc` (what QGroundControl uses) over `protocols`
 /// (tcp, udp, udp-mcast) and asserts `frames` H.264 frames decode without an error or warning.
 pub fn gst_rtspsrc_decode(d: &mut Daemon, protocols: &str, frames: usize) {
-    let out = run_with_timeout(
-        Command::new("gst-launch-1.0").args([
-            "-e",
-            "rtspsrc",
-            &format!("location={}", d.url()),
-            &format!("protocols={protocols}"),
-            "latency=0",
-            "!",
-            "rtph264depay",
-            "!",
-            "h264parse",
-            "!",
-            "avdec_h264",
-            "!",
-            "identity",
-            &format!("eos-after={frames}"),
-            "!",
-            "fakesink",
-        ]),
-        Duration::from_secs(40),
-    );
+    let url = d.url();
+    gst_rtspsrc_decode_from(d, &url, &[&format!("protocols={protocols}")], frames);
+}
+
+/// The same from `location` with more `rtspsrc` properties (credentials, say).
+pub fn gst_rtspsrc_decode_from(d: &mut Daemon, location: &str, props: &[&str], frames: usize) {
+    let location = format!("location={location}");
+    let eos = format!("eos-after={frames}");
+    let mut args = vec!["-e", "rtspsrc", &location, "latency=0"];
+    args.extend_from_slice(props);
+    args.extend_from_slice(&["!", "rtph264depay", "!", "h264parse", "!", "avdec_h264", "!", "identity", &eos]);
+    args.extend_from_slice(&["!", "fakesink"]);
+    let out = run_with_timeout(Command::new("gst-launch-1.0").args(&args), Duration::from_secs(40));
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "gst-launch over {protocols} failed:\n{text}\nserver:\n{}", d.log_for_failure());
+    assert!(out.status.success(), "gst-launch {props:?} failed:\n{text}\nserver:\n{}", d.log_for_failure());
     assert!(text.contains("Got EOS from element"), "no EOS after {frames} decoded frames:\n{text}");
     assert!(!text.contains("ERROR") && !text.contains("WARNING"), "GStreamer reported problems:\n{text}");
 }
