@@ -99,6 +99,9 @@ struct Conn {
     pending: Vec<u8>,
     want_write: bool,
     close_after_flush: bool,
+    /// The peer half-closed (FIN: `shutdown(SHUT_WR)`, `nc -N`): every complete request that
+    /// came before it is answered, then the connection closes.
+    peer_closed: bool,
     dead: bool,
     /// This connection has set up an interleaved session at some point.
     had_interleaved: bool,
@@ -738,7 +741,7 @@ impl<'c> EventLoop<'c> {
             let Some(c) = c else { continue };
             let mut ev = 0;
             // Backpressure: stop reading while a response could not be queued.
-            if c.pending.len() + limits::MAX_RESPONSE_BYTES <= PENDING_CAP && !c.close_after_flush {
+            if c.pending.len() + limits::MAX_RESPONSE_BYTES <= PENDING_CAP && !c.close_after_flush && !c.peer_closed {
                 ev |= POLLIN;
             }
             if c.want_write {
@@ -1025,6 +1028,7 @@ impl<'c> EventLoop<'c> {
                 pending,
                 want_write: false,
                 close_after_flush: false,
+                peer_closed: false,
                 dead: false,
                 had_interleaved: false,
                 last_input: now,
@@ -1074,9 +1078,13 @@ impl<'c> EventLoop<'c> {
             conn.dead = true;
             return;
         }
-        if conn.pending.is_empty() && conn.inlen > 0 {
-            // Requests that arrived while output was backed up: answer them now rather than
-            // wait for more input.
+        // Requests that arrived while output was backed up: answer them now rather than wait
+        // for more input (after a half-close no more input comes, so answer all of them).
+        while let Some(conn) = self.conns[c].as_mut() {
+            if !conn.pending.is_empty() || conn.inlen == 0 || conn.close_after_flush {
+                break;
+            }
+            let before = conn.inlen;
             self.process_input(c, now);
             let Some(conn) = self.conns[c].as_mut() else {
                 return;
@@ -1085,8 +1093,21 @@ impl<'c> EventLoop<'c> {
                 self.kill_conn(c, "write failed");
                 return;
             }
+            if conn.inlen == before {
+                break;
+            }
         }
-        if self.conns[c].as_ref().is_some_and(|conn| conn.pending.is_empty()) {
+        let Some(conn) = self.conns[c].as_mut() else {
+            return;
+        };
+        if conn.pending.is_empty() && (conn.close_after_flush || conn.peer_closed) {
+            // Everything the peer sent before its FIN is answered (an incomplete rest never
+            // will be): close, which ends an interleaved session on this connection.
+            let why = if conn.peer_closed { "closed by peer" } else { "closed after the answer" };
+            self.kill_conn(c, why);
+            return;
+        }
+        if conn.pending.is_empty() {
             for s in 0..self.slots.len() {
                 if self.slots[s].conn == Some(c) {
                     self.pump(s, now);
@@ -1118,12 +1139,11 @@ impl<'c> EventLoop<'c> {
                 }
             }
         }
-        self.process_input(c, now);
         if eof {
-            self.kill_conn(c, "closed by peer");
-        } else {
-            self.flush_conn(c, now);
+            conn.peer_closed = true;
         }
+        self.process_input(c, now);
+        self.flush_conn(c, now);
     }
 
     /// Handles every complete request or interleaved frame in the connection's input.

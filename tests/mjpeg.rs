@@ -699,6 +699,8 @@ fn http_on_demand_encoder_start_stop_cycles_leave_no_thread_or_fd_behind() {
     let d = Daemon::start(&["--width", "320", "--height", "240", "--fps", "10"]);
     let stopped = || d.log().matches("http: JPEG encoder stopped").count();
     d.wait_for_log("source: test pattern", Duration::from_secs(20));
+    // Daemon::start's readiness probe is an RTSP connection: count fds after it is gone.
+    d.wait_for_log("disconnected (connection 1)", Duration::from_secs(20));
     let before = (d.threads(), d.fds());
     for cycle in 1..=3 {
         let (head, body) = http_get(d.http_port, "GET /live.jpg HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");

@@ -154,8 +154,12 @@ impl Drop for Daemon {
 
 /// Runs an external program with a time limit, capturing its output.
 pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child =
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn client");
+    let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn client");
+    run_with_timeout_child(child, limit)
+}
+
+/// Waits for a spawned program (stdout and stderr piped) with a time limit, capturing its output.
+pub fn run_with_timeout_child(mut child: Child, limit: Duration) -> Output {
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let o = std::thread::spawn(move || {
