@@ -13,9 +13,10 @@
 //!   `Connection: close` or `Connection: keep-alive`; every response but the endless multipart
 //!   stream has a `Content-Length`.
 //!
-//! Routes for stream path `/live`: `GET /live.mjpeg` (multipart/x-mixed-replace, newest frame
-//! wins), `GET /live.jpg` (the latest frame), `GET /` (a page showing the stream). Anything
-//! else is `404`; methods other than GET/HEAD are `405`; a malformed head is `400`.
+//! Routes, for every stream path (e.g. `/live`, `/low`): `GET /live.mjpeg`
+//! (multipart/x-mixed-replace, newest frame wins), `GET /live.jpg` or `/live.jpeg` (the latest
+//! frame); `GET /` or `/index.html` (a page listing every stream). HEAD goes where GET goes.
+//! Anything else is `404`; methods other than GET/HEAD are `405`; a malformed head is `400`.
 
 use crate::wbuf::{Full, WBuf};
 
@@ -189,33 +190,36 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<'_>, HttpError> {
     Ok(Parsed::Complete { request, consumed: start + end })
 }
 
-/// What a request asks for.
+/// What a request asks for. Streams are numbered by their place in the paths given to [`route`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
-    /// The HTML page with the stream in an `<img>`.
+    /// The HTML page listing every stream.
     Index,
-    /// `multipart/x-mixed-replace` JPEG stream.
-    Mjpeg,
-    /// The latest frame.
-    Snapshot,
+    /// `multipart/x-mixed-replace` JPEG stream of stream `n`.
+    Mjpeg(usize),
+    /// The latest frame of stream `n`.
+    Snapshot(usize),
     NotFound,
     MethodNotAllowed,
 }
 
-/// Routes a request for the stream at `stream_path` (e.g. `/live`).
-pub fn route(req: &Request<'_>, stream_path: &str) -> Route {
+/// Routes a request among the streams at `paths` (e.g. `["/live", "/low"]`; a trailing `/` is
+/// ignored). When two streams share a path, the first one gets it.
+pub fn route<'p>(req: &Request<'_>, paths: impl IntoIterator<Item = &'p str>) -> Route {
     if req.method == Method::Other {
         return Route::MethodNotAllowed;
     }
-    let base = stream_path.trim_end_matches('/');
-    match req.path {
-        "/" | "/index.html" => Route::Index,
-        p => match p.strip_prefix(base) {
-            Some(".mjpeg") => Route::Mjpeg,
-            Some(".jpg") | Some(".jpeg") => Route::Snapshot,
-            _ => Route::NotFound,
-        },
+    if matches!(req.path, "/" | "/index.html") {
+        return Route::Index;
     }
+    for (n, path) in paths.into_iter().enumerate() {
+        match req.path.strip_prefix(path.trim_end_matches('/')) {
+            Some(".mjpeg") => return Route::Mjpeg(n),
+            Some(".jpg" | ".jpeg") => return Route::Snapshot(n),
+            _ => {}
+        }
+    }
+    Route::NotFound
 }
 
 pub fn reason_phrase(status: u16) -> &'static str {
@@ -313,14 +317,73 @@ pub fn write_part_header(w: &mut WBuf<'_>, jpeg_len: usize) -> Result<(), Full> 
     w.put_fmt(format_args!("--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {jpeg_len}\r\n\r\n"))
 }
 
-/// Writes the index page, which shows the stream at `stream_path`.
-pub fn write_index(w: &mut WBuf<'_>, stream_path: &str) -> Result<(), Full> {
-    w.put_fmt(format_args!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>uavstream</title></head>\n\
-         <body style=\"margin:0;background:#000\">\n<img src=\"{0}.mjpeg\" alt=\"{0}\" style=\"max-width:100%\">\n\
-         </body></html>\n",
-        stream_path.trim_end_matches('/')
-    ))
+/// One stream on the index page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry<'a> {
+    /// The stream path, e.g. `/live`.
+    pub path: &'a str,
+    /// `Some(why)`: no JPEG frames (the page shows why instead of a picture).
+    pub unavailable: Option<&'a str>,
+}
+
+/// Text with `&`, `<`, `>`, `"` and `'` escaped, for HTML text and quoted attribute values.
+struct Html<'a>(&'a str);
+
+impl core::fmt::Display for Html<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut rest = self.0;
+        while let Some(i) = rest.find(['&', '<', '>', '"', '\'']) {
+            f.write_str(&rest[..i])?;
+            f.write_str(match rest.as_bytes()[i] {
+                b'&' => "&amp;",
+                b'<' => "&lt;",
+                b'>' => "&gt;",
+                b'"' => "&quot;",
+                _ => "&#39;",
+            })?;
+            rest = &rest[i + 1..];
+        }
+        f.write_str(rest)
+    }
+}
+
+/// Writes the index page: per stream a tile with its live picture (`<img>` of the MJPEG
+/// stream, unless it is unavailable, then why), its path, and links to its MJPEG and JPEG
+/// routes. Generic over the sink so [`index_len`] can measure it before the head is written.
+pub fn write_index<'p, W: core::fmt::Write>(
+    w: &mut W,
+    streams: impl IntoIterator<Item = IndexEntry<'p>>,
+) -> core::fmt::Result {
+    w.write_str(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>uavstream</title>\n\
+         <style>body{margin:0;background:#000;color:#ccc;font:14px sans-serif}a{color:#8cf}\
+         div{display:inline-block;vertical-align:top;max-width:100%}p{margin:4px 8px}</style></head>\n\
+         <body>\n",
+    )?;
+    for s in streams {
+        let path = Html(s.path.trim_end_matches('/'));
+        w.write_str("<div>\n")?;
+        match s.unavailable {
+            None => writeln!(w, "<img src=\"{path}.mjpeg\" alt=\"{path}\" style=\"display:block;max-width:100%\">")?,
+            Some(why) => writeln!(w, "<p>no JPEG frames: {}</p>", Html(why))?,
+        }
+        write!(w, "<p>{path} <a href=\"{path}.mjpeg\">MJPEG</a> <a href=\"{path}.jpg\">JPEG</a></p>\n</div>\n")?;
+    }
+    w.write_str("</body></html>\n")
+}
+
+/// The length of the page [`write_index`] writes for `streams`.
+pub fn index_len<'p>(streams: impl IntoIterator<Item = IndexEntry<'p>>) -> usize {
+    struct Count(usize);
+    impl core::fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = write_index(&mut count, streams);
+    count.0
 }
 
 #[cfg(test)]
@@ -490,14 +553,60 @@ mod tests {
                 has_body: false,
                 authorization: None,
             };
-            route(&request, "/live")
+            route(&request, ["/live", "/low/", "/cam/wide"])
         };
         assert_eq!(r(Method::Get, "/"), Route::Index);
-        assert_eq!(r(Method::Get, "/live.mjpeg"), Route::Mjpeg);
-        assert_eq!(r(Method::Head, "/live.jpg"), Route::Snapshot);
-        assert_eq!(r(Method::Get, "/live"), Route::NotFound);
-        assert_eq!(r(Method::Get, "/other.mjpeg"), Route::NotFound);
+        assert_eq!(r(Method::Head, "/index.html"), Route::Index);
+        assert_eq!(r(Method::Get, "/live.mjpeg"), Route::Mjpeg(0));
+        assert_eq!(r(Method::Head, "/live.jpg"), Route::Snapshot(0));
+        assert_eq!(r(Method::Get, "/low.mjpeg"), Route::Mjpeg(1));
+        assert_eq!(r(Method::Get, "/low.jpeg"), Route::Snapshot(1));
+        assert_eq!(r(Method::Get, "/cam/wide.jpg"), Route::Snapshot(2));
+        for unknown in ["/live", "/other.mjpeg", "/low/.mjpeg", "/lowx.jpg", "/cam.mjpeg", "/live.mjpeg/", "/index"] {
+            assert_eq!(r(Method::Get, unknown), Route::NotFound, "{unknown}");
+        }
         assert_eq!(r(Method::Other, "/live.mjpeg"), Route::MethodNotAllowed);
+        let get = |path| Request { method: Method::Get, path, ..complete(CURL).0 };
+        assert_eq!(route(&get("/live.jpg"), []), Route::NotFound, "no streams");
+        assert_eq!(route(&get("/"), []), Route::Index);
+        assert_eq!(route(&get("/a.jpg"), ["/a", "/a"]), Route::Snapshot(0), "the first of a shared path");
+    }
+
+    #[test]
+    fn the_index_lists_every_stream_and_shows_the_available_ones() {
+        let streams = [
+            IndexEntry { path: "/live", unavailable: None },
+            IndexEntry { path: "/low/", unavailable: None },
+            IndexEntry { path: "/h264", unavailable: Some("the stream is <H.264> & \"raw\"") },
+        ];
+        let mut buf = [0xa5u8; 2048];
+        let mut w = WBuf::new(&mut buf);
+        write_index(&mut w, streams).unwrap();
+        assert_eq!(w.len(), index_len(streams));
+        let page = core::str::from_utf8(w.written()).unwrap();
+        assert!(page.starts_with("<!doctype html>\n") && page.ends_with("</body></html>\n"), "{page}");
+        let has = |args: core::fmt::Arguments<'_>| {
+            let mut needle = heapless::String::<64>::new();
+            core::fmt::Write::write_fmt(&mut needle, args).unwrap();
+            page.contains(needle.as_str())
+        };
+        for path in ["/live", "/low"] {
+            assert!(has(format_args!("<img src=\"{path}.mjpeg\"")), "{page}");
+        }
+        for path in ["/live", "/low", "/h264"] {
+            assert!(
+                has(format_args!("<p>{path} <a href=\"{path}.mjpeg\">MJPEG</a> <a href=\"{path}.jpg\">")),
+                "{page}"
+            );
+        }
+        assert!(!page.contains("<img src=\"/h264"), "{page}");
+        assert!(page.contains("no JPEG frames: the stream is &lt;H.264&gt; &amp; &quot;raw&quot;</p>"), "{page}");
+        let odd = [IndexEntry { path: "/a\"b'<", unavailable: None }];
+        let mut w = WBuf::new(&mut buf);
+        write_index(&mut w, odd).unwrap();
+        let page = core::str::from_utf8(w.written()).unwrap();
+        assert!(page.contains("<img src=\"/a&quot;b&#39;&lt;.mjpeg\" alt=\"/a&quot;b&#39;&lt;\""), "{page}");
+        assert!(write_index(&mut WBuf::new(&mut [0u8; 64]), streams).is_err());
     }
 
     #[test]
@@ -511,9 +620,6 @@ mod tests {
         assert!(text.contains("Content-Type: multipart/x-mixed-replace; boundary=uavstreamframe\r\n"));
         assert!(!text.contains("Content-Length: 0"));
         assert!(text.ends_with("\r\n\r\n--uavstreamframe\r\nContent-Type: image/jpeg\r\nContent-Length: 1234\r\n\r\n"));
-        let mut w = WBuf::new(&mut buf);
-        write_index(&mut w, "/live").unwrap();
-        assert!(core::str::from_utf8(w.written()).unwrap().contains("<img src=\"/live.mjpeg\""));
         let mut w = WBuf::new(&mut buf);
         write_error(&mut w, 405, Persistence::KeepAlive).unwrap();
         let text = core::str::from_utf8(w.written()).unwrap();
