@@ -1,10 +1,16 @@
-//! The loop's HTTP connections: MJPEG streams, snapshots and the index page (protocol core in
-//! [`crate::http`]).
+//! The loop's HTTP connections: MJPEG streams, snapshots and the index page of several streams
+//! (protocol core in [`crate::http`]).
+//!
+//! Streams are fixed at construction ([`HttpStream`]: a path and a [`JpegSupply`]) and named by
+//! their index, as the loop names them; `/PATH.mjpeg` and `/PATH.jpg` of each stream, and `/`
+//! (every stream on one page). A connection serves at most one stream at a time: the one its
+//! MJPEG stream or waiting snapshot belongs to (`stream` in its state); a persistent connection
+//! may ask for another stream's snapshot next.
 //!
 //! Invariants:
 //! - Fixed slots (`--max-http-clients`) and fixed per-connection buffers: one head-sized input
-//!   buffer, and an output buffer holding one response at a time (at most one frame and its
-//!   headers).
+//!   buffer, and an output buffer holding one response at a time (at most one frame, or the
+//!   index page, and its headers; it grows to the largest and keeps its capacity in the pool).
 //! - Persistent connections: a complete non-streaming response leaves the connection open when
 //!   the request allows it ([`http::Request::persistence`]: HTTP/1.1 unless `Connection: close`,
 //!   HTTP/1.0 only with `keep-alive`, never after a request with a body). Malformed heads, `503`
@@ -19,13 +25,18 @@
 //!   or from a request's first byte to its complete head (`408`, close); `idle-timeout` between
 //!   requests on a persistent connection (closed, no response); `client-stall-timeout` while a
 //!   response is not taken; [`SNAPSHOT_WAIT`] for a snapshot waiting for a frame (`503`).
-//! - Newest frame wins per client: one latest-frame buffer; a streaming client gets a copy of it
+//! - Newest frame wins per client: one latest-frame buffer per stream (allocated at start, grown
+//!   to the largest frame, never shrunk); a streaming client gets a copy of its stream's frame
 //!   (part header + JPEG) only when it has finished sending the previous part, so a slow client
 //!   skips frames. A snapshot gets the latest frame only if it is fresh
-//!   ([`FRESH_FRAME_MAX_AGE`]), else the next one stored.
-//! - [`JpegSupply`]: with `Unavailable(why)` the JPEG routes answer `503` with `why` at once;
-//!   `Stream` and `OnDemand` behave alike here ([`Http::wants_frames`] tells the loop when its
-//!   on-demand encoder, `side_jpeg`, is needed).
+//!   ([`FRESH_FRAME_MAX_AGE`]), else the next one stored. A client only ever gets frames of the
+//!   stream it asked for.
+//! - Per stream: [`JpegSupply`], latest frame, demand ([`Http::wants_frames`]) and parts sent.
+//!   With `Unavailable(why)` that stream's JPEG routes answer `503` with `why` at once, and the
+//!   index page shows `why` instead of its picture; `Stream` and `OnDemand` behave alike here
+//!   ([`Http::wants_frames`] tells the loop when that stream's on-demand encoder is needed).
+//! - Credentials ([`Http::set_auth`]): a user limited to a path gets that stream's routes only;
+//!   the index page and `404`s need a user allowed on at least one stream.
 
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
@@ -48,7 +59,15 @@ pub(super) const DEMAND_LINGER: Duration = Duration::from_secs(5);
 /// Longest `Unavailable` reason sent (it must fit the response scratch buffer with the head).
 const MAX_REASON_BYTES: usize = 512;
 
-/// Where the JPEG frames of the HTTP routes come from.
+/// One stream as HTTP sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct HttpStream {
+    /// The stream path, e.g. `/live`: served as `/live.mjpeg` and `/live.jpg`.
+    pub(super) path: String,
+    pub(super) supply: JpegSupply,
+}
+
+/// Where the JPEG frames of a stream's HTTP routes come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum JpegSupply {
     /// The stream itself is JPEG.
@@ -67,10 +86,11 @@ enum State {
     Idle { since: Instant },
     /// Sending a complete response; then the next request (maybe already in the input buffer).
     Responding,
-    /// A snapshot waiting `since` for a frame after number `seen`.
-    WaitingFrame { since: Instant, seen: u64, head: bool, persistence: Persistence },
-    /// Sending the multipart stream; `sent` is the sequence number of the last frame queued.
-    Streaming { sent: u64 },
+    /// A snapshot of `stream` waiting `since` for a frame after number `seen`.
+    WaitingFrame { stream: usize, since: Instant, seen: u64, head: bool, persistence: Persistence },
+    /// Sending the multipart stream of `stream`; `sent` is the sequence number of the last frame
+    /// queued.
+    Streaming { stream: usize, sent: u64 },
     /// Sending a last response, then closing.
     Closing,
 }
@@ -82,6 +102,57 @@ impl State {
             Persistence::KeepAlive => State::Responding,
             Persistence::Close => State::Closing,
         }
+    }
+
+    /// The stream whose frames the connection waits for or streams.
+    fn stream(self) -> Option<usize> {
+        match self {
+            State::WaitingFrame { stream, .. } | State::Streaming { stream, .. } => Some(stream),
+            _ => None,
+        }
+    }
+}
+
+/// One stream's supply, latest frame and demand.
+#[derive(Debug)]
+struct StreamState {
+    path: String,
+    supply: JpegSupply,
+    /// The latest JPEG frame, its sequence number (0 = none yet) and when it was stored.
+    latest: Vec<u8>,
+    latest_seq: u64,
+    latest_at: Option<Instant>,
+    /// When a client last asked for or took a frame (for [`Http::wants_frames`]).
+    last_demand: Option<Instant>,
+    parts_sent: u64,
+}
+
+impl StreamState {
+    fn unavailable(&self) -> Option<&str> {
+        match &self.supply {
+            JpegSupply::Unavailable(why) => Some(why),
+            JpegSupply::Stream | JpegSupply::OnDemand => None,
+        }
+    }
+
+    /// The latest frame arrived within [`FRESH_FRAME_MAX_AGE`].
+    fn fresh(&self, now: Instant) -> bool {
+        self.latest_at.is_some_and(|t| now.saturating_duration_since(t) <= FRESH_FRAME_MAX_AGE)
+    }
+}
+
+/// The streams as the index page lists them.
+fn index_entries(streams: &[StreamState]) -> impl Iterator<Item = http::IndexEntry<'_>> + '_ {
+    streams.iter().map(|s| http::IndexEntry { path: &s.path, unavailable: s.unavailable() })
+}
+
+/// Appends text to a connection's output buffer.
+struct Appender<'v>(&'v mut Vec<u8>);
+
+impl std::fmt::Write for Appender<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
     }
 }
 
@@ -175,14 +246,8 @@ impl HttpConn {
 pub(super) struct Http<'a> {
     listener: TcpListener,
     conns: Vec<Option<HttpConn>>,
-    /// The latest JPEG frame, its sequence number (0 = none yet) and when it was stored.
-    latest: Vec<u8>,
-    latest_seq: u64,
-    latest_at: Option<Instant>,
-    supply: JpegSupply,
-    /// When a client last asked for or took a frame (for [`Http::wants_frames`]).
-    last_demand: Option<Instant>,
-    path: String,
+    /// Fixed at construction; a stream's number is its index.
+    streams: Vec<StreamState>,
     request_timeout: Duration,
     stall_timeout: Duration,
     idle_timeout: Duration,
@@ -193,17 +258,16 @@ pub(super) struct Http<'a> {
     /// The RTSP users, when configured: the same credentials guard the pictures here, and the
     /// clock origin of Digest nonces.
     auth: Option<(crate::rtsp::auth::Auth<'a>, Instant)>,
-    pub(super) parts_sent: u64,
 }
 
 impl<'a> Http<'a> {
+    /// `streams`: fixed for the server's life, stream `n` is `streams[n]` in every method;
     /// `request_timeout`: connect or first byte to complete head; `stall_timeout`: a client
     /// taking no bytes of a response; `idle_timeout`: a persistent connection between requests.
     pub(super) fn new(
         listener: TcpListener,
         slots: usize,
-        path: &str,
-        supply: JpegSupply,
+        streams: Vec<HttpStream>,
         request_timeout: Duration,
         stall_timeout: Duration,
         idle_timeout: Duration,
@@ -212,12 +276,18 @@ impl<'a> Http<'a> {
         Ok(Http {
             listener,
             conns: (0..slots).map(|_| None).collect(),
-            latest: Vec::new(),
-            latest_seq: 0,
-            latest_at: None,
-            supply: bounded_reason(supply),
-            last_demand: None,
-            path: path.to_owned(),
+            streams: streams
+                .into_iter()
+                .map(|s| StreamState {
+                    path: s.path,
+                    supply: bounded_reason(s.supply),
+                    latest: Vec::new(),
+                    latest_seq: 0,
+                    latest_at: None,
+                    last_demand: None,
+                    parts_sent: 0,
+                })
+                .collect(),
             request_timeout,
             stall_timeout,
             idle_timeout,
@@ -225,7 +295,6 @@ impl<'a> Http<'a> {
             dscp: 0,
             auth: None,
             pool: (0..slots).map(|_| (vec![0; http::MAX_HEAD_BYTES].into_boxed_slice(), Vec::new())).collect(),
-            parts_sent: 0,
         })
     }
 
@@ -268,21 +337,33 @@ impl<'a> Http<'a> {
         self.dscp = dscp;
     }
 
-    /// MJPEG streams playing.
-    pub(super) fn streaming(&self) -> usize {
-        self.conns.iter().flatten().filter(|c| matches!(c.state, State::Streaming { .. })).count()
+    /// MJPEG streams of `stream` playing.
+    pub(super) fn streaming(&self, stream: usize) -> usize {
+        self.conns
+            .iter()
+            .flatten()
+            .filter(|c| !c.dead && matches!(c.state, State::Streaming { stream: s, .. } if s == stream))
+            .count()
     }
 
-    /// Tells where JPEG frames come from now (the loop calls it when the pipeline is rebuilt).
-    /// Becoming `Unavailable` answers waiting snapshots with the reason, ends MJPEG streams after
-    /// the part being sent, and forgets the latest frame.
-    pub(super) fn set_supply(&mut self, supply: JpegSupply, now: Instant) {
-        self.supply = bounded_reason(supply);
-        let JpegSupply::Unavailable(why) = &self.supply else { return };
+    /// MJPEG parts (frames) sent to the clients of `stream` so far.
+    pub(super) fn parts_sent(&self, stream: usize) -> u64 {
+        self.streams.get(stream).map_or(0, |s| s.parts_sent)
+    }
+
+    /// Tells where the JPEG frames of `stream` come from now (the loop calls it when the
+    /// pipeline is rebuilt). Becoming `Unavailable` answers that stream's waiting snapshots with
+    /// the reason, ends its MJPEG streams after the part being sent, and forgets its latest frame.
+    pub(super) fn set_supply(&mut self, stream: usize, supply: JpegSupply, now: Instant) {
+        let Some(st) = self.streams.get_mut(stream) else { return };
+        st.supply = bounded_reason(supply);
+        let JpegSupply::Unavailable(why) = &st.supply else { return };
         let why = why.clone();
-        self.latest_at = None;
+        st.latest_at = None;
         for i in 0..self.conns.len() {
-            let Some(c) = self.conns[i].as_mut().filter(|c| !c.dead) else { continue };
+            let Some(c) = self.conns[i].as_mut().filter(|c| !c.dead && c.state.stream() == Some(stream)) else {
+                continue;
+            };
             match c.state {
                 State::WaitingFrame { persistence, .. } => {
                     let mut w = WBuf::new(&mut self.scratch);
@@ -304,18 +385,12 @@ impl<'a> Http<'a> {
         }
     }
 
-    /// Whether JPEG frames are wanted: while a client streams MJPEG or waits for a snapshot, and
-    /// for [`DEMAND_LINGER`] after a client last asked for or took one.
-    pub(super) fn wants_frames(&self, now: Instant) -> bool {
-        if matches!(self.supply, JpegSupply::Unavailable(_)) {
-            return false;
-        }
-        let waiting = self
-            .conns
-            .iter()
-            .flatten()
-            .any(|c| !c.dead && matches!(c.state, State::Streaming { .. } | State::WaitingFrame { .. }));
-        waiting || self.last_demand.is_some_and(|t| now.saturating_duration_since(t) < DEMAND_LINGER)
+    /// Whether JPEG frames of `stream` are wanted: while a client streams it or waits for its
+    /// snapshot, and for [`DEMAND_LINGER`] after a client last asked for or took one of it.
+    pub(super) fn wants_frames(&self, stream: usize, now: Instant) -> bool {
+        let Some(st) = self.streams.get(stream).filter(|s| s.unavailable().is_none()) else { return false };
+        let waiting = self.conns.iter().flatten().any(|c| !c.dead && c.state.stream() == Some(stream));
+        waiting || st.last_demand.is_some_and(|t| now.saturating_duration_since(t) < DEMAND_LINGER)
     }
 
     pub(super) fn accept(&mut self, now: Instant) {
@@ -408,7 +483,6 @@ impl<'a> Http<'a> {
             _ => return,
         };
         c.state = State::Reading { since };
-        let fresh = self.latest_at.is_some_and(|t| now.saturating_duration_since(t) <= FRESH_FRAME_MAX_AGE);
         let mut w = WBuf::new(&mut self.scratch);
         let (request, consumed) = match http::parse_request(&c.inbuf[..c.inlen]) {
             Ok(Parsed::Incomplete) => return,
@@ -424,20 +498,23 @@ impl<'a> Http<'a> {
         };
         let head = request.method == Method::Head;
         let persistence = request.persistence();
-        let route = match http::route(&request, &self.path) {
-            Route::Index | Route::Mjpeg | Route::Snapshot | Route::NotFound if request.has_body => None,
+        let streams = &self.streams;
+        let route = match http::route(&request, streams.iter().map(|s| s.path.as_str())) {
+            Route::Index | Route::Mjpeg(_) | Route::Snapshot(_) | Route::NotFound if request.has_body => None,
             route => Some(route),
         };
-        let unavailable = match &self.supply {
-            JpegSupply::Unavailable(why) => Some(why.as_str()),
-            JpegSupply::Stream | JpegSupply::OnDemand => None,
-        };
-        // Everything but a malformed or unsupported request needs the credentials, when set.
+        // Everything but a malformed or unsupported request needs the credentials, when set: a
+        // picture those of its stream's path, the page and 404s those of any stream.
         let denied = match (&self.auth, route) {
             (None, _) | (_, None | Some(Route::MethodNotAllowed)) => None,
-            (Some((auth, epoch)), Some(_)) => {
+            (Some((auth, epoch)), Some(route)) => {
                 let now_s = now.saturating_duration_since(*epoch).as_secs();
-                match auth.verify(request.authorization, if head { "HEAD" } else { "GET" }, &self.path, now_s) {
+                let (method, authorization) = (if head { "HEAD" } else { "GET" }, request.authorization);
+                let verdict = match route {
+                    Route::Mjpeg(s) | Route::Snapshot(s) => auth.verify(authorization, method, &streams[s].path, now_s),
+                    _ => verify_any(auth, authorization, method, streams.iter().map(|s| s.path.as_str()), now_s),
+                };
+                match verdict {
                     Verdict::Allowed { .. } => None,
                     Verdict::Denied => Some((auth, now_s, false)),
                     Verdict::Stale => Some((auth, now_s, true)),
@@ -445,50 +522,53 @@ impl<'a> Http<'a> {
             }
         };
         let mut frame = None;
-        let written = match (route, unavailable, denied) {
+        let mut index_body = false;
+        let mut demand = None;
+        let written = match (route, denied) {
             // Bodies are not read, so the connection cannot go on (persistence is Close).
-            (None, _, _) => http::write_error(&mut w, 400, Persistence::Close).map(|_| State::Closing),
-            (Some(Route::MethodNotAllowed), _, _) => {
+            (None, _) => http::write_error(&mut w, 400, Persistence::Close).map(|_| State::Closing),
+            (Some(Route::MethodNotAllowed), _) => {
                 http::write_error(&mut w, 405, persistence).map(|_| State::after_response(persistence))
             }
-            (Some(_), _, Some((auth, now_s, stale))) => {
-                http::write_unauthorized(&mut w, auth, now_s, stale, persistence)
+            (Some(_), Some((auth, now_s, stale))) => http::write_unauthorized(&mut w, auth, now_s, stale, persistence)
+                .map(|_| State::after_response(persistence)),
+            // The head now; the page goes straight into the output buffer after it.
+            (Some(Route::Index), None) => {
+                index_body = !head;
+                let len = http::index_len(index_entries(streams));
+                http::write_head(&mut w, 200, "text/html; charset=utf-8", Some(len), persistence)
                     .map(|_| State::after_response(persistence))
             }
-            (Some(Route::Index), _, _) => {
-                let mut page = [0u8; 512];
-                let mut p = WBuf::new(&mut page);
-                let _ = http::write_index(&mut p, &self.path);
-                http::write_head(&mut w, 200, "text/html; charset=utf-8", Some(p.len()), persistence)
-                    .and_then(|_| if head { Ok(()) } else { w.put(p.written()) })
-                    .map(|_| State::after_response(persistence))
-            }
-            (Some(Route::NotFound), _, _) => {
+            (Some(Route::NotFound), None) => {
                 http::write_error(&mut w, 404, persistence).map(|_| State::after_response(persistence))
             }
-            (Some(Route::Snapshot | Route::Mjpeg), Some(why), _) => {
-                http::write_text(&mut w, 503, why, persistence).map(|_| State::after_response(persistence))
-            }
-            (Some(Route::Snapshot), None, _) if fresh => {
-                frame = (!head).then_some(&self.latest[..]);
-                http::write_head(&mut w, 200, "image/jpeg", Some(self.latest.len()), persistence)
-                    .map(|_| State::after_response(persistence))
-            }
-            (Some(Route::Snapshot), None, _) => {
-                Ok(State::WaitingFrame { since: now, seen: self.latest_seq, head, persistence })
-            }
-            (Some(Route::Mjpeg), None, _) if head => {
-                http::write_mjpeg_head(&mut w, persistence).map(|_| State::after_response(persistence))
-            }
-            // The stream starts with the latest frame only if it is fresh, else with the next.
-            (Some(Route::Mjpeg), None, _) => {
-                let sent = if fresh { self.latest_seq.saturating_sub(1) } else { self.latest_seq };
-                http::write_mjpeg_head(&mut w, Persistence::Close).map(|_| State::Streaming { sent })
+            (Some(picture @ (Route::Snapshot(stream) | Route::Mjpeg(stream))), None) => {
+                let st = &streams[stream];
+                let fresh = st.fresh(now);
+                demand = st.unavailable().is_none().then_some(stream);
+                match (picture, st.unavailable()) {
+                    (_, Some(why)) => {
+                        http::write_text(&mut w, 503, why, persistence).map(|_| State::after_response(persistence))
+                    }
+                    (Route::Snapshot(_), None) if fresh => {
+                        frame = (!head).then_some(&st.latest[..]);
+                        http::write_head(&mut w, 200, "image/jpeg", Some(st.latest.len()), persistence)
+                            .map(|_| State::after_response(persistence))
+                    }
+                    (Route::Snapshot(_), None) => {
+                        Ok(State::WaitingFrame { stream, since: now, seen: st.latest_seq, head, persistence })
+                    }
+                    (_, None) if head => {
+                        http::write_mjpeg_head(&mut w, persistence).map(|_| State::after_response(persistence))
+                    }
+                    // The stream starts with the latest frame only if it is fresh, else with the next.
+                    (_, None) => {
+                        let sent = if fresh { st.latest_seq.saturating_sub(1) } else { st.latest_seq };
+                        http::write_mjpeg_head(&mut w, Persistence::Close).map(|_| State::Streaming { stream, sent })
+                    }
+                }
             }
         };
-        if matches!(route, Some(Route::Snapshot | Route::Mjpeg)) && unavailable.is_none() && denied.is_none() {
-            self.last_demand = Some(now);
-        }
         let Ok(next) = written else {
             log::warn!("http {}: response to {} did not fit its buffer; closing", c.peer, request.path);
             c.dead = true;
@@ -500,9 +580,13 @@ impl<'a> Http<'a> {
             _ => log::debug!("http {}: {:?} {} -> {status} {persistence:?}", c.peer, request.method, request.path),
         }
         if let State::Streaming { .. } = next {
-            log::info!("http {}: MJPEG stream started", c.peer);
+            log::info!("http {}: MJPEG stream started: {}", c.peer, request.path);
         }
         c.queue(w.written(), frame, now);
+        if index_body {
+            // Cannot fail: the sink grows (the pooled output buffer keeps its capacity).
+            let _ = http::write_index(&mut Appender(&mut c.out), index_entries(streams));
+        }
         c.state = next;
         if matches!(next, State::Closing | State::Streaming { .. }) {
             c.inlen = 0;
@@ -511,24 +595,28 @@ impl<'a> Http<'a> {
             c.inbuf.copy_within(consumed..c.inlen, 0);
             c.inlen -= consumed;
         }
-    }
-
-    /// Keeps the latest frame (a copy into the one shared buffer) and when it arrived. Call
-    /// [`Http::pump_all`] after it to send it.
-    pub(super) fn store_frame(&mut self, jpeg: &[u8], now: Instant) {
-        if matches!(self.supply, JpegSupply::Unavailable(_)) {
-            return;
+        if let Some(stream) = demand {
+            self.streams[stream].last_demand = Some(now);
         }
-        self.latest.clear();
-        self.latest.extend_from_slice(jpeg);
-        self.latest_seq += 1;
-        self.latest_at = Some(now);
     }
 
-    /// Sends the latest frame to each streaming client that is idle and each waiting snapshot.
-    pub(super) fn pump_all(&mut self, now: Instant) {
+    /// Keeps the latest frame of `stream` (a copy into that stream's buffer) and when it
+    /// arrived. Call [`Http::pump_stream`] after it to send it.
+    pub(super) fn store_frame(&mut self, stream: usize, jpeg: &[u8], now: Instant) {
+        let Some(st) = self.streams.get_mut(stream).filter(|s| s.unavailable().is_none()) else { return };
+        st.latest.clear();
+        st.latest.extend_from_slice(jpeg);
+        st.latest_seq += 1;
+        st.latest_at = Some(now);
+    }
+
+    /// Pumps the clients of one stream (after store_frame of that stream): sends its latest frame
+    /// to each of its streaming clients that is idle and each snapshot waiting for it.
+    pub(super) fn pump_stream(&mut self, stream: usize, now: Instant) {
         for i in 0..self.conns.len() {
-            self.pump(i, now);
+            if self.conns[i].as_ref().is_some_and(|c| c.state.stream() == Some(stream)) {
+                self.pump(i, now);
+            }
         }
     }
 
@@ -569,30 +657,31 @@ impl<'a> Http<'a> {
                     c.dead = true;
                     return;
                 }
-                State::Streaming { sent } if sent < self.latest_seq => {
+                State::Streaming { stream, sent } => {
+                    let Some(st) = self.streams.get_mut(stream).filter(|st| sent < st.latest_seq) else { return };
                     let mut w = WBuf::new(&mut self.scratch);
-                    if http::write_part_header(&mut w, self.latest.len()).is_err() {
+                    if http::write_part_header(&mut w, st.latest.len()).is_err() {
                         c.dead = true;
                         return;
                     }
-                    c.queue(w.written(), Some(&self.latest), now);
+                    c.queue(w.written(), Some(&st.latest), now);
                     c.out.extend_from_slice(b"\r\n");
-                    c.state = State::Streaming { sent: self.latest_seq };
-                    self.parts_sent += 1;
-                    self.last_demand = Some(now);
+                    c.state = State::Streaming { stream, sent: st.latest_seq };
+                    st.parts_sent += 1;
+                    st.last_demand = Some(now);
                 }
-                State::WaitingFrame { seen, head, persistence, .. } if seen < self.latest_seq => {
+                State::WaitingFrame { stream, seen, head, persistence, .. } => {
+                    let Some(st) = self.streams.get_mut(stream).filter(|st| seen < st.latest_seq) else { return };
                     let mut w = WBuf::new(&mut self.scratch);
-                    if http::write_head(&mut w, 200, "image/jpeg", Some(self.latest.len()), persistence).is_err() {
+                    if http::write_head(&mut w, 200, "image/jpeg", Some(st.latest.len()), persistence).is_err() {
                         c.dead = true;
                         return;
                     }
                     log::debug!("http {}: snapshot -> 200 {persistence:?} (after waiting)", c.peer);
-                    c.queue(w.written(), (!head).then_some(&self.latest[..]), now);
+                    c.queue(w.written(), (!head).then_some(&st.latest[..]), now);
                     c.state = State::after_response(persistence);
-                    self.last_demand = Some(now);
+                    st.last_demand = Some(now);
                 }
-                State::Streaming { .. } | State::WaitingFrame { .. } => return,
             }
         }
     }
@@ -654,6 +743,27 @@ impl<'a> Http<'a> {
     }
 }
 
+/// The verdict on credentials for a route of no stream (the page, a `404`): allowed for a user
+/// allowed on any of `paths` (or on `/` when there is no stream), else stale if a Digest answer
+/// on an expired nonce would be allowed, else denied.
+fn verify_any<'u, 'p>(
+    auth: &'u crate::rtsp::auth::Auth<'_>,
+    authorization: Option<&str>,
+    method: &str,
+    paths: impl Iterator<Item = &'p str>,
+    now_s: u64,
+) -> Verdict<'u> {
+    let mut verdict = None;
+    for path in paths {
+        match auth.verify(authorization, method, path, now_s) {
+            allowed @ Verdict::Allowed { .. } => return allowed,
+            Verdict::Stale => verdict = Some(Verdict::Stale),
+            Verdict::Denied => verdict = verdict.or(Some(Verdict::Denied)),
+        }
+    }
+    verdict.unwrap_or_else(|| auth.verify(authorization, method, "/", now_s))
+}
+
 /// Cuts an `Unavailable` reason to [`MAX_REASON_BYTES`] (at a character boundary) so its `503`
 /// always fits the response buffer.
 fn bounded_reason(supply: JpegSupply) -> JpegSupply {
@@ -679,7 +789,7 @@ mod tests {
     fn server(supply: JpegSupply) -> Http<'static> {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let s = Duration::from_secs(10);
-        Http::new(listener, 2, "/live", supply, s, s, s).unwrap()
+        Http::new(listener, 2, vec![HttpStream { path: "/live".into(), supply }], s, s, s).unwrap()
     }
 
     /// Connects and sends `request`; the server accepts and reads it at `now`.
@@ -734,23 +844,23 @@ mod tests {
     fn a_snapshot_waits_for_a_fresh_frame_and_keeps_demand_for_a_while() {
         let t0 = Instant::now();
         let mut h = server(JpegSupply::OnDemand);
-        assert!(!h.wants_frames(t0));
+        assert!(!h.wants_frames(0, t0));
         // A frame older than FRESH_FRAME_MAX_AGE is not served: the request waits.
-        h.store_frame(b"old", t0);
+        h.store_frame(0, b"old", t0);
         let now = t0 + FRESH_FRAME_MAX_AGE + Duration::from_millis(1);
         let mut c = request(&mut h, "GET /live.jpg HTTP/1.1\r\n\r\n", now);
         assert!(nothing_sent(&mut c));
-        assert!(h.wants_frames(now));
-        h.store_frame(FRAME, now);
-        h.pump_all(now);
+        assert!(h.wants_frames(0, now));
+        h.store_frame(0, FRAME, now);
+        h.pump_stream(0, now);
         let text = response(&mut c);
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n") && text.contains("Connection: keep-alive\r\n"), "{text}");
         assert!(
             text.contains(&format!("Content-Length: {}\r\n", FRAME.len())) && text.ends_with("jpeg \u{fffd}\u{fffd}")
         );
         // Served and idle: still wanted for DEMAND_LINGER, then not.
-        assert!(h.wants_frames(now + DEMAND_LINGER - Duration::from_millis(1)));
-        assert!(!h.wants_frames(now + DEMAND_LINGER));
+        assert!(h.wants_frames(0, now + DEMAND_LINGER - Duration::from_millis(1)));
+        assert!(!h.wants_frames(0, now + DEMAND_LINGER));
         // Fresh now: the next snapshot on the same connection is answered at once.
         c.write_all(b"HEAD /live.jpg HTTP/1.1\r\n\r\n").unwrap();
         deliver(&mut h, &c, now);
@@ -777,27 +887,27 @@ mod tests {
         let mut h = server(JpegSupply::OnDemand);
         let mut waiting = request(&mut h, "GET /live.jpg HTTP/1.1\r\n\r\n", now);
         let mut streaming = request(&mut h, "GET /live.mjpeg HTTP/1.1\r\n\r\n", now);
-        assert_eq!(h.streaming(), 1);
-        assert!(h.wants_frames(now));
+        assert_eq!(h.streaming(0), 1);
+        assert!(h.wants_frames(0, now));
         // The stream started at once, without a frame.
         let head = response(&mut streaming);
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("multipart/x-mixed-replace"), "{head}");
-        h.set_supply(JpegSupply::Unavailable("encoder gone".into()), now);
+        h.set_supply(0, JpegSupply::Unavailable("encoder gone".into()), now);
         let text = response(&mut waiting);
         assert!(text.starts_with("HTTP/1.1 503 ") && text.ends_with("\r\n\r\nencoder gone\n"), "{text}");
         assert!(matches!(streaming.read(&mut [0u8; 16]), Ok(0)), "the stream did not end");
-        assert!(!h.wants_frames(now));
-        h.store_frame(FRAME, now);
+        assert!(!h.wants_frames(0, now));
+        h.store_frame(0, FRAME, now);
         waiting.write_all(b"GET /live.mjpeg HTTP/1.1\r\n\r\n").unwrap();
         deliver(&mut h, &waiting, now);
         let text = response(&mut waiting);
         assert!(text.starts_with("HTTP/1.1 503 ") && text.ends_with("encoder gone\n"), "{text}");
         // Back to a supply: the frame stored while unavailable was dropped, so a snapshot waits.
-        h.set_supply(JpegSupply::Stream, now);
+        h.set_supply(0, JpegSupply::Stream, now);
         waiting.write_all(b"GET /live.jpg HTTP/1.1\r\n\r\n").unwrap();
         deliver(&mut h, &waiting, now);
         assert!(nothing_sent(&mut waiting));
-        assert!(h.wants_frames(now));
+        assert!(h.wants_frames(0, now));
     }
 
     #[test]
