@@ -61,6 +61,11 @@ pub const MAX_RTCP_PACKET: usize = 1500;
 pub const MAX_DIMENSION: u32 = 4096;
 pub const MAX_FPS: u32 = 240;
 
+/// Cameras and streams one daemon serves (`cameraN.*`, `streamN.*` keys). Policy: a higher
+/// index is an unknown key (warned about, like any other).
+pub const MAX_CAMERAS: usize = 4;
+pub const MAX_STREAMS: usize = 8;
+
 /// Connections that hold no session (probing, or a slow/hostile client). Policy when a new
 /// connection would exceed it: the oldest such connection is closed (a slowloris cannot lock
 /// out a real client). Configurable: `max-pending-connections`.

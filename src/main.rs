@@ -5,188 +5,89 @@
 
 use std::process::ExitCode;
 
-use argh::FromArgs;
 use uavstream::config::{self, Origin, RawConfig};
 use uavstream::rtsp::auth::Credential;
+use uavstream::rtsp::session::StreamRoute;
 use uavstream::{event_loop, source, sys};
 
-/// Low-latency RTSP/RTP H.264 streaming daemon for embedded Linux.
-///
-/// Every option is also an environment variable (UAVSTREAM_WIDTH=1280) and a kernel
-/// command-line key (uavstream.width=1280). Precedence: defaults < kernel command line <
-/// environment < flags.
-#[derive(FromArgs, Debug)]
+/// What the command line asks for: switches, and `--KEY VALUE` / `--KEY=VALUE` for every key in
+/// [`config::KEYS`] (`--width 1280`, `--stream2-path /low`, `--stream2.path=/low`).
+#[derive(Debug, Default)]
 struct Flags {
-    /// testpattern | file:PATH (H.264 Annex B replayed at --fps, looping) | v4l2 [testpattern]
-    #[argh(option)]
-    source: Option<String>,
-    /// V4L2 capture device, or auto: the first capture-capable /dev/video* [auto]
-    #[argh(option)]
-    device: Option<String>,
-    /// V4L2 capture FourCC: auto | NV12 | YU12 | YUYV | MJPG | H264 [auto]
-    #[argh(option)]
-    pixel_format: Option<String>,
-    /// auto | software | passthrough | v4l2 [auto]
-    #[argh(option)]
-    encoder: Option<String>,
-    /// frame width in pixels [1280]
-    #[argh(option)]
-    width: Option<String>,
-    /// frame height in pixels [720]
-    #[argh(option)]
-    height: Option<String>,
-    /// frames per second [30]
-    #[argh(option)]
-    fps: Option<String>,
-    /// encoder bitrate in bit/s, k and M suffixes accepted [2000000]
-    #[argh(option)]
-    bitrate: Option<String>,
-    /// frames between IDRs, 0 = one per second [0]
-    #[argh(option)]
-    idr_interval: Option<String>,
-    /// address to listen on [0.0.0.0]
-    #[argh(option)]
-    listen: Option<String>,
-    /// RTSP port [8554]
-    #[argh(option)]
-    port: Option<String>,
-    /// stream path [/live]
-    #[argh(option)]
-    path: Option<String>,
-    /// RTSP session slots, allocated at start; more get 503 [16]
-    #[argh(option)]
-    max_clients: Option<String>,
-    /// UDP port range for per-session RTP/RTCP pairs [50000-50999]
-    #[argh(option)]
-    rtp_ports: Option<String>,
-    /// link MTU; RTP packets are sized to fit it [1500]
-    #[argh(option)]
-    mtu: Option<String>,
-    /// seconds of silence before an RTSP session expires [60]
-    #[argh(option)]
-    session_timeout: Option<String>,
-    /// seconds without an access unit before source and encoder restart [2]
-    #[argh(option)]
-    stall_timeout: Option<String>,
-    /// connections without a session; beyond it the oldest is closed [16]
-    #[argh(option)]
-    max_pending_connections: Option<String>,
-    /// seconds a connection without a session may stay silent [30]
-    #[argh(option)]
-    idle_timeout: Option<String>,
-    /// seconds a request may take to arrive completely [10]
-    #[argh(option)]
-    request_timeout: Option<String>,
-    /// RTSP requests per second per connection, bursts of 40 [20]
-    #[argh(option)]
-    max_request_rate: Option<String>,
-    /// seconds a TCP client may accept no bytes before it is dropped [5]
-    #[argh(option)]
-    client_stall_timeout: Option<String>,
-    /// seconds between stats log lines, 0 = off [0]
-    #[argh(option)]
-    stats_interval: Option<String>,
-    /// USER:PASSWORD[,...] for RTSP and HTTP Basic/Digest authentication (prefer auth-file)
-    #[argh(option)]
-    auth: Option<String>,
-    /// file of [/PATH ]USER:PASSWORD lines
-    #[argh(option)]
-    auth_file: Option<String>,
-    /// error | warn | info | debug | trace [info]
-    #[argh(option)]
-    log_level: Option<String>,
-    /// h264 | mjpeg: payload format of the stream [h264]
-    #[argh(option)]
-    codec: Option<String>,
-    /// JPEG quality 1-100 when frames are JPEG-encoded here [80]
-    #[argh(option)]
-    jpeg_quality: Option<String>,
-    /// HTTP port for /PATH.mjpeg, /PATH.jpg and /, 0 = off [8080]
-    #[argh(option)]
-    http_port: Option<String>,
-    /// HTTP connection slots; when full the longest-idle keep-alive one gives way, else 503 [8]
-    #[argh(option)]
-    max_http_clients: Option<String>,
-    /// HOST:PORT: also push the RTP stream there over UDP, without RTSP
-    #[argh(option)]
-    rtp_dest: Option<String>,
-    /// DSCP of all media packets (UDP RTP/RTCP, RTSP and HTTP connections, multicast, push), e.g. 46; 0 = unmarked [0]
-    #[argh(option)]
-    dscp: Option<String>,
-    /// file to write the SDP a push-mode receiver needs
-    #[argh(option)]
-    sdp_out: Option<String>,
-    /// IPv4/IPv6 multicast group for RTSP clients asking for RTP/AVP;multicast (e.g. 239.255.42.42); empty = off []
-    #[argh(option)]
-    multicast_group: Option<String>,
-    /// even UDP port of the multicast RTP stream, RTCP is port + 1 [5004]
-    #[argh(option)]
-    multicast_port: Option<String>,
-    /// multicast TTL / hop limit 1-255, 1 = the local network only [1]
-    #[argh(option)]
-    multicast_ttl: Option<String>,
-    /// network interface the multicast stream leaves by (e.g. wlan0); empty = the routing table decides []
-    #[argh(option)]
-    multicast_interface: Option<String>,
-    /// print every resolved setting with its origin, then exit
-    #[argh(switch)]
-    print_config: bool,
-    /// print the version and exit
-    #[argh(switch)]
+    help: bool,
     version: bool,
-    /// list V4L2 devices with their formats, sizes and frame rates, then exit
-    #[argh(switch)]
+    print_config: bool,
     list_devices: bool,
+    values: Vec<(String, String)>,
 }
 
 impl Flags {
-    fn apply(&self, raw: &mut RawConfig) {
-        let pairs: [(&str, &Option<String>); 37] = [
-            ("source", &self.source),
-            ("device", &self.device),
-            ("pixel-format", &self.pixel_format),
-            ("encoder", &self.encoder),
-            ("width", &self.width),
-            ("height", &self.height),
-            ("fps", &self.fps),
-            ("bitrate", &self.bitrate),
-            ("idr-interval", &self.idr_interval),
-            ("listen", &self.listen),
-            ("port", &self.port),
-            ("path", &self.path),
-            ("max-clients", &self.max_clients),
-            ("rtp-ports", &self.rtp_ports),
-            ("mtu", &self.mtu),
-            ("session-timeout", &self.session_timeout),
-            ("stall-timeout", &self.stall_timeout),
-            ("max-pending-connections", &self.max_pending_connections),
-            ("idle-timeout", &self.idle_timeout),
-            ("request-timeout", &self.request_timeout),
-            ("max-request-rate", &self.max_request_rate),
-            ("client-stall-timeout", &self.client_stall_timeout),
-            ("stats-interval", &self.stats_interval),
-            ("auth", &self.auth),
-            ("auth-file", &self.auth_file),
-            ("log-level", &self.log_level),
-            ("codec", &self.codec),
-            ("jpeg-quality", &self.jpeg_quality),
-            ("http-port", &self.http_port),
-            ("max-http-clients", &self.max_http_clients),
-            ("rtp-dest", &self.rtp_dest),
-            ("dscp", &self.dscp),
-            ("sdp-out", &self.sdp_out),
-            ("multicast-group", &self.multicast_group),
-            ("multicast-port", &self.multicast_port),
-            ("multicast-ttl", &self.multicast_ttl),
-            ("multicast-interface", &self.multicast_interface),
-        ];
-        debug_assert_eq!(pairs.len(), config::KEYS.len());
-        for (k, v) in pairs {
-            if let Some(v) = v {
-                raw.set(k, v, Origin::Flag);
+    fn parse(args: impl IntoIterator<Item = String>) -> Result<Flags, String> {
+        let mut flags = Flags::default();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--help" | "-h" | "help" => flags.help = true,
+                "--version" => flags.version = true,
+                "--print-config" => flags.print_config = true,
+                "--list-devices" => flags.list_devices = true,
+                _ => {
+                    let Some(name) = arg.strip_prefix("--") else {
+                        return Err(format!("unexpected argument {arg:?} (flags are --KEY VALUE; see --help)"));
+                    };
+                    let (name, value) = match name.split_once('=') {
+                        Some((n, v)) => (n.to_owned(), v.to_owned()),
+                        None => {
+                            let v = args.next().ok_or_else(|| format!("--{name} needs a value"))?;
+                            (name.to_owned(), v)
+                        }
+                    };
+                    if config::KeyRef::lookup(&name).is_none() {
+                        return Err(format!("unknown flag --{name} (see --help)"));
+                    }
+                    flags.values.push((name, value));
+                }
             }
         }
+        Ok(flags)
     }
+
+    fn apply(&self, raw: &mut RawConfig) {
+        for (k, v) in &self.values {
+            raw.set(k, v, Origin::Flag);
+        }
+    }
+}
+
+/// `--help`: generated from the key table, so it lists every key once.
+fn usage() -> String {
+    use config::Scope;
+    let mut s = String::from(
+        "Usage: uavstream [--KEY VALUE]... [--print-config] [--list-devices] [--version]\n\n\
+         Low-latency RTSP/RTP camera streaming daemon for embedded Linux.\n\n\
+         Every key is also an environment variable (UAVSTREAM_WIDTH=1280) and a kernel command-line\n\
+         key (uavstream.width=1280). Precedence: defaults < kernel command line < environment < flags.\n\
+         Further cameras and streams: cameraN.KEY and streamN.KEY (N = 2, 3, ...), e.g.\n\
+         --stream2-path /low = UAVSTREAM_STREAM2_PATH=/low = uavstream.stream2.path=/low.\n",
+    );
+    for (scope, title) in [
+        (Scope::Camera, "Camera keys (plain: the first camera; cameraN.KEY)"),
+        (Scope::Stream, "Stream keys (plain: the first stream; streamN.KEY)"),
+        (Scope::Global, "Global keys"),
+    ] {
+        s.push_str(&format!("\n{title}:\n"));
+        for k in config::KEYS.iter().filter(|k| k.scope == scope) {
+            let name = if k.plain { k.name.to_owned() } else { format!("streamN.{}", k.name) };
+            let default = if k.default.is_empty() { String::new() } else { format!(" [{}]", k.default) };
+            s.push_str(&format!("  --{name:<24} {}{default}\n", k.help));
+        }
+    }
+    s.push_str(
+        "\nSwitches:\n  --print-config             print every resolved setting with its origin, then exit\n  \
+         --list-devices             list V4L2 devices with their formats, sizes and rates, then exit\n  \
+         --version                  print the version and exit\n",
+    );
+    s
 }
 
 /// The kernel command line: `$UAVSTREAM_PROC_CMDLINE` when set (tests, like systemd's
@@ -198,7 +99,17 @@ fn kernel_cmdline() -> String {
 
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 fn main() -> ExitCode {
-    let flags: Flags = argh::from_env();
+    let flags = match Flags::parse(std::env::args().skip(1)) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("uavstream: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if flags.help {
+        print!("{}", usage());
+        return ExitCode::SUCCESS;
+    }
     if flags.version {
         println!("uavstream {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
@@ -251,14 +162,18 @@ fn main() -> ExitCode {
     sys::raise_fd_limit();
     let notifier = sys::sd_notify::Notifier::from_env();
 
-    let pipeline = match source::build(&cfg) {
-        Ok(p) => p,
-        Err(e) => {
-            log::error!("{e}");
-            return ExitCode::from(2);
+    let mut pipelines = Vec::with_capacity(cfg.streams.len());
+    for (i, st) in cfg.streams.iter().enumerate() {
+        match source::build(&cfg.pipeline(i)) {
+            Ok(p) => pipelines.push(p),
+            Err(e) => {
+                log::error!("{} ({}): {e}", st.name, st.path);
+                return ExitCode::from(2);
+            }
         }
-    };
-    let factory = Box::new(|| source::build(&cfg));
+    }
+    let factory = Box::new(|i: usize| source::build(&cfg.pipeline(i)));
+    let routes: Vec<StreamRoute<'_>> = cfg.streams.iter().map(|st| st.rtsp_route()).collect();
     let credentials: Vec<Credential<'_>> = cfg
         .auth_users
         .iter()
@@ -267,19 +182,22 @@ fn main() -> ExitCode {
     if !credentials.is_empty() {
         log::info!("RTSP authentication on: {} user(s), Digest (MD5) and Basic", credentials.len());
     }
-    let mut lp = match event_loop::EventLoop::new(&cfg, signals, pipeline, factory, &credentials, notifier) {
+    let mut lp = match event_loop::EventLoop::new(&cfg, &routes, signals, pipelines, factory, &credentials, notifier) {
         Ok(l) => l,
         Err(e) => {
             log::error!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    match lp.local_addr() {
-        Ok(a) => log::info!("serving rtsp://{}:{}{}", display_host(a.ip()), a.port(), cfg.path),
-        Err(e) => log::warn!("local address: {e}"),
+    for st in &cfg.streams {
+        match lp.local_addr() {
+            Ok(a) => log::info!("serving rtsp://{}:{}{}", display_host(a.ip()), a.port(), st.path),
+            Err(e) => log::warn!("local address: {e}"),
+        }
     }
     if let Some(a) = lp.http_addr() {
-        log::info!("serving http://{}:{}/ ({}.mjpeg, {}.jpg)", display_host(a.ip()), a.port(), cfg.path, cfg.path);
+        let paths: Vec<String> = cfg.streams.iter().map(|st| format!("{0}.mjpeg, {0}.jpg", st.path)).collect();
+        log::info!("serving http://{}:{}/ ({})", display_host(a.ip()), a.port(), paths.join(", "));
     }
     match lp.run() {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
-//! The hot path allocates nothing: with ten clients streaming (five UDP, five TCP) and a
-//! multicast receiver, the event loop's thread makes zero heap allocations per packet, per client
-//! send, per access unit, per group packet and sender report.
+//! The hot path allocates nothing: with three streams (`/live` H.264, `/low` smaller and slower
+//! H.264, `/mjpeg` MJPEG), ten clients spread over them (five UDP, five TCP) and a multicast
+//! receiver, the event loop's thread makes zero heap allocations per packet, per client send, per
+//! access unit, per group packet and sender report.
 //! Counted by a global allocator that counts only on the loop's thread.
 
 mod common;
@@ -62,24 +63,35 @@ fn streaming_to_ten_clients_allocates_nothing_on_the_loop() {
             ("rtp-ports", format!("{a}-{b}")),
             ("multicast-group", group.to_string()),
             ("multicast-port", group_port.to_string()),
+            ("stream2.path", "/low".to_owned()),
+            ("stream2.width", "160".to_owned()),
+            ("stream2.height", "120".to_owned()),
+            ("stream2.fps", "15".to_owned()),
+            ("stream2.bitrate", "300k".to_owned()),
+            ("stream3.path", "/mjpeg".to_owned()),
+            ("stream3.codec", "mjpeg".to_owned()),
         ] {
             raw.set(k, &v, uavstream::config::Origin::Flag);
         }
         let cfg = raw.resolve().unwrap();
+        assert_eq!(cfg.streams.len(), 3);
         let signals = uavstream::sys::signalfd(false).unwrap();
-        let pipeline = uavstream::source::build(&cfg).unwrap();
-        let factory = Box::new(|| uavstream::source::build(&cfg));
+        let pipelines = (0..3).map(|i| uavstream::source::build(&cfg.pipeline(i)).unwrap()).collect();
+        let factory = Box::new(|i: usize| uavstream::source::build(&cfg.pipeline(i)));
+        let routes: Vec<_> = cfg.streams.iter().map(|st| st.rtsp_route()).collect();
         let notifier = uavstream::sys::sd_notify::Notifier::from_env();
-        let mut lp = uavstream::event_loop::EventLoop::new(&cfg, signals, pipeline, factory, &[], notifier).unwrap();
+        let mut lp =
+            uavstream::event_loop::EventLoop::new(&cfg, &routes, signals, pipelines, factory, &[], notifier).unwrap();
         ready_tx.send(()).unwrap();
         COUNT_HERE.with(|c| c.set(true));
         let _ = lp.run();
     });
     ready_rx.recv().unwrap();
-    let url = format!("rtsp://127.0.0.1:{port}/live");
     let mut packets = Vec::new();
     for i in 0..11 {
-        let url = url.clone();
+        // The multicast receiver (i = 10) plays /live; the others are spread over the streams.
+        let path = ["/live", "/low", "/mjpeg"][if i == 10 { 0 } else { i % 3 }];
+        let url = format!("rtsp://127.0.0.1:{port}{path}");
         packets.push(std::thread::spawn(move || -> u64 {
             let mut n = 0;
             let t = std::time::Instant::now();

@@ -22,6 +22,7 @@ use uavstream::rtsp::parse::{parse_input, uri_path, Input, ParseError, Request};
 use uavstream::rtsp::sdp::{write_sdp, SdpParams};
 use uavstream::rtsp::session::{
     write_error_response, ConnId, Delivery, Event, RequestCtx, Server, ServerConfig, Session, SessionState, StreamInfo,
+    StreamRoute,
 };
 use uavstream::rtsp::transport::{self, Lower, MulticastGroup, TransportSpec};
 use uavstream::time::Instant;
@@ -326,6 +327,23 @@ struct SessionFuzz<'c> {
     reports: [u32; MAX_SLOTS],
 }
 
+const FUZZ_GROUP: Option<MulticastGroup> =
+    Some(MulticastGroup { group: std::net::IpAddr::V4(std::net::Ipv4Addr::new(239, 255, 42, 42)), port: 5004, ttl: 1 });
+
+const fn routes(path: &'static str, multicast: Option<MulticastGroup>) -> [StreamRoute<'static>; 2] {
+    [StreamRoute { path, multicast }, StreamRoute { path: "/second", multicast: None }]
+}
+
+/// The session fuzzer's stream tables: three first paths, each without and with multicast.
+static SESSION_ROUTES: [[StreamRoute<'static>; 2]; 6] = [
+    routes("/live", None),
+    routes("/live", FUZZ_GROUP),
+    routes("/", None),
+    routes("/", FUZZ_GROUP),
+    routes("/cam/1/", None),
+    routes("/cam/1/", FUZZ_GROUP),
+];
+
 /// A sequence of operations on `Server` — requests built from real client templates or taken
 /// raw, client RTCP, connection closes, dropped slots and time steps (some backwards) — with
 /// the server's invariants checked after each.
@@ -336,7 +354,7 @@ pub fn rtsp_session(data: &[u8]) {
     let mut c = Cursor::new(data);
     let slots = 1 + usize::from(c.u8()) % MAX_SLOTS;
     let timeout = Duration::from_secs(1 + u64::from(c.u8() % 120));
-    let path = ["/live", "/", "/cam/1/"][usize::from(c.u8() % 3)];
+    let path_index = usize::from(c.u8() % 3);
     let (sps, pps): (&[u8], &[u8]) = match c.u8() % 4 {
         0 => (SPS_X264_720P, PPS_X264),
         1 => (&[], &[]),
@@ -368,7 +386,10 @@ pub fn rtsp_session(data: &[u8]) {
     for (i, s) in sessions.iter_mut().enumerate() {
         s.server_ports = (58000 + 2 * i as u16, 58001 + 2 * i as u16);
     }
-    let cfg = ServerConfig { path, session_timeout: timeout, auth, multicast };
+    // Two streams: the fuzzed path (with or without multicast), and a second one a request may
+    // name instead.
+    let routes = &SESSION_ROUTES[path_index * 2 + usize::from(multicast.is_some())];
+    let cfg = ServerConfig { streams: routes, session_timeout: timeout, auth };
     let mut f = SessionFuzz {
         srv: Server::new(cfg, sessions, seed),
         auth: auth.is_some(),
@@ -441,7 +462,7 @@ impl SessionFuzz<'_> {
 
     fn build_request(&mut self, c: &mut Cursor<'_>) -> Vec<u8> {
         let method = METHODS[usize::from(c.u8()) % METHODS.len()];
-        let path = ["/live", "/", "/cam/1"][usize::from(c.u8() % 3)];
+        let path = ["/live", "/", "/cam/1", "/second"][usize::from(c.u8() % 4)];
         let mut r = String::new();
         let uri_kind = c.u8() % 8;
         let _ = match uri_kind {
@@ -535,7 +556,8 @@ impl SessionFuzz<'_> {
         let step = u64::from(req.body.len() as u32) * 10_000;
         let now = self.now(step, req.uri.len() % 7 == 0);
         let before: Vec<(SessionState, u64)> = self.srv.sessions().iter().map(|s| (s.state, s.id)).collect();
-        let ctx = RequestCtx { conn: ConnId(conn), local_addr: "127.0.0.1", stream: self.stream };
+        let streams = [self.stream, self.stream];
+        let ctx = RequestCtx { conn: ConnId(conn), local_addr: "127.0.0.1", streams: &streams };
         self.out.fill(0xa5);
         let o = self.srv.handle_request(&ctx, req, now, &mut self.out);
         assert!(o.len <= self.out.len());
@@ -583,6 +605,7 @@ impl SessionFuzz<'_> {
                     Delivery::Interleaved { rtp_channel, rtcp_channel } => assert_ne!(rtp_channel, rtcp_channel),
                     Delivery::Multicast { lower } => {
                         assert!(self.multicast, "a multicast session while multicast is off: {req:?}");
+                        assert_eq!(s.stream, 0, "a multicast session of a stream without a group: {req:?}");
                         assert_ne!(lower, Lower::Tcp);
                         assert!(tr.contains(";multicast;destination=239.255.42.42;port=5004-5005;ttl=1;"), "{tr:?}");
                     }
@@ -601,7 +624,8 @@ impl SessionFuzz<'_> {
                 assert_ne!(before[slot].0, SessionState::Free);
                 assert_eq!(sessions[slot].state, SessionState::Free);
             }
-            Some(Event::SetBitrate { bps }) => {
+            Some(Event::SetBitrate { stream, bps }) => {
+                assert!(stream < 2, "bitrate for a stream that does not exist");
                 assert_eq!(req.method.as_str(), "SET_PARAMETER");
                 assert!(uavstream::rtsp::session::BITRATE_RANGE.contains(&bps));
                 let after: Vec<(SessionState, u64)> = sessions.iter().map(|s| (s.state, s.id)).collect();
@@ -1118,7 +1142,7 @@ pub fn http_request(data: &[u8]) {
                 "a {cut}-byte prefix of a {consumed}-byte head is already complete"
             );
         }
-        let _ = http::route(&request, "/live");
+        let _ = http::route(&request, ["/live", "/low"]);
         let _ = request.persistence();
     }
     if let Err(e) = result {

@@ -23,7 +23,7 @@ use jpeg_encoder::{Encoder, ImageBuffer, JpegColorType, SamplingFactor};
 
 use super::worker::{EncoderThread, Handoff, Labels, Mailbox, Pacer};
 pub use super::worker::{FrameLayout, FrameTap};
-use crate::config::Config;
+use crate::config::PipelineConfig;
 use crate::rtp::{jpeg::MAX_DIMENSION, Codec};
 use crate::source::testpattern::TestPattern;
 use crate::source::{IdrControl, Pipeline, PollRequest, Sink};
@@ -183,16 +183,16 @@ fn output_size(width: u32, height: u32, target: Target) -> io::Result<(u16, u16)
 
 impl JpegPipeline {
     /// Encodes the moving test pattern at `--fps` and `--jpeg-quality`, for RTP/JPEG.
-    pub fn start(cfg: &Config) -> io::Result<JpegPipeline> {
+    pub fn start(cfg: &PipelineConfig) -> io::Result<JpegPipeline> {
         Self::start_pattern(cfg, Target::Rtp)
     }
 
     /// The same for HTTP's on-demand encoder (any size, no crop).
-    pub fn start_for_http(cfg: &Config) -> io::Result<JpegPipeline> {
+    pub fn start_for_http(cfg: &PipelineConfig) -> io::Result<JpegPipeline> {
         Self::start_pattern(cfg, Target::Http)
     }
 
-    fn start_pattern(cfg: &Config, target: Target) -> io::Result<JpegPipeline> {
+    fn start_pattern(cfg: &PipelineConfig, target: Target) -> io::Result<JpegPipeline> {
         let size = output_size(cfg.width, cfg.height, target)?;
         let (w, h, fps, q) = (cfg.width as usize, cfg.height as usize, cfg.fps, cfg.jpeg_quality);
         let worker = EncoderThread::spawn(&LABELS, move |handoff| pattern_worker(handoff, w, h, size, fps, q))?;
@@ -391,7 +391,7 @@ mod tests {
 
         drop(pipeline);
         assert!(!tap.push(&frame, Instant::now()), "the pipeline is gone: the frame goes nowhere");
-        let cfg = crate::config::RawConfig::new().resolve().unwrap();
+        let cfg = crate::config::RawConfig::new().resolve().unwrap().pipeline(0);
         assert!(JpegPipeline::start(&cfg).is_ok_and(|p| p.frame_tap().is_none()), "no tap in test-pattern mode");
     }
 }

@@ -30,7 +30,7 @@ use openh264::formats::YUVSlices;
 use openh264::{OpenH264API, Timestamp};
 
 use super::worker::{EncoderThread, Handoff, Labels, Mailbox, Pacer};
-use crate::config::Config;
+use crate::config::PipelineConfig;
 use crate::source::testpattern::TestPattern;
 use crate::source::{IdrControl, Pipeline, PollRequest, Sink};
 
@@ -95,7 +95,7 @@ pub struct EncoderSettings {
 }
 
 impl EncoderSettings {
-    pub fn from_config(cfg: &Config) -> Self {
+    pub fn from_config(cfg: &PipelineConfig) -> Self {
         Self {
             width: cfg.width,
             height: cfg.height,
@@ -170,7 +170,7 @@ fn encode_planes(
 
 impl SoftwarePipeline {
     /// Encodes the moving test pattern at `--fps`.
-    pub fn start(cfg: &Config) -> io::Result<SoftwarePipeline> {
+    pub fn start(cfg: &PipelineConfig) -> io::Result<SoftwarePipeline> {
         let settings = EncoderSettings::from_config(cfg);
         // Create the encoder here so a bad setting fails start-up, not the thread.
         let encoder = new_encoder(&settings).map_err(|e| io::Error::other(e.to_string()))?;

@@ -23,7 +23,6 @@ use super::datagram_feed::DatagramFeed;
 use super::udp_tx::UdpTx;
 use crate::config::Multicast;
 use crate::hub::Ring;
-use crate::rtsp::transport::MulticastGroup;
 use crate::sys;
 
 #[derive(Debug)]
@@ -39,10 +38,6 @@ pub(super) struct Group {
 }
 
 /// What the RTSP core answers multicast SETUPs with.
-pub(super) fn core_config(m: &Multicast) -> MulticastGroup {
-    MulticastGroup { group: m.group, port: m.port, ttl: m.ttl }
-}
-
 impl Group {
     /// Binds and configures the group's socket.
     pub(super) fn open(m: &Multicast, dscp: u8, kernel_gso: bool) -> io::Result<Group> {

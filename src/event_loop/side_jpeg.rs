@@ -20,7 +20,7 @@
 use std::time::Duration;
 
 use super::http::JpegSupply;
-use crate::config::{Config, SourceSpec};
+use crate::config::{PipelineConfig, SourceSpec};
 use crate::encode::jpeg::JpegPipeline;
 use crate::rtp::Codec;
 use crate::source::Pipeline;
@@ -29,7 +29,7 @@ use crate::source::Pipeline;
 pub(super) const RETRY: Duration = Duration::from_secs(2);
 
 /// Where HTTP's JPEG frames come from, for this configuration and main pipeline.
-pub(super) fn supply(cfg: &Config, pipeline: Option<&dyn Pipeline>) -> JpegSupply {
+pub(super) fn supply(cfg: &PipelineConfig, pipeline: Option<&dyn Pipeline>) -> JpegSupply {
     if cfg.codec == Codec::Jpeg {
         return JpegSupply::Stream;
     }
@@ -65,7 +65,7 @@ impl std::fmt::Debug for SideJpeg {
 impl SideJpeg {
     /// Starts it: tapping the main pipeline's raw frames when it has them, else (test pattern)
     /// rendering the pattern itself.
-    pub(super) fn start(cfg: &Config, main: Option<&mut (dyn Pipeline + '_)>) -> Result<SideJpeg, String> {
+    pub(super) fn start(cfg: &PipelineConfig, main: Option<&mut (dyn Pipeline + '_)>) -> Result<SideJpeg, String> {
         if let Some(p) = main {
             if let Some(layout) = p.raw_layout() {
                 let j = JpegPipeline::start_frames_for_http(layout, cfg.jpeg_quality)

@@ -20,11 +20,17 @@
 //! A session is owned by the connection that created it; when that connection closes, the
 //! session is torn down too (a crashed VLC frees its slot at once instead of after the timeout).
 //!
+//! # Streams
+//! The server serves every stream in [`ServerConfig::streams`], each at its own path: DESCRIBE,
+//! SETUP, PLAY and SET_PARAMETER are routed by the request's path (`404` for any other), and a
+//! session belongs to the one stream it was set up for ([`Session::stream`]; a second SETUP of
+//! the same session for another stream is `459`).
+//!
 //! # Multicast
-//! With [`ServerConfig::multicast`] set, SETUP with `RTP/AVP;multicast` makes a session like any
-//! other (a slot, keepalives, expiry, TEARDOWN) whose [`Delivery`] is the server's group. The
-//! loop sends the group ONE stream while [`Server::multicast_playing`] is above zero; sessions
-//! only count receivers. Without it, such a SETUP is answered 461 as before.
+//! With a stream's [`StreamRoute::multicast`] set, SETUP with `RTP/AVP;multicast` makes a session
+//! like any other (a slot, keepalives, expiry, TEARDOWN) whose [`Delivery`] is that stream's
+//! group. The loop sends the group ONE stream while [`Server::multicast_playing`] of that stream
+//! is above zero; sessions only count receivers. Without it, such a SETUP is answered 461.
 
 use core::time::Duration;
 
@@ -75,6 +81,8 @@ pub struct Session {
     pub state: SessionState,
     pub id: u64,
     pub conn: ConnId,
+    /// The stream it plays (index into [`ServerConfig::streams`]).
+    pub stream: usize,
     pub delivery: Delivery,
     /// The UDP ports this slot sends from; set once by the loop when it binds them.
     pub server_ports: (u16, u16),
@@ -87,6 +95,7 @@ impl Session {
         state: SessionState::Free,
         id: 0,
         conn: ConnId(0),
+        stream: 0,
         delivery: Delivery::Interleaved { rtp_channel: 0, rtcp_channel: 1 },
         server_ports: (0, 0),
         last_seen: Instant::ZERO,
@@ -109,8 +118,9 @@ pub enum Event {
     Teardown {
         slot: usize,
     },
-    /// `SET_PARAMETER` with `bitrate: N`: change the live encoder's bitrate (bit/s).
+    /// `SET_PARAMETER` with `bitrate: N`: change the live encoder's bitrate (bit/s) of `stream`.
     SetBitrate {
+        stream: usize,
         bps: u32,
     },
 }
@@ -135,8 +145,9 @@ pub struct RequestCtx<'a> {
     pub conn: ConnId,
     /// Our address as the client reached it (for SDP `o=`).
     pub local_addr: &'a str,
-    /// `None` until the stream has produced its parameter sets.
-    pub stream: Option<StreamInfo<'a>>,
+    /// Every stream, in [`ServerConfig::streams`] order; `None` until it has produced its
+    /// parameter sets.
+    pub streams: &'a [Option<StreamInfo<'a>>],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,15 +157,22 @@ pub struct Outcome {
     pub event: Option<Event>,
 }
 
+/// One stream as RTSP serves it.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamRoute<'c> {
+    /// e.g. `/live`.
+    pub path: &'c str,
+    /// When set, `RTP/AVP;multicast` is served: to this group, port and TTL.
+    pub multicast: Option<MulticastGroup>,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct ServerConfig<'c> {
-    /// Stream path, e.g. `/live`.
-    pub path: &'c str,
+    /// At least one.
+    pub streams: &'c [StreamRoute<'c>],
     pub session_timeout: Duration,
     /// When set, every method but OPTIONS needs valid credentials.
     pub auth: Option<Auth<'c>>,
-    /// When set, `RTP/AVP;multicast` is served: to this group, port and TTL.
-    pub multicast: Option<MulticastGroup>,
 }
 
 const PUBLIC: &str = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
@@ -242,11 +260,16 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
         self.sessions().iter().filter(|s| s.state != SessionState::Free).count()
     }
 
-    /// Multicast sessions that are playing: the group stream runs while this is above zero.
-    pub fn multicast_playing(&self) -> usize {
+    /// Multicast sessions of `stream` that are playing: its group stream runs while this is
+    /// above zero.
+    pub fn multicast_playing(&self, stream: usize) -> usize {
         self.sessions()
             .iter()
-            .filter(|s| s.state == SessionState::Playing && matches!(s.delivery, Delivery::Multicast { .. }))
+            .filter(|s| {
+                s.state == SessionState::Playing
+                    && s.stream == stream
+                    && matches!(s.delivery, Delivery::Multicast { .. })
+            })
             .count()
     }
 
@@ -279,17 +302,16 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
         self.sessions().iter().position(|s| s.state != SessionState::Free && s.id == id)
     }
 
-    fn path_matches(&self, uri: &str, allow_track: bool) -> bool {
-        let Some(p) = uri_path(uri) else { return false };
-        let base = self.cfg.path.trim_end_matches('/');
-        let rest = match p.strip_prefix(base) {
-            Some(r) => r,
-            None => return false,
-        };
-        match rest {
-            "" | "/" => true,
-            r => allow_track && r.strip_prefix('/').is_some_and(|t| t == TRACK_CONTROL),
-        }
+    /// The stream whose path `uri` names (with `allow_track`, its track URL too).
+    fn stream_of(&self, uri: &str, allow_track: bool) -> Option<usize> {
+        let p = uri_path(uri)?;
+        self.cfg.streams.iter().position(|st| {
+            let Some(rest) = p.strip_prefix(st.path.trim_end_matches('/')) else { return false };
+            match rest {
+                "" | "/" => true,
+                r => allow_track && r.strip_prefix('/').is_some_and(|t| t == TRACK_CONTROL),
+            }
+        })
     }
 
     /// Handles one request; writes the response into `out`.
@@ -337,7 +359,9 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
             return Ok(None);
         }
         if let (Some(auth), false) = (&self.cfg.auth, req.method == Method::Options) {
-            let path = uri_path(req.uri).unwrap_or(self.cfg.path);
+            // `*` (a keepalive) is checked against the path of the session's stream.
+            let session_stream = req.session_id().and_then(|id| self.find(id)).map(|slot| self.sessions()[slot].stream);
+            let path = uri_path(req.uri).unwrap_or(self.cfg.streams[session_stream.unwrap_or(0)].path);
             let now_s = now.as_micros() / 1_000_000;
             let verdict = auth.verify(req.header("Authorization"), req.method.as_str(), path, now_s);
             if !matches!(verdict, Verdict::Allowed { .. }) {
@@ -373,14 +397,15 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
                 let Some(slot) = slot else {
                     return Self::simple(w, 454, cseq);
                 };
-                if req.uri != "*" && !self.path_matches(req.uri, true) {
+                let stream = self.sessions()[slot].stream;
+                if req.uri != "*" && self.stream_of(req.uri, true) != Some(stream) {
                     return Self::simple(w, 404, cseq);
                 }
                 self.sessions.as_mut()[slot].state = SessionState::Playing;
                 start(w, 200, cseq)?;
                 self.put_session(w, slot)?;
                 w.put(b"Range: npt=now-\r\n")?;
-                if let Some(stream) = ctx.stream {
+                if let Some(stream) = ctx.streams.get(stream).copied().flatten() {
                     // No `seq=`: the client starts at the next IDR, whose sequence number is not
                     // known yet; a `seq` from now would make clients (retina, rtpjitterbuffer)
                     // count the skipped packets as lost. RFC 2326 §12.33 allows either parameter.
@@ -418,10 +443,12 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
                 let (status, event) = if req.body.iter().all(u8::is_ascii_whitespace) {
                     (200, None)
                 } else if req.method == Method::SetParameter {
-                    match parse_bitrate_parameter(req.body) {
-                        Some(Ok(bps)) => (200, Some(Event::SetBitrate { bps })),
-                        Some(Err(())) => (400, None),
-                        None => (451, None),
+                    let stream = slot.map(|s| self.sessions()[s].stream).or_else(|| self.stream_of(req.uri, true));
+                    match (parse_bitrate_parameter(req.body), stream) {
+                        (Some(Ok(_)), None) => (404, None),
+                        (Some(Ok(bps)), Some(stream)) => (200, Some(Event::SetBitrate { stream, bps })),
+                        (Some(Err(())), _) => (400, None),
+                        (None, _) => (451, None),
                     }
                 } else {
                     (451, None)
@@ -445,10 +472,10 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
 
     fn describe(&mut self, ctx: &RequestCtx<'_>, req: &Request<'_>, w: &mut WBuf<'_>) -> Result<Option<Event>, Full> {
         let cseq = req.cseq();
-        if !self.path_matches(req.uri, false) {
+        let Some(index) = self.stream_of(req.uri, false) else {
             return Self::simple(w, 404, cseq);
-        }
-        let Some(stream) = ctx.stream else {
+        };
+        let Some(stream) = ctx.streams.get(index).copied().flatten() else {
             start(w, 503, cseq)?;
             w.put(b"Retry-After: 1\r\n")?;
             finish(w, None, &[])?;
@@ -487,13 +514,18 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
         w: &mut WBuf<'_>,
     ) -> Result<Option<Event>, Full> {
         let cseq = req.cseq();
-        if !self.path_matches(req.uri, true) {
+        let Some(stream) = self.stream_of(req.uri, true) else {
             return Self::simple(w, 404, cseq);
+        };
+        if existing.is_some_and(|slot| self.sessions()[slot].stream != stream) {
+            // One stream per session: another stream needs a session of its own.
+            return Self::simple(w, 459, cseq);
         }
+        let multicast = self.cfg.streams[stream].multicast;
         let Some(th) = req.header("Transport") else {
             return Self::simple(w, 461, cseq);
         };
-        let spec = match transport::choose_with(th, self.cfg.multicast.is_some()) {
+        let spec = match transport::choose_with(th, multicast.is_some()) {
             Ok(t) => t,
             Err(TransportError::Unsupported) => return Self::simple(w, 461, cseq),
             Err(TransportError::Malformed) => return Self::simple(w, 400, cseq),
@@ -516,7 +548,7 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
         let delivery = match (spec.lower, spec.client_port) {
             // `choose_with` offers multicast only when it is configured; checked again here,
             // before the slot changes.
-            _ if spec.multicast && self.cfg.multicast.is_none() => return Self::simple(w, 461, cseq),
+            _ if spec.multicast && multicast.is_none() => return Self::simple(w, 461, cseq),
             _ if spec.multicast => Delivery::Multicast { lower: spec.lower },
             (Lower::Tcp, _) => {
                 let (rtp_channel, rtcp_channel) = spec.interleaved.unwrap_or((0, 1));
@@ -530,11 +562,12 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
         s.state = SessionState::Ready;
         s.id = id;
         s.conn = ctx.conn;
+        s.stream = stream;
         s.delivery = delivery;
         s.last_seen = now;
         s.reception = Reception::default();
         let server_ports = s.server_ports;
-        let ssrc = ctx.stream.map_or(0, |st| st.ssrc);
+        let ssrc = ctx.streams.get(stream).copied().flatten().map_or(0, |st| st.ssrc);
         start(w, 200, cseq)?;
         w.put(b"Transport: ")?;
         match delivery {
@@ -545,7 +578,7 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
                 transport::write_tcp_reply(w, (rtp_channel, rtcp_channel), ssrc)?
             }
             Delivery::Multicast { lower } => {
-                if let Some(g) = &self.cfg.multicast {
+                if let Some(g) = &multicast {
                     transport::write_multicast_reply(w, lower, g, ssrc)?;
                 }
             }

@@ -84,7 +84,7 @@ pub trait Pipeline {
 }
 
 /// Builds the pipeline the configuration asks for.
-pub fn build(cfg: &crate::config::Config) -> Result<Box<dyn Pipeline>, String> {
+pub fn build(cfg: &crate::config::PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
     let p = build_any(cfg)?;
     if p.codec() != cfg.codec {
         return Err(format!("source {} delivers {:?}, but --codec asks for {:?}", p.describe(), p.codec(), cfg.codec));
@@ -92,7 +92,7 @@ pub fn build(cfg: &crate::config::Config) -> Result<Box<dyn Pipeline>, String> {
     Ok(p)
 }
 
-fn build_any(cfg: &crate::config::Config) -> Result<Box<dyn Pipeline>, String> {
+fn build_any(cfg: &crate::config::PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
     use crate::config::{EncoderChoice, SourceSpec};
     if cfg.codec == Codec::Jpeg {
         match (&cfg.source, cfg.encoder) {
@@ -128,22 +128,22 @@ fn build_any(cfg: &crate::config::Config) -> Result<Box<dyn Pipeline>, String> {
 }
 
 #[cfg(feature = "software")]
-fn software_testpattern(cfg: &crate::config::Config) -> Result<Box<dyn Pipeline>, String> {
+fn software_testpattern(cfg: &crate::config::PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
     let p = crate::encode::software::SoftwarePipeline::start(cfg).map_err(|e| format!("software encoder: {e}"))?;
     Ok(Box::new(p))
 }
 
 #[cfg(not(feature = "software"))]
-fn software_testpattern(_cfg: &crate::config::Config) -> Result<Box<dyn Pipeline>, String> {
+fn software_testpattern(_cfg: &crate::config::PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
     Err("this build has no software H.264 encoder (feature `software`)".into())
 }
 
 #[cfg(feature = "v4l2")]
-fn v4l2_pipeline(cfg: &crate::config::Config) -> Result<Box<dyn Pipeline>, String> {
+fn v4l2_pipeline(cfg: &crate::config::PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
     v4l2::build(cfg)
 }
 
 #[cfg(not(feature = "v4l2"))]
-fn v4l2_pipeline(_cfg: &crate::config::Config) -> Result<Box<dyn Pipeline>, String> {
+fn v4l2_pipeline(_cfg: &crate::config::PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
     Err("this build has no V4L2 support (cargo feature `v4l2`)".into())
 }

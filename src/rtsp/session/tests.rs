@@ -24,19 +24,22 @@ fn server(slots: &mut [Session]) -> Server<'static, &mut [Session]> {
         *s = Session::FREE;
         s.server_ports = (50000 + 2 * i as u16, 50001 + 2 * i as u16);
     }
-    Server::new(
-        ServerConfig { path: "/live", session_timeout: Duration::from_secs(60), auth: None, multicast: None },
-        slots,
-        7,
-    )
+    Server::new(ServerConfig { streams: &ROUTES, session_timeout: Duration::from_secs(60), auth: None }, slots, 7)
 }
+
+/// Two streams: `/live` (index 0) and `/low` (index 1).
+static ROUTES: [StreamRoute<'static>; 2] =
+    [StreamRoute { path: "/live", multicast: None }, StreamRoute { path: "/low", multicast: None }];
 
 const GROUP: MulticastGroup =
     MulticastGroup { group: core::net::IpAddr::V4(core::net::Ipv4Addr::new(239, 255, 42, 42)), port: 5004, ttl: 1 };
 
+static MULTICAST_ROUTES: [StreamRoute<'static>; 2] =
+    [StreamRoute { path: "/live", multicast: Some(GROUP) }, StreamRoute { path: "/low", multicast: None }];
+
 fn multicast_server(slots: &mut [Session]) -> Server<'static, &mut [Session]> {
     let mut srv = server(slots);
-    srv.cfg.multicast = Some(GROUP);
+    srv.cfg.streams = &MULTICAST_ROUTES;
     srv
 }
 
@@ -64,7 +67,9 @@ impl Reply {
 fn send<S: AsRef<[Session]> + AsMut<[Session]>>(srv: &mut Server<'_, S>, conn: u64, raw: &[u8], now_s: u64) -> Reply {
     let Ok(Input::Request { request, consumed }) = parse_input(raw) else { panic!("unparsable test request") };
     assert_eq!(consumed, raw.len());
-    let ctx = RequestCtx { conn: ConnId(conn), local_addr: "127.0.0.1", stream: Some(stream()) };
+    let low = StreamInfo { ssrc: 0x0bad_cafe, ..stream() };
+    let streams = [Some(stream()), Some(low)];
+    let ctx = RequestCtx { conn: ConnId(conn), local_addr: "127.0.0.1", streams: &streams };
     let mut out = [0xa5u8; 4096];
     let o = srv.handle_request(&ctx, &request, Instant::from_micros(now_s * 1_000_000), &mut out);
     let text = core::str::from_utf8(&out[..o.len]).unwrap();
@@ -303,7 +308,7 @@ fn describe_before_the_stream_exists_is_503_retry() {
     let mut slots = [Session::FREE; 1];
     let mut srv = server(&mut slots);
     let Ok(Input::Request { request, .. }) = parse_input(crate::rtsp::parse::tests::FFMPEG_DESCRIBE) else { panic!() };
-    let ctx = RequestCtx { conn: ConnId(1), local_addr: "::1", stream: None };
+    let ctx = RequestCtx { conn: ConnId(1), local_addr: "::1", streams: &[None, None] };
     let mut out = [0u8; 512];
     let o = srv.handle_request(&ctx, &request, Instant::ZERO, &mut out);
     let text = core::str::from_utf8(&out[..o.len]).unwrap();
@@ -320,10 +325,9 @@ fn auth_gates_every_method_but_options() {
         *s = Session::FREE;
     }
     let cfg = ServerConfig {
-        path: "/live",
+        streams: &ROUTES,
         session_timeout: Duration::from_secs(60),
         auth: Some(Auth { users: &users, secret: [1; 16] }),
-        multicast: None,
     };
     let mut srv = Server::new(cfg, &mut slots[..], 7);
     assert_eq!(send(&mut srv, 1, req("OPTIONS", "rtsp://h/live", 1, "").as_bytes(), 0).status(), 200);
@@ -370,7 +374,7 @@ fn set_parameter_bitrate_is_an_event() {
         0,
     );
     assert_eq!(r.status(), 200);
-    assert_eq!(r.event, Some(Event::SetBitrate { bps: 500_000 }));
+    assert_eq!(r.event, Some(Event::SetBitrate { stream: 0, bps: 500_000 }));
 }
 
 #[test]
@@ -406,24 +410,24 @@ fn multicast_sessions_from_ffmpeg_and_gstreamer_share_the_group() {
     // Fixed slots: a fourth receiver gets 503 whatever its transport.
     assert_eq!(send(&mut srv, 4, ff.as_bytes(), 0).status(), 503);
 
-    assert_eq!(srv.multicast_playing(), 0);
+    assert_eq!(srv.multicast_playing(0), 0);
     let play_a = req("PLAY", "rtsp://h/live", 2, &alloc_free_concat("Session: ", a.session()));
     assert_eq!(send(&mut srv, 1, play_a.as_bytes(), 1).event, Some(Event::Play { slot: 0 }));
     let play_b = req("PLAY", "rtsp://h/live", 2, &alloc_free_concat("Session: ", b.session()));
     send(&mut srv, 2, play_b.as_bytes(), 1);
-    assert_eq!(srv.multicast_playing(), 2);
+    assert_eq!(srv.multicast_playing(0), 2);
     // PAUSE and TEARDOWN count down; the last one out stops the group stream.
     let pause_b = req("PAUSE", "rtsp://h/live", 3, &alloc_free_concat("Session: ", b.session()));
     assert_eq!(send(&mut srv, 2, pause_b.as_bytes(), 2).event, Some(Event::Pause { slot: 1 }));
-    assert_eq!(srv.multicast_playing(), 1);
+    assert_eq!(srv.multicast_playing(0), 1);
     let td_a = req("TEARDOWN", "rtsp://h/live", 3, &alloc_free_concat("Session: ", a.session()));
     assert_eq!(send(&mut srv, 1, td_a.as_bytes(), 2).event, Some(Event::Teardown { slot: 0 }));
-    assert_eq!(srv.multicast_playing(), 0);
+    assert_eq!(srv.multicast_playing(0), 0);
     // Connection loss and expiry end multicast sessions like any other.
     send(&mut srv, 2, play_b.as_bytes(), 3);
-    assert_eq!(srv.multicast_playing(), 1);
+    assert_eq!(srv.multicast_playing(0), 1);
     assert_eq!(srv.close_session_of(ConnId(2)), Some(1));
-    assert_eq!(srv.multicast_playing(), 0);
+    assert_eq!(srv.multicast_playing(0), 0);
 }
 
 #[test]
@@ -440,9 +444,9 @@ fn multicast_sessions_expire_and_keepalives_refresh_them() {
     let ka = req("OPTIONS", "rtsp://h/live", 3, &alloc_free_concat("Session: ", a.session()));
     assert_eq!(send(&mut srv, 1, ka.as_bytes(), 40).status(), 200);
     assert_eq!(srv.poll_expired(Instant::from_micros(60_000_000)), Some(1));
-    assert_eq!(srv.multicast_playing(), 1);
+    assert_eq!(srv.multicast_playing(0), 1);
     assert_eq!(srv.poll_expired(Instant::from_micros(100_000_000)), Some(0));
-    assert_eq!(srv.multicast_playing(), 0);
+    assert_eq!(srv.multicast_playing(0), 0);
 }
 
 #[test]
@@ -464,10 +468,52 @@ fn multicast_first_in_a_list_wins_only_when_on() {
 fn ipv6_group_reply() {
     let mut slots = [Session::FREE; 1];
     let mut srv = server(&mut slots);
-    srv.cfg.multicast = Some(MulticastGroup { group: "ff15::4242".parse().unwrap(), port: 6000, ttl: 8 });
+    static V6: [StreamRoute<'static>; 1] = [StreamRoute {
+        path: "/live",
+        multicast: Some(MulticastGroup {
+            group: core::net::IpAddr::V6(core::net::Ipv6Addr::new(0xff15, 0, 0, 0, 0, 0, 0, 0x4242)),
+            port: 6000,
+            ttl: 8,
+        }),
+    }];
+    srv.cfg.streams = &V6;
     let setup = req("SETUP", "rtsp://h/live/trackID=0", 1, "Transport: RTP/AVP;multicast\r\n");
     assert!(send(&mut srv, 1, setup.as_bytes(), 0)
         .header("Transport")
         .unwrap()
         .starts_with("RTP/AVP;multicast;destination=ff15::4242;port=6000-6001;ttl=8;"));
+}
+
+#[test]
+fn requests_are_routed_by_path_and_a_session_keeps_its_stream() {
+    let mut slots = [Session::FREE; 3];
+    let mut srv = server(&mut slots);
+    // DESCRIBE each path: its own stream's SDP (the ssrc tells them apart in SETUP below).
+    assert_eq!(send(&mut srv, 1, req("DESCRIBE", "rtsp://h/low", 1, "").as_bytes(), 0).status(), 200);
+    assert_eq!(send(&mut srv, 1, req("DESCRIBE", "rtsp://h/lower", 2, "").as_bytes(), 0).status(), 404);
+    assert_eq!(send(&mut srv, 1, req("DESCRIBE", "rtsp://h/", 3, "").as_bytes(), 0).status(), 404);
+    let tcp = "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n";
+    let live = send(&mut srv, 1, req("SETUP", "rtsp://h/live/trackID=0", 4, tcp).as_bytes(), 0);
+    let low = send(&mut srv, 2, req("SETUP", "rtsp://h/low/trackID=0", 5, tcp).as_bytes(), 0);
+    assert_eq!((live.status(), low.status()), (200, 200));
+    assert!(live.header("Transport").unwrap().contains("ssrc=12345678"), "{}", live.text);
+    assert!(low.header("Transport").unwrap().contains("ssrc=0BADCAFE"), "{}", low.text);
+    let (a, b) = (srv.sessions()[0], srv.sessions()[1]);
+    assert_eq!((a.stream, b.stream), (0, 1));
+    // The low session cannot be set up or played for /live.
+    let id = low.session().to_owned();
+    let again = req("SETUP", "rtsp://h/live/trackID=0", 6, &format!("{tcp}Session: {id}\r\n"));
+    assert_eq!(send(&mut srv, 2, again.as_bytes(), 0).status(), 459);
+    let play = req("PLAY", "rtsp://h/live", 7, &format!("Session: {id}\r\n"));
+    assert_eq!(send(&mut srv, 2, play.as_bytes(), 0).status(), 404);
+    let play = req("PLAY", "rtsp://h/low/", 8, &format!("Session: {id}\r\n"));
+    assert_eq!(send(&mut srv, 2, play.as_bytes(), 0).event, Some(Event::Play { slot: 1 }));
+    // SET_PARAMETER bitrate goes to the session's stream, or the URL's without a session.
+    let set = req(
+        "SET_PARAMETER",
+        "rtsp://h/low",
+        9,
+        &format!("Session: {id}\r\nContent-Length: 18\r\n\r\nbitrate: 300000\n"),
+    );
+    assert_eq!(send(&mut srv, 2, set.as_bytes(), 0).event, Some(Event::SetBitrate { stream: 1, bps: 300_000 }));
 }

@@ -33,7 +33,7 @@ use self::device::{
     RAW_FORMATS, SUPPORTED_FORMATS,
 };
 use super::{Codec, FrameLayout, FrameTap, IdrControl, Pipeline, PollRequest, Sink};
-use crate::config::{Config, EncoderChoice};
+use crate::config::{EncoderChoice, PipelineConfig};
 use crate::encode::v4l2_m2m::{find_encoder, InputPath, M2mEncoder, M2mSettings};
 
 pub use self::device::list_devices;
@@ -294,7 +294,7 @@ const CAPTURE_BUFFERS_M2M: u32 = 4;
 /// ask for. H.264 (auto): passthrough for an H.264 camera, else an M2M H.264 encoder, else
 /// software. MJPEG (auto): passthrough for an MJPEG camera, else an M2M JPEG encoder
 /// (bcm2835-codec's MJPG or JPEG node), else software JPEG.
-pub fn build(cfg: &Config) -> Result<Box<dyn Pipeline>, String> {
+pub fn build(cfg: &PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
     let jpeg = cfg.codec == Codec::Jpeg;
     // What the camera delivers when it already encodes what we stream.
     let coded: [u8; 4] = if jpeg { *b"MJPG" } else { *b"H264" };
@@ -439,7 +439,7 @@ fn codec_name(codec: Codec) -> &'static str {
 /// Bitrate for an M2M MJPEG encoder that is rate-controlled rather than quality-controlled
 /// (bcm2835-codec's `MJPG`): bits per pixel a baseline 4:2:0 JPEG of camera content takes at
 /// `--jpeg-quality` (measured with the software encoder: 0.59 bit/pixel at quality 80, 720p).
-fn jpeg_bitrate(cfg: &Config) -> u32 {
+fn jpeg_bitrate(cfg: &PipelineConfig) -> u32 {
     let bits_per_pixel = match cfg.jpeg_quality {
         0..=50 => 0.3,
         51..=80 => 0.6,
@@ -452,7 +452,7 @@ fn jpeg_bitrate(cfg: &Config) -> u32 {
 
 fn software_jpeg_backend(
     cap: &mut Capture,
-    cfg: &Config,
+    cfg: &PipelineConfig,
     choice: EncoderChoice,
 ) -> Result<(Backend, &'static str), String> {
     use crate::encode::jpeg::{FrameLayout, JpegPipeline};
@@ -485,7 +485,11 @@ pub fn open_m2m(cap: &mut Capture, node: &NodeInfo, mut s: M2mSettings) -> Resul
 }
 
 #[cfg(feature = "software")]
-fn software_backend(cap: &mut Capture, cfg: &Config, choice: EncoderChoice) -> Result<(Backend, &'static str), String> {
+fn software_backend(
+    cap: &mut Capture,
+    cfg: &PipelineConfig,
+    choice: EncoderChoice,
+) -> Result<(Backend, &'static str), String> {
     use crate::encode::software::{EncoderSettings, RawLayout, SoftwarePipeline};
     let layout = RawLayout { fourcc: cap.fourcc, width: cap.width, height: cap.height, stride: cap.stride };
     let sw = SoftwarePipeline::start_frames(EncoderSettings::from_config(cfg), layout)
@@ -500,7 +504,7 @@ fn software_backend(cap: &mut Capture, cfg: &Config, choice: EncoderChoice) -> R
 }
 
 #[cfg(not(feature = "software"))]
-fn software_backend(_: &mut Capture, _: &Config, _: EncoderChoice) -> Result<(Backend, &'static str), String> {
+fn software_backend(_: &mut Capture, _: &PipelineConfig, _: EncoderChoice) -> Result<(Backend, &'static str), String> {
     Err("raw camera frames need an H.264 encoder: no V4L2 M2M encoder found and this build has no software encoder"
         .into())
 }
