@@ -9,7 +9,7 @@
 //!  TCP conn ─┤ read → parse_input → Server::handle_request (routed by path) → pending → write
 //!            │ POLLOUT → flush pending → pump its interleaved session
 //!  UDP RTCP ─┤ receiver reports → Server::handle_rtcp
-//!  HTTP     ─┤ accept → HTTP slot (or 503); GET /PATH.mjpeg, /PATH.jpg, / (see `http`)
+//!  HTTP     ─┤ accept → HTTP slot (or 503); GET /PATH.mjpeg, /PATH.jpg, /, /status, /metrics
 //!  side JPEG┤ an H.264 stream's on-demand JPEG encoder → HTTP only (see `side_jpeg`)
 //!  timeout  ─┤ session expiry, sender reports, deferred IDR requests, watchdog
 //!            └─────────────────────────────────┘
@@ -17,7 +17,8 @@
 //!
 //! Jobs, one sub-module each: `streams` (a stream's pipeline, hub, IDR control, supervision,
 //! push and multicast), `rtsp_conns` (RTSP connections), `slots` (session fan-out, client RTCP,
-//! sender reports), `http` (HTTP connections), `multicast`, `side_jpeg`, `udp_tx`,
+//! sender reports), `http` (HTTP connections), `status` (`/status`, `/metrics`), `multicast`,
+//! `side_jpeg`, `udp_tx`,
 //! `datagram_feed`. This file holds the fds, the tokens, the deadlines and the dispatch.
 //!
 //! Invariants:
@@ -44,6 +45,7 @@ mod multicast;
 mod rtsp_conns;
 mod side_jpeg;
 mod slots;
+mod status;
 mod streams;
 mod udp_tx;
 
@@ -149,6 +151,8 @@ pub struct EventLoop<'c> {
     latency_scratch: Vec<u32>,
     next_stats: Option<Instant>,
     http: Option<http::Http<'c>>,
+    /// `/status` and `/metrics` are rendered here (kept, so rendering allocates rarely).
+    report_buf: String,
 }
 
 /// The configurable limits, as durations.
@@ -286,6 +290,7 @@ impl<'c> EventLoop<'c> {
                 play_at: None,
                 peer: None,
                 sent: 0,
+                bytes: 0,
                 dropped: 0,
                 tx: udp_tx::UdpTx::new(kernel_gso),
             });
@@ -374,6 +379,7 @@ impl<'c> EventLoop<'c> {
             latency_scratch: Vec::with_capacity(limits::LATENCY_SAMPLES),
             next_stats: policy.stats_interval.map(|i| epoch + i),
             http,
+            report_buf: String::new(),
         })
     }
 
@@ -464,6 +470,7 @@ impl<'c> EventLoop<'c> {
                     Token::SideJpeg(st, k) => self.on_side_jpeg(st, k, rev, now),
                 }
             }
+            self.answer_reports(now);
             self.reap_dead_conns();
             if let Some(h) = self.http.as_mut() {
                 h.reap();
@@ -556,6 +563,9 @@ impl<'c> EventLoop<'c> {
             // Once a second: sender reports, and the per-connection limits.
             self.next_sr = now + Duration::from_millis(limits::RTCP_SR_INTERVAL_MS);
             self.send_rtcp(now, false);
+            for st in &mut self.streams {
+                st.sample(now);
+            }
             self.enforce_connection_limits(now);
             self.reap_dead_conns();
             if let Some(h) = self.http.as_mut() {

@@ -59,6 +59,24 @@ pub(super) const DEMAND_LINGER: Duration = Duration::from_secs(5);
 /// Longest `Unavailable` reason sent (it must fit the response scratch buffer with the head).
 const MAX_REASON_BYTES: usize = 512;
 
+/// A report the loop renders on request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Report {
+    /// `/status`, JSON.
+    Status,
+    /// `/metrics`, the Prometheus text format (version 0.0.4).
+    Metrics,
+}
+
+impl Report {
+    fn content_type(self) -> &'static str {
+        match self {
+            Report::Status => "application/json",
+            Report::Metrics => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
 /// One stream as HTTP sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct HttpStream {
@@ -88,6 +106,9 @@ enum State {
     Responding,
     /// A snapshot of `stream` waiting `since` for a frame after number `seen`.
     WaitingFrame { stream: usize, since: Instant, seen: u64, head: bool, persistence: Persistence },
+    /// A `/status` or `/metrics` request waiting for the loop to render it (within the same
+    /// turn of the loop: [`Http::reports_wanted`], [`Http::answer_reports`]).
+    WaitingReport { report: Report, head: bool, persistence: Persistence },
     /// Sending the multipart stream of `stream`; `sent` is the sequence number of the last frame
     /// queued.
     Streaming { stream: usize, sent: u64 },
@@ -500,7 +521,11 @@ impl<'a> Http<'a> {
         let persistence = request.persistence();
         let streams = &self.streams;
         let route = match http::route(&request, streams.iter().map(|s| s.path.as_str())) {
-            Route::Index | Route::Mjpeg(_) | Route::Snapshot(_) | Route::NotFound if request.has_body => None,
+            Route::Index | Route::Mjpeg(_) | Route::Snapshot(_) | Route::Status | Route::Metrics | Route::NotFound
+                if request.has_body =>
+            {
+                None
+            }
             route => Some(route),
         };
         // Everything but a malformed or unsupported request needs the credentials, when set: a
@@ -542,6 +567,8 @@ impl<'a> Http<'a> {
             (Some(Route::NotFound), None) => {
                 http::write_error(&mut w, 404, persistence).map(|_| State::after_response(persistence))
             }
+            (Some(Route::Status), None) => Ok(State::WaitingReport { report: Report::Status, head, persistence }),
+            (Some(Route::Metrics), None) => Ok(State::WaitingReport { report: Report::Metrics, head, persistence }),
             (Some(picture @ (Route::Snapshot(stream) | Route::Mjpeg(stream))), None) => {
                 let st = &streams[stream];
                 let fresh = st.fresh(now);
@@ -577,6 +604,7 @@ impl<'a> Http<'a> {
         let status = std::str::from_utf8(w.written().get(9..12).unwrap_or(b"...")).unwrap_or("...");
         match next {
             State::WaitingFrame { .. } => log::debug!("http {}: {} waits for a fresh frame", c.peer, request.path),
+            State::WaitingReport { .. } => log::debug!("http {}: {}", c.peer, request.path),
             _ => log::debug!("http {}: {:?} {} -> {status} {persistence:?}", c.peer, request.method, request.path),
         }
         if let State::Streaming { .. } = next {
@@ -620,6 +648,36 @@ impl<'a> Http<'a> {
         }
     }
 
+    /// Which reports connections wait for: the loop renders each and calls
+    /// [`Http::answer_reports`] in the same turn.
+    pub(super) fn reports_wanted(&self) -> impl Iterator<Item = Report> + '_ {
+        [Report::Status, Report::Metrics].into_iter().filter(|r| {
+            self.conns
+                .iter()
+                .flatten()
+                .any(|c| !c.dead && matches!(c.state, State::WaitingReport { report, .. } if report == *r))
+        })
+    }
+
+    /// Answers every connection waiting for `report` with `body`.
+    pub(super) fn answer_reports(&mut self, report: Report, body: &str, now: Instant) {
+        for i in 0..self.conns.len() {
+            let Some(c) = self.conns[i].as_mut().filter(|c| !c.dead) else { continue };
+            let State::WaitingReport { report: r, head, persistence } = c.state else { continue };
+            if r != report {
+                continue;
+            }
+            let mut w = WBuf::new(&mut self.scratch);
+            if http::write_head(&mut w, 200, report.content_type(), Some(body.len()), persistence).is_err() {
+                c.dead = true;
+                continue;
+            }
+            c.queue(w.written(), (!head).then_some(body.as_bytes()), now);
+            c.state = State::after_response(persistence);
+            self.pump(i, now);
+        }
+    }
+
     /// Writes what is pending and moves the connection on: the next stream part, the waited-for
     /// snapshot, the next pipelined request, or the close.
     fn pump(&mut self, i: usize, now: Instant) {
@@ -641,6 +699,8 @@ impl<'a> Http<'a> {
                     }
                     return;
                 }
+                // The loop answers it in this turn (`answer_reports`).
+                State::WaitingReport { .. } => return,
                 State::Responding => {
                     c.state = match c.inlen {
                         0 => State::Idle { since: now },

@@ -35,6 +35,8 @@ pub(super) struct Slot {
     pub(super) play_at: Option<Instant>,
     pub(super) peer: Option<SocketAddr>,
     pub(super) sent: u64,
+    /// RTP bytes (headers included) of the packets counted in `sent`.
+    pub(super) bytes: u64,
     pub(super) dropped: u64,
     /// GSO state and counters of `rtp` (kept across sessions).
     pub(super) tx: udp_tx::UdpTx,
@@ -50,6 +52,7 @@ impl Slot {
         self.play_at = None;
         self.peer = None;
         self.sent = 0;
+        self.bytes = 0;
         self.dropped = 0;
         self.tx.new_destination();
     }
@@ -105,6 +108,7 @@ impl EventLoop<'_> {
                     // Runs of equal-size packets go as one GSO message each (see `udp_tx`).
                     let sent = s.tx.send(&s.rtp, &dest, &batch[..n]);
                     s.sent += sent as u64;
+                    s.bytes += batch[..sent].iter().map(|p| p.len() as u64).sum::<u64>();
                     // Refused (full socket buffer, ICMP-reported unreachable port): dropped, never
                     // queued. An error on the first packet refuses the whole batch.
                     s.dropped += (n - sent) as u64;
@@ -148,6 +152,7 @@ impl EventLoop<'_> {
                         Ok(written) if written >= total => {
                             conn.last_progress = now;
                             s.sent += n as u64;
+                            s.bytes += (total - 4 * n) as u64;
                             s.next += n as u64;
                         }
                         Ok(written) => {
@@ -159,6 +164,7 @@ impl EventLoop<'_> {
                                 let pkt = iov[2 * k + 1];
                                 let size = 4 + pkt.len();
                                 s.sent += 1;
+                                s.bytes += pkt.len() as u64;
                                 s.next += 1;
                                 if left >= size {
                                     left -= size;

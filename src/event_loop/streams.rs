@@ -8,6 +8,7 @@
 //! - An access unit is packetized once into its stream's ring and fanned out at once to that
 //!   stream's readers only (session slots, push, multicast group, HTTP clients of its path).
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -65,7 +66,20 @@ pub(super) struct Stream<'c> {
     pub(super) push_origin: String,
     /// The multicast group stream, when `multicast-group` is set.
     pub(super) group: Option<multicast::Group>,
+    /// Rebuilds of the pipeline since start (stalls, failures, SIGHUP).
+    pub(super) restarts: u64,
+    /// `(when, access units, payload octets)` once a second, the last [`RATE_SAMPLES`]: the
+    /// measured frame rate and bitrate of `/status`.
+    pub(super) samples: VecDeque<(Instant, u64, u64)>,
+    /// Server-added latency of the last [`LATENCY_RING`] access units (µs), a ring.
+    pub(super) latency: Box<[u32; LATENCY_RING]>,
+    pub(super) latency_next: usize,
 }
+
+/// Seconds of history behind a measured rate (+1 sample).
+pub(super) const RATE_SAMPLES: usize = 6;
+/// Access units behind a stream's latency percentiles in `/status`.
+pub(super) const LATENCY_RING: usize = 256;
 
 impl std::fmt::Debug for Stream<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -160,6 +174,10 @@ impl<'c> Stream<'c> {
             sdp_out: st.sdp_out.clone(),
             push_origin,
             group,
+            restarts: 0,
+            samples: VecDeque::with_capacity(RATE_SAMPLES),
+            latency: Box::new([0; LATENCY_RING]),
+            latency_next: 0,
         })
     }
 
@@ -182,6 +200,34 @@ impl<'c> Stream<'c> {
             d = Some(d.map_or(t, |x| x.min(t)));
         }
         d
+    }
+
+    /// Takes the once-a-second sample behind the measured rates.
+    pub(super) fn sample(&mut self, now: Instant) {
+        if self.samples.len() == RATE_SAMPLES {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((now, self.hub.units, self.hub.octets));
+    }
+
+    /// Measured access units per second and payload bit/s over the sampled window.
+    pub(super) fn measured(&self) -> (f64, f64) {
+        match (self.samples.front(), self.samples.back()) {
+            (Some(a), Some(b)) if b.0 > a.0 => {
+                let s = b.0.duration_since(a.0).as_secs_f64();
+                ((b.1 - a.1) as f64 / s, (b.2 - a.2) as f64 * 8.0 / s)
+            }
+            _ => (0.0, 0.0),
+        }
+    }
+
+    /// `streaming`, `stalled` (no unit for a second or more) or `restarting` (no pipeline).
+    pub(super) fn state(&self, now: Instant) -> &'static str {
+        match &self.pipeline {
+            None => "restarting",
+            Some(_) if now.saturating_duration_since(self.last_unit) >= Duration::from_secs(1) => "stalled",
+            Some(_) => "streaming",
+        }
     }
 
     /// Asks a live encoder for an IDR for a joining client, rate-limited.
@@ -300,6 +346,9 @@ impl EventLoop<'_> {
                 self.latency_us.clear();
             }
             self.latency_us.push(us);
+            let st = &mut self.streams[si];
+            st.latency[st.latency_next % LATENCY_RING] = us;
+            st.latency_next += 1;
         }
         if let Err(e) = result {
             let st = &mut self.streams[si];
@@ -355,6 +404,7 @@ impl EventLoop<'_> {
                 }
                 st.pipeline = Some(p);
                 st.last_unit = now;
+                st.restarts += 1;
                 if let Some(g) = st.group.as_mut() {
                     g.restart_at_keyframe();
                 }

@@ -199,6 +199,10 @@ pub enum Route {
     Mjpeg(usize),
     /// The latest frame of stream `n`.
     Snapshot(usize),
+    /// `/status`: every camera, stream and session as JSON.
+    Status,
+    /// `/metrics`: the same figures in the Prometheus text format.
+    Metrics,
     NotFound,
     MethodNotAllowed,
 }
@@ -209,8 +213,11 @@ pub fn route<'p>(req: &Request<'_>, paths: impl IntoIterator<Item = &'p str>) ->
     if req.method == Method::Other {
         return Route::MethodNotAllowed;
     }
-    if matches!(req.path, "/" | "/index.html") {
-        return Route::Index;
+    match req.path {
+        "/" | "/index.html" => return Route::Index,
+        "/status" => return Route::Status,
+        "/metrics" => return Route::Metrics,
+        _ => {}
     }
     for (n, path) in paths.into_iter().enumerate() {
         match req.path.strip_prefix(path.trim_end_matches('/')) {
@@ -556,6 +563,9 @@ mod tests {
             route(&request, ["/live", "/low/", "/cam/wide"])
         };
         assert_eq!(r(Method::Get, "/"), Route::Index);
+        assert_eq!(r(Method::Get, "/status"), Route::Status);
+        assert_eq!(r(Method::Head, "/metrics"), Route::Metrics);
+        assert_eq!(r(Method::Get, "/status.json"), Route::NotFound);
         assert_eq!(r(Method::Head, "/index.html"), Route::Index);
         assert_eq!(r(Method::Get, "/live.mjpeg"), Route::Mjpeg(0));
         assert_eq!(r(Method::Head, "/live.jpg"), Route::Snapshot(0));
