@@ -35,12 +35,13 @@
 //!   client that falls behind the ring skips to the next IDR; per-connection output holds at
 //!   most one response and one partial packet.
 //! - A client starts at an IDR (fast join): new players wait for the next keyframe in their
-//!   stream's ring, and a live encoder is asked for one at once (at most every
-//!   [`limits::FORCED_IDR_MIN_SPACING_MS`] per stream). With MJPEG every frame is a keyframe.
+//!   stream's ring (or on the newest unit when it is an IDR), and a live encoder is asked for one
+//!   at once, within a per-stream budget (see `idr`). With MJPEG every frame is a keyframe.
 //! - HTTP clients hold at most one frame each: the newest frame wins (see `http`).
 
 mod datagram_feed;
 mod http;
+mod idr;
 mod multicast;
 mod rtsp_conns;
 mod side_jpeg;
@@ -62,6 +63,7 @@ use crate::source::Pipeline;
 use crate::sys::{self, sd_notify::Notifier, PollFd, POLLIN, POLLOUT};
 use crate::time;
 
+use idr::IdrLimiter;
 use rtsp_conns::Conn;
 use slots::Slot;
 pub use streams::PipelineFactory;
@@ -83,43 +85,6 @@ enum Token {
     Http(usize),
     /// A stream's on-demand JPEG encoder for HTTP (see `side_jpeg`).
     SideJpeg(usize, usize),
-}
-
-/// Rate-limits IDR requests made for joining clients.
-#[derive(Debug, Default)]
-struct IdrLimiter {
-    last: Option<Instant>,
-    deferred: bool,
-}
-
-impl IdrLimiter {
-    const SPACING: Duration = Duration::from_millis(limits::FORCED_IDR_MIN_SPACING_MS);
-
-    fn request(&mut self, now: Instant) -> bool {
-        match self.last {
-            Some(l) if now.saturating_duration_since(l) < Self::SPACING => {
-                self.deferred = true;
-                false
-            }
-            _ => {
-                self.last = Some(now);
-                true
-            }
-        }
-    }
-
-    fn deadline(&self) -> Option<Instant> {
-        self.deferred.then(|| self.last.map_or(Instant::now(), |l| l + Self::SPACING))
-    }
-
-    fn poll(&mut self, now: Instant) -> bool {
-        if self.deadline().is_some_and(|d| now >= d) {
-            self.deferred = false;
-            self.last = Some(now);
-            return true;
-        }
-        false
-    }
 }
 
 pub struct EventLoop<'c> {

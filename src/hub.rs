@@ -97,6 +97,18 @@ impl Ring {
         self.keyframes.iter().copied().find(|&k| k >= from)
     }
 
+    /// The newest keyframe start, when its access unit is the newest one in the ring (nothing
+    /// came after it yet): a joiner can start there at once and be at most one frame behind.
+    pub fn fresh_keyframe(&self) -> Option<u64> {
+        let k = *self.keyframes.back()?;
+        if k < self.oldest() {
+            return None;
+        }
+        // Markers end access units: only the keyframe's own may follow it.
+        let ends = (k..self.head).filter(|&i| self.meta[(i % self.capacity() as u64) as usize].marker).count();
+        (ends <= 1).then_some(k)
+    }
+
     fn slot_mut(&mut self) -> &mut [u8] {
         let s = (self.head % self.capacity() as u64) as usize;
         &mut self.buf[s * self.slot..(s + 1) * self.slot]
@@ -385,6 +397,33 @@ mod tests {
         assert!(r.get(6).is_none());
         assert_eq!(r.next_keyframe(0), Some(4));
         assert_eq!(r.next_keyframe(5), None);
+    }
+
+    #[test]
+    fn a_keyframe_is_fresh_until_another_access_unit_follows_it() {
+        let mut r = Ring::new(8, 8);
+        assert_eq!(r.fresh_keyframe(), None);
+        // IDR of three packets (marker on the last): fresh.
+        r.commit(1, true, false);
+        r.commit(1, false, false);
+        r.commit(1, false, true);
+        assert_eq!(r.fresh_keyframe(), Some(0));
+        // A P-frame after it: a joiner would be a frame behind, so no longer fresh.
+        r.commit(1, false, true);
+        assert_eq!(r.fresh_keyframe(), None);
+        // A new IDR is fresh again, and stays so only while it is the newest unit.
+        r.commit(1, true, true);
+        assert_eq!(r.fresh_keyframe(), Some(4));
+        for _ in 0..4 {
+            r.commit(1, false, true);
+        }
+        assert_eq!(r.fresh_keyframe(), None);
+        // A keyframe overwritten in the ring is never offered.
+        let mut r = Ring::new(2, 8);
+        r.commit(1, true, false);
+        r.commit(1, false, false);
+        r.commit(1, false, true);
+        assert_eq!(r.fresh_keyframe(), None);
     }
 
     #[test]

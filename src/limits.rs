@@ -48,9 +48,11 @@ pub const MAX_ACCESS_UNIT: usize = 4 * 1024 * 1024;
 /// encoder drops the unit and the next frame is forced to be an IDR.
 pub const ENCODED_QUEUE: usize = 4;
 
-/// Minimum spacing between IDRs forced for joining clients (milliseconds), so a storm of joins
-/// cannot turn every frame into an IDR. Joins inside the window wait for the pending IDR.
-pub const FORCED_IDR_MIN_SPACING_MS: u64 = 250;
+/// Forced IDRs (joiners, PLI) per stream: a burst may have this many at once, then this many
+/// per second; never two closer than two frame intervals (see `event_loop::idr`). Policy when
+/// spent: the request waits for the budget; a joiner starts at the next IDR either way.
+pub const FORCED_IDR_BURST: u64 = 3;
+pub const FORCED_IDR_RATE: u64 = 4;
 
 /// RTCP sender report interval (milliseconds).
 pub const RTCP_SR_INTERVAL_MS: u64 = 1000;

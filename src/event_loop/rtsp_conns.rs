@@ -435,10 +435,15 @@ impl EventLoop<'_> {
                 s.playing = true;
                 s.waiting_idr = true;
                 let st = &mut self.streams[sess.stream];
-                s.next = st.hub.ring.head();
+                // Fast join: start on the newest access unit when it is an IDR (at most a frame
+                // behind), else at the head and ask the encoder for one (see `IdrLimiter`).
+                let fresh = st.hub.ring.fresh_keyframe();
+                s.next = fresh.unwrap_or(st.hub.ring.head());
                 s.play_at = Some(now);
                 log::info!("{peer}: PLAY {} session {:016X} via {}", st.cfg.path, sess.id, describe_delivery(&sess, s));
-                st.request_idr(now);
+                if fresh.is_none() {
+                    st.request_idr(now);
+                }
                 self.sync_group(sess.stream);
             }
             Event::Pause { slot } => {

@@ -169,7 +169,7 @@ impl<'c> Stream<'c> {
             jpeg_on_demand,
             side_retry_at: None,
             hub,
-            idr: IdrLimiter::default(),
+            idr: IdrLimiter::new(st.fps),
             push,
             sdp_out: st.sdp_out.clone(),
             push_origin,
