@@ -402,8 +402,11 @@ pub mod read {
         }
     }
 
-    /// Splits the first complete box off `data`: (type, body, rest).
-    pub fn split(data: &[u8]) -> Result<([u8; 4], &[u8], &[u8]), BoxError> {
+    /// A box split off the front of some bytes: (type, body, the bytes after it).
+    pub type Split<'a> = ([u8; 4], &'a [u8], &'a [u8]);
+
+    /// Splits the first complete box off `data`.
+    pub fn split(data: &[u8]) -> Result<Split<'_>, BoxError> {
         let h = header(data)?;
         let size = match h.size {
             Some(s) => usize::try_from(s).map_err(|_| BoxError::Truncated)?,
@@ -483,46 +486,42 @@ pub mod read {
         Ok((info, rest))
     }
 
-    /// One parsed fragment: `moof` fields and the `mdat` payload.
+    /// The fields of one `moof` as [`super::write_fragment_header`] writes them.
     #[derive(Debug, Clone, Copy)]
-    pub struct Fragment<'a> {
+    pub struct Moof<'a> {
         pub sequence: u32,
         pub base_decode_time: u64,
-        trun_samples: &'a [u8],
         pub sample_count: usize,
-        pub data: &'a [u8],
+        /// Offset of the first sample from the start of `moof`.
+        pub data_offset: u64,
+        /// Length of the whole `moof` box.
+        pub len: u64,
+        trun_samples: &'a [u8],
     }
 
-    impl<'a> Fragment<'a> {
-        /// The samples of `trun`, each with its bytes from `mdat`.
-        pub fn samples(&self) -> impl Iterator<Item = (super::SampleInfo, &'a [u8])> + 'a {
-            let (entries, mut data) = (self.trun_samples, self.data);
-            entries.chunks_exact(12).map(move |e| {
+    impl<'a> Moof<'a> {
+        /// The samples `trun` describes.
+        pub fn samples(&self) -> impl Iterator<Item = super::SampleInfo> + 'a {
+            self.trun_samples.chunks_exact(12).map(|e| {
                 let word = |i: usize| u32::from_be_bytes([e[i], e[i + 1], e[i + 2], e[i + 3]]);
-                let info =
-                    super::SampleInfo { duration: word(0), size: word(4), sync: word(8) == super::SYNC_SAMPLE_FLAGS };
-                let (bytes, rest) = data.split_at((info.size as usize).min(data.len()));
-                data = rest;
-                (info, bytes)
+                super::SampleInfo { duration: word(0), size: word(4), sync: word(8) == super::SYNC_SAMPLE_FLAGS }
             })
         }
 
+        /// Sum of the sample sizes: what `mdat` must hold.
+        pub fn data_len(&self) -> u64 {
+            self.samples().map(|s| u64::from(s.size)).sum()
+        }
+
         pub fn duration(&self) -> u64 {
-            self.samples().map(|(s, _)| u64::from(s.duration)).sum()
+            self.samples().map(|s| u64::from(s.duration)).sum()
         }
     }
 
-    /// Parses one `moof` + `mdat` pair as [`super::write_fragment_header`] writes them, checking
-    /// that the data offset and the sample sizes match `mdat` exactly; returns the rest.
-    pub fn fragment(data: &[u8]) -> Result<(Fragment<'_>, &[u8]), BoxError> {
-        let moof_len = match header(data)? {
-            BoxHeader { typ: t, size: Some(s), header_len: 8 } if &t == b"moof" => {
-                usize::try_from(s).map_err(|_| BoxError::Invalid)?
-            }
-            h => return Err(BoxError::Unexpected(h.typ)),
-        };
+    /// Parses the `moof` at the start of `data`; returns it and the rest.
+    pub fn moof(data: &[u8]) -> Result<(Moof<'_>, &[u8]), BoxError> {
         let (moof, rest) = expect(data, b"moof")?;
-        let (mdat, rest) = expect(rest, b"mdat")?;
+        let len = (data.len() - rest.len()) as u64;
         let (mfhd, after) = expect(moof, b"mfhd")?;
         let sequence = u32_at(mfhd, 4)?;
         let (traf, _) = expect(after, b"traf")?;
@@ -540,20 +539,49 @@ pub mod read {
             return Err(BoxError::Invalid);
         }
         let sample_count = u32_at(trun, 4)? as usize;
-        let data_offset = u32_at(trun, 8)? as usize;
+        let data_offset = u64::from(u32_at(trun, 8)?);
         let trun_samples = trun.get(12..).ok_or(BoxError::Invalid)?;
         if trun_samples.len() / 12 != sample_count || trun_samples.len() % 12 != 0 {
             return Err(BoxError::Invalid);
         }
-        if data_offset != moof_len + 8 || mdat.len() != data.len() - rest.len() - moof_len - 8 {
+        Ok((Moof { sequence, base_decode_time, sample_count, data_offset, len, trun_samples }, rest))
+    }
+
+    /// Whether a `moof` and an 8-byte `mdat` header of `mdat_len` bytes (header included) that
+    /// follows it make one consistent fragment.
+    pub fn fragment_fits(moof: &Moof<'_>, mdat_len: u64) -> bool {
+        moof.data_offset == moof.len + 8 && mdat_len >= 8 && moof.data_len() == mdat_len - 8
+    }
+
+    /// One parsed fragment: its `moof` and the `mdat` payload.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Fragment<'a> {
+        pub moof: Moof<'a>,
+        pub data: &'a [u8],
+    }
+
+    impl<'a> Fragment<'a> {
+        /// The samples of `trun`, each with its bytes from `mdat`.
+        pub fn samples(&self) -> impl Iterator<Item = (super::SampleInfo, &'a [u8])> + 'a {
+            let mut data = self.data;
+            self.moof.samples().map(move |info| {
+                let (bytes, rest) = data.split_at((info.size as usize).min(data.len()));
+                data = rest;
+                (info, bytes)
+            })
+        }
+    }
+
+    /// Parses one `moof` + `mdat` pair as [`super::write_fragment_header`] writes them, checking
+    /// that the data offset and the sample sizes match `mdat` exactly; returns the rest.
+    pub fn fragment(data: &[u8]) -> Result<(Fragment<'_>, &[u8]), BoxError> {
+        let (moof, rest) = moof(data)?;
+        let h = header(rest)?;
+        let (mdat, after) = expect(rest, b"mdat")?;
+        if h.header_len != 8 || !fragment_fits(&moof, (rest.len() - after.len()) as u64) {
             return Err(BoxError::Invalid);
         }
-        let f = Fragment { sequence, base_decode_time, trun_samples, sample_count, data: mdat };
-        let total: u64 = f.samples().map(|(s, _)| u64::from(s.size)).sum();
-        if total != mdat.len() as u64 {
-            return Err(BoxError::Invalid);
-        }
-        Ok((f, rest))
+        Ok((Fragment { moof, data: mdat }, after))
     }
 }
 
@@ -621,14 +649,14 @@ mod tests {
         buf[n..n + 8].copy_from_slice(b"abcdeXYZ");
         let (f, rest) = read::fragment(&buf[..n + 8]).unwrap();
         assert!(rest.is_empty());
-        assert_eq!((f.sequence, f.base_decode_time, f.sample_count), (7, 1 << 33, 3));
+        assert_eq!((f.moof.sequence, f.moof.base_decode_time, f.moof.sample_count), (7, 1 << 33, 3));
         let mut got = f.samples();
         assert_eq!(got.next(), Some((samples[0], &b"abcde"[..])));
         assert_eq!(got.next(), Some((samples[1], &b"XYZ"[..])));
         assert_eq!(got.next(), Some((samples[2], &b""[..])));
         assert_eq!(got.next(), None);
         drop(got);
-        assert_eq!(f.duration(), 9000);
+        assert_eq!(f.moof.duration(), 9000);
         // A fragment cut anywhere is not a fragment.
         for cut in 0..n + 8 {
             assert!(read::fragment(&buf[..cut]).is_err(), "{cut}");

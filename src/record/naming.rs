@@ -232,7 +232,7 @@ mod tests {
         ];
         for c in timeline {
             names.push(segment_name(seq, &c.stamp()));
-            seq += 1;
+            seq = next_sequence(names.iter().map(String::as_str));
         }
         let mut sorted = names.clone();
         sorted.sort();

@@ -391,16 +391,16 @@ mod tests {
         let (mut n, mut total, mut durs, mut tfdts) = (0, 0, vec![], vec![]);
         while !rest.is_empty() {
             let (f, r) = read::fragment(rest).unwrap();
-            assert_eq!(f.base_decode_time, total, "tfdt continues the previous fragment");
+            assert_eq!(f.moof.base_decode_time, total, "tfdt continues the previous fragment");
             let mut first = true;
             for (info, _) in f.samples() {
                 assert_eq!(info.sync, first && info.sync, "only the first sample of a fragment is sync");
                 first = false;
             }
-            n += f.sample_count;
-            total += f.duration();
-            durs.push(f.duration());
-            tfdts.push(f.base_decode_time);
+            n += f.moof.sample_count;
+            total += f.moof.duration();
+            durs.push(f.moof.duration());
+            tfdts.push(f.moof.base_decode_time);
             rest = r;
         }
         (n, total, durs, tfdts)
@@ -494,8 +494,8 @@ mod tests {
         let (mut n, mut tfdts) = (0, vec![]);
         while !rest.is_empty() {
             let (f, r) = read::fragment(rest).unwrap();
-            n += f.sample_count;
-            tfdts.push(f.base_decode_time);
+            n += f.moof.sample_count;
+            tfdts.push(f.moof.base_decode_time);
             rest = r;
         }
         (n, 0, vec![], tfdts)
@@ -546,7 +546,7 @@ mod tests {
         let durs: Vec<u32> = f.samples().map(|(i, _)| i.duration).collect();
         assert_eq!(durs, vec![1, 1, 9000 - 2]);
         let (f, _) = read::fragment(rest).unwrap();
-        assert_eq!(f.base_decode_time, 9000);
+        assert_eq!(f.moof.base_decode_time, 9000);
     }
 
     #[test]
