@@ -162,7 +162,6 @@ pub struct RecorderStatus {
 
 struct Shared {
     wanted: AtomicBool,
-    shutdown: AtomicBool,
     dropped: AtomicU64,
     status: Mutex<RecorderStatus>,
 }
@@ -197,7 +196,6 @@ impl Recorder {
         fs::create_dir_all(&settings.dir)?;
         let shared = Arc::new(Shared {
             wanted: AtomicBool::new(recording),
-            shutdown: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             status: Mutex::new(RecorderStatus::default()),
         });
@@ -286,7 +284,8 @@ impl Recorder {
 
 impl Drop for Recorder {
     fn drop(&mut self) {
-        self.shared.shutdown.store(true, Ordering::Relaxed);
+        // The thread writes what is queued, closes the segment, and ends when the queue is
+        // empty and closed: a bounded wait (RECORD_QUEUE_UNITS units).
         self.tx = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -356,8 +355,7 @@ impl Worker {
 
     fn run(&mut self, rx: Receiver<Msg>) {
         loop {
-            let wanted = self.shared.wanted.load(Ordering::Relaxed) && !self.shared.shutdown.load(Ordering::Relaxed);
-            self.apply_wanted(wanted);
+            self.apply_wanted(self.shared.wanted.load(Ordering::Relaxed));
             let timeout = match self.segmenter.poll_timeout() {
                 Some(t) => {
                     let due = self.epoch + Duration::from_micros(t.as_micros());
