@@ -303,3 +303,124 @@ fn sigkill_at_random_moments_leaves_only_playable_files() {
     }
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// A small tmpfs mounted for one test, unmounted on drop; `None` without the right to mount.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(name: &str, size: &str) -> Option<Tmpfs> {
+        let dir = temp_dir(name);
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", dir.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("cannot mount a tmpfs (needs root): disk-full test skipped");
+            return None;
+        }
+        Some(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Disk full: recording pauses (the segment being written is cut back to its last whole
+/// fragment and closed, so it plays), push never blocks, and recording resumes at an IDR once
+/// files are removed.
+#[test]
+fn disk_full_pauses_and_resumes_when_space_returns() {
+    let Some(fs_) = Tmpfs::mount("full", "3m") else { return };
+    let dir = fs_.0.clone();
+    let s = EncoderSettings { width: 320, height: 240, fps: 30, bitrate: 4_000_000, idr_period: 15, frame_skip: false };
+    let units = {
+        let mut enc = new_encoder(&s).unwrap();
+        let mut pattern = TestPattern::new(320, 240);
+        (0..60u64)
+            .map(|i| {
+                pattern.render(i * 7);
+                let mut au = Vec::new();
+                encode_frame(&mut enc, &pattern, Duration::from_millis(i * 33), false, &mut au).unwrap();
+                let idr = annex_b(&au).any(|n| nal_unit_type(n) == Some(nal_type::IDR));
+                (au, idr)
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut settings = RecorderSettings::new(&dir);
+    settings.segment = Duration::from_secs(1);
+    settings.fragment = Duration::from_millis(250);
+    settings.min_free = None;
+    let mut rec = Recorder::start(settings, true).unwrap();
+    let t0 = Instant::now();
+    let mut i = 0usize;
+    let mut push_until = |rec: &mut Recorder, what: &str, f: &dyn Fn(&Recorder) -> bool| {
+        let start = Instant::now();
+        while !f(rec) {
+            assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}: {:?}", rec.status());
+            let (au, idr) = &units[i % units.len()];
+            let before = Instant::now();
+            rec.push(au, t0 + Duration::from_micros(i as u64 * 1_000_000 / FPS), *idr);
+            assert!(before.elapsed() < Duration::from_millis(50), "push blocked");
+            i += 1;
+            std::thread::sleep(Duration::from_millis(3));
+        }
+    };
+    push_until(&mut rec, "a disk-full pause", &|r| r.status().state == RecorderState::PausedDiskFull);
+    let status = rec.status();
+    assert!(status.last_error.as_deref().unwrap_or("").contains("disk full"), "{status:?}");
+    let closed_before = status.segments;
+    assert!(closed_before >= 1, "{status:?}");
+    for s in segments(&dir) {
+        let (samples, _) = parse_complete(&s);
+        assert!(samples > 0, "{}", s.display());
+    }
+    let latest = dir.join(fs::read_link(dir.join(LATEST)).unwrap());
+    parse_complete(&latest);
+
+    // Make room: recording resumes and closes new segments.
+    for s in segments(&dir) {
+        fs::remove_file(s).unwrap();
+    }
+    push_until(&mut rec, "recording to resume", &|r| r.status().segments >= closed_before + 2);
+    assert_eq!(rec.status().state, RecorderState::Recording);
+    drop(rec);
+    for s in segments(&dir) {
+        let p = ffprobe(&[s.to_str().unwrap()]);
+        assert!(p.errors.is_empty() && p.frames > 0, "{}: {}", s.display(), p.errors);
+    }
+}
+
+/// `record-min-free`: retention deletes the oldest segments to keep the floor, recording goes
+/// on, and the newest closed segment is never deleted.
+#[test]
+fn free_space_floor_deletes_oldest_segments() {
+    let Some(fs_) = Tmpfs::mount("floor", "4m") else { return };
+    let dir = fs_.0.clone();
+    let units = encode_units(320, 240, 15, 2 * FPS);
+    let mut settings = RecorderSettings::new(&dir);
+    settings.segment = Duration::from_millis(500);
+    settings.fragment = Duration::from_millis(250);
+    settings.min_free = Some(3 * 1024 * 1024);
+    let mut rec = Recorder::start(settings, true).unwrap();
+    let t0 = Instant::now();
+    let mut i = 0usize;
+    while rec.status().deleted_segments < 3 {
+        assert!(i < 20_000, "no deletion: {:?}", rec.status());
+        let (au, idr) = &units[i % units.len()];
+        rec.push(au, t0 + Duration::from_micros(i as u64 * 1_000_000 / FPS), *idr);
+        i += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let status = rec.status();
+    assert_eq!(status.state, RecorderState::Recording, "{status:?}");
+    drop(rec);
+    let segs = segments(&dir);
+    let first = parse_segment_name(segs[0].file_name().unwrap().to_str().unwrap()).unwrap().sequence;
+    assert!(first >= 3, "oldest deleted first: {segs:?}");
+    assert!(dir.join(fs::read_link(dir.join(LATEST)).unwrap()).exists());
+}

@@ -45,8 +45,9 @@ pub const LATEST: &str = "latest_video.mp4";
 const LATEST_TMP: &str = ".latest_video.mp4.tmp";
 /// How often a paused recorder looks at free space again.
 const PAUSED_CHECK: Duration = Duration::from_secs(1);
-/// Free space needed above `record-min-free` to resume after a pause (a few fragments).
-const RESUME_MARGIN: u64 = 4 * 1024 * 1024;
+/// Free space needed above `record-min-free` to resume after a pause: twice the largest write
+/// so far (a fragment, or an init segment), and at least this.
+const RESUME_MARGIN_MIN: u64 = 64 * 1024;
 /// At most one "dropping to the next IDR" warning per this interval.
 const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -299,6 +300,8 @@ struct OpenFile {
     sequence: u64,
     /// Bytes known complete (init + whole fragments).
     good: u64,
+    /// At least one whole fragment is in the file (else it would not play: removed on error).
+    has_fragment: bool,
 }
 
 struct Worker {
@@ -314,6 +317,7 @@ struct Worker {
     fsync_delay: Duration,
     /// Paused: when free space was last looked at.
     paused_check: Option<Instant>,
+    largest_write: u64,
 }
 
 fn io_error_text(e: &io::Error) -> String {
@@ -346,6 +350,7 @@ impl Worker {
             state: RecorderState::Stopped,
             fsync_delay,
             paused_check: None,
+            largest_write: 0,
         }
     }
 
@@ -424,7 +429,10 @@ impl Worker {
                 Action::OpenSegment { .. } => {
                     Self::open_segment(&self.settings, &mut self.file, &mut self.next_sequence, self.boot, &self.shared)
                 }
-                Action::Write(bytes) => Self::write(&mut self.file, bytes, &self.shared),
+                Action::Write(bytes) => {
+                    self.largest_write = self.largest_write.max(bytes.len() as u64);
+                    Self::write(&mut self.file, bytes, &self.shared)
+                }
                 Action::FragmentDone => {
                     Self::fragment_done(&mut self.file, self.settings.fsync, self.fsync_delay, &self.shared)
                 }
@@ -477,13 +485,16 @@ impl Worker {
     }
 
     fn fail(&mut self, e: io::Error) {
-        // Keep what is complete: cut the file back to its last whole fragment and close it.
+        // Keep what is complete: cut the file back to its last whole fragment and close it; a
+        // file without one would not play, so it goes.
         if let Some(f) = self.file.as_mut() {
-            let _ = f.file.set_len(f.good);
-        }
-        let had_fragments = self.file.as_ref().is_some_and(|f| f.good > 0);
-        if had_fragments {
-            let _ = Self::close_segment(&self.settings, &mut self.file, Duration::ZERO, &self.shared);
+            if f.has_fragment {
+                let _ = f.file.set_len(f.good);
+                let _ = Self::close_segment(&self.settings, &mut self.file, Duration::ZERO, &self.shared);
+            } else {
+                let _ = fs::remove_file(self.settings.dir.join(&f.name));
+                self.with_status(|s| s.current = None);
+            }
         }
         self.file = None;
         self.segmenter.handle_abort();
@@ -513,7 +524,8 @@ impl Worker {
         }
         self.paused_check = Some(now);
         apply_retention(&self.settings, None, &self.shared, self.boot);
-        let need = self.settings.min_free.unwrap_or(0).saturating_add(RESUME_MARGIN);
+        let margin = self.largest_write.saturating_mul(2).max(RESUME_MARGIN_MIN);
+        let need = self.settings.min_free.unwrap_or(0).saturating_add(margin);
         if free_bytes(&self.settings.dir).is_none_or(|free| free >= need) {
             log::info!(target: "record", "recording resumes in {} (there is room again); next segment starts at the next IDR", self.settings.dir.display());
             self.set_state(RecorderState::Recording);
@@ -546,7 +558,7 @@ impl Worker {
                     if let Ok(mut s) = shared.status.lock() {
                         s.current = Some(name.clone());
                     }
-                    *slot = Some(OpenFile { file, name, sequence, good: 0 });
+                    *slot = Some(OpenFile { file, name, sequence, good: 0, has_fragment: false });
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -559,6 +571,7 @@ impl Worker {
         let Some(f) = slot.as_mut() else { return Ok(()) };
         f.file.write_all(bytes)?;
         f.good += bytes.len() as u64;
+        f.has_fragment |= bytes.get(4..8) == Some(b"moof");
         if let Ok(mut s) = shared.status.lock() {
             s.bytes += bytes.len() as u64;
         }
