@@ -424,3 +424,122 @@ fn free_space_floor_deletes_oldest_segments() {
     assert!(first >= 3, "oldest deleted first: {segs:?}");
     assert!(dir.join(fs::read_link(dir.join(LATEST)).unwrap()).exists());
 }
+
+/// CPU time (user + system) of this process so far, from /proc/self/stat.
+fn cpu_time() -> Duration {
+    let stat = fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10) // USER_HZ = 100
+}
+
+/// Figures for the closing note, not a timed test: recording a 1920x1080 30 fps 8 Mbit/s
+/// stream (real SPS/PPS from OpenH264, slices of the sizes such a stream has: a 120 KB IDR per
+/// second and ~30 KB P-frames) in real time for 10 s per fsync policy.
+/// `cargo test --release --test record_core -- --ignored --nocapture figures`
+#[test]
+#[ignore]
+fn figures_1080p30_8mbit() {
+    let s =
+        EncoderSettings { width: 1920, height: 1080, fps: 30, bitrate: 8_000_000, idr_period: 30, frame_skip: false };
+    let mut enc = new_encoder(&s).unwrap();
+    let mut first = Vec::new();
+    encode_frame(&mut enc, &TestPattern::new(1920, 1080), Duration::ZERO, true, &mut first).unwrap();
+    let params: Vec<u8> = annex_b(&first)
+        .filter(|n| matches!(nal_unit_type(n), Some(7 | 8)))
+        .flat_map(|n| [&[0u8, 0, 0, 1][..], n].concat())
+        .collect();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut slice = |nal_header: u8, len: usize| {
+        let mut v = vec![0, 0, 0, 1, nal_header];
+        v.extend((0..len).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x as u8) | 1
+        }));
+        v
+    };
+    let idr = [params.clone(), slice(0x65, 120_000)].concat();
+    let ps: Vec<Vec<u8>> = (0..29).map(|_| slice(0x41, 30_300)).collect();
+    let bytes_per_s: usize = idr.len() + ps.iter().map(Vec::len).sum::<usize>();
+    eprintln!("stream: {:.2} Mbit/s", bytes_per_s as f64 * 8.0 / 1e6);
+    for policy in [FsyncPolicy::Fragment, FsyncPolicy::Segment, FsyncPolicy::Off] {
+        let dir = temp_dir("figures");
+        let mut settings = RecorderSettings::new(&dir);
+        settings.segment = Duration::from_secs(5);
+        settings.fsync = policy;
+        let mut rec = Recorder::start(settings, true).unwrap();
+        let (cpu0, t0) = (cpu_time(), Instant::now());
+        let frames = 10 * FPS;
+        for i in 0..frames {
+            let at = t0 + Duration::from_micros(i * 1_000_000 / FPS);
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            let au = if i % FPS == 0 { &idr } else { &ps[(i % FPS - 1) as usize] };
+            rec.push(au, at, i % FPS == 0);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let st = rec.status();
+        drop(rec);
+        let wall = t0.elapsed();
+        let cpu = cpu_time() - cpu0;
+        let written: u64 = segments(&dir).iter().map(|p| fs::metadata(p).unwrap().len()).sum();
+        eprintln!(
+            "fsync={policy:?}: {:.1} s, {:.2} MB/s written, CPU {:.1} % of one core, dropped {}, \
+             {} fsyncs: mean {:.2} ms, max {:.2} ms",
+            wall.as_secs_f64(),
+            written as f64 / wall.as_secs_f64() / 1e6,
+            cpu.as_secs_f64() / wall.as_secs_f64() * 100.0,
+            st.dropped_units,
+            st.fsyncs,
+            st.fsync_total_us as f64 / st.fsyncs.max(1) as f64 / 1000.0,
+            st.fsync_max_us as f64 / 1000.0
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
+
+/// Start and stop at run time: nothing is written while stopped, start records from the next
+/// IDR, stop closes the segment at once (playable, latest_video.mp4 updated), and counters say so.
+#[test]
+fn start_and_stop_at_run_time() {
+    let dir = temp_dir("startstop");
+    let units = encode_units(160, 120, 15, 2 * FPS);
+    let mut settings = RecorderSettings::new(&dir);
+    settings.min_free = None;
+    let mut rec = Recorder::start(settings, false).unwrap();
+    let t0 = Instant::now();
+    let mut i = 0u64;
+    let mut feed = |rec: &mut Recorder, n: u64| {
+        for _ in 0..n {
+            let (au, idr) = &units[(i % units.len() as u64) as usize];
+            rec.push(au, t0 + Duration::from_micros(i * 1_000_000 / FPS), *idr);
+            i += 1;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    feed(&mut rec, 20);
+    assert_eq!(rec.status().state, RecorderState::Stopped);
+    assert!(segments(&dir).is_empty());
+
+    rec.set_recording(true);
+    wait_for("recording", || rec.status().state == RecorderState::Recording);
+    feed(&mut rec, 40);
+    wait_for("a fragment", || rec.status().fragments >= 1);
+    rec.set_recording(false);
+    wait_for("stopped", || rec.status().state == RecorderState::Stopped);
+    let st = rec.status();
+    assert_eq!((st.segments, st.current.as_deref()), (1, None), "{st:?}");
+    let segs = segments(&dir);
+    assert_eq!(segs.len(), 1);
+    let (samples, _) = parse_complete(&segs[0]);
+    // From the first IDR after start (frame 30) to the last unit pushed (frame 59).
+    assert_eq!(samples, 30);
+    assert_eq!(dir.join(fs::read_link(dir.join(LATEST)).unwrap()), segs[0]);
+    feed(&mut rec, 20);
+    rec.set_recording(true);
+    feed(&mut rec, 40);
+    drop(rec);
+    assert_eq!(segments(&dir).len(), 2);
+    let _ = fs::remove_dir_all(&dir);
+}
