@@ -48,6 +48,9 @@ const PAUSED_CHECK: Duration = Duration::from_secs(1);
 /// Free space needed above `record-min-free` to resume after a pause: twice the largest write
 /// so far (a fragment, or an init segment), and at least this.
 const RESUME_MARGIN_MIN: u64 = 64 * 1024;
+/// How long dropping the [`Recorder`] waits for the thread to close its segment before it
+/// leaves it behind (a hung SD card must not hang the daemon's exit).
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// At most one "dropping to the next IDR" warning per this interval.
 const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -181,6 +184,7 @@ pub struct Recorder {
     drop_logged: Option<Instant>,
     dropped_since_log: u64,
     thread: Option<JoinHandle<()>>,
+    done: Receiver<()>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -202,12 +206,14 @@ impl Recorder {
         });
         let (tx, rx) = mpsc::sync_channel(RECORD_QUEUE_UNITS);
         let (free_tx, free) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel();
         let mut worker = Worker::new(settings, Arc::clone(&shared), free_tx);
         let thread = std::thread::Builder::new().name("recorder".into()).spawn(move || {
             if let Err(e) = worker.recover() {
                 log::warn!(target: "record", "cannot read {}: {e}", worker.settings.dir.display());
             }
-            worker.run(rx)
+            worker.run(rx);
+            let _ = done_tx.send(());
         })?;
         Ok(Recorder {
             tx: Some(tx),
@@ -217,6 +223,7 @@ impl Recorder {
             drop_logged: None,
             dropped_since_log: 0,
             thread: Some(thread),
+            done,
         })
     }
 
@@ -286,10 +293,17 @@ impl Recorder {
 impl Drop for Recorder {
     fn drop(&mut self) {
         // The thread writes what is queued, closes the segment, and ends when the queue is
-        // empty and closed: a bounded wait (RECORD_QUEUE_UNITS units).
+        // empty and closed. A disk that hangs is left behind after SHUTDOWN_WAIT.
         self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        match self.done.recv_timeout(SHUTDOWN_WAIT) {
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                if let Some(t) = self.thread.take() {
+                    let _ = t.join();
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                log::warn!(target: "record", "recorder thread still writing after {SHUTDOWN_WAIT:?}: left behind");
+            }
         }
     }
 }
