@@ -113,8 +113,9 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// 20 s of the test pattern into 5 s segments: every segment probes clean, durations add up
-/// within a frame, and ffmpeg's concat demuxer decodes across segments with no gap.
+/// 20 s of the test pattern into 5 s segments: every segment probes clean and plays in
+/// GStreamer, durations add up within a frame, and ffmpeg's concat demuxer decodes across
+/// segments with no gap.
 #[test]
 fn twenty_seconds_in_five_second_segments_play_back_to_back() {
     let dir = temp_dir("segments");
@@ -150,6 +151,13 @@ fn twenty_seconds_in_five_second_segments_play_back_to_back() {
         assert!((p.duration - ticks as f64 / 90_000.0).abs() < 0.002, "{}: {}", s.display(), p.duration);
         total += p.duration;
         total_frames += p.frames;
+        // GStreamer's demuxer too (the stack inside QGroundControl).
+        let out = Command::new("gst-launch-1.0")
+            .args(["-q", "filesrc", &format!("location={}", s.display()), "!", "qtdemux", "!", "h264parse"])
+            .args(["!", "avdec_h264", "!", "fakesink"])
+            .output()
+            .expect("gst-launch-1.0 (scripts/test installs GStreamer)");
+        assert!(out.status.success(), "{}: {}", s.display(), String::from_utf8_lossy(&out.stderr));
     }
     assert_eq!(total_frames, 20 * FPS);
     assert!((total - 20.0).abs() <= 1.0 / FPS as f64 + 1e-6, "durations add up to {total}");
