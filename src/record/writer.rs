@@ -376,10 +376,10 @@ impl Worker {
         loop {
             self.apply_wanted(self.shared.wanted.load(Ordering::Relaxed));
             let timeout = match self.segmenter.poll_timeout() {
-                Some(t) => {
-                    let due = self.epoch + Duration::from_micros(t.as_micros());
-                    due.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
-                }
+                Some(t) => match self.epoch.checked_add(Duration::from_micros(t.as_micros())) {
+                    Some(due) => due.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)),
+                    None => PAUSED_CHECK,
+                },
                 None => PAUSED_CHECK,
             };
             match rx.recv_timeout(timeout.min(PAUSED_CHECK)) {
