@@ -11,8 +11,9 @@
 //! - A fragment holds the units of at most one GOP and spans at most `fragment` of capture time
 //!   (measured from its first unit to the unit that ends it), so a power cut costs at most one
 //!   fragment. Each fragment is written when the unit after it arrives, because a sample's
-//!   duration is the distance to the next capture time; if no unit comes for `fragment`, the
-//!   fragment is written anyway with its last duration estimated.
+//!   duration is the distance to the next capture time; if no unit comes for `fragment` (by
+//!   `now`, the time units reach the recorder), the fragment is written anyway with its last
+//!   duration estimated.
 //! - Decode times are capture times on the 90 kHz timescale, relative to the segment's first
 //!   unit, forced strictly increasing: a gap in capture (units dropped upstream) stays a gap in
 //!   the timeline, a capture clock that steps back never makes time run backwards.
@@ -59,6 +60,8 @@ struct Pending {
     sync: bool,
     size: u32,
     capture: Instant,
+    /// `now` when it was handed in.
+    arrival: Instant,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -134,8 +137,10 @@ impl Segmenter {
         self.open.is_some()
     }
 
-    /// Feeds one Annex B access unit with its capture time. `Err` says why it was skipped.
-    pub fn handle_access_unit(&mut self, au: &[u8], capture: Instant, is_idr: bool) -> Result<(), Skip> {
+    /// Feeds one Annex B access unit with its capture time, at `now` (when it reached the
+    /// recorder: the fragment timeout runs from there). `Err` says why it was skipped.
+    pub fn handle_access_unit(&mut self, au: &[u8], capture: Instant, is_idr: bool, now: Instant) -> Result<(), Skip> {
+        self.last_now = self.last_now.max(now);
         self.compact();
         if is_idr {
             if let Err(e) = self.learn_parameter_sets(au) {
@@ -204,7 +209,7 @@ impl Segmenter {
     /// When [`Segmenter::handle_timeout`] should be called next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.pending.last().map(|p| p.capture + self.cfg.fragment)
+        self.pending.last().map(|p| p.arrival + self.cfg.fragment)
     }
 
     #[must_use]
@@ -289,7 +294,7 @@ impl Segmenter {
         self.data.resize(at + size, 0);
         let n = fmp4::write_avcc_sample(au, &mut self.data[at..]).unwrap_or(0);
         self.data.truncate(at + n);
-        self.pending.push(Pending { dts, sync, size: n as u32, capture });
+        self.pending.push(Pending { dts, sync, size: n as u32, capture, arrival: self.last_now });
         Ok(())
     }
 
@@ -418,8 +423,11 @@ mod tests {
     fn run(s: &mut Segmenter, files: &mut Files, frames: u64, gop: u64) {
         for i in 0..frames {
             let t = Instant::from_micros(i * 1_000_000 / 30);
-            let r =
-                if i % gop == 0 { s.handle_access_unit(&idr(), t, true) } else { s.handle_access_unit(P, t, false) };
+            let r = if i % gop == 0 {
+                s.handle_access_unit(&idr(), t, true, t)
+            } else {
+                s.handle_access_unit(P, t, false, t)
+            };
             assert!(r.is_ok());
             drain(s, files);
         }
@@ -480,13 +488,29 @@ mod tests {
         // A time older than the last one is ignored.
         s.handle_timeout(ms(100));
         // The stream comes back 5 s later: the gap stays in the timeline.
-        s.handle_access_unit(P, ms(5000), false).unwrap();
-        s.handle_access_unit(P, ms(5033), false).unwrap();
+        s.handle_access_unit(P, ms(5000), false, ms(5000)).unwrap();
+        s.handle_access_unit(P, ms(5033), false, ms(5033)).unwrap();
         s.handle_stop();
         drain(&mut s, &mut files);
         let (n, _, _, tfdts) = parse_allowing_gaps(&files.segments[0].0);
         assert_eq!(n, 12);
         assert_eq!(tfdts, vec![0, 450_000]);
+    }
+
+    #[test]
+    fn a_pipeline_that_lags_capture_does_not_cut_fragments_short() {
+        let mut s = Segmenter::new(cfg(60, 1000));
+        let mut files = Files::default();
+        let lag = Duration::from_secs(2);
+        for i in 0..90u64 {
+            let capture = Instant::from_micros(i * 1_000_000 / 30);
+            let unit: &[u8] = if i % 30 == 0 { &idr() } else { P };
+            s.handle_access_unit(unit, capture, i % 30 == 0, capture + lag).unwrap();
+            s.handle_timeout(capture + lag + Duration::from_millis(20));
+            drain(&mut s, &mut files);
+        }
+        let (_, _, durs, _) = parse(&files.segments[0].0);
+        assert_eq!(durs, vec![90_000, 90_000], "two whole 1 s fragments, the third waits");
     }
 
     fn parse_allowing_gaps(seg: &[u8]) -> (usize, u64, Vec<u64>, Vec<u64>) {
@@ -504,14 +528,14 @@ mod tests {
     #[test]
     fn units_before_the_first_idr_and_idrs_without_parameter_sets_are_skipped() {
         let mut s = Segmenter::new(cfg(5, 1000));
-        assert_eq!(s.handle_access_unit(P, ms(0), false), Err(Skip::WaitingForIdr));
-        assert_eq!(s.handle_access_unit(&[0, 0, 1, 0x65, 1], ms(10), true), Err(Skip::NoParameterSets));
+        assert_eq!(s.handle_access_unit(P, ms(0), false, ms(0)), Err(Skip::WaitingForIdr));
+        assert_eq!(s.handle_access_unit(&[0, 0, 1, 0x65, 1], ms(10), true, ms(10)), Err(Skip::NoParameterSets));
         assert!(s.poll_action().is_none());
-        assert_eq!(s.handle_access_unit(&idr(), ms(20), true), Ok(()));
+        assert_eq!(s.handle_access_unit(&idr(), ms(20), true, ms(20)), Ok(()));
         assert_eq!(s.poll_action(), Some(Action::OpenSegment { index: 0 }));
         // Later IDRs may leave the parameter sets out.
         let mut files = Files { segments: vec![(Vec::new(), None)], fragments_done: 0 };
-        s.handle_access_unit(&[0, 0, 1, 0x65, 1], ms(53), true).unwrap();
+        s.handle_access_unit(&[0, 0, 1, 0x65, 1], ms(53), true, ms(53)).unwrap();
         drain(&mut s, &mut files);
         assert_eq!(files.fragments_done, 1);
     }
@@ -520,11 +544,11 @@ mod tests {
     fn new_parameter_sets_start_a_new_segment() {
         let mut s = Segmenter::new(cfg(60, 1000));
         let mut files = Files::default();
-        s.handle_access_unit(&idr(), ms(0), true).unwrap();
-        s.handle_access_unit(P, ms(33), false).unwrap();
+        s.handle_access_unit(&idr(), ms(0), true, ms(0)).unwrap();
+        s.handle_access_unit(P, ms(33), false, ms(33)).unwrap();
         let mut other = idr();
         other[7] ^= 1; // a different SPS
-        s.handle_access_unit(&other, ms(66), true).unwrap();
+        s.handle_access_unit(&other, ms(66), true, ms(66)).unwrap();
         drain(&mut s, &mut files);
         assert_eq!(files.segments.len(), 2);
         assert_eq!(files.segments[0].1, Some(ticks_to_duration(ticks(Duration::from_millis(66)))));
@@ -534,10 +558,10 @@ mod tests {
     fn a_capture_clock_that_steps_back_never_runs_time_backwards() {
         let mut s = Segmenter::new(cfg(60, 1000));
         let mut files = Files::default();
-        s.handle_access_unit(&idr(), ms(1000), true).unwrap();
-        s.handle_access_unit(P, ms(900), false).unwrap();
-        s.handle_access_unit(P, ms(900), false).unwrap();
-        s.handle_access_unit(&idr(), ms(1100), true).unwrap();
+        s.handle_access_unit(&idr(), ms(1000), true, ms(1000)).unwrap();
+        s.handle_access_unit(P, ms(900), false, ms(900)).unwrap();
+        s.handle_access_unit(P, ms(900), false, ms(900)).unwrap();
+        s.handle_access_unit(&idr(), ms(1100), true, ms(1100)).unwrap();
         s.handle_stop();
         drain(&mut s, &mut files);
         let (_, mut rest) = read::init(&files.segments[0].0).unwrap();
@@ -556,8 +580,8 @@ mod tests {
         run(&mut s, &mut files, 40, 30);
         s.handle_abort();
         assert!(!s.is_open());
-        assert_eq!(s.handle_access_unit(P, ms(2000), false), Err(Skip::WaitingForIdr));
-        s.handle_access_unit(&idr(), ms(2033), true).unwrap();
+        assert_eq!(s.handle_access_unit(P, ms(2000), false, ms(2000)), Err(Skip::WaitingForIdr));
+        s.handle_access_unit(&idr(), ms(2033), true, ms(2033)).unwrap();
         assert_eq!(s.poll_action(), Some(Action::OpenSegment { index: 1 }));
     }
 
@@ -568,9 +592,9 @@ mod tests {
         run(&mut s, &mut files, 5, 30);
         let mut big = vec![0, 0, 1, 0x41];
         big.resize(RECORD_MAX_FRAGMENT_BYTES + 1, 7);
-        assert_eq!(s.handle_access_unit(&big, ms(200), false), Err(Skip::TooLarge));
+        assert_eq!(s.handle_access_unit(&big, ms(200), false, ms(200)), Err(Skip::TooLarge));
         drain(&mut s, &mut files);
         assert!(files.segments[0].1.is_some());
-        assert_eq!(s.handle_access_unit(P, ms(233), false), Err(Skip::WaitingForIdr));
+        assert_eq!(s.handle_access_unit(P, ms(233), false, ms(233)), Err(Skip::WaitingForIdr));
     }
 }

@@ -386,7 +386,8 @@ impl Worker {
                 Ok(Msg::Unit { data, capture, idr }) => {
                     if self.state == RecorderState::Recording {
                         let capture = self.core_time(capture);
-                        if self.segmenter.handle_access_unit(&data, capture, idr).is_err() {
+                        let now = self.core_time(Instant::now());
+                        if self.segmenter.handle_access_unit(&data, capture, idr, now).is_err() {
                             self.with_status(|s| s.skipped_units += 1);
                         }
                         self.drain();
