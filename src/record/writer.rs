@@ -45,6 +45,8 @@ pub const LATEST: &str = "latest_video.mp4";
 const LATEST_TMP: &str = ".latest_video.mp4.tmp";
 /// How often a paused recorder looks at free space again.
 const PAUSED_CHECK: Duration = Duration::from_secs(1);
+/// How often a recorder paused by a write error other than ENOSPC tries again.
+const PAUSED_ERROR_RETRY: Duration = Duration::from_secs(10);
 /// Free space needed above `record-min-free` to resume after a pause: twice the largest write
 /// so far (a fragment, or an init segment), and at least this.
 const RESUME_MARGIN_MIN: u64 = 64 * 1024;
@@ -127,7 +129,7 @@ pub enum RecorderState {
     Recording,
     /// Recording is wanted but paused: no room on the disk (ENOSPC or under `record-min-free`).
     PausedDiskFull,
-    /// Recording is wanted but paused after a write error other than ENOSPC; retried every second.
+    /// Recording is wanted but paused after a write error other than ENOSPC; retried every 10 s.
     PausedError,
 }
 
@@ -534,7 +536,10 @@ impl Worker {
         if !matches!(self.state, RecorderState::PausedDiskFull | RecorderState::PausedError) {
             return;
         }
-        if self.paused_check.is_some_and(|t| now.saturating_duration_since(t) < PAUSED_CHECK) {
+        // Disk full clears when files go: look every second. Other errors (a card gone
+        // read-only, EIO) rarely clear: retry every PAUSED_ERROR_RETRY, one log line each.
+        let interval = if self.state == RecorderState::PausedError { PAUSED_ERROR_RETRY } else { PAUSED_CHECK };
+        if self.paused_check.is_some_and(|t| now.saturating_duration_since(t) < interval) {
             return;
         }
         self.paused_check = Some(now);
