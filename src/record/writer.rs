@@ -101,16 +101,24 @@ pub struct RecorderSettings {
     pub min_free: Option<u64>,
 }
 
+/// Default of `record-segment`.
+pub const DEFAULT_SEGMENT: Duration = Duration::from_secs(60);
+/// Default of `record-fragment`.
+pub const DEFAULT_FRAGMENT: Duration = Duration::from_secs(1);
+/// Default of `record-min-free` (bytes).
+pub const DEFAULT_MIN_FREE: u64 = 256 * 1024 * 1024;
+
 impl RecorderSettings {
+    /// The defaults, recording into `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> RecorderSettings {
         RecorderSettings {
             dir: dir.into(),
-            segment: Duration::from_secs(60),
-            fragment: Duration::from_secs(1),
+            segment: DEFAULT_SEGMENT,
+            fragment: DEFAULT_FRAGMENT,
             fsync: FsyncPolicy::Fragment,
             max_size: None,
             max_age: None,
-            min_free: Some(256 * 1024 * 1024),
+            min_free: Some(DEFAULT_MIN_FREE),
         }
     }
 
