@@ -122,6 +122,20 @@ impl RecorderSettings {
         }
     }
 
+    /// The checks the configuration should make, with the key at fault.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        if self.segment < Duration::from_secs(1) {
+            return Err("record-segment must be at least 1 s");
+        }
+        if self.fragment < Duration::from_millis(100) || self.fragment > self.segment {
+            return Err("record-fragment must be between 100 ms and record-segment");
+        }
+        if self.dir.as_os_str().is_empty() {
+            return Err("record-dir must name a directory");
+        }
+        Ok(())
+    }
+
     fn retention(&self) -> RetentionPolicy {
         RetentionPolicy { max_total_bytes: self.max_size, max_age: self.max_age, min_free_bytes: self.min_free }
     }
@@ -849,4 +863,21 @@ fn read_at_most(file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_odd_settings_are_refused() {
+        let s = RecorderSettings::new("/var/lib/uavstream/rec");
+        assert_eq!(s.validate(), Ok(()));
+        assert!(RecorderSettings { fragment: Duration::from_millis(50), ..s.clone() }.validate().is_err());
+        assert!(RecorderSettings { fragment: Duration::from_secs(61), ..s.clone() }.validate().is_err());
+        assert!(RecorderSettings { segment: Duration::ZERO, ..s.clone() }.validate().is_err());
+        assert!(RecorderSettings::new("").validate().is_err());
+        assert_eq!(FsyncPolicy::parse("segment"), Some(FsyncPolicy::Segment));
+        assert_eq!(FsyncPolicy::parse("always"), None);
+    }
 }
