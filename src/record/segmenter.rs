@@ -597,4 +597,89 @@ mod tests {
         assert!(files.segments[0].1.is_some());
         assert_eq!(s.handle_access_unit(P, ms(233), false, ms(233)), Err(Skip::WaitingForIdr));
     }
+
+    /// Random sequences of units (IDR, P, IDR without parameter sets, garbage), capture times
+    /// that jump forwards and backwards, timeouts, stops and aborts: no panic, and every
+    /// segment the writer saw is an init segment plus whole fragments whose decode times only
+    /// grow and whose first sample is a sync sample at the start of the segment.
+    #[test]
+    fn random_operations_keep_every_segment_well_formed() {
+        for seed in 1..=40u64 {
+            let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let mut next = move || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            let mut s = Segmenter::new(cfg(1 + next() % 3, 100 + next() % 900));
+            let mut files = Files::default();
+            let mut t = 0u64; // ms
+            let mut aborted = Vec::new();
+            for _ in 0..1500 {
+                match next() % 100 {
+                    0..=4 => t = t.saturating_sub(next() % 500),
+                    5..=9 => t += next() % 3000,
+                    _ => t += 1 + next() % 60,
+                }
+                let now = ms(t + next() % 200);
+                let r = match next() % 100 {
+                    0..=7 => s.handle_access_unit(&idr(), ms(t), true, now),
+                    8..=9 => s.handle_access_unit(&[0, 0, 1, 0x65, 7], ms(t), true, now),
+                    10 => s.handle_access_unit(&[0, 0, 1, 0x67, 0xff], ms(t), true, now),
+                    11 => s.handle_access_unit(&[1, 2, 3], ms(t), next() % 2 == 0, now),
+                    12 => {
+                        s.handle_stop();
+                        Ok(())
+                    }
+                    13 => {
+                        s.handle_timeout(now);
+                        Ok(())
+                    }
+                    14 => {
+                        // The writer failed: what it had is cut off, the rest forgotten.
+                        drain(&mut s, &mut files);
+                        s.handle_abort();
+                        if let Some(last) = files.segments.last_mut() {
+                            if last.1.is_none() {
+                                last.1 = Some(Duration::ZERO);
+                                aborted.push(files.segments.len() - 1);
+                            }
+                        }
+                        Ok(())
+                    }
+                    _ => s.handle_access_unit(P, ms(t), false, now),
+                };
+                let _ = r;
+                drain(&mut s, &mut files);
+            }
+            s.handle_stop();
+            drain(&mut s, &mut files);
+            assert!(files.segments.len() >= 5, "seed {seed}: only {} segments", files.segments.len());
+            for (i, (bytes, closed)) in files.segments.iter().enumerate() {
+                assert!(closed.is_some(), "seed {seed}: segment {i} never closed");
+                let (_, mut rest) = read::init(bytes).unwrap();
+                let mut end = 0;
+                let mut first = true;
+                while !rest.is_empty() {
+                    let (f, r) = read::fragment(rest).unwrap_or_else(|e| panic!("seed {seed} segment {i}: {e:?}"));
+                    assert!(f.moof.base_decode_time >= end, "seed {seed} segment {i}: time ran backwards");
+                    if first {
+                        assert_eq!(f.moof.base_decode_time, 0);
+                        assert!(
+                            f.samples().next().is_some_and(|(s, _)| s.sync),
+                            "seed {seed}: starts with a sync sample"
+                        );
+                    }
+                    first = false;
+                    assert!(f.samples().all(|(s, _)| s.duration > 0));
+                    end = f.moof.base_decode_time + f.moof.duration();
+                    rest = r;
+                }
+                if !aborted.contains(&i) {
+                    assert_eq!(closed.unwrap(), ticks_to_duration(end), "seed {seed} segment {i}");
+                }
+            }
+        }
+    }
 }
