@@ -29,6 +29,8 @@ pub mod event_loop;
 #[cfg(feature = "std")]
 pub mod hub;
 #[cfg(feature = "std")]
+pub mod record;
+#[cfg(feature = "std")]
 pub mod source;
 #[cfg(feature = "std")]
 pub mod sys;

@@ -94,3 +94,13 @@ pub const LATENCY_SAMPLES: usize = 4096;
 /// buffer makes such a client fall behind visibly, skip to the next IDR, and stay current.
 /// 256 KiB holds ~250 ms at 8 Mbit/s, enough for the bandwidth-delay product of a radio link.
 pub const TCP_SEND_BUFFER: usize = 256 * 1024;
+
+/// Recorder (`record-dir`): access units queued between the loop and the writer thread (~3 s at
+/// 30 fps). Policy when full: the unit is dropped, and so is every unit up to the next IDR.
+pub const RECORD_QUEUE_UNITS: usize = 96;
+/// Samples per fMP4 fragment (a fragment also ends at each IDR and after `record-fragment`).
+/// Policy when reached: the fragment is written and a new one starts.
+pub const RECORD_MAX_FRAGMENT_SAMPLES: usize = 256;
+/// Sample bytes per fMP4 fragment. Policy when reached: the fragment is written; a single unit
+/// larger than this is not recorded and the recorder waits for the next IDR.
+pub const RECORD_MAX_FRAGMENT_BYTES: usize = 16 * 1024 * 1024;

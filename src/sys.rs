@@ -451,6 +451,22 @@ pub(crate) fn test_disable_udp_checksum(sock: &std::net::UdpSocket) -> io::Resul
     }
 }
 
+/// Whether the kernel considers the wall clock synchronised: adjtimex(2) in read-only mode
+/// (`modes = 0`) returns `TIME_ERROR` while `STA_UNSYNC` is set, i.e. until NTP, chrony or a
+/// PPS/GPS discipline has set it. `None` when the call fails (seccomp, odd kernels).
+pub fn clock_synchronised() -> Option<bool> {
+    // SAFETY: a zeroed `timex` is a valid input; with `modes == 0` adjtimex only reads the
+    // kernel's clock state into it.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    // SAFETY: `tx` is a valid, exclusively borrowed `timex` for the duration of the call.
+    let r = unsafe { libc::adjtimex(&mut tx) };
+    match r {
+        -1 => None,
+        libc::TIME_ERROR => Some(false),
+        _ => Some(true),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use uavstream::cmdline;
 use uavstream::limits;
+use uavstream::media::fmp4::{self, read as mp4read, AvcTrack, InitError, SampleInfo};
 use uavstream::media::h264::{annex_b, nal_unit_type, starts_access_unit, AuSpan, AuSplitter, Sps};
 use uavstream::rtp::h264::{AccessUnit, Depacketizer, Packetizer};
 use uavstream::rtp::header::{RtpHeader, HEADER_LEN};
@@ -42,6 +43,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("base64", base64),
     ("http_request", http_request),
     ("rtp_jpeg_roundtrip", rtp_jpeg_roundtrip),
+    ("fmp4_roundtrip", fmp4_roundtrip),
 ];
 
 /// Reads structured values off the fuzz input; past the end every read gives zeros / empty.
@@ -1186,4 +1188,106 @@ pub fn rtp_jpeg_roundtrip(data: &[u8]) {
     assert_eq!(back.scan, frame.scan, "scan bytes differ after the round trip");
     assert_eq!(back.qtables, frame.qtables, "quantization tables differ");
     assert_eq!((back.width, back.height, back.rtp_type()), (frame.width, frame.height, frame.rtp_type()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// fmp4_roundtrip
+
+/// The fMP4 reader on arbitrary bytes (a crashed recorder's file is untrusted input) never
+/// panics; then write → parse round trips from structured input: an init segment gives back
+/// its track, a fragment its sequence, decode time and samples byte for byte, an Annex B unit
+/// its NAL units (less parameter sets, AUD, filler) with 4-byte lengths; every writer refuses
+/// a short buffer with an error and never writes past its exact length.
+pub fn fmp4_roundtrip(data: &[u8]) {
+    // Untrusted bytes: walk them as a recorded file would be walked.
+    if let Ok((_, mut rest)) = mp4read::init(data) {
+        while let Ok((f, r)) = mp4read::fragment(rest) {
+            let total: usize = f.samples().map(|(_, b)| b.len()).sum();
+            assert_eq!(total, f.data.len(), "samples cover mdat exactly");
+            assert!(r.len() < rest.len());
+            rest = r;
+        }
+    }
+    if let Ok(h) = mp4read::header(data) {
+        assert!(h.header_len == 8 || h.header_len == 16);
+    }
+    let _ = mp4read::moof(data);
+
+    let mut c = Cursor::new(data);
+    let (width, height) = (c.u16(), c.u16());
+    let sps = c.short();
+    let pps = c.short();
+    let cut = usize::from(c.u16());
+    let track = AvcTrack { width, height, sps, pps };
+    let len = fmp4::init_len(&track);
+    let mut buf = vec![0xa5u8; len + 16];
+    match fmp4::write_init(&track, &mut buf) {
+        Ok(n) => {
+            assert_eq!(n, len, "init_len");
+            assert!(buf[n..].iter().all(|&b| b == 0xa5), "wrote past init_len");
+            let (info, rest) = mp4read::init(&buf[..n]).expect("own init segment parses");
+            assert!(rest.is_empty());
+            assert_eq!((info.width, info.height, info.sps, info.pps), (width, height, sps, pps));
+            assert_eq!(info.timescale, fmp4::TIMESCALE);
+            if cut < n {
+                assert_eq!(fmp4::write_init(&track, &mut buf[..cut]), Err(InitError::Full));
+            }
+        }
+        Err(InitError::BadParameterSets) => assert!(sps.len() < 4 || pps.is_empty()),
+        Err(InitError::Full) => panic!("init segment did not fit init_len"),
+    }
+
+    let sequence = c.u32();
+    let base = c.u64();
+    let count = usize::from(c.u8() % 48);
+    let mut samples = Vec::new();
+    let mut payload = Vec::new();
+    for _ in 0..count {
+        let duration = c.u32();
+        let size = u32::from(c.u8());
+        let sync = c.bool();
+        samples.push(SampleInfo { duration, size, sync });
+        payload.extend((0..size).map(|i| i as u8 ^ sequence as u8));
+    }
+    let header = fmp4::fragment_header_len(samples.len());
+    let mut frag = vec![0xa5u8; header + 8];
+    let n = fmp4::write_fragment_header(sequence, base, &samples, &mut frag).expect("fragment header fits its length");
+    assert_eq!(n, header);
+    assert!(frag[n..].iter().all(|&b| b == 0xa5), "wrote past fragment_header_len");
+    if cut < n {
+        assert!(fmp4::write_fragment_header(sequence, base, &samples, &mut vec![0; cut]).is_err());
+    }
+    frag.truncate(n);
+    frag.extend_from_slice(&payload);
+    let (f, rest) = mp4read::fragment(&frag).expect("own fragment parses");
+    assert!(rest.is_empty());
+    assert_eq!((f.moof.sequence, f.moof.base_decode_time, f.moof.sample_count), (sequence, base, count));
+    let mut at = 0;
+    for ((info, bytes), want) in f.samples().zip(&samples) {
+        assert_eq!(info, *want);
+        assert_eq!(bytes, &payload[at..at + want.size as usize]);
+        at += want.size as usize;
+    }
+    for cut in [0, n / 2, frag.len() - 1] {
+        if cut < frag.len() {
+            assert!(mp4read::fragment(&frag[..cut]).is_err(), "a cut fragment parses");
+        }
+    }
+
+    let au = c.bytes(usize::MAX);
+    let len = fmp4::avcc_sample_len(au);
+    let mut out = vec![0xa5u8; len + 4];
+    let n = fmp4::write_avcc_sample(au, &mut out).expect("sample fits avcc_sample_len");
+    assert_eq!(n, len);
+    let keep: Vec<&[u8]> = annex_b(au).filter(|n| !matches!(nal_unit_type(n), Some(7 | 8 | 9 | 12))).collect();
+    let mut rest = &out[..n];
+    for nal in keep {
+        let l = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        assert_eq!(&rest[4..4 + l], nal);
+        rest = &rest[4 + l..];
+    }
+    assert!(rest.is_empty());
+    if len > 0 {
+        assert!(fmp4::write_avcc_sample(au, &mut out[..len - 1]).is_err());
+    }
 }

@@ -1,2 +1,3 @@
 //! Media bitstream parsing (no I/O).
+pub mod fmp4;
 pub mod h264;
