@@ -151,6 +151,13 @@ pub const KEYS: &[Key] = &[
     key("multicast-port", S, "5004", "even UDP port of the multicast RTP stream; RTCP is port + 1"),
     key("multicast-ttl", S, "1", "multicast TTL / hop limit, 1-255; 1 = the local network only"),
     key("multicast-interface", S, "", "network interface the multicast stream leaves by (e.g. wlan0); empty = the routing table decides"),
+    key("record-dir", S, "", "directory the stream is recorded to as fragmented MP4 segments (H.264 only; one directory per stream); empty = off"),
+    key("record-segment", S, "60", "seconds per recorded file; each starts at an IDR"),
+    key("record-fragment", S, "1", "seconds per fragment at most (a power cut loses at most the one being written), e.g. 0.5"),
+    key("record-fsync", S, "fragment", "fragment | segment | off: when recorded data is forced to the disk"),
+    key("record-max-size", S, "", "delete the oldest recordings beyond this total size, e.g. 8G; empty = no limit"),
+    key("record-max-age", S, "", "delete recordings older than this, e.g. 7d, 12h, 3600 (seconds); empty = no limit"),
+    key("record-min-free", S, "256M", "keep this much free space on the disk by deleting the oldest recordings; 0 = no floor"),
     key("listen", G, "0.0.0.0", "address the RTSP server listens on"),
     key("port", G, "8554", "RTSP TCP port"),
     key("max-clients", G, "16", "RTSP session slots, allocated at start; more get 503"),
@@ -632,9 +639,11 @@ impl Parser<'_> {
                 _ => Err("must be between 0 and 63".into()),
             }
         })?;
-        Ok(StreamConfig {
+        let record = self.record(n)?;
+        let st = StreamConfig {
             name: format!("stream{n}"),
             camera,
+            record,
             path: self.field(k("path"), |v| {
                 if !v.starts_with('/')
                     || v.len() > 64
@@ -708,7 +717,50 @@ impl Parser<'_> {
                     Ok(Some(Multicast { group, port, ttl, interface }))
                 })?
             },
-        })
+        };
+        if st.record.is_some() && st.codec == Codec::Jpeg {
+            let k = KeyRef::of(Scope::Stream, "record-dir", n);
+            let (v, origin) = self.raw.value(k);
+            return Err(ConfigError {
+                key: k.name(),
+                value: v.to_owned(),
+                origin,
+                reason: "only H.264 streams are recorded (MP4's motion-JPEG mapping plays in ffmpeg-based players only); record an H.264 stream of the camera".into(),
+            });
+        }
+        Ok(st)
+    }
+
+    /// The `record-*` keys of stream `n`: `None` without a `record-dir`.
+    fn record(&self, n: u8) -> Result<Option<crate::record::RecorderSettings>, ConfigError> {
+        use crate::record::{FsyncPolicy, RecorderSettings};
+        let k = |name| KeyRef::of(Scope::Stream, name, n);
+        let seconds = |v: &str| -> Result<std::time::Duration, String> {
+            match v.parse::<f64>() {
+                Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(std::time::Duration::from_secs_f64(s)),
+                _ => Err("expected seconds, e.g. 60 or 0.5".into()),
+            }
+        };
+        let Some(dir) = self.field(k("record-dir"), |v| Ok((!v.is_empty()).then(|| PathBuf::from(v))))? else {
+            return Ok(None);
+        };
+        let mut s = RecorderSettings::new(dir);
+        s.segment = self.field(k("record-segment"), seconds)?;
+        s.fragment = self.field(k("record-fragment"), seconds)?;
+        s.fsync = self.field(k("record-fsync"), |v| {
+            FsyncPolicy::parse(v).ok_or_else(|| "expected fragment, segment or off".to_owned())
+        })?;
+        s.max_size =
+            self.field(k("record-max-size"), |v| if v.is_empty() { Ok(None) } else { parse_size(v).map(Some) })?;
+        s.max_age =
+            self.field(k("record-max-age"), |v| if v.is_empty() { Ok(None) } else { parse_age(v).map(Some) })?;
+        s.min_free = self.field(k("record-min-free"), |v| parse_size(v).map(|b| (b > 0).then_some(b)))?;
+        if let Err(why) = s.validate() {
+            let key = if why.contains("fragment") { "record-fragment" } else { "record-segment" };
+            let (v, origin) = self.raw.value(k(key));
+            return Err(ConfigError { key: k(key).name(), value: v.to_owned(), origin, reason: why.to_owned() });
+        }
+        Ok(Some(s))
     }
 
     /// Two streams never share a multicast group and port, or an `sdp-out` file.
@@ -728,6 +780,13 @@ impl Parser<'_> {
                 .or_else(|| {
                     (s.sdp_out.is_some() && s.sdp_out == o.sdp_out)
                         .then(|| ("sdp-out", format!("{} already writes this file", o.name)))
+                })
+                .or_else(|| match (&s.record, &o.record) {
+                    (Some(a), Some(b)) if a.dir == b.dir => Some((
+                        "record-dir",
+                        format!("{} already records there (latest_video.mp4 is one per directory)", o.name),
+                    )),
+                    _ => None,
                 });
                 if let Some((name, reason)) = clash {
                     let k = KeyRef::of(Scope::Stream, name, i as u8 + 1);
@@ -762,6 +821,40 @@ fn parse_bitrate(v: &str) -> Result<u32, String> {
         return Err("must be between 10k and 100M bit/s".into());
     }
     Ok(bps as u32)
+}
+
+/// `8G`, `500M`, `64k`, `1048576` (bytes; powers of 1024).
+fn parse_size(v: &str) -> Result<u64, String> {
+    let (num, mult) = match v.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err("expected a size such as 8G, 500M or 1048576".into()),
+            };
+            (&v[..i], m)
+        }
+        _ => (v, 1),
+    };
+    let n: u64 = num.trim().parse().map_err(|_| "expected a size such as 8G, 500M or 1048576".to_owned())?;
+    n.checked_mul(mult).ok_or_else(|| "too large".into())
+}
+
+/// `7d`, `12h`, `30m`, `3600` (seconds).
+fn parse_age(v: &str) -> Result<std::time::Duration, String> {
+    let (num, mult) = match v.as_bytes().last() {
+        Some(b'd') => (&v[..v.len() - 1], 86_400),
+        Some(b'h') => (&v[..v.len() - 1], 3_600),
+        Some(b'm') => (&v[..v.len() - 1], 60),
+        Some(b's') => (&v[..v.len() - 1], 1),
+        _ => (v, 1),
+    };
+    match num.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(std::time::Duration::from_secs(n.saturating_mul(mult))),
+        _ => Err("expected an age such as 7d, 12h, 30m or 3600 (seconds)".into()),
+    }
 }
 
 /// The resolved configuration: global settings, the cameras, and the streams they feed.
@@ -836,6 +929,8 @@ pub struct StreamConfig {
     pub dscp: u8,
     /// RTSP multicast: the group RTP/AVP;multicast sessions receive; `None` = off.
     pub multicast: Option<Multicast>,
+    /// Recording (`record-*` keys); `None` = off.
+    pub record: Option<crate::record::RecorderSettings>,
 }
 
 /// What one camera → stream pipeline is built from: the camera's capture settings and the

@@ -66,12 +66,15 @@ pub(super) enum Report {
     Status,
     /// `/metrics`, the Prometheus text format (version 0.0.4).
     Metrics,
+    /// `POST /PATH/record?start|stop` for stream `stream`: the loop switches its recorder and
+    /// answers with the recorder's state (JSON).
+    Record { stream: usize, start: bool },
 }
 
 impl Report {
     fn content_type(self) -> &'static str {
         match self {
-            Report::Status => "application/json",
+            Report::Status | Report::Record { .. } => "application/json",
             Report::Metrics => "text/plain; version=0.0.4; charset=utf-8",
         }
     }
@@ -521,7 +524,14 @@ impl<'a> Http<'a> {
         let persistence = request.persistence();
         let streams = &self.streams;
         let route = match http::route(&request, streams.iter().map(|s| s.path.as_str())) {
-            Route::Index | Route::Mjpeg(_) | Route::Snapshot(_) | Route::Status | Route::Metrics | Route::NotFound
+            Route::Index
+            | Route::Mjpeg(_)
+            | Route::Snapshot(_)
+            | Route::Status
+            | Route::Metrics
+            | Route::Record(..)
+            | Route::BadRecordAction
+            | Route::NotFound
                 if request.has_body =>
             {
                 None
@@ -534,9 +544,16 @@ impl<'a> Http<'a> {
             (None, _) | (_, None | Some(Route::MethodNotAllowed)) => None,
             (Some((auth, epoch)), Some(route)) => {
                 let now_s = now.saturating_duration_since(*epoch).as_secs();
-                let (method, authorization) = (if head { "HEAD" } else { "GET" }, request.authorization);
+                let method = match request.method {
+                    Method::Head => "HEAD",
+                    Method::Post => "POST",
+                    _ => "GET",
+                };
+                let authorization = request.authorization;
                 let verdict = match route {
-                    Route::Mjpeg(s) | Route::Snapshot(s) => auth.verify(authorization, method, &streams[s].path, now_s),
+                    Route::Mjpeg(s) | Route::Snapshot(s) | Route::Record(s, _) => {
+                        auth.verify(authorization, method, &streams[s].path, now_s)
+                    }
                     _ => verify_any(auth, authorization, method, streams.iter().map(|s| s.path.as_str()), now_s),
                 };
                 match verdict {
@@ -569,6 +586,13 @@ impl<'a> Http<'a> {
             }
             (Some(Route::Status), None) => Ok(State::WaitingReport { report: Report::Status, head, persistence }),
             (Some(Route::Metrics), None) => Ok(State::WaitingReport { report: Report::Metrics, head, persistence }),
+            (Some(Route::Record(stream, start)), None) => {
+                Ok(State::WaitingReport { report: Report::Record { stream, start }, head, persistence })
+            }
+            (Some(Route::BadRecordAction), None) => {
+                http::write_text(&mut w, 400, "POST /PATH/record?start or /PATH/record?stop", persistence)
+                    .map(|_| State::after_response(persistence))
+            }
             (Some(picture @ (Route::Snapshot(stream) | Route::Mjpeg(stream))), None) => {
                 let st = &streams[stream];
                 let fresh = st.fresh(now);
@@ -651,16 +675,20 @@ impl<'a> Http<'a> {
     /// Which reports connections wait for: the loop renders each and calls
     /// [`Http::answer_reports`] in the same turn.
     pub(super) fn reports_wanted(&self) -> impl Iterator<Item = Report> + '_ {
-        [Report::Status, Report::Metrics].into_iter().filter(|r| {
-            self.conns
-                .iter()
-                .flatten()
-                .any(|c| !c.dead && matches!(c.state, State::WaitingReport { report, .. } if report == *r))
+        self.conns.iter().enumerate().filter_map(move |(i, c)| {
+            let State::WaitingReport { report, .. } = c.as_ref().filter(|c| !c.dead)?.state else { return None };
+            // Each report once: the first connection waiting for it stands for all.
+            let first = self.conns.iter().position(|o| {
+                o.as_ref().is_some_and(|o| {
+                    !o.dead && matches!(o.state, State::WaitingReport { report: r, .. } if r == report)
+                })
+            });
+            (first == Some(i)).then_some(report)
         })
     }
 
-    /// Answers every connection waiting for `report` with `body`.
-    pub(super) fn answer_reports(&mut self, report: Report, body: &str, now: Instant) {
+    /// Answers every connection waiting for `report` with `status` and `body`.
+    pub(super) fn answer_reports(&mut self, report: Report, status: u16, body: &str, now: Instant) {
         for i in 0..self.conns.len() {
             let Some(c) = self.conns[i].as_mut().filter(|c| !c.dead) else { continue };
             let State::WaitingReport { report: r, head, persistence } = c.state else { continue };
@@ -668,7 +696,7 @@ impl<'a> Http<'a> {
                 continue;
             }
             let mut w = WBuf::new(&mut self.scratch);
-            if http::write_head(&mut w, 200, report.content_type(), Some(body.len()), persistence).is_err() {
+            if http::write_head(&mut w, status, report.content_type(), Some(body.len()), persistence).is_err() {
                 c.dead = true;
                 continue;
             }

@@ -12,6 +12,7 @@ use super::http::Report;
 use super::streams::{Stream, LATENCY_RING};
 use super::EventLoop;
 use crate::config::SourceSpec;
+use crate::record::{RecorderState, RecorderStatus};
 use crate::rtp::Codec;
 use crate::rtsp::session::{Delivery, SessionState};
 
@@ -110,19 +111,43 @@ impl EventLoop<'_> {
     /// Renders and answers every report HTTP clients wait for.
     pub(super) fn answer_reports(&mut self, now: Instant) {
         let Some(h) = self.http.as_ref() else { return };
-        let wanted: heapless::Vec<Report, 2> = h.reports_wanted().collect();
+        let wanted: heapless::Vec<Report, 8> = h.reports_wanted().take(8).collect();
         for report in wanted {
             let mut body = std::mem::take(&mut self.report_buf);
             body.clear();
-            match report {
-                Report::Status => self.render_status(now, &mut body),
-                Report::Metrics => self.render_metrics(now, &mut body),
-            }
+            let status = match report {
+                Report::Status => {
+                    self.render_status(now, &mut body);
+                    200
+                }
+                Report::Metrics => {
+                    self.render_metrics(now, &mut body);
+                    200
+                }
+                Report::Record { stream, start } => self.switch_recording(stream, start, &mut body),
+            };
             if let Some(h) = self.http.as_mut() {
-                h.answer_reports(report, &body, now);
+                h.answer_reports(report, status, &body, now);
             }
             self.report_buf = body;
         }
+    }
+
+    /// `POST /PATH/record?start|stop`: switches the stream's recorder; answers its state.
+    fn switch_recording(&mut self, si: usize, start: bool, out: &mut String) -> u16 {
+        let Some(st) = self.streams.get(si) else { return 404 };
+        let Some(r) = st.recorder.as_ref() else {
+            let _ = writeln!(
+                out,
+                "{{\"path\":{},\"error\":\"recording is not configured for this stream (record-dir)\"}}",
+                Json(&st.cfg.path)
+            );
+            return 409;
+        };
+        r.set_recording(start);
+        log::info!("{}: recording {} (HTTP)", st.cfg.path, if start { "started" } else { "stopped" });
+        let _ = writeln!(out, "{{\"path\":{},\"recording\":{start}}}", Json(&st.cfg.path));
+        200
     }
 
     fn clients(&self, si: usize) -> Clients {
@@ -208,7 +233,7 @@ impl EventLoop<'_> {
             let cfg = st.cfg;
             write!(
                 out,
-                "{}{{\"name\":{},\"path\":{},\"camera\":{},\"codec\":{},\"width\":{},\"height\":{},\"fps_configured\":{},\"bitrate_configured\":{},\"fps\":{:.2},\"bitrate\":{:.0},\"access_units\":{},\"idrs\":{},\"packets\":{},\"state\":{},\"restarts\":{},\"server_latency_us\":{{\"p50\":{p50},\"p99\":{p99}}},\"clients\":{{\"udp\":{},\"tcp\":{},\"multicast\":{},\"http_mjpeg\":{}}}}}",
+                "{}{{\"name\":{},\"path\":{},\"camera\":{},\"codec\":{},\"width\":{},\"height\":{},\"fps_configured\":{},\"bitrate_configured\":{},\"fps\":{:.2},\"bitrate\":{:.0},\"access_units\":{},\"idrs\":{},\"packets\":{},\"state\":{},\"restarts\":{},\"server_latency_us\":{{\"p50\":{p50},\"p99\":{p99}}},\"clients\":{{\"udp\":{},\"tcp\":{},\"multicast\":{},\"http_mjpeg\":{}}},\"recorder\":",
                 if si > 0 { "," } else { "" },
                 Json(&cfg.name),
                 Json(&cfg.path),
@@ -230,6 +255,23 @@ impl EventLoop<'_> {
                 cl.multicast,
                 cl.http
             )?;
+            match st.recorder.as_ref().map(|r| (r.is_recording_wanted(), r.status())) {
+                None => out.push_str("null}"),
+                Some((wanted, r)) => write!(
+                    out,
+                    "{{\"wanted\":{wanted},\"state\":{},\"segments\":{},\"fragments\":{},\"bytes\":{},\"dropped_units\":{},\"deleted_segments\":{},\"fsyncs\":{},\"fsync_max_us\":{},\"current\":{},\"last_error\":{}}}}}",
+                    Json(r.state.as_str()),
+                    r.segments,
+                    r.fragments,
+                    r.bytes,
+                    r.dropped_units,
+                    r.deleted_segments,
+                    r.fsyncs,
+                    r.fsync_max_us,
+                    r.current.as_deref().map_or_else(|| "null".to_owned(), |c| Json(c).to_string()),
+                    r.last_error.as_deref().map_or_else(|| "null".to_owned(), |c| Json(c).to_string()),
+                )?,
+            }
         }
         out.push_str("],\"sessions\":[");
         for (k, r) in self.sessions().iter().enumerate() {
@@ -390,6 +432,36 @@ impl EventLoop<'_> {
             "Interarrival jitter in the last receiver report.",
             &|r| format!("{:.6}", r.jitter_s),
         );
+
+        let recorders: Vec<(&str, RecorderStatus)> =
+            self.streams.iter().filter_map(|st| Some((st.cfg.path.as_str(), st.recorder.as_ref()?.status()))).collect();
+        let per_recorder =
+            |out: &mut String, name: &str, kind: &str, help: &str, value: &dyn Fn(&RecorderStatus) -> String| {
+                family(out, name, kind, help);
+                for (path, r) in &recorders {
+                    let _ = writeln!(out, "uavstream_{name}{{stream={}}} {}", Label(path), value(r));
+                }
+            };
+        per_recorder(out, "recorder_recording", "gauge", "1 while the stream is being recorded.", &|r| {
+            u8::from(r.state == RecorderState::Recording).to_string()
+        });
+        per_recorder(out, "recorder_segments_total", "counter", "Recorded segments closed.", &|r| {
+            r.segments.to_string()
+        });
+        per_recorder(out, "recorder_bytes_total", "counter", "Bytes written to recordings.", &|r| r.bytes.to_string());
+        per_recorder(
+            out,
+            "recorder_dropped_units_total",
+            "counter",
+            "Access units the recorder dropped (slow disk).",
+            &|r| r.dropped_units.to_string(),
+        );
+        per_recorder(out, "recorder_deleted_segments_total", "counter", "Segments deleted by retention.", &|r| {
+            r.deleted_segments.to_string()
+        });
+        per_recorder(out, "recorder_fsync_max_seconds", "gauge", "Longest fsync so far.", &|r| {
+            format!("{:.6}", r.fsync_max_us as f64 / 1e6)
+        });
         Ok(())
     }
 }

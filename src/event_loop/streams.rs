@@ -66,6 +66,8 @@ pub(super) struct Stream<'c> {
     pub(super) push_origin: String,
     /// The multicast group stream, when `multicast-group` is set.
     pub(super) group: Option<multicast::Group>,
+    /// The stream's recorder (`record-dir`), fed every access unit; it never blocks the loop.
+    pub(super) recorder: Option<crate::record::Recorder>,
     /// Rebuilds of the pipeline since start (stalls, failures, SIGHUP).
     pub(super) restarts: u64,
     /// `(when, access units, payload octets)` once a second, the last [`RATE_SAMPLES`]: the
@@ -155,8 +157,26 @@ impl<'c> Stream<'c> {
                 Some(g)
             }
         };
+        let recorder = match &st.record {
+            None => None,
+            Some(settings) => {
+                let r = crate::record::Recorder::start(settings.clone(), true).map_err(|e| {
+                    io::Error::new(e.kind(), format!("{} record-dir {}: {e}", st.name, settings.dir.display()))
+                })?;
+                log::info!(
+                    "{}: recording to {} ({} s segments, fragments of at most {} s, fsync per {})",
+                    st.path,
+                    settings.dir.display(),
+                    settings.segment.as_secs_f64(),
+                    settings.fragment.as_secs_f64(),
+                    settings.fsync.as_str()
+                );
+                Some(r)
+            }
+        };
         Ok(Stream {
             cfg: st,
+            recorder,
             pipeline_cfg,
             pipeline: Some(pipeline),
             pipe_reqs: Vec::with_capacity(8),
@@ -303,6 +323,7 @@ impl EventLoop<'_> {
         let jpeg_stream = st.hub.codec() == Codec::Jpeg;
         let result = {
             let hub = &mut st.hub;
+            let recorder = &mut st.recorder;
             let http = &mut self.http;
             let mut sink = |data: &[u8], capture: Instant| {
                 if stalled {
@@ -312,6 +333,9 @@ impl EventLoop<'_> {
                     h.store_frame(si, data, now);
                 }
                 let p = hub.push(data, capture);
+                if let Some(r) = recorder.as_mut().filter(|_| p.count > 0) {
+                    r.push(data, capture, p.idr);
+                }
                 any |= p.count > 0;
                 idr |= p.idr;
             };

@@ -29,6 +29,8 @@ pub const BOUNDARY: &str = "uavstreamframe";
 pub enum Method {
     Get,
     Head,
+    /// Only for `/PATH/record?start|stop`.
+    Post,
     Other,
 }
 
@@ -50,6 +52,8 @@ pub struct Request<'a> {
     pub method: Method,
     /// The path, without query string.
     pub path: &'a str,
+    /// The query string (after `?`, before `#`), empty when there is none.
+    pub query: &'a str,
     pub version: Version,
     /// A `close` token in the `Connection` header(s).
     pub connection_close: bool,
@@ -180,13 +184,16 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<'_>, HttpError> {
             authorization = Some(value);
         }
     }
-    let path = target.split(['?', '#']).next().unwrap_or("/");
+    let target = target.split('#').next().unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let method = match method {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
+        "POST" => Method::Post,
         _ => Method::Other,
     };
-    let request = Request { method, path, version, connection_close, connection_keep_alive, has_body, authorization };
+    let request =
+        Request { method, path, query, version, connection_close, connection_keep_alive, has_body, authorization };
     Ok(Parsed::Complete { request, consumed: start + end })
 }
 
@@ -203,6 +210,10 @@ pub enum Route {
     Status,
     /// `/metrics`: the same figures in the Prometheus text format.
     Metrics,
+    /// `POST /PATH/record?start` (`true`) or `?stop` (`false`): recording of stream `n` on or off.
+    Record(usize, bool),
+    /// `POST /PATH/record` without `start` or `stop`: `400`.
+    BadRecordAction,
     NotFound,
     MethodNotAllowed,
 }
@@ -211,6 +222,18 @@ pub enum Route {
 /// ignored). When two streams share a path, the first one gets it.
 pub fn route<'p>(req: &Request<'_>, paths: impl IntoIterator<Item = &'p str>) -> Route {
     if req.method == Method::Other {
+        return Route::MethodNotAllowed;
+    }
+    if req.method == Method::Post {
+        for (n, path) in paths.into_iter().enumerate() {
+            if req.path.strip_prefix(path.trim_end_matches('/')) == Some("/record") {
+                return match req.query {
+                    "start" | "action=start" => Route::Record(n, true),
+                    "stop" | "action=stop" => Route::Record(n, false),
+                    _ => Route::BadRecordAction,
+                };
+            }
+        }
         return Route::MethodNotAllowed;
     }
     match req.path {
@@ -236,6 +259,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        409 => "Conflict",
         408 => "Request Timeout",
         414 => "URI Too Long",
         431 => "Request Header Fields Too Large",
@@ -554,6 +578,7 @@ mod tests {
             let request = Request {
                 method,
                 path,
+                query: "",
                 version: Version::Http11,
                 connection_close: false,
                 connection_keep_alive: false,
@@ -566,6 +591,17 @@ mod tests {
         assert_eq!(r(Method::Get, "/status"), Route::Status);
         assert_eq!(r(Method::Head, "/metrics"), Route::Metrics);
         assert_eq!(r(Method::Get, "/status.json"), Route::NotFound);
+        let post = |path: &str| {
+            let raw = format!("POST {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+            let Ok(Parsed::Complete { request, .. }) = parse_request(raw.as_bytes()) else { panic!("{path}") };
+            route(&request, ["/live", "/low"])
+        };
+        assert_eq!(post("/low/record?start"), Route::Record(1, true));
+        assert_eq!(post("/live/record?action=stop"), Route::Record(0, false));
+        assert_eq!(post("/live/record"), Route::BadRecordAction);
+        assert_eq!(post("/live/record?go"), Route::BadRecordAction);
+        assert_eq!(post("/live.mjpeg"), Route::MethodNotAllowed);
+        assert_eq!(post("/status"), Route::MethodNotAllowed);
         assert_eq!(r(Method::Head, "/index.html"), Route::Index);
         assert_eq!(r(Method::Get, "/live.mjpeg"), Route::Mjpeg(0));
         assert_eq!(r(Method::Head, "/live.jpg"), Route::Snapshot(0));

@@ -77,6 +77,14 @@ impl FsyncPolicy {
             _ => None,
         }
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsyncPolicy::Fragment => "fragment",
+            FsyncPolicy::Segment => "segment",
+            FsyncPolicy::Off => "off",
+        }
+    }
 }
 
 /// Recorder configuration. Keys (one per field, for the config table):

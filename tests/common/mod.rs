@@ -2,6 +2,8 @@
 //! for protocol-level checks, and helpers to run external clients with a time limit.
 #![allow(dead_code)]
 
+pub mod record;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
