@@ -4,9 +4,15 @@
 #
 ################################################################################
 
-UAVSTREAM_VERSION = 0.1.0
-UAVSTREAM_SITE = https://example.invalid/uavstream.git
-UAVSTREAM_SITE_METHOD = git
+# The package lives in the repository it builds: this external tree is the
+# repository's buildroot-ext/ directory, so the source is its parent, copied
+# (rsync) into the build directory with nothing downloaded. Build products
+# and caches of the checkout stay out of the copy.
+UAVSTREAM_SITE = $(BR2_EXTERNAL_UAVSTREAM_PATH)/..
+UAVSTREAM_SITE_METHOD = local
+UAVSTREAM_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = \
+	--exclude=/target --exclude=/.rig-cache --exclude=/fuzz \
+	--exclude=/VENDOR --exclude=/.cargo
 UAVSTREAM_LICENSE = MIT or Apache-2.0
 UAVSTREAM_LICENSE_FILES = LICENSE-APACHE LICENSE-MIT
 
@@ -32,6 +38,19 @@ UAVSTREAM_CARGO_OPTS = \
 	--features "$(subst $(space),$(comma),$(strip $(UAVSTREAM_FEATURES)))"
 UAVSTREAM_CARGO_BUILD_OPTS = $(UAVSTREAM_CARGO_OPTS)
 UAVSTREAM_CARGO_INSTALL_OPTS = $(UAVSTREAM_CARGO_OPTS)
+
+# Buildroot builds cargo packages offline and vendors their crates as part
+# of the download, which a local package does not have. Vendor them here,
+# the same way (cargo vendor --locked into VENDOR/, Buildroot's cargo home,
+# its lock), once host-rustc exists: every crate is checked against the
+# checksum Cargo.lock records for it.
+define UAVSTREAM_VENDOR_CRATES
+	mkdir -p $(@D)/.cargo $(BR_CARGO_HOME)
+	cd $(@D) && $(HOST_MAKE_ENV) $(PKG_COMMON_CARGO_ENV) \
+		flock $(BR_CARGO_HOME)/.br-lock \
+		cargo vendor --locked VENDOR > $(@D)/.cargo/config.toml
+endef
+UAVSTREAM_PRE_CONFIGURE_HOOKS += UAVSTREAM_VENDOR_CRATES
 
 define UAVSTREAM_INSTALL_DEFAULTS
 	$(INSTALL) -D -m 0644 $(@D)/dist/default/uavstream \
