@@ -66,6 +66,8 @@ endef
 define UAVSTREAM_INSTALL_INIT_SYSTEMD
 	$(INSTALL) -D -m 0644 $(UAVSTREAM_PKGDIR)/uavstream.service \
 		$(TARGET_DIR)/usr/lib/systemd/system/uavstream.service
+	$(INSTALL) -D -m 0644 $(@D)/dist/uavstream.sysusers \
+		$(TARGET_DIR)/usr/lib/sysusers.d/uavstream.conf
 endef
 
 # A fixed system user in group video: camera, encoder and dma-heap nodes

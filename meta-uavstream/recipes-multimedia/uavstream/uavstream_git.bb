@@ -71,6 +71,8 @@ do_install:append() {
     if ${@bb.utils.contains('DISTRO_FEATURES', 'systemd', 'true', 'false', d)}; then
         install -d ${D}${systemd_system_unitdir}
         install -m 0644 ${S}/dist/uavstream.service ${D}${systemd_system_unitdir}/uavstream.service
+        install -d ${D}${nonarch_libdir}/sysusers.d
+        install -m 0644 ${S}/dist/uavstream.sysusers ${D}${nonarch_libdir}/sysusers.d/uavstream.conf
     fi
     if ${@bb.utils.contains('DISTRO_FEATURES', 'sysvinit', 'true', 'false', d)}; then
         install -d ${D}${INIT_D_DIR}
@@ -89,5 +91,9 @@ SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 
 INITSCRIPT_NAME = "uavstream"
 INITSCRIPT_PARAMS = "start 99 2 3 4 5 . stop 01 0 1 6 ."
+
+# The sysusers.d file describes the same account for systemd-sysusers
+# (images that create users at boot, or a factory reset of /etc).
+FILES:${PN} += "${nonarch_libdir}/sysusers.d"
 
 CONFFILES:${PN} = "${sysconfdir}/default/uavstream"
