@@ -10,7 +10,6 @@ RTSP-over-TCP client here (RFC 2326 interleaved framing), since that is the one 
 a BYE sent at shutdown can be seen on the host without a packet capture.
 Every wait is bounded; the whole run is bounded by the caller's timeout too.
 """
-import os
 import re
 import socket
 import subprocess
@@ -291,7 +290,7 @@ def systemd_checks():
             log(f"SIG{sig}: {out.strip()}")
         s = until(f"restart after SIG{sig}", 90,
                   lambda: (r := running()) and int(r["NRestarts"]) > n0 and r["MainPID"] != pid and r)
-        _, out = guest(f"journalctl -b -u uavstream -o cat --no-pager | grep -e 'Main process exited' | tail -1")
+        _, out = guest("journalctl -b -u uavstream -o cat --no-pager | grep -e 'Main process exited' | tail -1")
         log(f"SIG{sig} on pid {pid}: {out.strip()} -> restarted: {s}")
         if f"status={ {'SEGV': 11, 'KILL': 9}[sig] }/{sig}" not in out:
             fail(f"the journal does not say the daemon died of SIG{sig}")
@@ -341,7 +340,8 @@ def busybox_checks():
 
     out = bye_on_stop("/etc/init.d/S99uavstream stop")
     log(f"S99uavstream stop: {' '.join(out.split())}")
-    _, out = guest("if pidof uavstream; then echo running; fi; if [ -e /var/run/uavstream.pid ]; then echo pid file; fi")
+    _, out = guest("if pidof uavstream; then echo running; fi; "
+                   "if [ -e /var/run/uavstream.pid ]; then echo pid file; fi")
     if out.strip():
         fail(f"the daemon or its pid file is still there after stop: {out}")
     _, out = guest("/etc/init.d/S99uavstream start")
