@@ -42,15 +42,16 @@ UAVSTREAM_CARGO_INSTALL_OPTS = $(UAVSTREAM_CARGO_OPTS)
 # Buildroot builds cargo packages offline and vendors their crates as part
 # of the download, which a local package does not have. Vendor them here,
 # the same way (cargo vendor --locked into VENDOR/, Buildroot's cargo home,
-# its lock), once host-rustc exists: every crate is checked against the
-# checksum Cargo.lock records for it.
+# its lock), before every build, so `make uavstream-rebuild` after a
+# Cargo.lock change vendors the new crates too: every crate is checked
+# against the checksum Cargo.lock records for it.
 define UAVSTREAM_VENDOR_CRATES
 	mkdir -p $(@D)/.cargo $(BR_CARGO_HOME)
 	cd $(@D) && $(HOST_MAKE_ENV) $(PKG_COMMON_CARGO_ENV) \
 		flock $(BR_CARGO_HOME)/.br-lock \
 		cargo vendor --locked VENDOR > $(@D)/.cargo/config.toml
 endef
-UAVSTREAM_PRE_CONFIGURE_HOOKS += UAVSTREAM_VENDOR_CRATES
+UAVSTREAM_PRE_BUILD_HOOKS += UAVSTREAM_VENDOR_CRATES
 
 define UAVSTREAM_INSTALL_DEFAULTS
 	$(INSTALL) -D -m 0644 $(@D)/dist/default/uavstream \
