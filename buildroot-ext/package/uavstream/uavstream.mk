@@ -4,9 +4,15 @@
 #
 ################################################################################
 
-UAVSTREAM_VERSION = 0.1.0
-UAVSTREAM_SITE = https://example.invalid/uavstream.git
-UAVSTREAM_SITE_METHOD = git
+# The package lives in the repository it builds: this external tree is the
+# repository's buildroot-ext/ directory, so the source is its parent, copied
+# (rsync) into the build directory with nothing downloaded. Build products
+# and caches of the checkout stay out of the copy.
+UAVSTREAM_SITE = $(BR2_EXTERNAL_UAVSTREAM_PATH)/..
+UAVSTREAM_SITE_METHOD = local
+UAVSTREAM_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = \
+	--exclude=/target --exclude=/.rig-cache --exclude=/fuzz \
+	--exclude=/VENDOR --exclude=/.cargo
 UAVSTREAM_LICENSE = MIT or Apache-2.0
 UAVSTREAM_LICENSE_FILES = LICENSE-APACHE LICENSE-MIT
 
@@ -33,6 +39,20 @@ UAVSTREAM_CARGO_OPTS = \
 UAVSTREAM_CARGO_BUILD_OPTS = $(UAVSTREAM_CARGO_OPTS)
 UAVSTREAM_CARGO_INSTALL_OPTS = $(UAVSTREAM_CARGO_OPTS)
 
+# Buildroot builds cargo packages offline and vendors their crates as part
+# of the download, which a local package does not have. Vendor them here,
+# the same way (cargo vendor --locked into VENDOR/, Buildroot's cargo home,
+# its lock), before every build, so `make uavstream-rebuild` after a
+# Cargo.lock change vendors the new crates too: every crate is checked
+# against the checksum Cargo.lock records for it.
+define UAVSTREAM_VENDOR_CRATES
+	mkdir -p $(@D)/.cargo $(BR_CARGO_HOME)
+	cd $(@D) && $(HOST_MAKE_ENV) $(PKG_COMMON_CARGO_ENV) \
+		flock $(BR_CARGO_HOME)/.br-lock \
+		cargo vendor --locked VENDOR > $(@D)/.cargo/config.toml
+endef
+UAVSTREAM_PRE_BUILD_HOOKS += UAVSTREAM_VENDOR_CRATES
+
 define UAVSTREAM_INSTALL_DEFAULTS
 	$(INSTALL) -D -m 0644 $(@D)/dist/default/uavstream \
 		$(TARGET_DIR)/etc/default/uavstream
@@ -47,6 +67,8 @@ endef
 define UAVSTREAM_INSTALL_INIT_SYSTEMD
 	$(INSTALL) -D -m 0644 $(UAVSTREAM_PKGDIR)/uavstream.service \
 		$(TARGET_DIR)/usr/lib/systemd/system/uavstream.service
+	$(INSTALL) -D -m 0644 $(@D)/dist/uavstream.sysusers \
+		$(TARGET_DIR)/usr/lib/sysusers.d/uavstream.conf
 endef
 
 # A fixed system user in group video: camera, encoder and dma-heap nodes

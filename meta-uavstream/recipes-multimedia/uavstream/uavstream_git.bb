@@ -17,11 +17,32 @@ LIC_FILES_CHKSUM = "file://LICENSE-APACHE;md5=3b83ef96387f14655fc854ddc3c6bd57 \
 
 PV = "0.1.0+git"
 
-SRC_URI = "git://example.invalid/uavstream.git;protocol=https;branch=main;destsuffix=${BP}"
-# The layer lives in the daemon's own repository, so it follows main, whose
-# Cargo.lock uavstream-crates.inc is generated from (scripts/gen-crates-inc).
-# A release branch pins SRCREV to its tag's commit instead.
-SRCREV ?= "${AUTOREV}"
+# Source. By default the recipe builds the checkout this layer lives in
+# (UAVSTREAM_TREE, the directory above the layer, set in conf/layer.conf),
+# in place through externalsrc: no edit, no download of the daemon itself,
+# and what gets built is exactly what is checked out. externalsrc keeps the
+# crate:// entries of the crates .inc, so the dependencies are still fetched
+# and checked against their sha256 like any other download.
+#
+# Pinned release instead (for example in a product's distro layer or
+# local.conf): turn the checkout off and name the repository and commit,
+#   UAVSTREAM_EXTERNALSRC:pn-uavstream = ""
+#   UAVSTREAM_GIT_URI:pn-uavstream = "git://git.example.com/uavstream.git;protocol=https;branch=release-0.1"
+#   SRCREV:pn-uavstream = "<40-hex commit of the release tag>"
+# The crates .inc and LIC_FILES_CHKSUM of that commit's layer then match
+# its Cargo.lock and licences (scripts/check-image checks both on every
+# commit), so use the layer from the same tag.
+UAVSTREAM_EXTERNALSRC ??= "${UAVSTREAM_TREE}"
+UAVSTREAM_GIT_URI ??= ""
+EXTERNALSRC = "${UAVSTREAM_EXTERNALSRC}"
+EXTERNALSRC_BUILD = "${WORKDIR}/build"
+# No oe-workdir/oe-logs symlinks in the developer's checkout.
+EXTERNALSRC_SYMLINKS = ""
+inherit_defer ${@'externalsrc' if d.getVar('UAVSTREAM_EXTERNALSRC') else ''}
+
+SRC_URI = "${@'' if d.getVar('UAVSTREAM_EXTERNALSRC') else d.getVar('UAVSTREAM_GIT_URI') + ';destsuffix=' + d.getVar('BP')}"
+# No SRCREV default: a git build without one is refused by the fetcher, so a
+# release build is always pinned to a commit.
 
 require ${BPN}-crates.inc
 
@@ -50,6 +71,8 @@ do_install:append() {
     if ${@bb.utils.contains('DISTRO_FEATURES', 'systemd', 'true', 'false', d)}; then
         install -d ${D}${systemd_system_unitdir}
         install -m 0644 ${S}/dist/uavstream.service ${D}${systemd_system_unitdir}/uavstream.service
+        install -d ${D}${nonarch_libdir}/sysusers.d
+        install -m 0644 ${S}/dist/uavstream.sysusers ${D}${nonarch_libdir}/sysusers.d/uavstream.conf
     fi
     if ${@bb.utils.contains('DISTRO_FEATURES', 'sysvinit', 'true', 'false', d)}; then
         install -d ${D}${INIT_D_DIR}
@@ -68,5 +91,9 @@ SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 
 INITSCRIPT_NAME = "uavstream"
 INITSCRIPT_PARAMS = "start 99 2 3 4 5 . stop 01 0 1 6 ."
+
+# The sysusers.d file describes the same account for systemd-sysusers
+# (images that create users at boot, or a factory reset of /etc).
+FILES:${PN} += "${nonarch_libdir}/sysusers.d"
 
 CONFFILES:${PN} = "${sysconfdir}/default/uavstream"
