@@ -304,4 +304,5 @@ fn one_camera_stalled_unplugged_or_unbound_never_interrupts_the_other() {
     // The guest's init stops the daemon and powers off.
     drop(TcpStream::connect(("127.0.0.1", trigger)).and_then(|mut s| s.write_all(b"done")));
     console.wait_count("RIG: uavstream exited", 1, Duration::from_secs(30));
+    assert_eq!(console.count("RIG: uavstream exited (status 0)"), 1, "the daemon's exit on SIGTERM");
 }
