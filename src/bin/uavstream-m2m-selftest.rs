@@ -6,6 +6,13 @@
 //! Prints `m2m-selftest: PASS` when the DMABUF path was used (not the copy fallback), enough
 //! frames round-tripped, and every compared frame is within tolerance. Exit status 1 otherwise.
 //! Blocks in poll(2) with timeouts: this is a test program, not the daemon.
+//!
+//! `--set-ctrl NAME=VALUE` (or `--set-ctrl NAME` for a button) does nothing of the above: it sets
+//! one control of `--device`, found by its name, and keeps the device open `--hold` seconds. The
+//! rig uses it on vivid's error-injection controls, which busybox has no tool for: "Percentage of
+//! Dropped Buffers" (a camera that stalls but stays there) and "Disconnect" (the instance's nodes
+//! are unregistered, as if it were unplugged; vivid registers them again when the last open file
+//! is closed, so `--hold` is how long the camera stays away after the daemon let go of it).
 #![allow(clippy::print_stdout)]
 
 use std::collections::HashMap;
@@ -43,6 +50,44 @@ struct Args {
     /// lowest acceptable luma PSNR in dB [30]
     #[argh(option, default = "30.0")]
     min_psnr: f64,
+    /// instead of the self-test: set the control NAME (as the driver names it) of --device to
+    /// VALUE (0 for a button), e.g. "Percentage of Dropped Buffers=100" or "Disconnect"
+    #[argh(option)]
+    set_ctrl: Option<String>,
+    /// with --set-ctrl: seconds to keep the device open afterwards [0]
+    #[argh(option, default = "0.0")]
+    hold: f64,
+}
+
+/// `--set-ctrl`: finds the control by name (VIDIOC_QUERYCTRL with NEXT_CTRL), sets it
+/// (VIDIOC_S_CTRL), keeps the file open for `hold`.
+fn set_ctrl(device: &str, spec: &str, hold: Duration) -> Result<String, String> {
+    use v4l2r::bindings::{v4l2_queryctrl, V4L2_CTRL_FLAG_DISABLED};
+    use v4l2r::ioctl::{queryctrl, s_ctrl, CtrlId, QueryCtrlFlags};
+    let (name, value) = match spec.rsplit_once('=') {
+        Some((n, v)) => (n, v.trim().parse::<i32>().map_err(|_| format!("{spec:?}: the value is not an integer"))?),
+        None => (spec, 0),
+    };
+    let fd = open_node(std::path::Path::new(device)).map_err(|e| format!("{device}: {e}"))?;
+    let mut next = 0u32;
+    let mut names = Vec::new();
+    let id = loop {
+        let id = CtrlId::new(next).map_err(|e| e.to_string())?;
+        let q: v4l2_queryctrl = match queryctrl(&fd, id, QueryCtrlFlags::NEXT) {
+            Ok(q) => q,
+            Err(_) => return Err(format!("{device} has no control {name:?}; it has {names:?}")),
+        };
+        next = q.id;
+        let len = q.name.iter().position(|&b| b == 0).unwrap_or(q.name.len());
+        let found = String::from_utf8_lossy(&q.name[..len]).into_owned();
+        if found == name && q.flags & V4L2_CTRL_FLAG_DISABLED == 0 {
+            break q.id;
+        }
+        names.push(found);
+    };
+    s_ctrl(&fd, id, value).map_err(|e| format!("{device}: setting {name:?} (0x{id:08x}) to {value}: {e}"))?;
+    std::thread::sleep(hold);
+    Ok(format!("{device}: {name:?} (0x{id:08x}) set to {value}, device held open {:.1} s", hold.as_secs_f64()))
 }
 
 const FWHT: [u8; 4] = *b"FWHT";
@@ -311,6 +356,18 @@ fn run(
 fn main() -> ExitCode {
     let args: Args = argh::from_env();
     let _ = env_logger::Builder::new().parse_filters("info").try_init();
+    if let Some(spec) = &args.set_ctrl {
+        return match set_ctrl(&args.device, spec, Duration::from_secs_f64(args.hold.max(0.0))) {
+            Ok(done) => {
+                println!("m2m-selftest: set-ctrl: {done}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                println!("m2m-selftest: set-ctrl: FAIL: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let found = (|| -> Result<_, String> {
         let cam = resolve_device(&args.device)?;
         let enc = find_encoder(FWHT, Some(NV12)).ok_or("no M2M encoder NV12 -> FWHT (is vicodec loaded?)")?;

@@ -430,6 +430,20 @@ impl RawConfig {
         for n in 1..=n_cameras as u8 {
             cameras.push(p.camera(n)?);
         }
+        // `device=auto` picks the first capture device: with two V4L2 cameras both could pick the
+        // same one, or one could take the other's node while its own is gone.
+        if cameras.iter().filter(|c| c.source == SourceSpec::V4l2).count() > 1 {
+            if let Some(c) = cameras.iter().position(|c| c.source == SourceSpec::V4l2 && c.device == "auto") {
+                let k = KeyRef::of(Scope::Camera, "device", c as u8 + 1);
+                let (v, origin) = self.value(k);
+                return Err(ConfigError {
+                    key: k.name(),
+                    value: v.to_owned(),
+                    origin,
+                    reason: "with several V4L2 cameras each needs its device (e.g. /dev/video0, or a /dev/v4l/by-path/ link)".into(),
+                });
+            }
+        }
         let mut streams: Vec<StreamConfig> = Vec::with_capacity(n_streams);
         for n in 1..=n_streams as u8 {
             let st = p.stream(n, &cameras, dscp)?;

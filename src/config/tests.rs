@@ -269,6 +269,17 @@ fn conflicts_exit_naming_keys_and_values() {
             "stream1 already writes this file",
         ),
         (&[("stream2.dscp", "64")], "stream2.dscp", "64", "between 0 and 63"),
+        (
+            &[
+                ("source", "v4l2"),
+                ("camera2.source", "v4l2"),
+                ("camera2.device", "/dev/video2"),
+                ("stream2.camera", "2"),
+            ],
+            "device",
+            "auto",
+            "each needs its device",
+        ),
     ];
     for (pairs, key, value, reason) in cases {
         let mut raw = RawConfig::new();
