@@ -272,6 +272,7 @@ fn conflicts_exit_naming_keys_and_values() {
         (
             &[
                 ("source", "v4l2"),
+                ("device", "auto"),
                 ("camera2.source", "v4l2"),
                 ("camera2.device", "/dev/video2"),
                 ("stream2.camera", "2"),
