@@ -1,2 +1,3 @@
-//! Media bitstream parsing (no I/O).
+//! Media bitstream parsing and raw frame conversion (no I/O).
 pub mod h264;
+pub mod scale;
