@@ -1,18 +1,20 @@
 //! Software scaler: a raw camera frame (NV12, YU12 or YUYV, any stride) to tightly packed I420
 //! (YU12) at the same or a smaller size, for the software encoders.
 //!
-//! Downscaling is area averaging (a box filter with integer bounds): output column `i` of a
-//! plane `W` wide going to `w` covers source columns `i*W/w .. (i+1)*W/w`, rows likewise, and is
-//! the rounded mean of the pixels it covers. Footprints are therefore `floor(W/w)` or
-//! `ceil(W/w)` pixels wide, so every source pixel counts once and nothing aliases the way nearest
-//! or bilinear sampling does at 3:1. Equal size is a plain conversion.
+//! Downscaling is area averaging (a box filter): each output pixel is the mean of the source
+//! area it covers, a source pixel it covers in part weighing its covered fraction. At 3:1 and 2:1
+//! that is the plain mean of 3×3 / 2×2 pixels; at 3:2 source pixels a, b, c make (2a + b) / 3 and
+//! (b + 2c) / 3, likewise down the rows. Every source pixel counts in full, so nothing aliases the
+//! way nearest or bilinear sampling does. Ratios whose period is long (reduced `p:q` with
+//! `p > 128`, e.g. 1080:718) use whole-pixel footprints `i*W/w .. (i+1)*W/w` instead. Equal size
+//! is a plain conversion; YUYV's 4:2:2 chroma lines are averaged in pairs.
 //!
 //! Per frame the work is row by row: the source rows an output row covers are summed into a u16
 //! row (a straight, vectorisable loop), then each output pixel sums its columns of that row and
-//! is scaled by a per-row reciprocal. Exact integer ratios (1:1 to 4:1) take a fixed-width path
-//! that LLVM vectorises; other ratios walk the precomputed column table. A [`Scaler`] holds the
+//! is scaled by a per-row reciprocal. Exact integer ratios (1:1 to 4:1) and 3:2 take fixed-width
+//! paths that LLVM vectorises; other ratios walk the precomputed column table. A [`Scaler`] holds the
 //! column tables and the row buffer for one (input layout, output size) pair, so a frame
-//! allocates nothing. It is fixed-capacity (about 28 KiB, see [`MAX_SCALE_WIDTH`]): worker threads
+//! allocates nothing. It is fixed-capacity (about 64 KiB, see [`MAX_SCALE_WIDTH`]): worker threads
 //! may want to `Box` it.
 
 use core::fmt;
@@ -119,10 +121,11 @@ pub struct Scaler {
     out_width: usize,
     out_height: usize,
     frame_bytes: usize,
-    /// Column bounds of the luma plane: output column `i` covers `luma_cols[i]..luma_cols[i+1]`.
-    luma_cols: Columns<{ MAX_SCALE_WIDTH + 1 }>,
-    chroma_cols: Columns<{ MAX_SCALE_WIDTH / 2 + 1 }>,
-    /// Sums of the source rows one output row covers; YUYV rows are 2 × width elements.
+    luma_rows: Axis,
+    chroma_rows: Axis,
+    luma_cols: Columns<MAX_SCALE_WIDTH>,
+    chroma_cols: Columns<{ MAX_SCALE_WIDTH / 2 }>,
+    /// Weighted sums of the source rows one output row covers; YUYV rows are 2 × width elements.
     row_sums: [u16; 2 * MAX_SCALE_WIDTH],
 }
 
@@ -136,38 +139,125 @@ impl fmt::Debug for Scaler {
     }
 }
 
+/// How one axis maps `src` pixels onto `dst` (`dst <= src`), and the footprint of each output.
+///
+/// With the reduced ratio `src:dst = p:q`, output `i` covers source `[i·p/q, (i+1)·p/q)`. Counted
+/// in 1/q pixels that is `[i·p, (i+1)·p)`, so every source pixel it touches weighs its overlap:
+/// `q` in the middle, less at the two ends, `p` in all ("fractional"; 3:2 gives 2+1 and 1+2).
+/// When `p` is too large for the u16 row sums, or the ratio is an integer, footprints fall back
+/// to whole pixels `i·src/dst .. (i+1)·src/dst`, each weighing 1.
+#[derive(Debug, Clone, Copy)]
+struct Axis {
+    src: usize,
+    dst: usize,
+    p: usize,
+    q: usize,
+    fractional: bool,
+}
+
+/// Source pixels `start .. start + count`; the first weighs `first`, the last (when `count > 1`)
+/// `last`, the others [`Axis::middle`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    start: u16,
+    count: u16,
+    first: u16,
+    last: u16,
+}
+
+/// Largest reduced source period `p` footprints are weighed fractionally for: weights sum to `p`
+/// per output, times two lines for YUYV chroma, and 255 · 256 still fits the u16 row sums.
+const MAX_FRACTIONAL_PERIOD: usize = 128;
+
+impl Axis {
+    fn new(src: usize, dst: usize) -> Axis {
+        let g = gcd(src, dst);
+        let (p, q) = (src / g, dst / g);
+        Axis { src, dst, p, q, fractional: q > 1 && p <= MAX_FRACTIONAL_PERIOD }
+    }
+
+    fn span(&self, i: usize) -> Span {
+        if self.fractional {
+            let (a, b) = (i * self.p, (i + 1) * self.p);
+            let (x0, x1) = (a / self.q, b.div_ceil(self.q));
+            let first = ((x0 + 1) * self.q).min(b) - a;
+            let last = b - (x1 - 1) * self.q;
+            Span { start: x0 as u16, count: (x1 - x0) as u16, first: first as u16, last: last as u16 }
+        } else {
+            let (x0, x1) = (i * self.src / self.dst, (i + 1) * self.src / self.dst);
+            Span { start: x0 as u16, count: (x1 - x0) as u16, first: 1, last: 1 }
+        }
+    }
+
+    /// Weight of a source pixel inside a footprint, between the ends.
+    fn middle(&self) -> u32 {
+        if self.fractional {
+            self.q as u32
+        } else {
+            1
+        }
+    }
+
+    /// Total weight of a footprint: `p`, or its pixel count.
+    fn total(&self, span: Span) -> u32 {
+        if self.fractional {
+            self.p as u32
+        } else {
+            u32::from(span.count)
+        }
+    }
+
+    /// The smallest [`Axis::total`]; the others are at most one more.
+    fn min_total(&self) -> u32 {
+        if self.fractional {
+            self.p as u32
+        } else {
+            (self.src / self.dst) as u32
+        }
+    }
+
+    /// Largest number of source pixels one output covers.
+    fn max_count(&self) -> usize {
+        if self.fractional {
+            self.p.div_ceil(self.q) + 1
+        } else {
+            self.src.div_ceil(self.dst)
+        }
+    }
+}
+
+fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
 #[derive(Clone)]
 struct Columns<const N: usize> {
-    bounds: [u16; N],
-    /// Outputs in this plane (`bounds` holds one more).
-    len: usize,
-    /// The narrowest footprint; the others are one wider.
-    min_width: u32,
-    /// `W / w` when it divides exactly, else 0.
-    ratio: usize,
+    axis: Axis,
+    spans: [Span; N],
 }
 
 impl<const N: usize> Columns<N> {
-    fn new(src: usize, dst: usize) -> Columns<N> {
-        let mut bounds = [0u16; N];
-        for (i, b) in bounds.iter_mut().enumerate().take(dst + 1) {
-            *b = (i * src / dst) as u16;
+    fn new(axis: Axis) -> Columns<N> {
+        let mut spans = [Span::default(); N];
+        for (i, s) in spans.iter_mut().enumerate().take(axis.dst) {
+            *s = axis.span(i);
         }
-        let ratio = if src % dst == 0 { src / dst } else { 0 };
-        Columns { bounds, len: dst, min_width: (src / dst) as u32, ratio }
+        Columns { axis, spans }
     }
 
     fn view(&self) -> Cols<'_> {
-        Cols { bounds: &self.bounds[..=self.len], min_width: self.min_width, ratio: self.ratio }
+        Cols { axis: self.axis, spans: &self.spans[..self.axis.dst] }
     }
 }
 
 /// A plane's column table as the column pass reads it.
 #[derive(Clone, Copy)]
 struct Cols<'a> {
-    bounds: &'a [u16],
-    min_width: u32,
-    ratio: usize,
+    axis: Axis,
+    spans: &'a [Span],
 }
 
 /// One source plane as the scaler walks it. `row_len` counts bytes of a row that are read; a
@@ -177,7 +267,7 @@ struct PlaneIn {
     base: usize,
     stride: usize,
     row_len: usize,
-    rows: usize,
+    rows: Axis,
     group: usize,
 }
 
@@ -209,9 +299,11 @@ impl Scaler {
             return Err(ScaleError::StrideTooSmall);
         }
         // Chroma rows of 4:2:0 inputs halve on both sides; YUYV sums two lines per chroma row.
+        let (luma_rows, chroma_rows) = (Axis::new(h, oh), Axis::new(h / 2, oh / 2));
         let lines_per_chroma_row = if input.format == PixelFormat::Yuyv { 2 } else { 1 };
-        let chroma_lines = (h / 2).div_ceil(oh / 2) * lines_per_chroma_row;
-        if h.div_ceil(oh) > MAX_ROWS_PER_OUTPUT_ROW || chroma_lines > MAX_ROWS_PER_OUTPUT_ROW {
+        if luma_rows.max_count() > MAX_ROWS_PER_OUTPUT_ROW
+            || chroma_rows.max_count() * lines_per_chroma_row > MAX_ROWS_PER_OUTPUT_ROW
+        {
             return Err(ScaleError::RatioTooLarge);
         }
         let frame_bytes = input.frame_bytes().ok_or(ScaleError::TooLarge)?;
@@ -220,8 +312,10 @@ impl Scaler {
             out_width: ow,
             out_height: oh,
             frame_bytes,
-            luma_cols: Columns::new(w, ow),
-            chroma_cols: Columns::new(w / 2, ow / 2),
+            luma_rows,
+            chroma_rows,
+            luma_cols: Columns::new(Axis::new(w, ow)),
+            chroma_cols: Columns::new(Axis::new(w / 2, ow / 2)),
             row_sums: [0; 2 * MAX_SCALE_WIDTH],
         })
     }
@@ -254,40 +348,47 @@ impl Scaler {
         let (u_out, v_out) = chroma_out.split_at_mut(ow * oh / 4);
         let (w, h, stride) = (self.input.width as usize, self.input.height as usize, self.input.stride as usize);
         let (lc, cc, sums) = (self.luma_cols.view(), self.chroma_cols.view(), &mut self.row_sums);
-        let (cw, ch) = (ow / 2, oh / 2);
+        let (lr, cr) = (self.luma_rows, self.chroma_rows);
+        let cw = ow / 2;
         match self.input.format {
             PixelFormat::Nv12 => {
-                let luma = PlaneIn { base: 0, stride, row_len: w, rows: h, group: 1 };
-                for_each_output_row(src, luma, oh, sums, |j, row, rows| {
+                let luma = PlaneIn { base: 0, stride, row_len: w, rows: lr, group: 1 };
+                for_each_output_row(src, luma, sums, |j, row, rows| {
                     columns::<1, 0>(&row, &lc, rows, &mut y_out[j * ow..][..ow]);
                 });
-                let uv = PlaneIn { base: stride * h, stride, row_len: w, rows: h / 2, group: 1 };
-                for_each_output_row(src, uv, ch, sums, |j, row, rows| {
-                    columns::<2, 0>(&row, &cc, rows, &mut u_out[j * cw..][..cw]);
-                    columns::<2, 1>(&row, &cc, rows, &mut v_out[j * cw..][..cw]);
+                let uv = PlaneIn { base: stride * h, stride, row_len: w, rows: cr, group: 1 };
+                for_each_output_row(src, uv, sums, |j, row, rows| {
+                    let (u, v) = (&mut u_out[j * cw..][..cw], &mut v_out[j * cw..][..cw]);
+                    match row {
+                        Row::Bytes(r) if cc.axis.src == cc.axis.dst => split_uv(r, u, v),
+                        _ => {
+                            columns::<2, 0>(&row, &cc, rows, u);
+                            columns::<2, 1>(&row, &cc, rows, v);
+                        }
+                    }
                 });
             }
             PixelFormat::Yu12 => {
-                let luma = PlaneIn { base: 0, stride, row_len: w, rows: h, group: 1 };
-                for_each_output_row(src, luma, oh, sums, |j, row, rows| {
+                let luma = PlaneIn { base: 0, stride, row_len: w, rows: lr, group: 1 };
+                for_each_output_row(src, luma, sums, |j, row, rows| {
                     columns::<1, 0>(&row, &lc, rows, &mut y_out[j * ow..][..ow]);
                 });
                 let (cs, crows) = (stride / 2, h / 2);
                 for (base, out) in [(stride * h, &mut *u_out), (stride * h + cs * crows, &mut *v_out)] {
-                    let plane = PlaneIn { base, stride: cs, row_len: w / 2, rows: crows, group: 1 };
-                    for_each_output_row(src, plane, ch, sums, |j, row, rows| {
+                    let plane = PlaneIn { base, stride: cs, row_len: w / 2, rows: cr, group: 1 };
+                    for_each_output_row(src, plane, sums, |j, row, rows| {
                         columns::<1, 0>(&row, &cc, rows, &mut out[j * cw..][..cw]);
                     });
                 }
             }
             PixelFormat::Yuyv => {
                 // Luma and chroma cover different source rows (4:2:2 to 4:2:0), so two passes.
-                let packed = PlaneIn { base: 0, stride, row_len: 2 * w, rows: h, group: 1 };
-                for_each_output_row(src, packed, oh, sums, |j, row, rows| {
+                let packed = PlaneIn { base: 0, stride, row_len: 2 * w, rows: lr, group: 1 };
+                for_each_output_row(src, packed, sums, |j, row, rows| {
                     columns::<2, 0>(&row, &lc, rows, &mut y_out[j * ow..][..ow]);
                 });
-                let pairs = PlaneIn { rows: h / 2, group: 2, ..packed };
-                for_each_output_row(src, pairs, ch, sums, |j, row, rows| {
+                let pairs = PlaneIn { rows: cr, group: 2, ..packed };
+                for_each_output_row(src, pairs, sums, |j, row, rows| {
                     columns::<4, 1>(&row, &cc, rows, &mut u_out[j * cw..][..cw]);
                     columns::<4, 3>(&row, &cc, rows, &mut v_out[j * cw..][..cw]);
                 });
@@ -297,46 +398,84 @@ impl Scaler {
     }
 }
 
-/// Calls `f(output_row, row, source_rows)` for each of `out_rows` output rows of `plane`.
-fn for_each_output_row<F>(src: &[u8], plane: PlaneIn, out_rows: usize, sums: &mut [u16], mut f: F)
+/// Calls `f(output_row, row, weight)` for each output row of `plane`, `weight` being the total
+/// weight of the source rows summed into `row`.
+fn for_each_output_row<F>(src: &[u8], plane: PlaneIn, sums: &mut [u16], mut f: F)
 where
     F: FnMut(usize, Row<'_>, u32),
 {
     let line = |y: usize| &src[plane.base + y * plane.stride..][..plane.row_len];
     let sums = &mut sums[..plane.row_len];
-    for j in 0..out_rows {
-        let g = plane.group;
-        let (y0, y1) = (j * plane.rows / out_rows * g, (j + 1) * plane.rows / out_rows * g);
-        if y1 - y0 == 1 {
-            f(j, Row::Bytes(line(y0)), 1);
+    let (axis, g) = (plane.rows, plane.group);
+    let middle = axis.middle() as u16;
+    for j in 0..axis.dst {
+        let span = axis.span(j);
+        let (y0, n) = (usize::from(span.start), usize::from(span.count));
+        if n == 1 && g == 1 {
+            f(j, Row::Bytes(line(y0)), u32::from(span.first));
             continue;
         }
-        for (s, &a) in sums.iter_mut().zip(line(y0)) {
-            *s = u16::from(a);
-        }
-        for y in y0 + 1..y1 {
-            for (s, &a) in sums.iter_mut().zip(line(y)) {
-                *s += u16::from(a);
+        for k in 0..n * g {
+            let weight = match k / g {
+                0 => span.first,
+                r if r == n - 1 => span.last,
+                _ => middle,
+            };
+            let l = line(y0 * g + k);
+            if k == 0 {
+                for (s, &a) in sums.iter_mut().zip(l) {
+                    *s = weight * u16::from(a);
+                }
+            } else if weight == 1 {
+                for (s, &a) in sums.iter_mut().zip(l) {
+                    *s += u16::from(a);
+                }
+            } else {
+                for (s, &a) in sums.iter_mut().zip(l) {
+                    *s += weight * u16::from(a);
+                }
             }
         }
-        f(j, Row::Sums(sums), (y1 - y0) as u32);
+        f(j, Row::Sums(sums), axis.total(span) * g as u32);
     }
 }
 
 /// The column pass of one output row: element `x * STEP + OFFSET` of `row` is source pixel `x`.
-fn columns<const STEP: usize, const OFFSET: usize>(row: &Row<'_>, cols: &Cols<'_>, rows: u32, out: &mut [u8]) {
+fn columns<const STEP: usize, const OFFSET: usize>(row: &Row<'_>, cols: &Cols<'_>, weight: u32, out: &mut [u8]) {
     match row {
-        Row::Bytes(r) => columns_of(r, cols, rows, out, STEP, OFFSET),
-        Row::Sums(r) => columns_of(r, cols, rows, out, STEP, OFFSET),
+        Row::Bytes(r) if STEP == 1 && weight == 1 && cols.axis.src == cols.axis.dst => {
+            out.copy_from_slice(&r[..out.len()]);
+        }
+        Row::Bytes(r) => columns_of(r, cols, weight, out, STEP, OFFSET),
+        Row::Sums(r) => columns_of(r, cols, weight, out, STEP, OFFSET),
     }
 }
 
 #[inline(always)]
-fn columns_of<T: Copy + Into<u32>>(row: &[T], cols: &Cols<'_>, rows: u32, out: &mut [u8], step: usize, offset: usize) {
-    // The fixed-ratio paths are exact while the footprint is at most FIXED_MAX_AREA pixels.
-    if cols.ratio != 0 && cols.ratio as u32 * rows <= FIXED_MAX_AREA {
-        let m = reciprocal_fixed(cols.ratio as u32 * rows);
-        match (cols.ratio, step, offset) {
+fn columns_of<T: Copy + Into<u32>>(
+    row: &[T],
+    cols: &Cols<'_>,
+    weight: u32,
+    out: &mut [u8],
+    step: usize,
+    offset: usize,
+) {
+    let axis = cols.axis;
+    // The fixed-ratio paths are exact while a footprint weighs at most FIXED_MAX_AREA.
+    let fixed_ratio = if axis.q == 1 { axis.p } else { 0 };
+    if fixed_ratio == 1 && weight == 1 {
+        match (step, offset) {
+            (1, 0) => return pick::<T, 1, 0>(row, out),
+            (2, 0) => return pick::<T, 2, 0>(row, out),
+            (2, 1) => return pick::<T, 2, 1>(row, out),
+            (4, 1) => return pick::<T, 4, 1>(row, out),
+            (4, 3) => return pick::<T, 4, 3>(row, out),
+            _ => {}
+        }
+    }
+    if fixed_ratio != 0 && fixed_ratio as u32 * weight <= FIXED_MAX_AREA {
+        let m = reciprocal_fixed(fixed_ratio as u32 * weight);
+        match (fixed_ratio, step, offset) {
             (1, 1, 0) => return fixed::<T, 1, 1, 0>(row, m, out),
             (1, 2, 0) => return fixed::<T, 1, 2, 0>(row, m, out),
             (1, 2, 1) => return fixed::<T, 1, 2, 1>(row, m, out),
@@ -360,13 +499,46 @@ fn columns_of<T: Copy + Into<u32>>(row: &[T], cols: &Cols<'_>, rows: u32, out: &
             _ => {}
         }
     }
-    let narrow = reciprocal_general(cols.min_width * rows);
-    let wide = reciprocal_general((cols.min_width + 1) * rows);
-    for (o, b) in out.iter_mut().zip(cols.bounds.windows(2)) {
-        let (x0, x1) = (usize::from(b[0]), usize::from(b[1]));
-        let sum: u32 = row[x0 * step + offset..].iter().step_by(step).take(x1 - x0).map(|&v| v.into()).sum();
-        let m = if (x1 - x0) as u32 == cols.min_width { narrow } else { wide };
+    if axis.fractional && (axis.p, axis.q) == (3, 2) && 3 * weight <= FIXED_MAX_AREA {
+        let m = reciprocal_fixed(3 * weight);
+        match (step, offset) {
+            (1, 0) => return three_halves::<T, 1, 0>(row, m, out),
+            (2, 0) => return three_halves::<T, 2, 0>(row, m, out),
+            (2, 1) => return three_halves::<T, 2, 1>(row, m, out),
+            (4, 1) => return three_halves::<T, 4, 1>(row, m, out),
+            (4, 3) => return three_halves::<T, 4, 3>(row, m, out),
+            _ => {}
+        }
+    }
+    let min_total = axis.min_total();
+    let narrow = reciprocal_general(min_total * weight);
+    let wide = reciprocal_general((min_total + 1) * weight);
+    let middle = axis.middle();
+    for (o, span) in out.iter_mut().zip(cols.spans) {
+        let (x0, n) = (usize::from(span.start), usize::from(span.count));
+        let px = |x: usize| -> u32 { row[x * step + offset].into() };
+        let mut sum = u32::from(span.first) * px(x0);
+        if n > 1 {
+            let inner: u32 = (x0 + 1..x0 + n - 1).map(px).sum();
+            sum += middle * inner + u32::from(span.last) * px(x0 + n - 1);
+        }
+        let m = if axis.total(*span) == min_total { narrow } else { wide };
         *o = ((u64::from(sum) * m + (1 << (GENERAL_SHIFT - 1))) >> GENERAL_SHIFT) as u8;
+    }
+}
+
+/// NV12 chroma at 1:1: de-interleaves `U V U V …` in one pass.
+fn split_uv(row: &[u8], u: &mut [u8], v: &mut [u8]) {
+    for ((u, v), uv) in u.iter_mut().zip(v.iter_mut()).zip(row.chunks_exact(2)) {
+        (*u, *v) = (uv[0], uv[1]);
+    }
+}
+
+/// 1:1 on a single source row: a copy of every `STEP`th element.
+#[inline(always)]
+fn pick<T: Copy + Into<u32>, const STEP: usize, const OFFSET: usize>(row: &[T], out: &mut [u8]) {
+    for (o, c) in out.iter_mut().zip(row.chunks_exact(STEP)) {
+        *o = c[OFFSET].into() as u8;
     }
 }
 
@@ -383,6 +555,17 @@ fn fixed<T: Copy + Into<u32>, const K: usize, const STEP: usize, const OFFSET: u
             sum += c[k * STEP + OFFSET].into();
         }
         *o = ((sum * m + (1 << (FIXED_SHIFT - 1))) >> FIXED_SHIFT) as u8;
+    }
+}
+
+/// 3:2 by area: source pixels a, b, c make two outputs weighing 2a + b and b + 2c.
+#[inline(always)]
+fn three_halves<T: Copy + Into<u32>, const STEP: usize, const OFFSET: usize>(row: &[T], m: u32, out: &mut [u8]) {
+    let round = |sum: u32| ((sum * m + (1 << (FIXED_SHIFT - 1))) >> FIXED_SHIFT) as u8;
+    for (o, c) in out.chunks_exact_mut(2).zip(row.chunks_exact(3 * STEP)) {
+        let (a, b, c): (u32, u32, u32) = (c[OFFSET].into(), c[STEP + OFFSET].into(), c[2 * STEP + OFFSET].into());
+        o[0] = round(2 * a + b);
+        o[1] = round(b + 2 * c);
     }
 }
 
@@ -406,8 +589,9 @@ fn reciprocal_general(n: u32) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    #[allow(unused_extern_crates)] // the no_std build of the library needs it for the tests
     extern crate std;
+    use super::*;
     use std::vec;
     use std::vec::Vec;
 
@@ -463,16 +647,31 @@ mod tests {
             (input, f)
         }
 
-        /// I420 by the definition: each output pixel the rounded mean of its footprint.
+        /// I420 by the definition: each output pixel the rounded weighted mean of its footprint.
         fn reference(&self, ow: usize, oh: usize) -> Vec<u8> {
+            /// Weight of source pixel `x` in output `i`, in units of 1/dst pixel: the overlap of
+            /// `[i·src, (i+1)·src)` and `[x·dst, (x+1)·dst)`, or whole pixels for integer ratios
+            /// and long periods.
+            fn weight(src: usize, dst: usize, i: usize, x: usize) -> u64 {
+                let period = src / gcd(src, dst);
+                if src % dst == 0 || period > MAX_FRACTIONAL_PERIOD {
+                    return u64::from((i * src / dst..(i + 1) * src / dst).contains(&x));
+                }
+                let (lo, hi) = ((i * src).max(x * dst), ((i + 1) * src).min((x + 1) * dst));
+                hi.saturating_sub(lo) as u64
+            }
             fn plane(p: &[u8], w: usize, h: usize, ow: usize, oh: usize, out: &mut Vec<u8>) {
                 for j in 0..oh {
                     for i in 0..ow {
                         let (mut sum, mut n) = (0u64, 0u64);
-                        for y in j * h / oh..(j + 1) * h / oh {
-                            for x in i * w / ow..(i + 1) * w / ow {
-                                sum += u64::from(p[y * w + x]);
-                                n += 1;
+                        // Only pixels near the footprint can weigh anything.
+                        let near = |i: usize, n: usize, on: usize| i * n / on..((i + 1) * n).div_ceil(on).min(n);
+                        for y in near(j, h, oh) {
+                            let wy = weight(h, oh, j, y);
+                            for x in near(i, w, ow) {
+                                let wx = weight(w, ow, i, x) * wy;
+                                sum += wx * u64::from(p[y * w + x]);
+                                n += wx;
                             }
                         }
                         out.push(((sum + n / 2) / n) as u8);
@@ -531,11 +730,20 @@ mod tests {
             // U then V, 6x3 to 2x1: the mean of x + 10y over x in 0..3 and y in 0..3 is 1 + 10.
             assert_eq!(&out[8..], &[11, 14, 11, 14], "{format:?}");
         }
-        // 3:2 with integer bounds: footprints of 1 and 2 pixels, [0], [1,2] → 0, 2 (1.5 rounds up).
+        // 3:2 by area: source pixels a, b, c become (2a + b) / 3 and (b + 2c) / 3.
         let pic = Picture::new(12, 4, |p, x, _| if p == 0 { 10 * x as u8 } else { 100 });
-        let (input, src) = pic.frame(PixelFormat::Nv12, 0);
-        let out = scale(input, &src, 8, 2, 0xa5);
-        assert_eq!(&out[..8], &[0, 15, 30, 45, 60, 75, 90, 105]);
+        for format in FORMATS {
+            let (input, src) = pic.frame(format, 0);
+            let out = scale(input, &src, 8, 2, 0xa5);
+            assert_eq!(&out[..8], &[3, 17, 33, 47, 63, 77, 93, 107], "{format:?}");
+        }
+        // 7:5 (period 7 over 5 outputs), vertical weights too: a ramp 0, 5, 10 … down the rows.
+        let pic = Picture::new(4, 14, |p, _, y| if p == 0 { 5 * y as u8 } else { 100 });
+        let (input, src) = pic.frame(PixelFormat::Yu12, 0);
+        let out = scale(input, &src, 4, 10, 0xa5);
+        // Output row 0 covers rows [0, 1.4): (5·0 + 2·5) / 7 = 1.43; row 1 [1.4, 2.8): (3·5 + 4·10) / 7.
+        let column: Vec<u8> = out[..40].iter().step_by(4).copied().collect();
+        assert_eq!(column, [1, 8, 15, 22, 29, 36, 43, 50, 57, 64]);
     }
 
     #[test]
@@ -552,6 +760,8 @@ mod tests {
             (64, 64, 16, 2),
             (20, 256, 2, 2),
             (4096, 16, 6, 2),
+            (20, 262, 2, 4),
+            (1920, 1080, 1280, 720),
         ];
         for (w, h, ow, oh) in sizes {
             let pic = Picture::new(w, h, noise);
@@ -567,7 +777,7 @@ mod tests {
 
     #[test]
     fn every_output_byte_is_written() {
-        let pic = Picture::new(100, 60, |p, x, y| (noise(p, x, y) % 100) as u8);
+        let pic = Picture::new(100, 60, |p, x, y| noise(p, x, y) % 100);
         for format in FORMATS {
             let (input, src) = pic.frame(format, 4);
             for (ow, oh) in [(100, 60), (50, 30), (34, 22)] {
@@ -611,6 +821,30 @@ mod tests {
             let mut longer = src.clone();
             longer.extend_from_slice(&[1, 2, 3]);
             assert_eq!(s.scale(&longer, &mut out), Ok(()));
+        }
+    }
+
+    #[test]
+    fn no_size_stride_or_buffer_panics() {
+        let src = vec![7u8; 4096];
+        for format in FORMATS {
+            for (w, h, ow, oh) in (0..=10u32)
+                .flat_map(|w| (0..=10).map(move |h| (w, h)))
+                .flat_map(|(w, h)| (0..=10u32).flat_map(move |ow| (0..=10).map(move |oh| (w, h, ow, oh))))
+            {
+                let line = if format == PixelFormat::Yuyv { 2 * w } else { w };
+                for stride in [line.saturating_sub(1), line, line + 1, line + 5] {
+                    let input = Input { format, width: w, height: h, stride };
+                    let Ok(mut s) = Scaler::new(input, ow, oh) else { continue };
+                    let bytes = input.frame_bytes().unwrap();
+                    let mut out = vec![0xa5; s.output_bytes()];
+                    for len in [0, bytes.saturating_sub(1), bytes] {
+                        let r = s.scale(&src[..len], &mut out);
+                        assert_eq!(r.is_ok(), len == bytes, "{input:?} -> {ow}x{oh}, {len} bytes");
+                    }
+                    assert!(out.iter().all(|&b| b == 7), "{input:?} -> {ow}x{oh}");
+                }
+            }
         }
     }
 
