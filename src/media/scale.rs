@@ -569,14 +569,15 @@ fn three_halves<T: Copy + Into<u32>, const STEP: usize, const OFFSET: usize>(row
     }
 }
 
-// Rounding division by `n` as a multiply and shift: `(sum * ceil(2^S / n) + 2^(S-1)) >> S`
-// equals `(sum + n/2) / n` (halves round up) for every sum ≤ 255·n while n² < 2^S / 510: the
-// multiplier overshoots 1/n by less than the distance of sum/n + 1/2 to the next integer.
+// Rounding division by the footprint's total weight `n` as a multiply and shift:
+// `(sum * ceil(2^S / n) + 2^(S-1)) >> S` equals `(sum + n/2) / n` (halves round up) for every
+// sum ≤ 255·n while n² < 2^S / 510: the multiplier overshoots 1/n by less than the distance of
+// sum/n + 1/2 to the next integer.
 const FIXED_SHIFT: u32 = 22;
-/// Largest footprint (pixels) of the u32 fixed-ratio path: 90² < 2^22 / 510.
+/// Largest total weight of the u32 fixed-ratio paths: 90² < 2^22 / 510.
 const FIXED_MAX_AREA: u32 = 90;
-/// The general path's u64 arithmetic is exact up to 46,431-pixel footprints and within one
-/// level beyond (sum · m < 255 · 2^40 + 255 · n never overflows).
+/// The general path's u64 arithmetic is exact up to total weights of 46,431 and within one level
+/// beyond (sum · m < 255 · 2^40 + 255 · n never overflows).
 const GENERAL_SHIFT: u32 = 40;
 
 fn reciprocal_fixed(n: u32) -> u32 {
