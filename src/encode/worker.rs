@@ -255,8 +255,11 @@ impl FrameTap {
     }
 }
 
-/// Paces a worker that makes its own frames (a test pattern) at a frame rate. When it falls
-/// behind by more than a frame it skips the backlog (newest frame wins) rather than catching up.
+/// Paces a worker that makes its own frames (a test pattern) at a frame rate, like a camera's
+/// sensor clock: frame `n` is captured at `start + n * period`, so capture times (and RTP
+/// timestamps) are exactly one period apart unless a frame is missing. When the worker falls
+/// behind by a whole period or more it skips the frames already overdue (newest frame wins,
+/// each one counted) rather than catching up.
 pub(super) struct Pacer {
     period: Duration,
     next: Instant,
@@ -269,22 +272,22 @@ impl Pacer {
         Pacer { period, next: Instant::now(), frame_no: 0 }
     }
 
-    /// Sleeps until the next frame is due; returns its capture time and number. Frames it fell
-    /// behind by are counted as skipped in `handoff`.
+    /// Sleeps until the next frame is due; returns its capture time (when it was due) and
+    /// number. Frames whose time passed a whole period ago are counted as skipped in `handoff`.
     pub(super) fn wait_next(&mut self, handoff: &Handoff) -> (Instant, u64) {
         let now = Instant::now();
         if self.next > now {
             std::thread::sleep(self.next - now);
+        } else {
+            let behind = ((now - self.next).as_nanos() / self.period.as_nanos()) as u64;
+            if behind > 0 {
+                handoff.count_skipped(behind);
+                self.frame_no += behind;
+                self.next += Duration::from_nanos((self.period.as_nanos() as u64).saturating_mul(behind));
+            }
         }
-        let capture = Instant::now();
+        let (capture, frame_no) = (self.next, self.frame_no);
         self.next += self.period;
-        if self.next <= capture {
-            let behind = ((capture - self.next).as_nanos() / self.period.as_nanos() + 1) as u64;
-            handoff.count_skipped(behind);
-            self.frame_no += behind;
-            self.next = capture + self.period;
-        }
-        let frame_no = self.frame_no;
         self.frame_no += 1;
         (capture, frame_no)
     }
@@ -522,13 +525,16 @@ mod tests {
     fn a_pacer_that_falls_behind_skips_the_backlog() {
         let handoff = Handoff::new().unwrap();
         let mut pacer = Pacer::new(1000);
-        let (_, first) = pacer.wait_next(&handoff);
+        let (first_at, first) = pacer.wait_next(&handoff);
         assert_eq!(first, 0);
         std::thread::sleep(Duration::from_millis(20));
+        let before = Instant::now();
         let (capture, next) = pacer.wait_next(&handoff);
         let skipped = handoff.skipped.load(Ordering::Relaxed);
         assert!(skipped >= 15, "{skipped} frames skipped");
         assert_eq!(next, 1 + skipped, "frame numbers jump over the skipped frames");
-        assert!(pacer.next > capture, "the next frame is due after this one, not in the past");
+        assert_eq!(capture, first_at + Duration::from_millis(next), "capture times stay on the frame grid");
+        assert!(capture + pacer.period > before, "the newest overdue frame is the one made");
+        assert_eq!(pacer.next, capture + pacer.period);
     }
 }
