@@ -1600,6 +1600,9 @@ impl<'c> EventLoop<'c> {
             sys::rss_kib().unwrap_or(0),
             std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count()),
         );
+        if let Some(p) = &self.pipeline {
+            log::info!("stats: pipeline frames dropped {} (since it started)", p.frames_dropped());
+        }
         if let Some(g) = &self.group {
             let (sent, dropped) = g.counters();
             log::info!(

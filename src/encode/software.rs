@@ -399,6 +399,10 @@ impl Pipeline for SoftwarePipeline {
     fn parameter_sets(&self) -> Option<(Vec<u8>, Vec<u8>)> {
         self.parameter_sets.clone()
     }
+
+    fn frames_dropped(&self) -> u64 {
+        self.worker.frames_dropped()
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,9 @@
 //! - Worker to loop: encoded units go through a queue of at most [`limits::ENCODED_QUEUE`] and
 //!   an eventfd. A unit that finds the queue full, or is larger than [`limits::MAX_ACCESS_UNIT`],
 //!   is dropped and counted, never queued.
+//! - Nothing is dropped silently: skipped frames and dropped units are counted from the start
+//!   ([`EncoderThread::frames_dropped`], which the loop's `stats:` line shows) and warned about
+//!   at most every [`WARN_EVERY`].
 //! - Buffers are recycled both ways (spare frame buffers in the mailbox, a bounded free pool for
 //!   encoded units), so steady state allocates nothing.
 //! - [`EncoderThread`] owns the worker. Dropping it stops the worker, closes the mailbox (later
@@ -83,8 +86,10 @@ pub(super) struct Handoff {
     free: Mutex<Vec<Vec<u8>>>,
     stop: AtomicBool,
     efd: EventFd,
-    /// Shared with frame taps, which count the frames they replace.
+    /// Frames never encoded (newest wins), since the start. Shared with frame taps, which count
+    /// the frames they replace.
     skipped: Arc<AtomicU64>,
+    /// Encoded units the loop never got, since the start.
     dropped: AtomicU64,
 }
 
@@ -138,7 +143,7 @@ impl Handoff {
         true
     }
 
-    /// Counts frames the worker skipped because it fell behind.
+    /// Counts frames the worker skipped because it fell behind (or that its encoder skipped).
     pub(super) fn count_skipped(&self, frames: u64) {
         self.skipped.fetch_add(frames, Ordering::Relaxed);
     }
@@ -301,6 +306,8 @@ pub(super) struct EncoderThread {
     thread: Option<JoinHandle<()>>,
     labels: &'static Labels,
     last_warn: Option<Instant>,
+    /// The (skipped, dropped) totals the last warning covered.
+    warned: (u64, u64),
 }
 
 impl EncoderThread {
@@ -312,7 +319,7 @@ impl EncoderThread {
         let handoff = Arc::new(Handoff::new()?);
         let worker_handoff = Arc::clone(&handoff);
         let thread = std::thread::Builder::new().name(labels.thread.into()).spawn(move || body(&worker_handoff))?;
-        Ok(EncoderThread { handoff, tap: None, thread: Some(thread), labels, last_warn: None })
+        Ok(EncoderThread { handoff, tap: None, thread: Some(thread), labels, last_warn: None, warned: (0, 0) })
     }
 
     /// Starts a worker that encodes frames pushed into its mailbox (see [`Mailbox::next_frame`]).
@@ -328,7 +335,7 @@ impl EncoderThread {
             .name(labels.thread.into())
             .spawn(move || body(&worker_handoff, &worker_mailbox))?;
         let tap = FrameTap { mailbox, layout, skipped: Arc::clone(&handoff.skipped) };
-        Ok(EncoderThread { handoff, tap: Some(tap), thread: Some(thread), labels, last_warn: None })
+        Ok(EncoderThread { handoff, tap: Some(tap), thread: Some(thread), labels, last_warn: None, warned: (0, 0) })
     }
 
     /// The mailbox handle in frame mode; `None` for a worker that makes its own frames.
@@ -339,6 +346,12 @@ impl EncoderThread {
     /// [`FrameTap::push`] in frame mode; otherwise ignores the frame and returns `true`.
     pub(super) fn push_frame(&self, data: &[u8], capture: Instant) -> bool {
         self.tap.as_ref().is_none_or(|tap| tap.push(data, capture))
+    }
+
+    /// Frames that never reached the loop since the worker started: skipped because the worker
+    /// fell behind (newest wins) plus encoded units the loop had no room for.
+    pub(super) fn frames_dropped(&self) -> u64 {
+        self.handoff.skipped.load(Ordering::Relaxed) + self.handoff.dropped.load(Ordering::Relaxed)
     }
 
     pub(super) fn poll_requests(&self, out: &mut Vec<PollRequest>) {
@@ -357,16 +370,18 @@ impl EncoderThread {
             handoff.recycle(unit.data);
         }
         if self.last_warn.is_none_or(|t| now.saturating_duration_since(t) >= WARN_EVERY) {
-            let skipped = handoff.skipped.swap(0, Ordering::Relaxed);
-            let dropped = handoff.dropped.swap(0, Ordering::Relaxed);
+            let totals = (handoff.skipped.load(Ordering::Relaxed), handoff.dropped.load(Ordering::Relaxed));
+            let (skipped, dropped) = (totals.0 - self.warned.0, totals.1 - self.warned.1);
             if skipped > 0 || dropped > 0 {
                 self.last_warn = Some(now);
+                self.warned = totals;
                 let labels = self.labels;
                 log::warn!(
                     target: labels.log_target,
-                    "{}: {skipped} frames skipped, {dropped} {}",
+                    "{}: {skipped} frames skipped, {dropped} {} ({} frames dropped since start)",
                     labels.fell_behind,
-                    labels.dropped_what
+                    labels.dropped_what,
+                    totals.0 + totals.1
                 );
             }
         }
@@ -471,8 +486,8 @@ mod tests {
             (0..limits::ENCODED_QUEUE).map(|n| (vec![n as u8], t0 + Duration::from_millis(n as u64))).collect();
         assert_eq!(got, want, "queued units reach the sink in order");
         assert_eq!(thread.handoff.free.lock().unwrap().len(), FREE_BUFFERS, "the pool is full, not larger");
-        assert_eq!(thread.handoff.skipped.load(Ordering::Relaxed), 0, "counters are reset by the warning");
-        assert_eq!(thread.handoff.dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(thread.frames_dropped(), 3 + 2, "skipped frames and dropped units, since the start");
+        assert_eq!(thread.warned, (3, 2), "the warning covered them");
         assert!(thread.last_warn.is_some());
 
         // The worker has returned: the loop is told so.
