@@ -119,7 +119,8 @@ impl EncoderSettings {
 ///   (22.6 of 30 fps arrived at 640x360 and 2 Mbit/s); a camera's frame rate is not ours to cut.
 /// - Timestamp mode: the budget of each frame follows its capture time, which is also right
 ///   when the worker had to skip a frame. Bitrate mode without skipping overshoots by up to
-///   2x (640x360 at 1 Mbit/s: 2.2 Mbit/s); timestamp mode holds the average within 2 %.
+///   2x (640x360 at 1 Mbit/s: 2.2 Mbit/s); timestamp mode holds the average within 2 % where
+///   the picture fits the bitrate.
 /// - QP 12..51: the crate's default (0..51) makes OpenH264 fall back to 12..42, and QP 42
 ///   cannot get a large picture down to a low bitrate.
 /// - Background detection only below `BACKGROUND_DETECTION_BELOW` bits per pixel. Above it,
@@ -150,9 +151,10 @@ pub fn new_encoder(s: &EncoderSettings) -> Result<Encoder, openh264::Error> {
 }
 
 /// Bits per pixel per frame below which OpenH264's background detection is on (see
-/// [`new_encoder`]); measured, not derived: it is on at 0.011 to 0.043 (1280x720 at 300 kbit/s
-/// to 640x360 at 300 kbit/s) where it helps, off from 0.072 (640x360 at 500 kbit/s) where it
-/// can make the rate swing.
+/// [`new_encoder`]); measured, not derived. It helped at 0.011 to 0.036 (1280x720 at 300 kbit/s
+/// to 1 Mbit/s, 1920x1080 at 1 Mbit/s), made the rate swing at 0.145 and 0.29 (640x360 at 1 and
+/// 2 Mbit/s), and made no difference at 0.043 and 0.072 (640x360 at 300 kbit/s, 1280x720 at
+/// 2 Mbit/s): the threshold sits in that gap.
 const BACKGROUND_DETECTION_BELOW: f64 = 0.05;
 
 fn bits_per_pixel(s: &EncoderSettings) -> f64 {
