@@ -590,6 +590,13 @@ impl<'c> EventLoop<'c> {
             std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count()),
         );
         for (si, st) in self.streams.iter().enumerate() {
+            if let Some(p) = &st.pipeline {
+                log::info!(
+                    "stats: pipeline frames dropped {} (since it started) on {}",
+                    p.frames_dropped(),
+                    st.cfg.path
+                );
+            }
             if self.streams.len() > 1 {
                 let playing = self.slots.iter().filter(|s| s.playing && s.stream == si).count();
                 log::info!("stats: stream {} playing {playing} packets {}", st.cfg.path, st.hub.packets);

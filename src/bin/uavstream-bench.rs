@@ -13,6 +13,9 @@
 //! - `mjpeg`: 720p30 MJPEG vs H.264 on the test pattern: bytes per frame and encoder CPU time per
 //!   frame (jpeg-encoder at `--jpeg-quality` vs OpenH264 at the daemon's default bitrate), then
 //!   the whole daemon's CPU with `--codec mjpeg` and `--codec h264`.
+//! - `delivery`: the live software encoders as a client sees them, per size and bitrate: frames
+//!   read over RTSP/TCP with ffprobe, missing frames (from RTP timestamp gaps), the bitrate
+//!   against the target, and the daemon's own dropped-frame counter.
 //! - `all`: the first three, in one run.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -45,6 +48,28 @@ enum Cmd {
     All(AllArgs),
     Soak(SoakArgs),
     Mjpeg(MjpegArgs),
+    Delivery(DeliveryArgs),
+}
+
+/// frames delivered and bitrate of the live encoders, per size and bitrate
+#[derive(FromArgs)]
+#[argh(subcommand, name = "delivery")]
+struct DeliveryArgs {
+    /// comma-separated WxH sizes [320x240,640x360,1280x720,1920x1080]
+    #[argh(option, default = "String::from(\"320x240,640x360,1280x720,1920x1080\")")]
+    sizes: String,
+    /// comma-separated bitrates in bit/s [300000,1000000,2000000,8000000]
+    #[argh(option, default = "String::from(\"300000,1000000,2000000,8000000\")")]
+    bitrates: String,
+    /// codec: h264, or mjpeg (one run per size; the bitrate does not apply) [h264]
+    #[argh(option, default = "String::from(\"h264\")")]
+    codec: String,
+    /// frames per second [30]
+    #[argh(option, default = "30")]
+    fps: u32,
+    /// seconds read per stream, after 2 s of warm-up [20]
+    #[argh(option, default = "20")]
+    seconds: u32,
 }
 
 /// 720p30 MJPEG vs H.264: bytes per frame and CPU
@@ -135,6 +160,7 @@ fn main() {
         Cmd::Join(a) => join_bench(&a),
         Cmd::Soak(a) => soak(&a),
         Cmd::Mjpeg(a) => mjpeg_bench(&a),
+        Cmd::Delivery(a) => delivery_bench(&a),
         Cmd::All(_) => {
             print_machine();
             encoder_bench(&EncoderArgs {
@@ -255,6 +281,88 @@ fn mjpeg_bench(a: &MjpegArgs) {
             format!("  (HTTP client got {:.1} JPEG parts/s)", p as f64 / (a.seconds as f64 + 2.0))
         });
         println!("  {name:<36} {cpu:>5.1} % CPU  RSS {} KiB{http}", server.rss_kib());
+    }
+}
+
+/// Reads `packets` video packets of `url` over RTSP/TCP with ffprobe: (pts at 90 kHz, bytes).
+/// The first packet, which ffmpeg gives before it has a timestamp, is left out.
+fn probe_packets(url: &str, packets: u32) -> Vec<(i64, usize)> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-rtsp_transport", "tcp", "-select_streams", "v:0"])
+        .args(["-show_entries", "packet=pts,size", "-of", "csv=p=0", "-read_intervals"])
+        .arg(format!("%+#{packets}"))
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .expect("ffprobe");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(',');
+            Some((f.next()?.trim().parse().ok()?, f.next()?.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn delivery_bench(a: &DeliveryArgs) {
+    print_machine();
+    let bin = uavstream_bin();
+    let jpeg = a.codec == "mjpeg";
+    let fps = a.fps.max(1);
+    let interval = 90_000 / i64::from(fps);
+    let bitrates: Vec<&str> = if jpeg { vec!["2000000"] } else { a.bitrates.split(',').collect() };
+    println!(
+        "{} test pattern at {fps} fps, {} s read per stream with ffprobe over RTSP/TCP after 2 s of warm-up",
+        if jpeg { "software JPEG (--codec mjpeg)" } else { "software H.264 (OpenH264)" },
+        a.seconds
+    );
+    println!("  size       target    frames  fps     missing  largest gap  kbit/s  vs target  per-second kbit/s  daemon dropped  CPU    warnings: behind, over bitrate");
+    for size in a.sizes.split(',') {
+        let Some((w, h)) = size.split_once('x') else { continue };
+        for bitrate in &bitrates {
+            let fps_arg = fps.to_string();
+            let args = ["--codec", &a.codec, "--width", w, "--height", h, "--bitrate", bitrate, "--fps", &fps_arg];
+            let server = peers::Server::uavstream(&bin, free_port(), &args);
+            std::thread::sleep(Duration::from_secs(2));
+            let c0 = server.cpu_ticks();
+            let t0 = Instant::now();
+            let packets = probe_packets(&server.url, a.seconds * fps + 1);
+            let cpu = (server.cpu_ticks() - c0) as f64 / t0.elapsed().as_secs_f64();
+            std::thread::sleep(Duration::from_millis(1100));
+            let dropped = server.last_log_field("stats: pipeline frames dropped ").unwrap_or_else(|| "?".into());
+            let behind = server.log_count("fell behind");
+            let over = server.log_count("does not fit the bitrate");
+            if packets.len() < 2 {
+                println!("  {size:<10} no stream read");
+                continue;
+            }
+            let (first, last) = (packets[0].0, packets[packets.len() - 1].0);
+            let span = (last - first + interval) as f64 / 90_000.0;
+            let gaps = packets.windows(2).map(|p| (p[1].0 - p[0].0) as f64 / interval as f64);
+            let (missing, largest) = gaps.fold((0i64, 0f64), |(m, l), g| (m + g.round() as i64 - 1, l.max(g)));
+            let bits: usize = packets.iter().map(|p| p.1 * 8).sum();
+            let kbps = bits as f64 / span / 1000.0;
+            let mut per_second = std::collections::BTreeMap::<i64, usize>::new();
+            for (pts, bytes) in &packets {
+                *per_second.entry((pts - first) / 90_000).or_default() += bytes * 8;
+            }
+            let whole: Vec<f64> =
+                per_second.range(..(last - first) / 90_000).map(|(_, b)| *b as f64 / 1000.0).collect();
+            let (lo, hi) = whole.iter().fold((f64::MAX, 0f64), |(l, h), v| (l.min(*v), h.max(*v)));
+            let target: f64 = bitrate.parse().unwrap_or(0.0) / 1000.0;
+            let (target_col, vs) = if jpeg {
+                ("-".to_owned(), "-".to_owned())
+            } else {
+                (format!("{target:.0}k"), format!("{:+.1} %", (kbps / target - 1.0) * 100.0))
+            };
+            println!(
+                "  {size:<10} {target_col:<9} {:>6}  {:>6.2}  {missing:>7}  {largest:>11.2}  {kbps:>6.0}  {vs:>9}  {:>7.0}..{:<7.0}  {dropped:>14}  {cpu:>4.0} %  {behind:>8}, {over}",
+                packets.len(),
+                packets.len() as f64 / span,
+                if whole.is_empty() { 0.0 } else { lo },
+                hi,
+            );
+        }
     }
 }
 

@@ -318,6 +318,10 @@ impl Pipeline for JpegPipeline {
     fn codec(&self) -> Codec {
         Codec::Jpeg
     }
+
+    fn frames_dropped(&self) -> u64 {
+        self.worker.frames_dropped()
+    }
 }
 
 #[cfg(test)]

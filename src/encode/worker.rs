@@ -8,6 +8,9 @@
 //! - Worker to loop: encoded units go through a queue of at most [`limits::ENCODED_QUEUE`] and
 //!   an eventfd. A unit that finds the queue full, or is larger than [`limits::MAX_ACCESS_UNIT`],
 //!   is dropped and counted, never queued.
+//! - Nothing is dropped silently: skipped frames and dropped units are counted from the start
+//!   ([`EncoderThread::frames_dropped`], which the loop's `stats:` line shows) and warned about
+//!   at most every [`WARN_EVERY`].
 //! - Buffers are recycled both ways (spare frame buffers in the mailbox, a bounded free pool for
 //!   encoded units), so steady state allocates nothing.
 //! - [`EncoderThread`] owns the worker. Dropping it stops the worker, closes the mailbox (later
@@ -83,8 +86,10 @@ pub(super) struct Handoff {
     free: Mutex<Vec<Vec<u8>>>,
     stop: AtomicBool,
     efd: EventFd,
-    /// Shared with frame taps, which count the frames they replace.
+    /// Frames never encoded (newest wins), since the start. Shared with frame taps, which count
+    /// the frames they replace.
     skipped: Arc<AtomicU64>,
+    /// Encoded units the loop never got, since the start.
     dropped: AtomicU64,
 }
 
@@ -138,7 +143,7 @@ impl Handoff {
         true
     }
 
-    /// Counts frames the worker skipped because it fell behind.
+    /// Counts frames the worker skipped because it fell behind (or that its encoder skipped).
     pub(super) fn count_skipped(&self, frames: u64) {
         self.skipped.fetch_add(frames, Ordering::Relaxed);
     }
@@ -255,8 +260,11 @@ impl FrameTap {
     }
 }
 
-/// Paces a worker that makes its own frames (a test pattern) at a frame rate. When it falls
-/// behind by more than a frame it skips the backlog (newest frame wins) rather than catching up.
+/// Paces a worker that makes its own frames (a test pattern) at a frame rate, like a camera's
+/// sensor clock: frame `n` is captured at `start + n * period`, so capture times (and RTP
+/// timestamps) are exactly one period apart unless a frame is missing. When the worker falls
+/// behind by a whole period or more it skips the frames already overdue (newest frame wins,
+/// each one counted) rather than catching up.
 pub(super) struct Pacer {
     period: Duration,
     next: Instant,
@@ -269,22 +277,22 @@ impl Pacer {
         Pacer { period, next: Instant::now(), frame_no: 0 }
     }
 
-    /// Sleeps until the next frame is due; returns its capture time and number. Frames it fell
-    /// behind by are counted as skipped in `handoff`.
+    /// Sleeps until the next frame is due; returns its capture time (when it was due) and
+    /// number. Frames whose time passed a whole period ago are counted as skipped in `handoff`.
     pub(super) fn wait_next(&mut self, handoff: &Handoff) -> (Instant, u64) {
         let now = Instant::now();
         if self.next > now {
             std::thread::sleep(self.next - now);
+        } else {
+            let behind = ((now - self.next).as_nanos() / self.period.as_nanos()) as u64;
+            if behind > 0 {
+                handoff.count_skipped(behind);
+                self.frame_no += behind;
+                self.next += Duration::from_nanos((self.period.as_nanos() as u64).saturating_mul(behind));
+            }
         }
-        let capture = Instant::now();
+        let (capture, frame_no) = (self.next, self.frame_no);
         self.next += self.period;
-        if self.next <= capture {
-            let behind = ((capture - self.next).as_nanos() / self.period.as_nanos() + 1) as u64;
-            handoff.count_skipped(behind);
-            self.frame_no += behind;
-            self.next = capture + self.period;
-        }
-        let frame_no = self.frame_no;
         self.frame_no += 1;
         (capture, frame_no)
     }
@@ -298,6 +306,8 @@ pub(super) struct EncoderThread {
     thread: Option<JoinHandle<()>>,
     labels: &'static Labels,
     last_warn: Option<Instant>,
+    /// The (skipped, dropped) totals the last warning covered.
+    warned: (u64, u64),
 }
 
 impl EncoderThread {
@@ -309,7 +319,7 @@ impl EncoderThread {
         let handoff = Arc::new(Handoff::new()?);
         let worker_handoff = Arc::clone(&handoff);
         let thread = std::thread::Builder::new().name(labels.thread.into()).spawn(move || body(&worker_handoff))?;
-        Ok(EncoderThread { handoff, tap: None, thread: Some(thread), labels, last_warn: None })
+        Ok(EncoderThread { handoff, tap: None, thread: Some(thread), labels, last_warn: None, warned: (0, 0) })
     }
 
     /// Starts a worker that encodes frames pushed into its mailbox (see [`Mailbox::next_frame`]).
@@ -325,7 +335,7 @@ impl EncoderThread {
             .name(labels.thread.into())
             .spawn(move || body(&worker_handoff, &worker_mailbox))?;
         let tap = FrameTap { mailbox, layout, skipped: Arc::clone(&handoff.skipped) };
-        Ok(EncoderThread { handoff, tap: Some(tap), thread: Some(thread), labels, last_warn: None })
+        Ok(EncoderThread { handoff, tap: Some(tap), thread: Some(thread), labels, last_warn: None, warned: (0, 0) })
     }
 
     /// The mailbox handle in frame mode; `None` for a worker that makes its own frames.
@@ -336,6 +346,12 @@ impl EncoderThread {
     /// [`FrameTap::push`] in frame mode; otherwise ignores the frame and returns `true`.
     pub(super) fn push_frame(&self, data: &[u8], capture: Instant) -> bool {
         self.tap.as_ref().is_none_or(|tap| tap.push(data, capture))
+    }
+
+    /// Frames that never reached the loop since the worker started: skipped because the worker
+    /// fell behind (newest wins) plus encoded units the loop had no room for.
+    pub(super) fn frames_dropped(&self) -> u64 {
+        self.handoff.skipped.load(Ordering::Relaxed) + self.handoff.dropped.load(Ordering::Relaxed)
     }
 
     pub(super) fn poll_requests(&self, out: &mut Vec<PollRequest>) {
@@ -354,16 +370,18 @@ impl EncoderThread {
             handoff.recycle(unit.data);
         }
         if self.last_warn.is_none_or(|t| now.saturating_duration_since(t) >= WARN_EVERY) {
-            let skipped = handoff.skipped.swap(0, Ordering::Relaxed);
-            let dropped = handoff.dropped.swap(0, Ordering::Relaxed);
+            let totals = (handoff.skipped.load(Ordering::Relaxed), handoff.dropped.load(Ordering::Relaxed));
+            let (skipped, dropped) = (totals.0 - self.warned.0, totals.1 - self.warned.1);
             if skipped > 0 || dropped > 0 {
                 self.last_warn = Some(now);
+                self.warned = totals;
                 let labels = self.labels;
                 log::warn!(
                     target: labels.log_target,
-                    "{}: {skipped} frames skipped, {dropped} {}",
+                    "{}: {skipped} frames skipped, {dropped} {} ({} frames dropped since start)",
                     labels.fell_behind,
-                    labels.dropped_what
+                    labels.dropped_what,
+                    totals.0 + totals.1
                 );
             }
         }
@@ -468,8 +486,8 @@ mod tests {
             (0..limits::ENCODED_QUEUE).map(|n| (vec![n as u8], t0 + Duration::from_millis(n as u64))).collect();
         assert_eq!(got, want, "queued units reach the sink in order");
         assert_eq!(thread.handoff.free.lock().unwrap().len(), FREE_BUFFERS, "the pool is full, not larger");
-        assert_eq!(thread.handoff.skipped.load(Ordering::Relaxed), 0, "counters are reset by the warning");
-        assert_eq!(thread.handoff.dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(thread.frames_dropped(), 3 + 2, "skipped frames and dropped units, since the start");
+        assert_eq!(thread.warned, (3, 2), "the warning covered them");
         assert!(thread.last_warn.is_some());
 
         // The worker has returned: the loop is told so.
@@ -522,13 +540,16 @@ mod tests {
     fn a_pacer_that_falls_behind_skips_the_backlog() {
         let handoff = Handoff::new().unwrap();
         let mut pacer = Pacer::new(1000);
-        let (_, first) = pacer.wait_next(&handoff);
+        let (first_at, first) = pacer.wait_next(&handoff);
         assert_eq!(first, 0);
         std::thread::sleep(Duration::from_millis(20));
+        let before = Instant::now();
         let (capture, next) = pacer.wait_next(&handoff);
         let skipped = handoff.skipped.load(Ordering::Relaxed);
         assert!(skipped >= 15, "{skipped} frames skipped");
         assert_eq!(next, 1 + skipped, "frame numbers jump over the skipped frames");
-        assert!(pacer.next > capture, "the next frame is due after this one, not in the past");
+        assert_eq!(capture, first_at + Duration::from_millis(next), "capture times stay on the frame grid");
+        assert!(capture + pacer.period > before, "the newest overdue frame is the one made");
+        assert_eq!(pacer.next, capture + pacer.period);
     }
 }

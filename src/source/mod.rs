@@ -81,6 +81,12 @@ pub trait Pipeline {
     }
     /// Also hands every raw frame to `tap` (one copy, newest wins), or stops with `None`.
     fn set_raw_tap(&mut self, _tap: Option<FrameTap>) {}
+    /// Frames the camera (or test pattern) gave that never became an access unit, since the
+    /// pipeline started: the encoder could not keep up (newest wins) or its output found no
+    /// room. Shown in the loop's `stats:` line, so no frame goes missing silently.
+    fn frames_dropped(&self) -> u64 {
+        0
+    }
 }
 
 /// Builds the pipeline the configuration asks for.

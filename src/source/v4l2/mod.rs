@@ -667,4 +667,15 @@ impl Pipeline for V4l2Pipeline {
             _ => None,
         }
     }
+
+    /// Capture buffers dropped for a newer one, plus frames a software encoder dropped.
+    fn frames_dropped(&self) -> u64 {
+        self.cap.dropped
+            + match &self.backend {
+                #[cfg(feature = "software")]
+                Backend::Software(sw) => sw.frames_dropped(),
+                Backend::Jpeg(j) => j.frames_dropped(),
+                _ => 0,
+            }
+    }
 }
