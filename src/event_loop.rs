@@ -39,6 +39,7 @@
 //!   at once, within a per-stream budget (see `idr`). With MJPEG every frame is a keyframe.
 //! - HTTP clients hold at most one frame each: the newest frame wins (see `http`).
 
+mod cameras;
 mod datagram_feed;
 mod http;
 mod idr;
@@ -91,6 +92,7 @@ pub struct EventLoop<'c> {
     listener: TcpListener,
     signals: nix::sys::signalfd::SignalFd,
     streams: Vec<Stream<'c>>,
+    cameras: Vec<cameras::CameraRt>,
     factory: PipelineFactory<'c>,
     stall_timeout: Duration,
     cfg: &'c Config,
@@ -286,7 +288,8 @@ impl<'c> EventLoop<'c> {
                     cfg.max_http_clients,
                     streams
                         .iter()
-                        .map(|st| http::HttpStream { path: st.cfg.path.clone(), supply: st.jpeg_supply() })
+                        // The real supplies come once the cameras run (`start_cameras`).
+                        .map(|st| http::HttpStream { path: st.cfg.path.clone(), supply: http::JpegSupply::OnDemand })
                         .collect(),
                     Duration::from_secs(u64::from(cfg.request_timeout)),
                     Duration::from_secs(u64::from(cfg.client_stall_timeout)),
@@ -315,10 +318,11 @@ impl<'c> EventLoop<'c> {
                 h.set_auth(a, epoch);
             }
         }
-        Ok(EventLoop {
+        let mut lp = EventLoop {
             listener,
             signals,
             streams,
+            cameras: cfg.cameras.iter().map(|_| cameras::CameraRt::default()).collect(),
             factory,
             stall_timeout: Duration::from_secs(u64::from(cfg.stall_timeout)),
             cfg,
@@ -345,7 +349,9 @@ impl<'c> EventLoop<'c> {
             next_stats: policy.stats_interval.map(|i| epoch + i),
             http,
             report_buf: String::new(),
-        })
+        };
+        lp.start_cameras()?;
+        Ok(lp)
     }
 
     /// The HTTP listener's address, when HTTP is on.
@@ -531,6 +537,7 @@ impl<'c> EventLoop<'c> {
             for st in &mut self.streams {
                 st.sample(now);
             }
+            self.supervise_cameras(now);
             self.enforce_connection_limits(now);
             self.reap_dead_conns();
             if let Some(h) = self.http.as_mut() {
@@ -593,7 +600,7 @@ impl<'c> EventLoop<'c> {
             if let Some(p) = &st.pipeline {
                 log::info!(
                     "stats: pipeline frames dropped {} (since it started) on {}",
-                    p.frames_dropped(),
+                    p.frames_dropped() + self.camera_skipped(st.cfg.camera),
                     st.cfg.path
                 );
             }

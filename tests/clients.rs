@@ -111,7 +111,13 @@ fn ten_concurrent_clients_mixed_udp_and_tcp_all_decode() {
     for h in handles {
         let (transport, (frames, _, stderr)) = h.join().unwrap();
         assert_eq!(frames, FRAMES, "{transport} client decoded {frames}: {stderr}");
-        assert!(stderr.trim().is_empty(), "{transport}: {stderr}");
+        // Ten ffmpeg processes pick their UDP ports at once and race for them: ffmpeg logs each
+        // port it lost and tries the next one. Anything else it says is a problem.
+        let problems: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.ends_with("bind failed: Address already in use"))
+            .collect();
+        assert!(problems.is_empty(), "{transport}: {stderr}");
     }
     eprintln!("figure: server RSS with 10 clients playing: {rss} KiB");
 }

@@ -698,7 +698,7 @@ fn http_serves_jpeg_from_an_on_demand_encoder_while_rtsp_streams_h264() {
 fn http_on_demand_encoder_start_stop_cycles_leave_no_thread_or_fd_behind() {
     let d = Daemon::start(&["--width", "320", "--height", "240", "--fps", "10"]);
     let stopped = || d.log().matches("http: JPEG encoder stopped").count();
-    d.wait_for_log("source: test pattern", Duration::from_secs(20));
+    d.wait_for_log("/live: source: ", Duration::from_secs(20));
     // Daemon::start's readiness probe is an RTSP connection: count fds after it is gone.
     d.wait_for_log("disconnected (connection 1)", Duration::from_secs(20));
     let before = (d.threads(), d.fds());

@@ -158,10 +158,12 @@ fn status_and_metrics_report_what_the_clients_got_and_said() {
     let live_fps = get("uavstream_stream_fps{stream=/live}");
     let low_fps = get("uavstream_stream_fps{stream=/low}");
     assert!((25.0..=35.0).contains(&live_fps) && (8.0..=12.0).contains(&low_fps), "fps {live_fps} {low_fps}");
-    let peer = |k: &str| m.keys().find(|n| n.starts_with(k)).cloned().unwrap_or_else(|| panic!("no {k}:\n{body}"));
     let udp_key = format!("session={},stream=/live,transport=udp}}", udp_session.to_uppercase());
-    let lost = peer("uavstream_session_rtcp_fraction_lost{peer=");
-    assert!(lost.ends_with(&udp_key), "{lost}");
+    let lost = m
+        .keys()
+        .find(|n| n.starts_with("uavstream_session_rtcp_fraction_lost{peer=") && n.ends_with(&udp_key))
+        .cloned()
+        .unwrap_or_else(|| panic!("no fraction lost of the UDP session:\n{body}"));
     assert_eq!(m[&lost], 0.25);
     assert_eq!(m[&lost.replace("fraction_lost", "cumulative_lost")], 17.0);
     assert_eq!(m[&lost.replace("fraction_lost", "jitter_seconds")], 0.01);

@@ -461,6 +461,34 @@ impl RawConfig {
             streams.push(st);
         }
         p.check_unique_destinations(&streams)?;
+        for (c, cam) in cameras.iter().enumerate() {
+            let Some(first) = streams.iter().position(|s| s.camera == c) else { continue };
+            let st = &streams[first];
+            if cam.source == SourceSpec::TestPattern
+                || (st.width, st.height, st.fps) == (cam.width, cam.height, cam.fps)
+            {
+                continue;
+            }
+            let key = if st.fps != cam.fps {
+                "fps"
+            } else if st.width != cam.width {
+                "width"
+            } else {
+                "height"
+            };
+            let k = KeyRef::of(Scope::Stream, key, first as u8 + 1);
+            let (v, origin) = self.value(k);
+            return Err(ConfigError {
+                key: k.name(),
+                value: v.to_owned(),
+                origin,
+                reason: format!(
+                    "the first stream of {} is captured at the camera's size and rate; make the smaller or slower one a further stream (streamN.camera={})",
+                    cam.name,
+                    c + 1
+                ),
+            });
+        }
         if let Some(idle) = (1..=n_cameras).find(|&c| !streams.iter().any(|s| s.camera == c - 1)) {
             let k = *self
                 .values
@@ -963,6 +991,13 @@ pub struct PipelineConfig {
     pub idr_interval: u32,
     pub codec: Codec,
     pub jpeg_quality: u8,
+    /// The stream takes its frames from its camera through a frame tap (every stream of a
+    /// test-pattern camera, and a V4L2 camera's streams after its first), instead of capturing.
+    pub fed: bool,
+    /// The camera's capture size and rate (a fed stream scales and thins its frames from them).
+    pub camera_width: u32,
+    pub camera_height: u32,
+    pub camera_fps: u32,
 }
 
 impl PipelineConfig {
@@ -1023,7 +1058,20 @@ impl Config {
             idr_interval: st.idr_interval,
             codec: st.codec,
             jpeg_quality: st.jpeg_quality,
+            fed: self.is_fed(i),
+            camera_width: cam.width,
+            camera_height: cam.height,
+            camera_fps: cam.fps,
         }
+    }
+
+    /// Whether stream `i` takes its frames from its camera through a tap: every stream of a
+    /// test-pattern camera (rendered once for all), and each stream of a capturing camera after
+    /// its first (which captures).
+    pub fn is_fed(&self, i: usize) -> bool {
+        let st = &self.streams[i];
+        self.cameras[st.camera].source == SourceSpec::TestPattern
+            || self.streams.iter().position(|s| s.camera == st.camera) != Some(i)
     }
 }
 

@@ -270,6 +270,12 @@ fn conflicts_exit_naming_keys_and_values() {
         ),
         (&[("stream2.dscp", "64")], "stream2.dscp", "64", "between 0 and 63"),
         (
+            &[("source", "v4l2"), ("stream1.width", "640")],
+            "stream1.width",
+            "640",
+            "the first stream of camera1 is captured at the camera's size and rate",
+        ),
+        (
             &[
                 ("source", "v4l2"),
                 ("device", "auto"),

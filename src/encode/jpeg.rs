@@ -21,9 +21,8 @@ use std::time::Instant;
 
 use jpeg_encoder::{Encoder, ImageBuffer, JpegColorType, SamplingFactor};
 
-use super::worker::{EncoderThread, Handoff, Labels, Mailbox, Pacer};
+use super::worker::{EncoderThread, Handoff, Labels, Mailbox, SharedFrame, ToI420};
 pub use super::worker::{FrameLayout, FrameTap};
-use crate::config::PipelineConfig;
 use crate::rtp::{jpeg::MAX_DIMENSION, Codec};
 use crate::source::testpattern::TestPattern;
 use crate::source::{IdrControl, Pipeline, PollRequest, Sink};
@@ -182,29 +181,6 @@ fn output_size(width: u32, height: u32, target: Target) -> io::Result<(u16, u16)
 }
 
 impl JpegPipeline {
-    /// Encodes the moving test pattern at `--fps` and `--jpeg-quality`, for RTP/JPEG.
-    pub fn start(cfg: &PipelineConfig) -> io::Result<JpegPipeline> {
-        Self::start_pattern(cfg, Target::Rtp)
-    }
-
-    /// The same for HTTP's on-demand encoder (any size, no crop).
-    pub fn start_for_http(cfg: &PipelineConfig) -> io::Result<JpegPipeline> {
-        Self::start_pattern(cfg, Target::Http)
-    }
-
-    fn start_pattern(cfg: &PipelineConfig, target: Target) -> io::Result<JpegPipeline> {
-        let size = output_size(cfg.width, cfg.height, target)?;
-        let (w, h, fps, q) = (cfg.width as usize, cfg.height as usize, cfg.fps, cfg.jpeg_quality);
-        let worker = EncoderThread::spawn(&LABELS, move |handoff| pattern_worker(handoff, w, h, size, fps, q))?;
-        Ok(JpegPipeline {
-            worker,
-            desc: format!(
-                "test pattern {}x{} @ {fps} fps, software JPEG (jpeg-encoder, baseline 4:2:0, quality {q}) on a worker thread",
-                size.0, size.1
-            ),
-        })
-    }
-
     /// Encodes camera frames given with [`JpegPipeline::push_frame`] (YU12, NV12 or YUYV), for
     /// RTP/JPEG.
     pub fn start_frames(layout: FrameLayout, quality: u8) -> io::Result<JpegPipeline> {
@@ -217,24 +193,35 @@ impl JpegPipeline {
     }
 
     fn start_frames_with(layout: FrameLayout, quality: u8, target: Target) -> io::Result<JpegPipeline> {
+        Self::start_scaled(layout, (layout.width, layout.height), quality, target)
+    }
+
+    /// Encodes camera frames (expected in `layout`; each frame carries its own) at `out`:
+    /// frames of another size are scaled down by area averaging on the worker.
+    pub fn start_scaled(layout: FrameLayout, out: (u32, u32), quality: u8, target: Target) -> io::Result<JpegPipeline> {
         if !matches!(&layout.fourcc, b"YU12" | b"NV12" | b"YUYV") {
             return Err(io::Error::other(format!(
                 "the JPEG encoder takes YU12, NV12 or YUYV, not {}",
                 String::from_utf8_lossy(&layout.fourcc)
             )));
         }
-        let size = output_size(layout.width, layout.height, target)?;
+        let size = output_size(out.0, out.1, target)?;
         let worker = EncoderThread::spawn_frames(&LABELS, layout, move |handoff, mailbox| {
-            frame_worker(handoff, mailbox, layout, size, quality)
+            frame_worker(handoff, mailbox, out, size, quality)
         })?;
+        let scaled = if out == (layout.width, layout.height) {
+            String::new()
+        } else {
+            format!(" scaled to {}x{}", out.0, out.1)
+        };
         Ok(JpegPipeline {
             worker,
             desc: format!(
-                "software JPEG (jpeg-encoder, baseline 4:2:0, quality {quality}) of {} {}x{} camera frames{} on a worker thread",
+                "software JPEG (jpeg-encoder, baseline 4:2:0, quality {quality}) of {} {}x{} camera frames{scaled}{} on a worker thread",
                 String::from_utf8_lossy(&layout.fourcc),
                 layout.width,
                 layout.height,
-                if (u32::from(size.0), u32::from(size.1)) == (layout.width, layout.height) {
+                if (u32::from(size.0), u32::from(size.1)) == out {
                     String::new()
                 } else {
                     format!(" cropped to {}x{}", size.0, size.1)
@@ -249,6 +236,11 @@ impl JpegPipeline {
         self.worker.push_frame(data, capture)
     }
 
+    /// Hands a shared camera frame to the worker without copying it. Ignored in test-pattern mode.
+    pub fn push_shared(&self, frame: &SharedFrame) -> bool {
+        self.worker.frame_tap().is_none_or(|tap| tap.push_shared(frame))
+    }
+
     /// A clonable, `Send` handle to the camera-frame mailbox, so another pipeline can feed this
     /// one raw frames in [`FrameTap::layout`]. `None` in test-pattern mode. A tap that outlives
     /// the pipeline is harmless: its pushes are refused.
@@ -257,32 +249,33 @@ impl JpegPipeline {
     }
 }
 
-fn pattern_worker(handoff: &Handoff, w: usize, h: usize, size: (u16, u16), fps: u32, quality: u8) {
-    let mut pattern = TestPattern::new(w, h);
-    let mut pacer = Pacer::new(fps);
-    while !handoff.stopping() {
-        let (capture, frame_no) = pacer.wait_next(handoff);
-        pattern.render(frame_no);
-        let mut buf = handoff.take_buffer();
-        match encode_into(PatternImage(&pattern, size), quality, &mut buf) {
-            Ok(()) => _ = handoff.deliver(buf, capture),
-            Err(e) => {
-                handoff.recycle(buf);
-                log::error!("JPEG encoder: {e}");
-            }
-        }
-    }
-}
-
-fn frame_worker(handoff: &Handoff, mailbox: &Mailbox, layout: FrameLayout, size: (u16, u16), quality: u8) {
+/// Encodes each frame at `out` (the stream's size), cropped to `size` (what the target carries):
+/// a frame already at `out` is encoded as it is; a larger one is scaled down to I420 first.
+fn frame_worker(handoff: &Handoff, mailbox: &Mailbox, out: (u32, u32), size: (u16, u16), quality: u8) {
+    let mut convert = ToI420::new(out);
+    let mut i420 = vec![0u8; convert.output_bytes()];
+    let i420_layout = FrameLayout { fourcc: *b"YU12", width: out.0, height: out.1, stride: out.0 };
+    let mut bad_frames = 0u64;
     while let Some(frame) = mailbox.next_frame(handoff) {
-        if frame.data().len() < layout.frame_bytes() {
-            drop(frame);
-            log::warn!("JPEG encoder: short camera frame skipped");
-            continue;
-        }
+        let direct = (frame.layout.width, frame.layout.height) == out;
+        let image = if direct && frame.data.len() >= frame.layout.frame_bytes() {
+            Ok(RawImage { layout: frame.layout, size, data: &frame.data })
+        } else {
+            convert.convert(&frame, &mut i420).map(|()| RawImage { layout: i420_layout, size, data: &i420 })
+        };
         let mut buf = handoff.take_buffer();
-        let result = encode_into(RawImage { layout, size, data: frame.data() }, quality, &mut buf);
+        let result = match image {
+            Ok(image) => encode_into(image, quality, &mut buf),
+            Err(e) => {
+                bad_frames += 1;
+                handoff.count_skipped(1);
+                if bad_frames.is_power_of_two() {
+                    log::warn!("JPEG encoder: camera frame skipped ({e}; {bad_frames} so far)");
+                }
+                handoff.recycle(buf);
+                continue;
+            }
+        };
         let capture = frame.capture;
         drop(frame);
         match result {
@@ -321,6 +314,10 @@ impl Pipeline for JpegPipeline {
 
     fn frames_dropped(&self) -> u64 {
         self.worker.frames_dropped()
+    }
+
+    fn frame_tap(&self) -> Option<FrameTap> {
+        self.worker.frame_tap().cloned()
     }
 }
 
@@ -395,7 +392,5 @@ mod tests {
 
         drop(pipeline);
         assert!(!tap.push(&frame, Instant::now()), "the pipeline is gone: the frame goes nowhere");
-        let cfg = crate::config::RawConfig::new().resolve().unwrap().pipeline(0);
-        assert!(JpegPipeline::start(&cfg).is_ok_and(|p| p.frame_tap().is_none()), "no tap in test-pattern mode");
     }
 }

@@ -32,7 +32,7 @@ use openh264::encoder::{
 use openh264::formats::YUVSlices;
 use openh264::{OpenH264API, Timestamp};
 
-use super::worker::{EncoderThread, Handoff, Labels, Mailbox, Pacer};
+use super::worker::{EncoderThread, Handoff, Labels, Mailbox, SharedFrame, ToI420};
 use crate::config::PipelineConfig;
 use crate::source::testpattern::TestPattern;
 use crate::source::{IdrControl, Pipeline, PollRequest, Sink};
@@ -245,44 +245,35 @@ fn encode_planes(
 }
 
 impl SoftwarePipeline {
-    /// Encodes the moving test pattern at `--fps`.
-    pub fn start(cfg: &PipelineConfig) -> io::Result<SoftwarePipeline> {
-        let settings = EncoderSettings::from_config(cfg);
-        // Create the encoder here so a bad setting fails start-up, not the thread.
-        let encoder = new_encoder(&settings).map_err(|e| io::Error::other(e.to_string()))?;
-        let controls = Arc::new(Controls::default());
-        let worker_controls = Arc::clone(&controls);
-        let worker = EncoderThread::spawn(&LABELS, move |handoff| {
-            pattern_worker(handoff, H264Worker::new(worker_controls, settings, encoder))
-        })?;
-        let desc = format!(
-            "test pattern {}x{} @ {} fps, software H.264 (OpenH264, constrained baseline, {} kbit/s, IDR every {} frames) on a worker thread",
-            settings.width,
-            settings.height,
-            settings.fps,
-            settings.bitrate / 1000,
-            settings.idr_period
-        );
-        Ok(SoftwarePipeline { worker, controls, desc, parameter_sets: probe_parameter_sets(&settings) })
+    /// Encodes camera frames of `layout` at the camera's size, given with
+    /// [`SoftwarePipeline::push_frame`] or through its [`FrameTap`].
+    pub fn start_frames(settings: EncoderSettings, layout: RawLayout) -> io::Result<SoftwarePipeline> {
+        let settings = EncoderSettings { width: layout.width, height: layout.height, ..settings };
+        Self::start_scaled(settings, layout)
     }
 
-    /// Encodes camera frames given with [`SoftwarePipeline::push_frame`].
-    pub fn start_frames(settings: EncoderSettings, layout: RawLayout) -> io::Result<SoftwarePipeline> {
+    /// Encodes camera frames (expected in `layout`; each frame carries its own) at the size in
+    /// `settings`: frames of another size are scaled down by area averaging on the worker.
+    pub fn start_scaled(settings: EncoderSettings, layout: RawLayout) -> io::Result<SoftwarePipeline> {
         if !matches!(&layout.fourcc, b"NV12" | b"YU12" | b"YUYV") {
             return Err(io::Error::other(format!(
                 "the software encoder takes NV12, YU12 or YUYV, not {}",
                 String::from_utf8_lossy(&layout.fourcc)
             )));
         }
-        let settings = EncoderSettings { width: layout.width, height: layout.height, ..settings };
         let encoder = new_encoder(&settings).map_err(|e| io::Error::other(e.to_string()))?;
         let controls = Arc::new(Controls::default());
         let worker_controls = Arc::clone(&controls);
         let worker = EncoderThread::spawn_frames(&LABELS, layout, move |handoff, mailbox| {
-            frame_worker(handoff, mailbox, layout, H264Worker::new(worker_controls, settings, encoder))
+            frame_worker(handoff, mailbox, H264Worker::new(worker_controls, settings, encoder))
         })?;
+        let scaled = if (settings.width, settings.height) == (layout.width, layout.height) {
+            String::new()
+        } else {
+            format!(" scaled to {}x{}", settings.width, settings.height)
+        };
         let desc = format!(
-            "software H.264 (OpenH264, constrained baseline, {} kbit/s, IDR every {} frames) of {} {}x{} camera frames on a worker thread",
+            "software H.264 (OpenH264, constrained baseline, {} kbit/s, IDR every {} frames) of {} {}x{} camera frames{scaled} on a worker thread",
             settings.bitrate / 1000,
             settings.idr_period,
             String::from_utf8_lossy(&layout.fourcc),
@@ -296,6 +287,11 @@ impl SoftwarePipeline {
     /// frame still waiting there is replaced (newest wins). Returns `false` when it replaced one.
     pub fn push_frame(&self, data: &[u8], capture: Instant) -> bool {
         self.worker.push_frame(data, capture)
+    }
+
+    /// Hands a shared camera frame to the worker without copying it (frame mode only).
+    pub fn push_shared(&self, frame: &SharedFrame) -> bool {
+        self.worker.frame_tap().is_none_or(|tap| tap.push_shared(frame))
     }
 }
 
@@ -388,34 +384,27 @@ impl H264Worker {
     }
 }
 
-fn frame_worker(handoff: &Handoff, mailbox: &Mailbox, layout: RawLayout, mut h264: H264Worker) {
-    let (w, h) = (layout.width as usize, layout.height as usize);
-    let mut i420 = vec![0u8; w * h * 3 / 2];
+fn frame_worker(handoff: &Handoff, mailbox: &Mailbox, mut h264: H264Worker) {
+    let (w, h) = (h264.settings.width, h264.settings.height);
+    let mut convert = ToI420::new((w, h));
+    let mut i420 = vec![0u8; convert.output_bytes()];
     let mut start = None;
+    let mut bad_frames = 0u64;
     while let Some(frame) = mailbox.next_frame(handoff) {
-        let converted = to_i420(&layout, frame.data(), &mut i420);
+        let converted = convert.convert(&frame, &mut i420);
         let capture = frame.capture;
         drop(frame);
-        if !converted {
-            log::warn!("software encoder: short camera frame skipped");
+        if let Err(e) = converted {
+            bad_frames += 1;
+            handoff.count_skipped(1);
+            if bad_frames.is_power_of_two() {
+                log::warn!("software encoder: camera frame skipped ({e}; {bad_frames} so far)");
+            }
             continue;
         }
         let ts = capture.saturating_duration_since(*start.get_or_insert(capture));
         h264.encode_and_deliver(handoff, capture, |encoder, force, buf| {
-            encode_frame_i420(encoder, &i420, (w, h), ts, force, buf)
-        });
-    }
-}
-
-fn pattern_worker(handoff: &Handoff, mut h264: H264Worker) {
-    let mut pattern = TestPattern::new(h264.settings.width as usize, h264.settings.height as usize);
-    let start = Instant::now();
-    let mut pacer = Pacer::new(h264.settings.fps);
-    while !handoff.stopping() {
-        let (capture, frame_no) = pacer.wait_next(handoff);
-        pattern.render(frame_no);
-        h264.encode_and_deliver(handoff, capture, |encoder, force, buf| {
-            encode_frame(encoder, &pattern, capture - start, force, buf)
+            encode_frame_i420(encoder, &i420, (w as usize, h as usize), ts, force, buf)
         });
     }
 }
@@ -508,6 +497,10 @@ impl Pipeline for SoftwarePipeline {
 
     fn frames_dropped(&self) -> u64 {
         self.worker.frames_dropped()
+    }
+
+    fn frame_tap(&self) -> Option<crate::source::FrameTap> {
+        self.worker.frame_tap().cloned()
     }
 }
 

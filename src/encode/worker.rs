@@ -2,9 +2,12 @@
 //! the CPU-heavy encoder runs on its own thread and the poll loop never waits for it.
 //!
 //! Invariants:
-//! - Loop to worker: camera frames go through a single-slot [`Mailbox`] (one copy). A frame that
-//!   arrives while one is still waiting replaces it: the newest frame wins, the older one counts
-//!   as skipped. A [`FrameTap`] is a clonable, `Send` handle to that slot.
+//! - Loop to worker: camera frames go through a single-slot [`Mailbox`]. A camera that feeds
+//!   several encoders copies (or renders) a frame once into a [`SharedFrame`] and every encoder
+//!   gets a reference ([`FrameTap::push_shared`]); [`FrameTap::push`] copies once into the
+//!   mailbox's own pool. A frame that arrives while one is still waiting replaces it: the newest
+//!   frame wins, the older one counts as skipped. A tap can also take frames at most every
+//!   interval (a stream slower than its camera). A [`FrameTap`] is a clonable, `Send` handle.
 //! - Worker to loop: encoded units go through a queue of at most [`limits::ENCODED_QUEUE`] and
 //!   an eventfd. A unit that finds the queue full, or is larger than [`limits::MAX_ACCESS_UNIT`],
 //!   is dropped and counted, never queued.
@@ -27,6 +30,7 @@ use std::time::{Duration, Instant};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::limits;
+use crate::media::scale::{Input, PixelFormat, ScaleError, Scaler};
 use crate::source::{PollRequest, Sink};
 
 /// Encoded-unit buffers kept for reuse: a full queue, the unit being encoded, the one being sent.
@@ -149,6 +153,56 @@ impl Handoff {
     }
 }
 
+/// A raw camera frame shared by reference: a camera copies (or renders) each frame once into
+/// one of these, and every stream's encoder gets the same one (an `Arc` clone, no copy).
+#[derive(Debug)]
+pub struct RawFrame {
+    pub layout: FrameLayout,
+    pub capture: Instant,
+    pub data: Vec<u8>,
+}
+
+/// A [`RawFrame`] several encoders may hold at once.
+pub type SharedFrame = Arc<RawFrame>;
+
+/// Frames for one producer, reused once nobody holds them any more: steady state allocates
+/// nothing. Bounded: when every frame is still held (each consumer holds at most the one it
+/// encodes and the one waiting in its mailbox), the new frame is dropped, newest-wins style.
+#[derive(Debug, Default)]
+pub struct FramePool {
+    frames: Vec<SharedFrame>,
+}
+
+/// Frames a pool keeps at most.
+const POOL_FRAMES: usize = 2 + 2 * crate::limits::MAX_STREAMS;
+
+impl FramePool {
+    /// A frame filled by `fill` (which gets an empty buffer to extend), or `None` when every
+    /// frame of the pool is still in use.
+    pub fn fill(
+        &mut self,
+        layout: FrameLayout,
+        capture: Instant,
+        fill: impl FnOnce(&mut Vec<u8>),
+    ) -> Option<SharedFrame> {
+        let free = self.frames.iter_mut().position(|f| Arc::strong_count(f) == 1);
+        let slot = match free {
+            Some(i) => i,
+            None if self.frames.len() < POOL_FRAMES => {
+                self.frames.push(Arc::new(RawFrame { layout, capture, data: Vec::new() }));
+                self.frames.len() - 1
+            }
+            None => return None,
+        };
+        let frame = Arc::get_mut(&mut self.frames[slot])?;
+        frame.layout = layout;
+        frame.capture = capture;
+        frame.data.clear();
+        fill(&mut frame.data);
+        Some(Arc::clone(&self.frames[slot]))
+    }
+}
+
 /// Single-slot mailbox between the loop and a frame worker: newest frame wins.
 #[derive(Default)]
 pub(super) struct Mailbox {
@@ -158,23 +212,47 @@ pub(super) struct Mailbox {
 
 #[derive(Default)]
 struct MailState {
-    frame: Option<(Vec<u8>, Instant)>,
-    spare: Vec<Vec<u8>>,
+    frame: Option<SharedFrame>,
+    /// Frames copied in by [`FrameTap::push`].
+    pool: FramePool,
+    /// Rate reduction: frames are taken at most every `interval`, the next one due at `next_due`.
+    interval: Option<Duration>,
+    next_due: Option<Instant>,
     /// Set when the pipeline is dropped: pushes are refused and buffers freed, not kept.
     closed: bool,
 }
 
+impl MailState {
+    /// Whether a frame captured at `capture` is wanted by the rate reducer (and books it).
+    fn wanted(&mut self, capture: Instant) -> bool {
+        let Some(interval) = self.interval else { return true };
+        // A quarter interval of slack absorbs capture jitter; a far-off `next_due` (a pause, a
+        // camera restart) starts over at this frame.
+        let slack = interval / 4;
+        match self.next_due {
+            Some(due) if capture + slack < due => false,
+            Some(due) if capture < due + interval => {
+                self.next_due = Some(due + interval);
+                true
+            }
+            _ => {
+                self.next_due = Some(capture + interval);
+                true
+            }
+        }
+    }
+}
+
 impl Mailbox {
-    /// Waits for the next frame; `None` once the pipeline stops. The frame's buffer goes back to
-    /// the mailbox's spares when the returned [`TakenFrame`] is dropped.
-    pub(super) fn next_frame<'a>(&'a self, handoff: &Handoff) -> Option<TakenFrame<'a>> {
+    /// Waits for the next frame; `None` once the pipeline stops.
+    pub(super) fn next_frame(&self, handoff: &Handoff) -> Option<SharedFrame> {
         if handoff.stopping() {
             return None;
         }
         let mut state = self.state.lock().ok()?;
         loop {
-            if let Some((data, capture)) = state.frame.take() {
-                return Some(TakenFrame { data, capture, mailbox: self });
+            if let Some(frame) = state.frame.take() {
+                return Some(frame);
             }
             if state.closed || handoff.stopping() {
                 return None;
@@ -183,7 +261,7 @@ impl Mailbox {
         }
     }
 
-    /// Refuses further pushes, frees the waiting frame and the spares, wakes the worker.
+    /// Refuses further pushes, frees the waiting frame and the pool, wakes the worker.
     fn close(&self) {
         if let Ok(mut state) = self.state.lock() {
             *state = MailState { closed: true, ..MailState::default() };
@@ -192,31 +270,9 @@ impl Mailbox {
     }
 }
 
-/// A camera frame taken from the mailbox; its buffer is recycled when this is dropped.
-pub(super) struct TakenFrame<'a> {
-    data: Vec<u8>,
-    pub(super) capture: Instant,
-    mailbox: &'a Mailbox,
-}
-
-impl TakenFrame<'_> {
-    pub(super) fn data(&self) -> &[u8] {
-        &self.data
-    }
-}
-
-impl Drop for TakenFrame<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut state) = self.mailbox.state.lock() {
-            if !state.closed {
-                state.spare.push(std::mem::take(&mut self.data));
-            }
-        }
-    }
-}
-
-/// A clonable handle to a frame-mode pipeline's mailbox, so another pipeline can feed it raw
-/// frames from any thread. Outliving the pipeline is harmless: pushes are then refused.
+/// A clonable handle to a frame-mode pipeline's mailbox, so another pipeline (a camera) can
+/// feed it raw frames from any thread. Outliving the pipeline is harmless: pushes are then
+/// refused.
 #[derive(Clone)]
 pub struct FrameTap {
     mailbox: Arc<Mailbox>,
@@ -231,62 +287,136 @@ impl std::fmt::Debug for FrameTap {
 }
 
 impl FrameTap {
-    /// Hands a frame to the worker (one copy of at most [`FrameLayout::frame_bytes`]); a frame
-    /// still waiting is replaced and counted as skipped (newest wins). Returns `false` when it
-    /// replaced one, or when the pipeline is gone (nothing is copied then).
+    /// Hands a frame to the worker (one copy of at most [`FrameLayout::frame_bytes`], into the
+    /// mailbox's own pool); a frame still waiting is replaced and counted as skipped (newest
+    /// wins). Returns `false` when it replaced one, or when the pipeline is gone (nothing is
+    /// copied then).
     pub fn push(&self, data: &[u8], capture: Instant) -> bool {
         let len = self.layout.frame_bytes().min(data.len());
         let Ok(mut state) = self.mailbox.state.lock() else { return false };
-        if state.closed {
+        if state.closed || !state.wanted(capture) {
+            return !state.closed;
+        }
+        let layout = self.layout;
+        // The waiting frame goes back to the pool first, so it can be reused at once.
+        if state.frame.take().is_some() {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            let Some(frame) = state.pool.fill(layout, capture, |buf| buf.extend_from_slice(&data[..len])) else {
+                return false;
+            };
+            state.frame = Some(frame);
+            drop(state);
+            self.mailbox.wake.notify_one();
             return false;
         }
-        let mut buf = state.spare.pop().unwrap_or_default();
-        buf.clear();
-        buf.extend_from_slice(&data[..len]);
-        let replaced = state.frame.replace((buf, capture));
-        let was_empty = replaced.is_none();
-        if let Some((old, _)) = replaced {
-            state.spare.push(old);
+        let Some(frame) = state.pool.fill(layout, capture, |buf| buf.extend_from_slice(&data[..len])) else {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        state.frame = Some(frame);
+        drop(state);
+        self.mailbox.wake.notify_one();
+        true
+    }
+
+    /// Hands a shared frame to the worker without copying it (the frame carries its layout);
+    /// the same newest-wins rule as [`FrameTap::push`], and the tap's rate reduction.
+    pub fn push_shared(&self, frame: &SharedFrame) -> bool {
+        let Ok(mut state) = self.mailbox.state.lock() else { return false };
+        if state.closed || !state.wanted(frame.capture) {
+            return !state.closed;
+        }
+        let replaced = state.frame.replace(Arc::clone(frame)).is_some();
+        if replaced {
             self.skipped.fetch_add(1, Ordering::Relaxed);
         }
         drop(state);
         self.mailbox.wake.notify_one();
-        was_empty
+        !replaced
+    }
+
+    /// Takes frames at most every `interval` (a stream slower than its camera): the others are
+    /// not handed over at all (not counted as skipped: they were never wanted).
+    pub fn set_interval(&self, interval: Option<Duration>) {
+        if let Ok(mut state) = self.mailbox.state.lock() {
+            state.interval = interval;
+            state.next_due = None;
+        }
     }
 
     /// The layout the pipeline expects frames in.
     pub fn layout(&self) -> FrameLayout {
         self.layout
     }
+
+    /// Whether the pipeline behind it is gone.
+    pub fn is_closed(&self) -> bool {
+        self.mailbox.state.lock().map_or(true, |s| s.closed)
+    }
 }
 
-/// Paces a worker that makes its own frames (a test pattern) at a frame rate, like a camera's
+/// Converts (and scales down, by area averaging) camera frames of any layout to tightly packed
+/// I420 at one output size, rebuilding its [`Scaler`] when the input layout changes.
+pub(super) struct ToI420 {
+    out: (u32, u32),
+    scaler: Option<(FrameLayout, Box<Scaler>)>,
+}
+
+impl ToI420 {
+    pub(super) fn new(out: (u32, u32)) -> ToI420 {
+        ToI420 { out, scaler: None }
+    }
+
+    /// Bytes of one output frame.
+    pub(super) fn output_bytes(&self) -> usize {
+        (self.out.0 * self.out.1 * 3 / 2) as usize
+    }
+
+    /// Writes `frame` as I420 at the output size into `dst` (exactly [`ToI420::output_bytes`]).
+    pub(super) fn convert(&mut self, frame: &RawFrame, dst: &mut [u8]) -> Result<(), ScaleError> {
+        let l = frame.layout;
+        if self.scaler.as_ref().is_none_or(|(have, _)| *have != l) {
+            let format = PixelFormat::from_fourcc(l.fourcc).ok_or(ScaleError::OutputSize)?;
+            let input = Input { format, width: l.width, height: l.height, stride: l.stride };
+            self.scaler = Some((l, Box::new(Scaler::new(input, self.out.0, self.out.1)?)));
+        }
+        match self.scaler.as_mut() {
+            Some((_, scaler)) => scaler.scale(&frame.data, dst),
+            None => Err(ScaleError::OutputSize),
+        }
+    }
+}
+
+/// Paces a thread that makes its own frames (the test-pattern camera) at a frame rate, like a camera's
 /// sensor clock: frame `n` is captured at `start + n * period`, so capture times (and RTP
 /// timestamps) are exactly one period apart unless a frame is missing. When the worker falls
 /// behind by a whole period or more it skips the frames already overdue (newest frame wins,
 /// each one counted) rather than catching up.
-pub(super) struct Pacer {
+#[derive(Debug)]
+pub struct Pacer {
     period: Duration,
     next: Instant,
     frame_no: u64,
 }
 
 impl Pacer {
-    pub(super) fn new(fps: u32) -> Pacer {
+    pub fn new(fps: u32) -> Pacer {
         let period = Duration::from_nanos(1_000_000_000 / u64::from(fps.max(1)));
         Pacer { period, next: Instant::now(), frame_no: 0 }
     }
 
-    /// Sleeps until the next frame is due; returns its capture time (when it was due) and
-    /// number. Frames whose time passed a whole period ago are counted as skipped in `handoff`.
-    pub(super) fn wait_next(&mut self, handoff: &Handoff) -> (Instant, u64) {
+    /// Sleeps until the next frame is due; returns its capture time (when it was due), its
+    /// number, and how many frames before it were skipped because their time passed a whole
+    /// period ago.
+    pub fn wait_next(&mut self) -> (Instant, u64, u64) {
         let now = Instant::now();
+        let mut skipped = 0;
         if self.next > now {
             std::thread::sleep(self.next - now);
         } else {
             let behind = ((now - self.next).as_nanos() / self.period.as_nanos()) as u64;
             if behind > 0 {
-                handoff.count_skipped(behind);
+                skipped = behind;
                 self.frame_no += behind;
                 self.next += Duration::from_nanos((self.period.as_nanos() as u64).saturating_mul(behind));
             }
@@ -294,7 +424,7 @@ impl Pacer {
         let (capture, frame_no) = (self.next, self.frame_no);
         self.next += self.period;
         self.frame_no += 1;
-        (capture, frame_no)
+        (capture, frame_no, skipped)
     }
 }
 
@@ -312,6 +442,7 @@ pub(super) struct EncoderThread {
 
 impl EncoderThread {
     /// Starts a worker that makes its own frames; it should return once `stopping()`.
+    #[cfg(test)]
     pub(super) fn spawn(
         labels: &'static Labels,
         body: impl FnOnce(&Handoff) + Send + 'static,
@@ -424,8 +555,9 @@ mod tests {
         FrameTap { mailbox: Arc::new(Mailbox::default()), layout: LAYOUT, skipped: Arc::clone(&handoff.skipped) }
     }
 
-    fn spares(tap: &FrameTap) -> usize {
-        tap.mailbox.state.lock().unwrap().spare.len()
+    /// Frames of the tap's own pool nobody holds (ready for reuse).
+    fn free_frames(tap: &FrameTap) -> usize {
+        tap.mailbox.state.lock().unwrap().pool.frames.iter().filter(|f| Arc::strong_count(f) == 1).count()
     }
 
     #[test]
@@ -443,19 +575,47 @@ mod tests {
         assert!(tap.push(&[1; 20], t0), "an empty slot takes the frame");
         assert!(!tap.push(&[2; 16], t1), "a waiting frame is replaced");
         assert_eq!(handoff.skipped.load(Ordering::Relaxed), 1);
-        assert_eq!(spares(&tap), 1, "the replaced frame's buffer is kept");
+        let pool_len = |tap: &FrameTap| tap.mailbox.state.lock().unwrap().pool.frames.len();
+        assert_eq!((pool_len(&tap), free_frames(&tap)), (1, 0), "the replaced frame's buffer took the new one");
 
         let frame = tap.mailbox.next_frame(&handoff).unwrap();
-        assert_eq!((frame.data(), frame.capture), (&[2u8; 16][..], t1), "the newest frame, cut to the layout");
-        let used = frame.data().as_ptr();
+        assert_eq!((&frame.data[..], frame.capture), (&[2u8; 16][..], t1), "the newest frame, cut to the layout");
+        let used = frame.data.as_ptr();
         drop(frame);
-        assert_eq!(spares(&tap), 2, "a taken frame's buffer comes back when it is dropped");
+        assert_eq!(free_frames(&tap), 1, "a taken frame's buffer comes back when it is dropped");
 
         assert!(tap.push(&[3; 4], t1), "a short frame is copied as it is");
-        assert_eq!(spares(&tap), 1, "the push reused a spare buffer instead of allocating");
+        assert_eq!(
+            (pool_len(&tap), free_frames(&tap)),
+            (1, 0),
+            "the push reused the free buffer instead of allocating"
+        );
         let frame = tap.mailbox.next_frame(&handoff).unwrap();
-        assert_eq!(frame.data(), &[3; 4]);
-        assert_eq!(frame.data().as_ptr(), used, "the most recently recycled buffer is reused");
+        assert_eq!(&frame.data[..], &[3; 4]);
+        assert_eq!(frame.data.as_ptr(), used, "the same buffer");
+    }
+
+    #[test]
+    fn a_shared_frame_reaches_every_tap_without_a_copy_and_a_slow_tap_thins_it() {
+        let handoff = Handoff::new().unwrap();
+        let (a, b) = (tap_for(&handoff), tap_for(&handoff));
+        b.set_interval(Some(Duration::from_millis(66)));
+        let mut pool = FramePool::default();
+        let t0 = Instant::now();
+        let mut b_got = 0;
+        for n in 0..9u64 {
+            let at = t0 + Duration::from_millis(33 * n);
+            let frame = pool.fill(LAYOUT, at, |buf| buf.extend_from_slice(&[n as u8; 16])).unwrap();
+            assert!(a.push_shared(&frame));
+            b.push_shared(&frame);
+            let got = a.mailbox.next_frame(&handoff).unwrap();
+            assert!(Arc::ptr_eq(&got, &frame), "the same frame, not a copy");
+            if let Ok(mut st) = b.mailbox.state.lock() {
+                b_got += usize::from(st.frame.take().is_some());
+            }
+        }
+        assert_eq!(b_got, 5, "every other frame of 9 at half the rate");
+        assert!(pool.frames.len() <= 3, "the pool reuses frames once nobody holds them: {}", pool.frames.len());
     }
 
     #[test]
@@ -506,7 +666,7 @@ mod tests {
         let thread = EncoderThread::spawn_frames(&TEST_LABELS, LAYOUT, |handoff, mailbox| {
             while let Some(frame) = mailbox.next_frame(handoff) {
                 let mut buf = handoff.take_buffer();
-                buf.extend_from_slice(frame.data());
+                buf.extend_from_slice(&frame.data);
                 handoff.deliver(buf, frame.capture);
             }
         })
@@ -524,7 +684,7 @@ mod tests {
             assert!(!tap.push(&[8; 16], Instant::now()), "nobody encodes it: refused");
         }
         let state = tap.mailbox.state.lock().unwrap();
-        assert!(state.closed && state.frame.is_none() && state.spare.is_empty(), "no buffer is kept");
+        assert!(state.closed && state.frame.is_none() && state.pool.frames.is_empty(), "no buffer is kept");
         drop(state);
         assert_eq!(Arc::strong_count(&tap.mailbox), 1, "only the last tap holds the mailbox");
     }
@@ -538,14 +698,12 @@ mod tests {
 
     #[test]
     fn a_pacer_that_falls_behind_skips_the_backlog() {
-        let handoff = Handoff::new().unwrap();
         let mut pacer = Pacer::new(1000);
-        let (first_at, first) = pacer.wait_next(&handoff);
+        let (first_at, first, _) = pacer.wait_next();
         assert_eq!(first, 0);
         std::thread::sleep(Duration::from_millis(20));
         let before = Instant::now();
-        let (capture, next) = pacer.wait_next(&handoff);
-        let skipped = handoff.skipped.load(Ordering::Relaxed);
+        let (capture, next, skipped) = pacer.wait_next();
         assert!(skipped >= 15, "{skipped} frames skipped");
         assert_eq!(next, 1 + skipped, "frame numbers jump over the skipped frames");
         assert_eq!(capture, first_at + Duration::from_millis(next), "capture times stay on the frame grid");

@@ -119,8 +119,6 @@ impl<'c> Stream<'c> {
         if let Some((sps, pps)) = pipeline.parameter_sets().filter(|_| st.codec == Codec::H264) {
             hub.prime(&sps, &pps);
         }
-        let jpeg_on_demand =
-            matches!(side_jpeg::supply(&pipeline_cfg, Some(pipeline.as_ref())), http::JpegSupply::OnDemand);
         let (push, push_origin) = match st.rtp_dest {
             None => (None, String::new()),
             Some(dest) => {
@@ -186,7 +184,8 @@ impl<'c> Stream<'c> {
             fault_stalled: false,
             side_jpeg: None,
             side_reqs: Vec::new(),
-            jpeg_on_demand,
+            // Set by the loop once every stream of the camera exists (see `cameras`).
+            jpeg_on_demand: false,
             side_retry_at: None,
             hub,
             idr: IdrLimiter::new(st.fps),
@@ -199,11 +198,6 @@ impl<'c> Stream<'c> {
             latency: Box::new([0; LATENCY_RING]),
             latency_next: 0,
         })
-    }
-
-    /// Where HTTP's JPEGs of this stream come from, for the current pipeline.
-    pub(super) fn jpeg_supply(&self) -> http::JpegSupply {
-        side_jpeg::supply(&self.pipeline_cfg, self.pipeline.as_deref())
     }
 
     /// The earliest time this stream needs the loop's attention.
@@ -404,7 +398,14 @@ impl EventLoop<'_> {
             self.drive_pipeline(si, now, |p, sink| p.on_timer(now, sink));
         }
         let stall_timeout = self.stall_timeout;
+        // A fed stream whose camera delivers nothing is not stalled itself: its camera is
+        // rebuilt, and it waits (from now on, so it is not rebuilt the moment frames return).
+        let camera_down =
+            self.streams[si].pipeline_cfg.fed && !self.camera_delivering(self.streams[si].cfg.camera, now);
         let st = &mut self.streams[si];
+        if camera_down {
+            st.last_unit = now;
+        }
         if st.pipeline.is_some() && now.saturating_duration_since(st.last_unit) >= stall_timeout {
             log::warn!(
                 "{}: no access unit for {:.1} s: restarting source and encoder (sessions stay up)",
@@ -446,24 +447,27 @@ impl EventLoop<'_> {
         }
     }
 
-    /// HTTP's JPEG source follows the new pipeline: the tap moves to it (or the side encoder
-    /// stops, to restart on demand), and HTTP learns whether JPEG frames can be had at all.
+    /// A new pipeline of stream `si`: its camera's feeds are handed out again (its own tap, or
+    /// the camera's taps when it captures), and HTTP learns whether JPEG frames can be had.
     fn on_pipeline_replaced(&mut self, si: usize, now: Instant) {
-        let st = &mut self.streams[si];
-        let supply = st.jpeg_supply();
-        let on_demand = matches!(supply, http::JpegSupply::OnDemand);
-        if on_demand != st.jpeg_on_demand {
-            st.jpeg_on_demand = on_demand;
-            if let Some(h) = self.http.as_mut() {
-                h.set_supply(si, supply, now);
+        let camera = self.streams[si].cfg.camera;
+        self.feed_camera(camera);
+        for sj in 0..self.streams.len() {
+            if self.streams[sj].cfg.camera != camera {
+                continue;
             }
-        }
-        let keep = match (st.side_jpeg.as_mut(), st.pipeline.as_deref_mut()) {
-            (Some(side), Some(p)) => on_demand && side.reattach(p),
-            _ => true,
-        };
-        if !keep {
-            self.stop_side_jpeg(si, "the rebuilt source delivers other frames");
+            let supply = self.jpeg_supply(sj);
+            let on_demand = matches!(supply, http::JpegSupply::OnDemand);
+            let st = &mut self.streams[sj];
+            if on_demand != st.jpeg_on_demand {
+                st.jpeg_on_demand = on_demand;
+                if let Some(h) = self.http.as_mut() {
+                    h.set_supply(sj, supply, now);
+                }
+                if !on_demand {
+                    self.stop_side_jpeg(sj, "the rebuilt camera gives no raw frames");
+                }
+            }
         }
     }
 
@@ -474,10 +478,12 @@ impl EventLoop<'_> {
         let wanted = st.jpeg_on_demand && self.http.as_ref().is_some_and(|h| h.wants_frames(si, now));
         match (&st.side_jpeg, wanted) {
             (None, true) if st.side_retry_at.is_none_or(|t| now >= t) => {
-                match side_jpeg::SideJpeg::start(&st.pipeline_cfg, st.pipeline.as_deref_mut()) {
+                match side_jpeg::SideJpeg::start(&st.pipeline_cfg) {
                     Ok(side) => {
                         st.side_jpeg = Some(side);
                         st.side_retry_at = None;
+                        let camera = st.cfg.camera;
+                        self.feed_camera(camera);
                     }
                     Err(e) => {
                         log::warn!(
@@ -497,7 +503,8 @@ impl EventLoop<'_> {
     fn stop_side_jpeg(&mut self, si: usize, why: &str) {
         let st = &mut self.streams[si];
         if let Some(side) = st.side_jpeg.take() {
-            side.detach(st.pipeline.as_deref_mut());
+            let camera = st.cfg.camera;
+            self.feed_camera(camera);
             // Joins the worker thread: the log line means it is gone.
             drop(side);
             log::info!("http: JPEG encoder stopped: {why}");

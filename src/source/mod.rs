@@ -14,6 +14,7 @@
 //! that delivers nothing for `--stall-timeout`.
 
 pub mod file;
+pub mod pattern_camera;
 pub mod testpattern;
 #[cfg(feature = "v4l2")]
 pub mod v4l2;
@@ -79,8 +80,14 @@ pub trait Pipeline {
     fn raw_layout(&self) -> Option<FrameLayout> {
         None
     }
-    /// Also hands every raw frame to `tap` (one copy, newest wins), or stops with `None`.
-    fn set_raw_tap(&mut self, _tap: Option<FrameTap>) {}
+    /// Also hands every raw frame to each of `taps` (copied once into a shared frame for all of
+    /// them, newest wins): the camera's further streams and HTTP's on-demand JPEG encoders. An
+    /// empty list stops it.
+    fn set_raw_taps(&mut self, _taps: Vec<FrameTap>) {}
+    /// Where a pipeline fed by a camera (rather than capturing itself) takes its raw frames.
+    fn frame_tap(&self) -> Option<FrameTap> {
+        None
+    }
     /// Frames the camera (or test pattern) gave that never became an access unit, since the
     /// pipeline started: the encoder could not keep up (newest wins) or its output found no
     /// room. Shown in the loop's `stats:` line, so no frame goes missing silently.
@@ -100,15 +107,12 @@ pub fn build(cfg: &crate::config::PipelineConfig) -> Result<Box<dyn Pipeline>, S
 
 fn build_any(cfg: &crate::config::PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
     use crate::config::{EncoderChoice, SourceSpec};
+    if cfg.fed {
+        return build_fed(cfg);
+    }
     if cfg.codec == Codec::Jpeg {
         match (&cfg.source, cfg.encoder) {
-            (SourceSpec::TestPattern, EncoderChoice::Auto | EncoderChoice::Software) => {
-                let p = crate::encode::jpeg::JpegPipeline::start(cfg).map_err(|e| format!("JPEG encoder: {e}"))?;
-                return Ok(Box::new(p));
-            }
-            (SourceSpec::TestPattern, _) => {
-                return Err("the test pattern is generated in memory; it needs --encoder auto or software".into())
-            }
+            (SourceSpec::TestPattern, _) => return build_fed(cfg),
             (SourceSpec::File(_), _) => {
                 return Err("source file: holds H.264; --codec mjpeg needs the test pattern or a camera".into())
             }
@@ -126,21 +130,45 @@ fn build_any(cfg: &crate::config::PipelineConfig) -> Result<Box<dyn Pipeline>, S
             "source file: holds H.264 already; it is replayed without re-encoding (use --encoder auto or passthrough)"
                 .into(),
         ),
-        (SourceSpec::TestPattern, EncoderChoice::Passthrough | EncoderChoice::V4l2) => {
-            Err("the test pattern is generated in memory; it needs --encoder auto or software".into())
+        (SourceSpec::TestPattern, _) => build_fed(cfg),
+    }
+}
+
+/// A stream fed raw frames by its camera (a test-pattern camera, or a capturing camera's
+/// first stream): a software encoder at the stream's size, scaling and thinning the camera's
+/// frames on its worker. Frames come through [`Pipeline::frame_tap`].
+fn build_fed(cfg: &crate::config::PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
+    use crate::config::EncoderChoice;
+    use crate::encode::jpeg::{JpegPipeline, Target};
+    if !matches!(cfg.encoder, EncoderChoice::Auto | EncoderChoice::Software) {
+        return Err(format!(
+            "this stream is fed its camera's frames (a test pattern, or a camera's further stream): it is encoded in software, so encoder must be auto or software, not {:?}",
+            cfg.encoder
+        ));
+    }
+    // Nominal: the frames carry their own layout.
+    let layout =
+        FrameLayout { fourcc: *b"YU12", width: cfg.camera_width, height: cfg.camera_height, stride: cfg.camera_width };
+    match cfg.codec {
+        Codec::Jpeg => {
+            let p = JpegPipeline::start_scaled(layout, (cfg.width, cfg.height), cfg.jpeg_quality, Target::Rtp)
+                .map_err(|e| format!("JPEG encoder: {e}"))?;
+            Ok(Box::new(p))
         }
-        (SourceSpec::TestPattern, EncoderChoice::Auto | EncoderChoice::Software) => software_testpattern(cfg),
+        Codec::H264 => software_fed(cfg, layout),
     }
 }
 
 #[cfg(feature = "software")]
-fn software_testpattern(cfg: &crate::config::PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
-    let p = crate::encode::software::SoftwarePipeline::start(cfg).map_err(|e| format!("software encoder: {e}"))?;
+fn software_fed(cfg: &crate::config::PipelineConfig, layout: FrameLayout) -> Result<Box<dyn Pipeline>, String> {
+    use crate::encode::software::{EncoderSettings, SoftwarePipeline};
+    let p = SoftwarePipeline::start_scaled(EncoderSettings::from_config(cfg), layout)
+        .map_err(|e| format!("software encoder: {e}"))?;
     Ok(Box::new(p))
 }
 
 #[cfg(not(feature = "software"))]
-fn software_testpattern(_cfg: &crate::config::PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
+fn software_fed(_cfg: &crate::config::PipelineConfig, _layout: FrameLayout) -> Result<Box<dyn Pipeline>, String> {
     Err("this build has no software H.264 encoder (feature `software`)".into())
 }
 

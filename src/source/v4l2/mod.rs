@@ -35,6 +35,7 @@ use self::device::{
 use super::{Codec, FrameLayout, FrameTap, IdrControl, Pipeline, PollRequest, Sink};
 use crate::config::{EncoderChoice, PipelineConfig};
 use crate::encode::v4l2_m2m::{find_encoder, InputPath, M2mEncoder, M2mSettings};
+use crate::encode::worker::FramePool;
 
 pub use self::device::list_devices;
 
@@ -275,8 +276,10 @@ pub struct V4l2Pipeline {
     cap: Capture,
     desc: String,
     codec: Codec,
-    /// HTTP's on-demand JPEG encoder, fed a copy of each raw frame while it runs.
-    tap: Option<FrameTap>,
+    /// The camera's further streams and HTTP's on-demand JPEG encoders, fed each raw frame.
+    taps: Vec<FrameTap>,
+    /// Raw frames copied once from the capture buffer for the software encoders and the taps.
+    pool: FramePool,
     last_stats: Instant,
 }
 
@@ -422,7 +425,15 @@ pub fn build(cfg: &PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
         log::info!("M2M input path: {}", e.path);
     }
     let desc = format!("v4l2 {} -> {enc_desc}", cap.describe());
-    Ok(Box::new(V4l2Pipeline { backend, cap, desc, codec: cfg.codec, tap: None, last_stats: Instant::now() }))
+    Ok(Box::new(V4l2Pipeline {
+        backend,
+        cap,
+        desc,
+        codec: cfg.codec,
+        taps: Vec::new(),
+        pool: FramePool::default(),
+        last_stats: Instant::now(),
+    }))
 }
 
 /// M2M coded formats that carry JPEG frames, best first: bcm2835-codec's video encoder offers
@@ -513,8 +524,24 @@ impl V4l2Pipeline {
     fn on_capture(&mut self, now: Instant, sink: &mut Sink<'_>) -> io::Result<()> {
         let Some(d) = self.cap.dequeue_newest()? else { return Ok(()) };
         let capture = monotonic_to_instant(d.timestamp, monotonic_now(), now);
-        if let Some(tap) = &self.tap {
-            tap.push(self.cap.data(&d), capture);
+        // One copy out of the capture buffer, shared by every software encoder of this camera.
+        let software_backend = match &self.backend {
+            Backend::Jpeg(_) => true,
+            #[cfg(feature = "software")]
+            Backend::Software(_) => true,
+            _ => false,
+        };
+        let shared = match self.raw_layout() {
+            Some(layout) if software_backend || !self.taps.is_empty() => {
+                let data = self.cap.data(&d);
+                self.pool.fill(layout, capture, |buf| buf.extend_from_slice(data))
+            }
+            _ => None,
+        };
+        if let Some(frame) = &shared {
+            for tap in &self.taps {
+                tap.push_shared(frame);
+            }
         }
         match &mut self.backend {
             Backend::Passthrough { .. } => {
@@ -523,11 +550,17 @@ impl V4l2Pipeline {
             }
             #[cfg(feature = "software")]
             Backend::Software(sw) => {
-                sw.push_frame(self.cap.data(&d), capture);
+                match &shared {
+                    Some(frame) => _ = sw.push_shared(frame),
+                    None => _ = sw.push_frame(self.cap.data(&d), capture),
+                }
                 self.cap.requeue(d.index)
             }
             Backend::Jpeg(j) => {
-                j.push_frame(self.cap.data(&d), capture);
+                match &shared {
+                    Some(frame) => _ = j.push_shared(frame),
+                    None => _ = j.push_frame(self.cap.data(&d), capture),
+                }
                 self.cap.requeue(d.index)
             }
             Backend::M2m(enc) => {
@@ -656,8 +689,8 @@ impl Pipeline for V4l2Pipeline {
         })
     }
 
-    fn set_raw_tap(&mut self, tap: Option<FrameTap>) {
-        self.tap = tap;
+    fn set_raw_taps(&mut self, taps: Vec<FrameTap>) {
+        self.taps = taps;
     }
 
     fn parameter_sets(&self) -> Option<(Vec<u8>, Vec<u8>)> {
