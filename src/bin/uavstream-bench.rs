@@ -16,6 +16,7 @@
 //! - `delivery`: the live software encoders as a client sees them, per size and bitrate: frames
 //!   read over RTSP/TCP with ffprobe, missing frames (from RTP timestamp gaps), the bitrate
 //!   against the target, and the daemon's own dropped-frame counter.
+//! - `scale`: the software scaler against ffmpeg's swscale (`flags=area`): ms per frame.
 //! - `all`: the first three, in one run.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -23,6 +24,8 @@
 mod load;
 #[path = "bench/peers.rs"]
 mod peers;
+#[path = "bench/scale.rs"]
+mod scale;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -49,6 +52,7 @@ enum Cmd {
     Soak(SoakArgs),
     Mjpeg(MjpegArgs),
     Delivery(DeliveryArgs),
+    Scale(scale::ScaleArgs),
 }
 
 /// frames delivered and bitrate of the live encoders, per size and bitrate
@@ -161,6 +165,7 @@ fn main() {
         Cmd::Soak(a) => soak(&a),
         Cmd::Mjpeg(a) => mjpeg_bench(&a),
         Cmd::Delivery(a) => delivery_bench(&a),
+        Cmd::Scale(a) => print!("{}", scale::run_args(&a)),
         Cmd::All(_) => {
             print_machine();
             encoder_bench(&EncoderArgs {
