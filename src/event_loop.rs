@@ -478,7 +478,7 @@ impl<'c> EventLoop<'c> {
             let Some(c) = c else { continue };
             let mut ev = 0;
             // Backpressure: stop reading while a response could not be queued.
-            if c.pending.len() + limits::MAX_RESPONSE_BYTES <= PENDING_CAP && !c.close_after_flush && !c.peer_closed {
+            if c.wants_read() {
                 ev |= POLLIN;
             }
             if c.want_write {

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use super::{accept_media_conn, describe_delivery, set_dscp, status_of, EventLoop, PENDING_CAP};
 use crate::limits;
-use crate::rtsp::parse::{parse_input, Input};
+use crate::rtsp::conn::{ConnInput, ConnPolicy, Expiry, Item};
 use crate::rtsp::session::{self, ConnId, Delivery, Event, RequestCtx, SessionState, StreamInfo};
 use crate::sys::{POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT};
 
@@ -23,26 +23,16 @@ pub(super) struct Conn {
     pub(super) stream: TcpStream,
     pub(super) peer: SocketAddr,
     pub(super) local_ip: IpAddr,
-    pub(super) inbuf: Box<[u8]>,
-    pub(super) inlen: usize,
+    /// The input side (buffering, pipelining, rate, timers, half-close: `rtsp::conn`). `None`
+    /// only while [`EventLoop::process_input`] holds it.
+    pub(super) input: Option<ConnInput<Box<[u8]>>>,
     pub(super) pending: Vec<u8>,
     pub(super) want_write: bool,
-    pub(super) close_after_flush: bool,
-    /// The peer half-closed (FIN: `shutdown(SHUT_WR)`, `nc -N`): every complete request that
-    /// came before it is answered, then the connection closes.
-    pub(super) peer_closed: bool,
     pub(super) dead: bool,
     /// This connection has set up an interleaved session at some point.
     pub(super) had_interleaved: bool,
-    /// Last complete request or interleaved frame from the client.
-    pub(super) last_input: Instant,
-    /// When the first byte of a still incomplete request arrived.
-    pub(super) partial_since: Option<Instant>,
     /// Last time the socket took bytes (or had nothing to take).
     pub(super) last_progress: Instant,
-    /// Request-rate token bucket, in thousandths of a request.
-    pub(super) tokens: u64,
-    pub(super) tokens_at: Instant,
 }
 
 impl Conn {
@@ -67,18 +57,16 @@ impl Conn {
         Ok(())
     }
 
-    /// Takes one request from the rate bucket; `false` when the client is over its rate.
-    pub(super) fn admit_request(&mut self, now: Instant, rate: u32) -> bool {
-        let cap = u64::from(limits::REQUEST_BURST) * 1000;
-        let refill = now.saturating_duration_since(self.tokens_at).as_millis() as u64 * u64::from(rate);
-        self.tokens = (self.tokens + refill).min(cap);
-        self.tokens_at = now;
-        if self.tokens >= 1000 {
-            self.tokens -= 1000;
-            true
-        } else {
-            false
-        }
+    /// Whether the input is done: the peer closed and every complete request was handed out,
+    /// or an error answer ends the connection.
+    fn input_finished(&self) -> bool {
+        self.input.as_ref().is_none_or(ConnInput::finished)
+    }
+
+    /// Whether the poll set should ask for POLLIN.
+    pub(super) fn wants_read(&self) -> bool {
+        self.pending.len() + limits::MAX_RESPONSE_BYTES <= PENDING_CAP
+            && self.input.as_ref().is_some_and(ConnInput::wants_read)
     }
 
     pub(super) fn queue(&mut self, bytes: &[u8]) -> bool {
@@ -88,6 +76,14 @@ impl Conn {
         self.pending.extend_from_slice(bytes);
         true
     }
+}
+
+/// What `process_input` does after an item.
+enum After {
+    Next,
+    Stop,
+    Close,
+    Event(Event),
 }
 
 impl EventLoop<'_> {
@@ -100,14 +96,14 @@ impl EventLoop<'_> {
             // Cap on connections without a session: evict the oldest such one.
             let mut count = 0;
             // Oldest by last input, then by accept order (ids only grow).
-            let mut oldest: Option<(usize, (Instant, u64))> = None;
+            let mut oldest: Option<(usize, (crate::time::Instant, u64))> = None;
             for (i, c) in self.conns.iter().enumerate() {
                 let Some(c) = c else { continue };
                 if c.dead || self.has_session(c.id) {
                     continue;
                 }
                 count += 1;
-                let age = (c.last_input, c.id.0);
+                let age = (c.input.as_ref().map_or(crate::time::Instant::ZERO, ConnInput::last_input), c.id.0);
                 if oldest.is_none_or(|(_, o)| age < o) {
                     oldest = Some((i, age));
                 }
@@ -135,24 +131,18 @@ impl EventLoop<'_> {
             let (inbuf, pending) = self.buffer_pool.pop().unwrap_or_else(|| {
                 (vec![0; limits::MAX_REQUEST_BYTES].into_boxed_slice(), Vec::with_capacity(PENDING_CAP))
             });
+            let input = ConnInput::new(inbuf, self.core_now(now));
             self.conns[idx] = Some(Conn {
                 id,
                 stream,
                 peer,
                 local_ip,
-                inbuf,
-                inlen: 0,
+                input: Some(input),
                 pending,
                 want_write: false,
-                close_after_flush: false,
-                peer_closed: false,
                 dead: false,
                 had_interleaved: false,
-                last_input: now,
-                partial_since: None,
                 last_progress: now,
-                tokens: u64::from(limits::REQUEST_BURST) * 1000,
-                tokens_at: now,
             });
         }
     }
@@ -191,17 +181,13 @@ impl EventLoop<'_> {
             self.kill_conn(c, "write failed");
             return;
         }
-        if conn.pending.is_empty() && conn.close_after_flush {
-            conn.dead = true;
-            return;
-        }
         // Requests that arrived while output was backed up: answer them now rather than wait
         // for more input (after a half-close no more input comes, so answer all of them).
         while let Some(conn) = self.conns[c].as_mut() {
-            if !conn.pending.is_empty() || conn.inlen == 0 || conn.close_after_flush {
+            let buffered = conn.input.as_ref().map_or(0, ConnInput::buffered);
+            if !conn.pending.is_empty() || buffered == 0 || conn.input_finished() {
                 break;
             }
-            let before = conn.inlen;
             self.process_input(c, now);
             let Some(conn) = self.conns[c].as_mut() else {
                 return;
@@ -210,17 +196,22 @@ impl EventLoop<'_> {
                 self.kill_conn(c, "write failed");
                 return;
             }
-            if conn.inlen == before {
+            if conn.input.as_ref().map_or(0, ConnInput::buffered) == buffered {
                 break;
             }
         }
         let Some(conn) = self.conns[c].as_mut() else {
             return;
         };
-        if conn.pending.is_empty() && (conn.close_after_flush || conn.peer_closed) {
+        if conn.pending.is_empty() && conn.input_finished() {
             // Everything the peer sent before its FIN is answered (an incomplete rest never
-            // will be): close, which ends an interleaved session on this connection.
-            let why = if conn.peer_closed { "closed by peer" } else { "closed after the answer" };
+            // will be), or an error answer is out: close, which ends an interleaved session on
+            // this connection.
+            let why = if conn.input.as_ref().is_some_and(ConnInput::peer_closed) {
+                "closed by peer"
+            } else {
+                "closed after the answer"
+            };
             self.kill_conn(c, why);
             return;
         }
@@ -234,120 +225,122 @@ impl EventLoop<'_> {
     }
 
     fn read_conn(&mut self, c: usize, now: Instant) {
+        let core_now = self.core_now(now);
         let Some(conn) = self.conns[c].as_mut() else {
             return;
         };
-        let mut eof = false;
+        let Some(input) = conn.input.as_mut() else { return };
         loop {
-            if conn.inlen == conn.inbuf.len() {
+            let space = input.read_space();
+            if space.is_empty() {
                 break;
             }
-            match (&conn.stream).read(&mut conn.inbuf[conn.inlen..]) {
+            match (&conn.stream).read(space) {
                 Ok(0) => {
-                    eof = true;
+                    input.handle_peer_closed();
                     break;
                 }
-                Ok(n) => conn.inlen += n,
+                Ok(n) => input.handle_read(n, core_now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
-                    eof = true;
+                    input.handle_peer_closed();
                     break;
                 }
             }
-        }
-        if eof {
-            conn.peer_closed = true;
         }
         self.process_input(c, now);
         self.flush_conn(c, now);
     }
 
-    /// Handles every complete request or interleaved frame in the connection's input.
+    /// Handles every complete request or interleaved frame in the connection's input, while
+    /// there is room for the answers.
     fn process_input(&mut self, c: usize, now: Instant) {
+        let core_now = self.core_now(now);
         let Some(conn) = self.conns[c].as_mut() else {
             return;
         };
-        let inbuf = std::mem::take(&mut conn.inbuf);
-        let mut inlen = conn.inlen;
+        let Some(mut input) = conn.input.take() else { return };
         let (conn_id, peer) = (conn.id, conn.peer);
         let mut local_ip = heapless::String::<48>::new();
         let _ = std::fmt::Write::write_fmt(&mut local_ip, format_args!("{}", conn.local_ip));
         let rate = self.policy.max_request_rate;
-        let mut consumed_total = 0;
         while let Some(conn) = self.conns[c].as_mut() {
-            if conn.close_after_flush || conn.pending.len() + limits::MAX_RESPONSE_BYTES > PENDING_CAP {
+            if conn.pending.len() + limits::MAX_RESPONSE_BYTES > PENDING_CAP {
                 break;
             }
-            let input = &inbuf[consumed_total..inlen];
-            match parse_input(input) {
-                Ok(Input::Incomplete) => break,
-                Ok(Input::Interleaved { channel, data, consumed }) => {
-                    conn.last_input = now;
-                    consumed_total += consumed;
-                    if !conn.had_interleaved && !self.slots.iter().any(|s| s.conn == Some(c)) {
-                        // Binary frames on a connection that never set up an interleaved session:
-                        // not a client we understand. Answer what is queued, then close. (A client
-                        // that had one may still send a last RTCP BYE after TEARDOWN: ignored.)
-                        log::info!("{peer}: interleaved data without an interleaved session; closing");
-                        conn.close_after_flush = true;
-                        consumed_total = inlen;
-                        break;
+            // What to do once the item (which borrows the input) is gone.
+            let next = {
+                let Some(item) = input.poll_item(core_now, rate) else { break };
+                match item {
+                    Item::Interleaved { channel, data } => {
+                        if !conn.had_interleaved && !self.slots.iter().any(|s| s.conn == Some(c)) {
+                            // Binary frames on a connection that never set up an interleaved session:
+                            // not a client we understand. Answer what is queued, then close. (A client
+                            // that had one may still send a last RTCP BYE after TEARDOWN: ignored.)
+                            log::info!("{peer}: interleaved data without an interleaved session; closing");
+                            After::Close
+                        } else {
+                            let slot = self.slots.iter().position(|s| s.conn == Some(c) && s.channels.1 == channel);
+                            if let Some(slot) = slot {
+                                self.server.handle_rtcp(slot, data, core_now);
+                            }
+                            After::Next
+                        }
                     }
-                    let slot = self.slots.iter().position(|s| s.conn == Some(c) && s.channels.1 == channel);
-                    if let Some(slot) = slot {
-                        self.server.handle_rtcp(slot, data, self.core_now(now));
-                    }
-                }
-                Ok(Input::Request { request, consumed }) => {
-                    conn.last_input = now;
-                    consumed_total += consumed;
-                    if !conn.admit_request(now, rate) {
+                    Item::OverRate { cseq } => {
                         log::warn!("{peer}: more than {rate} requests/s; answering 503 and closing");
-                        let n = session::write_error_response(503, request.cseq(), &mut self.response);
+                        let n = session::write_error_response(503, cseq, &mut self.response);
                         conn.queue(&self.response[..n]);
-                        conn.close_after_flush = true;
-                        consumed_total = inlen;
-                        break;
+                        After::Stop
                     }
-                    let core_now = self.core_now(now);
-                    let out = {
-                        let streams: heapless::Vec<Option<StreamInfo<'_>>, { limits::MAX_STREAMS }> =
-                            self.streams.iter().map(|st| st.hub.stream_info(now)).collect();
-                        let ctx = RequestCtx { conn: conn_id, local_addr: &local_ip, streams: &streams };
-                        self.server.handle_request(&ctx, &request, core_now, &mut self.response)
-                    };
-                    log::debug!(
-                        "{peer}: {} {} -> {}",
-                        request.method.as_str(),
-                        request.uri,
-                        status_of(&self.response[..out.len])
-                    );
-                    if let Some(conn) = self.conns[c].as_mut() {
+                    Item::Bad(e) => {
+                        log::info!("{peer}: bad request ({}); answering {} and closing", e.reason(), e.status());
+                        let n = session::write_error_response(e.status(), None, &mut self.response);
+                        conn.queue(&self.response[..n]);
+                        After::Stop
+                    }
+                    Item::Request(request) => {
+                        let out = {
+                            let streams: heapless::Vec<Option<StreamInfo<'_>>, { limits::MAX_STREAMS }> =
+                                self.streams.iter().map(|st| st.hub.stream_info(now)).collect();
+                            let ctx = RequestCtx { conn: conn_id, local_addr: &local_ip, streams: &streams };
+                            self.server.handle_request(&ctx, &request, core_now, &mut self.response)
+                        };
+                        log::debug!(
+                            "{peer}: {} {} -> {}",
+                            request.method.as_str(),
+                            request.uri,
+                            status_of(&self.response[..out.len])
+                        );
                         conn.queue(&self.response[..out.len]);
-                    }
-                    if let Some(ev) = out.event {
-                        self.on_event(ev, c, now);
+                        out.event.map_or(After::Next, After::Event)
                     }
                 }
-                Err(e) => {
-                    log::info!("{peer}: bad request ({}); answering {} and closing", e.reason(), e.status());
-                    let n = session::write_error_response(e.status(), None, &mut self.response);
-                    conn.queue(&self.response[..n]);
-                    conn.close_after_flush = true;
-                    consumed_total = inlen;
+            };
+            match next {
+                After::Next => {}
+                After::Stop => break,
+                After::Close => {
+                    input.close();
                     break;
+                }
+                After::Event(ev) => {
+                    // The event may touch this connection (a slot binds to it): the input goes
+                    // back meanwhile.
+                    if let Some(conn) = self.conns[c].as_mut() {
+                        conn.input = Some(input);
+                    }
+                    self.on_event(ev, c, now);
+                    match self.conns[c].as_mut().and_then(|conn| conn.input.take()) {
+                        Some(i) => input = i,
+                        None => return,
+                    }
                 }
             }
         }
-        let mut inbuf = inbuf;
-        inbuf.copy_within(consumed_total..inlen, 0);
-        inlen -= consumed_total;
         if let Some(conn) = self.conns[c].as_mut() {
-            conn.inbuf = inbuf;
-            conn.inlen = inlen;
-            // Slowloris guard: remember when an incomplete request started.
-            conn.partial_since = if inlen == 0 { None } else { conn.partial_since.or(Some(now)) };
+            conn.input = Some(input);
         }
     }
 
@@ -360,23 +353,35 @@ impl EventLoop<'_> {
                 continue;
             }
             let (id, peer) = (conn.id, conn.peer);
-            if conn.partial_since.is_some_and(|t| now.saturating_duration_since(t) >= self.policy.request_timeout) {
-                log::info!(
-                    "{peer}: request not completed within {:?}; answering 408 and closing",
-                    self.policy.request_timeout
-                );
-                let n = session::write_error_response(408, None, &mut self.response);
-                if let Some(conn) = self.conns[c].as_mut() {
-                    conn.inlen = 0;
-                    conn.partial_since = None;
+            let core_now = self.core_now(now);
+            let conn_policy = ConnPolicy {
+                request_timeout: self.policy.request_timeout,
+                idle_timeout: self.policy.idle_timeout,
+                max_request_rate: self.policy.max_request_rate,
+            };
+            let has_session = self.has_session(id);
+            let Some(conn) = self.conns[c].as_mut() else { continue };
+            let expired = conn.input.as_mut().and_then(|i| i.poll_expired(core_now, &conn_policy, has_session));
+            match expired {
+                Some(Expiry::SlowRequest) => {
+                    log::info!(
+                        "{peer}: request not completed within {:?}; answering 408 and closing",
+                        self.policy.request_timeout
+                    );
+                    let n = session::write_error_response(408, None, &mut self.response);
                     conn.pending.clear();
                     conn.queue(&self.response[..n]);
-                    conn.close_after_flush = true;
                     if conn.flush(now).is_err() || conn.pending.is_empty() {
                         conn.dead = true;
                     }
+                    continue;
                 }
-                continue;
+                Some(Expiry::Idle) => {
+                    log::info!("{peer}: idle without a session for {:?}; closing", self.policy.idle_timeout);
+                    self.kill_conn(c, "idle");
+                    continue;
+                }
+                None => {}
             }
             if conn.want_write && now.saturating_duration_since(conn.last_progress) >= self.policy.client_stall_timeout
             {
@@ -385,11 +390,6 @@ impl EventLoop<'_> {
                     self.policy.client_stall_timeout
                 );
                 self.kill_conn(c, "stalled");
-                continue;
-            }
-            if now.saturating_duration_since(conn.last_input) >= self.policy.idle_timeout && !self.has_session(id) {
-                log::info!("{peer}: idle without a session for {:?}; closing", self.policy.idle_timeout);
-                self.kill_conn(c, "idle");
             }
         }
     }
@@ -515,7 +515,9 @@ impl EventLoop<'_> {
             log::info!("{peer}: disconnected (connection {})", id.0);
             if let Some(mut conn) = self.conns[c].take() {
                 conn.pending.clear();
-                self.buffer_pool.push((std::mem::take(&mut conn.inbuf), std::mem::take(&mut conn.pending)));
+                if let Some(input) = conn.input.take() {
+                    self.buffer_pool.push((input.into_buffer(), std::mem::take(&mut conn.pending)));
+                }
             }
         }
     }

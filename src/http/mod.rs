@@ -592,7 +592,8 @@ mod tests {
         assert_eq!(r(Method::Head, "/metrics"), Route::Metrics);
         assert_eq!(r(Method::Get, "/status.json"), Route::NotFound);
         let post = |path: &str| {
-            let raw = format!("POST {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+            let mut raw = heapless::String::<128>::new();
+            core::fmt::write(&mut raw, format_args!("POST {path} HTTP/1.1\r\nHost: x\r\n\r\n")).unwrap();
             let Ok(Parsed::Complete { request, .. }) = parse_request(raw.as_bytes()) else { panic!("{path}") };
             route(&request, ["/live", "/low"])
         };

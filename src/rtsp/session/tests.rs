@@ -501,19 +501,24 @@ fn requests_are_routed_by_path_and_a_session_keeps_its_stream() {
     let (a, b) = (srv.sessions()[0], srv.sessions()[1]);
     assert_eq!((a.stream, b.stream), (0, 1));
     // The low session cannot be set up or played for /live.
-    let id = low.session().to_owned();
-    let again = req("SETUP", "rtsp://h/live/trackID=0", 6, &format!("{tcp}Session: {id}\r\n"));
+    let id: heapless::String<32> = heapless::String::try_from(low.session()).unwrap();
+    let text = |args: core::fmt::Arguments<'_>| {
+        let mut s = heapless::String::<256>::new();
+        core::fmt::write(&mut s, args).unwrap();
+        s
+    };
+    let again = req("SETUP", "rtsp://h/live/trackID=0", 6, &text(format_args!("{tcp}Session: {id}\r\n")));
     assert_eq!(send(&mut srv, 2, again.as_bytes(), 0).status(), 459);
-    let play = req("PLAY", "rtsp://h/live", 7, &format!("Session: {id}\r\n"));
+    let play = req("PLAY", "rtsp://h/live", 7, &text(format_args!("Session: {id}\r\n")));
     assert_eq!(send(&mut srv, 2, play.as_bytes(), 0).status(), 404);
-    let play = req("PLAY", "rtsp://h/low/", 8, &format!("Session: {id}\r\n"));
+    let play = req("PLAY", "rtsp://h/low/", 8, &text(format_args!("Session: {id}\r\n")));
     assert_eq!(send(&mut srv, 2, play.as_bytes(), 0).event, Some(Event::Play { slot: 1 }));
     // SET_PARAMETER bitrate goes to the session's stream, or the URL's without a session.
     let set = req(
         "SET_PARAMETER",
         "rtsp://h/low",
         9,
-        &format!("Session: {id}\r\nContent-Length: 18\r\n\r\nbitrate: 300000\n"),
+        &text(format_args!("Session: {id}\r\nContent-Length: 18\r\n\r\nbitrate: 300000\n")),
     );
     assert_eq!(send(&mut srv, 2, set.as_bytes(), 0).event, Some(Event::SetBitrate { stream: 1, bps: 300_000 }));
 }
