@@ -1,4 +1,5 @@
 //! Configuration tests: layers, spellings, cameras and streams, errors.
+use super::parse::parse_bitrate;
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -1,0 +1,151 @@
+//! Every configuration key, declared once, and how a spelling names one (`stream2.path`,
+//! `stream2-path`, `STREAM2_PATH`, plain `path` for the first stream).
+
+use crate::cmdline;
+use crate::limits;
+
+/// Which configuration section a key belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Global,
+    Camera,
+    Stream,
+}
+
+/// One configuration key: declared once, here.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    pub name: &'static str,
+    pub scope: Scope,
+    /// Whether the plain name sets it (for the first camera or stream). The stream's own
+    /// `width`/`height`/`fps`/`dscp` are reached only as `streamN.KEY`: plain `width` is the
+    /// first camera's and plain `dscp` the global one.
+    pub plain: bool,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+const fn key(name: &'static str, scope: Scope, default: &'static str, help: &'static str) -> Key {
+    Key { name, scope, plain: true, default, help }
+}
+
+const fn stream_only(name: &'static str, help: &'static str) -> Key {
+    Key { name, scope: Scope::Stream, plain: false, default: "", help }
+}
+
+use Scope::{Camera as C, Global as G, Stream as S};
+
+/// Every key. The order is the `--print-config` order within each section.
+pub const KEYS: &[Key] = &[
+    key("source", C, "testpattern", "testpattern | file:PATH (H.264 Annex B, replayed at --fps, looping) | v4l2"),
+    key("device", C, "auto", "V4L2 capture device, or auto: the first capture-capable /dev/video*"),
+    key("pixel-format", C, "auto", "V4L2 capture format: auto | NV12 | YU12 | YUYV | MJPG | H264"),
+    key("width", C, "1280", "frame width in pixels (even)"),
+    key("height", C, "720", "frame height in pixels (even)"),
+    key("fps", C, "30", "frames per second"),
+    key("camera", S, "1", "the camera that feeds the stream (1, 2, ...)"),
+    key("path", S, "/live", "stream path: rtsp://HOST:PORT/PATH (streamN: /streamN)"),
+    key("codec", S, "h264", "h264 | mjpeg: the stream's payload format (RTP/JPEG is payload type 26)"),
+    key("encoder", S, "auto", "auto | software | passthrough | v4l2"),
+    stream_only("width", "the stream's width when smaller than its camera's (scaled); empty = the camera's"),
+    stream_only("height", "the stream's height when smaller than its camera's (scaled); empty = the camera's"),
+    stream_only("fps", "the stream's frame rate when lower than its camera's (frames dropped); empty = the camera's"),
+    key("bitrate", S, "2000000", "encoder bitrate in bit/s (suffixes k and M accepted)"),
+    key("idr-interval", S, "0", "frames between IDRs; 0 = one per second"),
+    key("jpeg-quality", S, "80", "JPEG quality 1-100 when frames are JPEG-encoded here"),
+    key("rtp-dest", S, "", "HOST:PORT: also push the RTP stream there over UDP, without RTSP"),
+    key("sdp-out", S, "", "file to write the SDP a push-mode receiver needs"),
+    stream_only("dscp", "DSCP of the stream's UDP packets (sessions, push, multicast); empty = the global dscp"),
+    key("multicast-group", S, "", "IPv4/IPv6 multicast group served to RTSP clients asking for RTP/AVP;multicast, e.g. 239.255.42.42; empty = multicast off"),
+    key("multicast-port", S, "5004", "even UDP port of the multicast RTP stream; RTCP is port + 1"),
+    key("multicast-ttl", S, "1", "multicast TTL / hop limit, 1-255; 1 = the local network only"),
+    key("multicast-interface", S, "", "network interface the multicast stream leaves by (e.g. wlan0); empty = the routing table decides"),
+    key("record-dir", S, "", "directory the stream is recorded to as fragmented MP4 segments (H.264 only; one directory per stream); empty = off"),
+    key("record-segment", S, "60", "seconds per recorded file; each starts at an IDR"),
+    key("record-fragment", S, "1", "seconds per fragment at most (a power cut loses at most the one being written), e.g. 0.5"),
+    key("record-fsync", S, "fragment", "fragment | segment | off: when recorded data is forced to the disk"),
+    key("record-max-size", S, "", "delete the oldest recordings beyond this total size, e.g. 8G; empty = no limit"),
+    key("record-max-age", S, "", "delete recordings older than this, e.g. 7d, 12h, 3600 (seconds); empty = no limit"),
+    key("record-min-free", S, "256M", "keep this much free space on the disk by deleting the oldest recordings; 0 = no floor"),
+    key("listen", G, "0.0.0.0", "address the RTSP server listens on"),
+    key("port", G, "8554", "RTSP TCP port"),
+    key("max-clients", G, "16", "RTSP session slots, allocated at start; more get 503"),
+    key("rtp-ports", G, "50000-50999", "UDP port range for per-session RTP/RTCP pairs"),
+    key("mtu", G, "1500", "link MTU; RTP packets are sized to fit IPv4 and IPv6"),
+    key("session-timeout", G, "60", "seconds of silence before an RTSP session expires"),
+    key("stall-timeout", G, "2", "seconds without an access unit before source and encoder are restarted"),
+    key("max-pending-connections", G, "16", "connections without a session; beyond it the oldest is closed"),
+    key("idle-timeout", G, "30", "seconds a sessionless RTSP or idle keep-alive HTTP connection may stay silent"),
+    key("request-timeout", G, "10", "seconds a request may take to arrive completely (slowloris guard)"),
+    key("max-request-rate", G, "20", "RTSP requests per second per connection (bursts of 40); beyond: 503, close"),
+    key("client-stall-timeout", G, "5", "seconds a TCP client may accept no bytes before it is disconnected"),
+    key("stats-interval", G, "0", "seconds between stats log lines (sessions, latency p50/p99/max, RSS); 0 = off"),
+    key("auth", G, "", "USER:PASSWORD[,USER:PASSWORD...] for RTSP and HTTP Basic/Digest auth (never on the kernel command line)"),
+    key("auth-file", G, "", "file of [/PATH ]USER:PASSWORD lines (# comments); /PATH limits a user to that stream"),
+    key("log-level", G, "info", "error | warn | info | debug | trace"),
+    key("http-port", G, "8080", "HTTP port for /PATH.mjpeg, /PATH.jpg and /; 0 = off"),
+    key("max-http-clients", G, "8", "HTTP connection slots, allocated at start; an idle keep-alive one gives way, else 503"),
+    key("dscp", G, "0", "DSCP of all media packets: RTP/RTCP over UDP, RTSP and HTTP connections, multicast, push mode (IP_TOS = dscp << 2), e.g. 46 (EF); 0 = unmarked; streamN.dscp overrides it for a stream's UDP"),
+];
+
+/// A key of one camera or stream (`instance` 1, 2, …), or a global key (`instance` 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeyRef {
+    /// Index into [`KEYS`].
+    pub key: usize,
+    pub instance: u8,
+}
+
+impl KeyRef {
+    pub fn def(&self) -> &'static Key {
+        &KEYS[self.key]
+    }
+
+    /// The canonical name: `width`, `stream2.path`, `stream1.width`.
+    pub fn name(&self) -> String {
+        let k = self.def();
+        match (k.scope, self.instance) {
+            (Scope::Global, _) => k.name.to_owned(),
+            (_, 1) if k.plain => k.name.to_owned(),
+            (Scope::Camera, n) => format!("camera{n}.{}", k.name),
+            (Scope::Stream, n) => format!("stream{n}.{}", k.name),
+        }
+    }
+
+    /// Resolves a key name in any spelling (`stream2.path`, `stream2-path`, `stream2_path`,
+    /// `max_clients`): `-`, `_` and (after the index) `.` are the same.
+    pub fn lookup(name: &str) -> Option<KeyRef> {
+        let find = |rest: &str, scope: Option<Scope>| {
+            KEYS.iter().position(|k| {
+                cmdline::param_eq(k.name.as_bytes(), rest.as_bytes())
+                    && match scope {
+                        Some(s) => k.scope == s,
+                        None => k.plain,
+                    }
+            })
+        };
+        for (prefix, scope) in [("camera", Scope::Camera), ("stream", Scope::Stream)] {
+            let Some(tail) = name.strip_prefix(prefix) else { continue };
+            let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+            if digits == 0 {
+                continue;
+            }
+            let rest = &tail[digits..];
+            let Some(rest) = rest.strip_prefix(['.', '-', '_']) else { continue };
+            let n: u8 = tail[..digits].parse().ok().filter(|n| *n >= 1)?;
+            let max = if scope == Scope::Camera { limits::MAX_CAMERAS } else { limits::MAX_STREAMS };
+            if usize::from(n) > max {
+                return None;
+            }
+            return find(rest, Some(scope)).map(|key| KeyRef { key, instance: n });
+        }
+        let key = find(name, None)?;
+        let instance = if KEYS[key].scope == Scope::Global { 0 } else { 1 };
+        Some(KeyRef { key, instance })
+    }
+
+    pub(super) fn of(scope: Scope, name: &str, instance: u8) -> KeyRef {
+        let key = KEYS.iter().position(|k| k.scope == scope && k.name == name).expect("declared key");
+        KeyRef { key, instance: if scope == Scope::Global { 0 } else { instance } }
+    }
+}
