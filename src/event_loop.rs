@@ -19,7 +19,7 @@
 //! push and multicast), `rtsp_conns` (RTSP connections), `slots` (session fan-out, client RTCP,
 //! sender reports), `http` (HTTP connections), `status` (`/status`, `/metrics`), `multicast`,
 //! `side_jpeg`, `udp_tx`,
-//! `datagram_feed`. This file holds the fds, the tokens, the deadlines and the dispatch.
+//! `ring_reader`. This file holds the fds, the tokens, the deadlines and the dispatch.
 //!
 //! Invariants:
 //! - Nothing here blocks: every socket is non-blocking; encoders are worker threads behind
@@ -40,10 +40,10 @@
 //! - HTTP clients hold at most one frame each: the newest frame wins (see `http`).
 
 mod cameras;
-mod datagram_feed;
 mod http;
 mod idr;
 mod multicast;
+mod ring_reader;
 mod rtsp_conns;
 mod side_jpeg;
 mod slots;
@@ -248,17 +248,13 @@ impl<'c> EventLoop<'c> {
                 stream: 0,
                 dscp: cfg.dscp,
                 playing: false,
-                next: 0,
-                waiting_idr: true,
+                reader: ring_reader::RingReader::starting_at(0),
                 conn: None,
                 rtp_dest: None,
                 rtcp_dest: None,
                 channels: (0, 1),
                 play_at: None,
                 peer: None,
-                sent: 0,
-                bytes: 0,
-                dropped: 0,
                 tx: udp_tx::UdpTx::new(kernel_gso),
             });
         }
@@ -577,7 +573,7 @@ impl<'c> EventLoop<'c> {
         let sessions = self.server.active();
         let playing = self.slots.iter().filter(|s| s.playing).count();
         let conns = self.conns.iter().flatten().count();
-        let (sent, dropped) = self.slots.iter().fold((0, 0), |(a, b), s| (a + s.sent, b + s.dropped));
+        let (sent, dropped) = self.slots.iter().fold((0, 0), |(a, b), s| (a + s.reader.sent, b + s.reader.dropped));
         let txs = self.slots.iter().map(|s| &s.tx).chain(
             self.streams
                 .iter()

@@ -19,7 +19,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
 
-use super::datagram_feed::DatagramFeed;
+use super::ring_reader::RingReader;
 use super::udp_tx::UdpTx;
 use crate::config::Multicast;
 use crate::hub::Ring;
@@ -32,7 +32,7 @@ pub(super) struct Group {
     rtcp: SocketAddr,
     /// At least one multicast session is playing.
     active: bool,
-    feed: DatagramFeed,
+    feed: RingReader,
     /// GSO state and counters of `sock` (kept across group stream restarts).
     pub(super) tx: UdpTx,
 }
@@ -70,7 +70,7 @@ impl Group {
             rtp: at(m.port),
             rtcp: at(m.port.wrapping_add(1)),
             active: false,
-            feed: DatagramFeed::starting_at(0),
+            feed: RingReader::starting_at(0),
             tx: UdpTx::new(kernel_gso),
         })
     }
@@ -88,7 +88,7 @@ impl Group {
         }
         self.active = on;
         if on {
-            self.feed = DatagramFeed::starting_at(ring.head());
+            self.feed = RingReader::starting_at(ring.head());
             log::info!("multicast: group stream to {} started (multicast sessions playing: {playing})", self.rtp);
         } else {
             log::info!(
@@ -108,7 +108,7 @@ impl Group {
     /// Sends every packet from the group's position to the ring head, once. No allocation.
     pub(super) fn pump(&mut self, ring: &Ring) {
         if self.active {
-            self.feed.pump(ring, &self.sock, &self.rtp, &mut self.tx);
+            self.feed.pump_udp(ring, &self.sock, &self.rtp, &mut self.tx);
         }
     }
 

@@ -11,6 +11,7 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Instant;
 
+use super::ring_reader::RingReader;
 use super::{accept_media_conn, describe_delivery, set_dscp, status_of, EventLoop, PENDING_CAP};
 use crate::limits;
 use crate::rtsp::conn::{ConnInput, ConnPolicy, Expiry, Item};
@@ -433,12 +434,11 @@ impl EventLoop<'_> {
                 let sess = self.server.sessions()[slot];
                 let s = &mut self.slots[slot];
                 s.playing = true;
-                s.waiting_idr = true;
                 let st = &mut self.streams[sess.stream];
                 // Fast join: start on the newest access unit when it is an IDR (at most a frame
                 // behind), else at the head and ask the encoder for one (see `IdrLimiter`).
                 let fresh = st.hub.ring.fresh_keyframe();
-                s.next = fresh.unwrap_or(st.hub.ring.head());
+                s.reader = RingReader::starting_at(fresh.unwrap_or(st.hub.ring.head()));
                 s.play_at = Some(now);
                 log::info!("{peer}: PLAY {} session {:016X} via {}", st.cfg.path, sess.id, describe_delivery(&sess, s));
                 if fresh.is_none() {
@@ -475,8 +475,8 @@ impl EventLoop<'_> {
         log::info!(
             "{peer}: session {:016X} ended ({why}); sent {} packets, dropped {}; client reports: {} RR, lost {}, jitter {:.1} ms",
             sess.id,
-            s.sent,
-            s.dropped,
+            s.reader.sent,
+            s.reader.dropped,
             r.reports,
             r.cumulative_lost,
             f64::from(r.jitter) / 90.0

@@ -10,6 +10,7 @@ use std::io::{self, IoSlice, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::ring_reader::RingReader;
 use super::{udp_tx, EventLoop};
 use crate::rtp::rtcp::{self, SenderReport};
 use crate::rtsp::session::SessionState;
@@ -25,19 +26,14 @@ pub(super) struct Slot {
     /// DSCP set on `rtp` and `rtcp` now (the stream's, since its last SETUP).
     pub(super) dscp: u8,
     pub(super) playing: bool,
-    /// Next ring index to send.
-    pub(super) next: u64,
-    pub(super) waiting_idr: bool,
+    /// Its position in its stream's ring and what it sent.
+    pub(super) reader: RingReader,
     pub(super) conn: Option<usize>,
     pub(super) rtp_dest: Option<SocketAddr>,
     pub(super) rtcp_dest: Option<SocketAddr>,
     pub(super) channels: (u8, u8),
     pub(super) play_at: Option<Instant>,
     pub(super) peer: Option<SocketAddr>,
-    pub(super) sent: u64,
-    /// RTP bytes (headers included) of the packets counted in `sent`.
-    pub(super) bytes: u64,
-    pub(super) dropped: u64,
     /// GSO state and counters of `rtp` (kept across sessions).
     pub(super) tx: udp_tx::UdpTx,
 }
@@ -45,15 +41,12 @@ pub(super) struct Slot {
 impl Slot {
     pub(super) fn reset(&mut self) {
         self.playing = false;
-        self.waiting_idr = true;
+        self.reader = RingReader::starting_at(0);
         self.conn = None;
         self.rtp_dest = None;
         self.rtcp_dest = None;
         self.play_at = None;
         self.peer = None;
-        self.sent = 0;
-        self.bytes = 0;
-        self.dropped = 0;
         self.tx.new_destination();
     }
 }
@@ -67,53 +60,23 @@ impl EventLoop<'_> {
             return;
         }
         let ring = &self.streams[s.stream].hub.ring;
-        if s.next < ring.oldest() {
-            // Fell behind the ring (a stalled TCP reader): skip to the next IDR.
-            s.waiting_idr = true;
-            s.dropped += ring.oldest() - s.next;
+        let waited = s.reader.waiting_keyframe;
+        if !s.reader.catch_up(ring) {
+            return;
         }
-        if s.waiting_idr {
-            match ring.next_keyframe(s.next) {
-                Some(k) => {
-                    s.next = k;
-                    s.waiting_idr = false;
-                    if let Some(t) = s.play_at.take() {
-                        log::debug!(
-                            "slot {slot}: first IDR {:.1} ms after PLAY",
-                            now.saturating_duration_since(t).as_secs_f64() * 1e3
-                        );
-                    }
-                }
-                None => {
-                    s.next = ring.head();
-                    return;
-                }
-            }
+        if let Some(t) = s.play_at.take().filter(|_| waited) {
+            log::debug!(
+                "slot {slot}: first IDR {:.1} ms after PLAY",
+                now.saturating_duration_since(t).as_secs_f64() * 1e3
+            );
         }
         match s.conn {
             None => {
                 let Some(dest) = s.rtp_dest else { return };
                 // The same ring bytes for every client, up to BATCH packets per sendmmsg(2).
-                let mut batch: [&[u8]; sys::BATCH] = [&[]; sys::BATCH];
-                while s.next < ring.head() {
-                    let mut n = 0;
-                    while n < sys::BATCH && s.next + (n as u64) < ring.head() {
-                        let Some(pkt) = ring.get(s.next + n as u64) else { break };
-                        batch[n] = pkt.bytes;
-                        n += 1;
-                    }
-                    if n == 0 {
-                        break;
-                    }
-                    // Runs of equal-size packets go as one GSO message each (see `udp_tx`).
-                    let sent = s.tx.send(&s.rtp, &dest, &batch[..n]);
-                    s.sent += sent as u64;
-                    s.bytes += batch[..sent].iter().map(|p| p.len() as u64).sum::<u64>();
-                    // Refused (full socket buffer, ICMP-reported unreachable port): dropped, never
-                    // queued. An error on the first packet refuses the whole batch.
-                    s.dropped += (n - sent) as u64;
-                    s.next += n as u64;
-                }
+                // Refused (full socket buffer, ICMP-reported unreachable port): dropped, never
+                // queued.
+                s.reader.pump_udp(ring, &s.rtp, &dest, &mut s.tx);
             }
             Some(c) => {
                 let Some(conn) = self.conns[c].as_mut() else {
@@ -133,11 +96,11 @@ impl EventLoop<'_> {
                 }
                 // `$ channel length` + packet, up to BATCH packets per writev(2), from the ring.
                 let mut hdrs = [[0u8; 4]; sys::BATCH];
-                while s.next < ring.head() {
+                while s.reader.next < ring.head() {
                     let mut n = 0;
                     let mut total = 0;
                     for (k, h) in hdrs.iter_mut().enumerate() {
-                        let Some(pkt) = ring.get(s.next + k as u64) else { break };
+                        let Some(pkt) = ring.get(s.reader.next + k as u64) else { break };
                         let len = pkt.bytes.len() as u16;
                         *h = [b'$', s.channels.0, (len >> 8) as u8, len as u8];
                         total += 4 + pkt.bytes.len();
@@ -146,14 +109,14 @@ impl EventLoop<'_> {
                     let mut iov = [IoSlice::new(&[]); 2 * sys::BATCH];
                     for k in 0..n {
                         iov[2 * k] = IoSlice::new(&hdrs[k]);
-                        iov[2 * k + 1] = IoSlice::new(ring.get(s.next + k as u64).map_or(&[][..], |p| p.bytes));
+                        iov[2 * k + 1] = IoSlice::new(ring.get(s.reader.next + k as u64).map_or(&[][..], |p| p.bytes));
                     }
                     match (&conn.stream).write_vectored(&iov[..2 * n]) {
                         Ok(written) if written >= total => {
                             conn.last_progress = now;
-                            s.sent += n as u64;
-                            s.bytes += (total - 4 * n) as u64;
-                            s.next += n as u64;
+                            s.reader.sent += n as u64;
+                            s.reader.bytes += (total - 4 * n) as u64;
+                            s.reader.next += n as u64;
                         }
                         Ok(written) => {
                             conn.last_progress = now;
@@ -163,9 +126,9 @@ impl EventLoop<'_> {
                             for k in 0..n {
                                 let pkt = iov[2 * k + 1];
                                 let size = 4 + pkt.len();
-                                s.sent += 1;
-                                s.bytes += pkt.len() as u64;
-                                s.next += 1;
+                                s.reader.sent += 1;
+                                s.reader.bytes += pkt.len() as u64;
+                                s.reader.next += 1;
                                 if left >= size {
                                     left -= size;
                                     continue;
@@ -195,11 +158,11 @@ impl EventLoop<'_> {
             }
         }
         if now.saturating_duration_since(self.udp_drops_logged) > Duration::from_secs(5)
-            && s.dropped > 0
+            && s.reader.dropped > 0
             && s.conn.is_none()
         {
             self.udp_drops_logged = now;
-            log::warn!("slot {slot}: {} packets dropped so far (kernel send buffer full)", s.dropped);
+            log::warn!("slot {slot}: {} packets dropped so far (kernel send buffer full)", s.reader.dropped);
         }
     }
 

@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::{datagram_feed, http, multicast, side_jpeg, udp_tx, EventLoop, IdrLimiter};
+use super::{http, multicast, ring_reader, side_jpeg, udp_tx, EventLoop, IdrLimiter};
 use crate::config::{Config, PipelineConfig, StreamConfig};
 use crate::hub::Hub;
 use crate::limits;
@@ -34,7 +34,7 @@ pub(super) const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub(super) struct Push {
     pub(super) sock: UdpSocket,
     pub(super) dest: SocketAddr,
-    pub(super) feed: datagram_feed::DatagramFeed,
+    pub(super) feed: ring_reader::RingReader,
     pub(super) tx: udp_tx::UdpTx,
 }
 
@@ -135,7 +135,7 @@ impl<'c> Stream<'c> {
                         String::new()
                     }
                 );
-                let feed = datagram_feed::DatagramFeed::starting_at(0);
+                let feed = ring_reader::RingReader::starting_at(0);
                 (Some(Push { sock, dest, feed, tx: udp_tx::UdpTx::new(kernel_gso) }), origin.to_string())
             }
         };
@@ -262,7 +262,7 @@ impl<'c> Stream<'c> {
     /// Sends the push destination everything from its position to the ring head.
     fn pump_push(&mut self) {
         if let Some(p) = self.push.as_mut() {
-            p.feed.pump(&self.hub.ring, &p.sock, &p.dest, &mut p.tx);
+            p.feed.pump_udp(&self.hub.ring, &p.sock, &p.dest, &mut p.tx);
         }
     }
 
@@ -436,7 +436,7 @@ impl EventLoop<'_> {
                 self.on_pipeline_replaced(si, now);
                 // Clients in mid-GOP need the new stream's first IDR.
                 for s in self.slots.iter_mut().filter(|s| s.stream == si) {
-                    s.waiting_idr = true;
+                    s.reader.waiting_keyframe = true;
                 }
             }
             Err(e) => {
