@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::record::{complete_prefix, ffprobe, parse_complete, segments};
+use common::record::{complete_prefix, ffprobe, parse_complete, segments, Tmpfs};
 use uavstream::encode::software::{encode_frame, new_encoder, EncoderSettings};
 use uavstream::media::h264::{annex_b, nal_type, nal_unit_type};
 use uavstream::record::naming::parse_segment_name;
@@ -256,32 +256,6 @@ fn sigkill_at_random_moments_leaves_only_playable_files() {
     }
     assert!(probed_closed.len() >= 5, "only {} closed segments in {rounds} rounds", probed_closed.len());
     let _ = fs::remove_dir_all(&dir);
-}
-
-/// A small tmpfs mounted for one test, unmounted on drop; `None` without the right to mount.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(name: &str, size: &str) -> Option<Tmpfs> {
-        let dir = temp_dir(name);
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", dir.to_str().unwrap()])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("cannot mount a tmpfs (needs root): disk-full test skipped");
-            return None;
-        }
-        Some(Tmpfs(dir))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Disk full: recording pauses (the segment being written is cut back to its last whole

@@ -190,3 +190,68 @@ fn sigkill_of_the_daemon_at_twenty_random_moments_leaves_only_playable_files() {
     assert!(closed >= 5, "only {closed} closed segments after 20 rounds");
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// Reads RTP packets from `client` until `until(packets read so far)`, checking that none is
+/// missing.
+fn read_until(
+    d: &Daemon,
+    client: &mut RtspClient,
+    last: &mut Option<u16>,
+    count: &mut u64,
+    until: impl Fn(u64) -> bool,
+) {
+    let t = Instant::now();
+    while !until(*count) {
+        assert!(t.elapsed() < Duration::from_secs(60), "timed out:\n{}", d.log());
+        let f = client.next_frame().expect("the RTSP client keeps playing");
+        if f.channel != 0 {
+            continue;
+        }
+        let seq = common::rtp_seq(&f.data);
+        if let Some(l) = *last {
+            assert_eq!(seq, l.wrapping_add(1), "an RTP packet was lost around the full disk");
+        }
+        *last = Some(seq);
+        *count += 1;
+    }
+}
+
+#[test]
+fn a_full_disk_pauses_recording_while_rtsp_clients_lose_nothing_and_it_resumes() {
+    // Mounting needs root; CI runs as root.
+    let disk = common::record::Tmpfs::mount("daemon-full", "2m").expect("cannot mount a tmpfs: this test needs root");
+    let dir_s = disk.0.display().to_string();
+    let d = Daemon::start(&[
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--bitrate",
+        "2M",
+        "--idr-interval",
+        "15",
+        "--record-dir",
+        &dir_s,
+        "--record-segment",
+        "1",
+        "--record-fragment",
+        "0.5",
+        "--record-min-free",
+        "0",
+    ]);
+    let mut client = RtspClient::connect(&d.url());
+    client.play_tcp();
+    let (mut last, mut count) = (None, 0u64);
+    // 2 MiB at 2 Mbit/s fills in seconds: recording pauses, streaming goes on.
+    read_until(&d, &mut client, &mut last, &mut count, |_| d.log().contains("recording paused"));
+    let paused_at = count;
+    read_until(&d, &mut client, &mut last, &mut count, |n| n >= paused_at + 300);
+    // Room again: recording resumes at an IDR.
+    for s in segments(&disk.0) {
+        let _ = fs::remove_file(s);
+    }
+    read_until(&d, &mut client, &mut last, &mut count, |_| d.log().contains("recording resumes"));
+    read_until(&d, &mut client, &mut last, &mut count, |_| !segments(&disk.0).is_empty());
+    eprintln!("figure: {count} RTP packets in sequence through a full disk and back");
+    drop(d);
+}

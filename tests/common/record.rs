@@ -70,3 +70,30 @@ pub fn ffprobe(args: &[&str]) -> Probe {
         duration: field("duration=").parse().unwrap_or(0.0),
     }
 }
+
+/// A small tmpfs mounted for one test, unmounted on drop; `None` without the right to mount.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    pub fn mount(name: &str, size: &str) -> Option<Tmpfs> {
+        let dir = std::env::temp_dir().join(format!("uavstream-tmpfs-{name}-{}", std::process::id()));
+        let _ = fs::create_dir_all(&dir);
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", dir.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("cannot mount a tmpfs (needs root): disk-full test skipped");
+            return None;
+        }
+        Some(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
