@@ -88,6 +88,15 @@ impl EventLoop<'_> {
         }
     }
 
+    /// The layout of camera `c`'s raw frames, when known.
+    pub(super) fn camera_layout(&self, c: usize) -> Option<crate::encode::worker::FrameLayout> {
+        match (&self.cameras[c].pattern, self.capturing_stream(c)) {
+            (Some(p), _) => Some(p.layout()),
+            (None, Some(si)) => self.streams[si].pipeline.as_ref().and_then(|p| p.raw_layout()),
+            (None, None) => None,
+        }
+    }
+
     /// Whether camera `c` gives raw frames: `None` while it is being rebuilt.
     fn camera_raw(&self, c: usize) -> Option<bool> {
         match self.capturing_stream(c) {

@@ -60,14 +60,14 @@ impl std::fmt::Debug for SideJpeg {
 }
 
 impl SideJpeg {
-    pub(super) fn start(cfg: &PipelineConfig) -> Result<SideJpeg, String> {
-        // Nominal: the frames carry their own layout.
-        let layout = FrameLayout {
+    /// `camera`: the layout of the camera's frames when known (each frame carries its own).
+    pub(super) fn start(cfg: &PipelineConfig, camera: Option<FrameLayout>) -> Result<SideJpeg, String> {
+        let layout = camera.unwrap_or(FrameLayout {
             fourcc: *b"YU12",
             width: cfg.camera_width,
             height: cfg.camera_height,
             stride: cfg.camera_width,
-        };
+        });
         let j = JpegPipeline::start_scaled(layout, (cfg.width, cfg.height), cfg.jpeg_quality, Target::Http)
             .map_err(|e| format!("JPEG encoder for HTTP: {e}"))?;
         log::info!("http: JPEG encoder started for HTTP clients: {}", crate::source::Pipeline::describe(&j));

@@ -474,11 +474,12 @@ impl EventLoop<'_> {
     /// Starts HTTP's JPEG encoder of stream `si` when clients want frames and stops it when none
     /// has for a while.
     pub(super) fn supervise_side_jpeg(&mut self, si: usize, now: Instant) {
+        let camera_layout = self.camera_layout(self.streams[si].cfg.camera);
         let st = &mut self.streams[si];
         let wanted = st.jpeg_on_demand && self.http.as_ref().is_some_and(|h| h.wants_frames(si, now));
         match (&st.side_jpeg, wanted) {
             (None, true) if st.side_retry_at.is_none_or(|t| now >= t) => {
-                match side_jpeg::SideJpeg::start(&st.pipeline_cfg) {
+                match side_jpeg::SideJpeg::start(&st.pipeline_cfg, camera_layout) {
                     Ok(side) => {
                         st.side_jpeg = Some(side);
                         st.side_retry_at = None;
