@@ -162,9 +162,12 @@ fn main() -> ExitCode {
     sys::raise_fd_limit();
     let notifier = sys::sd_notify::Notifier::from_env();
 
-    let mut pipelines = Vec::with_capacity(cfg.streams.len());
+    let mut pipelines: Vec<Box<dyn source::Pipeline>> = Vec::with_capacity(cfg.streams.len());
     for (i, st) in cfg.streams.iter().enumerate() {
-        match source::build(&cfg.pipeline(i)) {
+        // A camera's further streams learn its frame layout from the stream that captures it.
+        let first = cfg.streams.iter().position(|s| s.camera == st.camera).unwrap_or(i);
+        let camera_layout = pipelines.get(first).filter(|_| first < i).and_then(|p| p.raw_layout());
+        match source::build_with(&cfg.pipeline(i), camera_layout) {
             Ok(p) => pipelines.push(p),
             Err(e) => {
                 log::error!("{} ({}): {e}", st.name, st.path);
@@ -172,7 +175,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    let factory = Box::new(|i: usize| source::build(&cfg.pipeline(i)));
+    let factory = Box::new(|i: usize, camera| source::build_with(&cfg.pipeline(i), camera));
     let routes: Vec<StreamRoute<'_>> = cfg.streams.iter().map(|st| st.rtsp_route()).collect();
     let credentials: Vec<Credential<'_>> = cfg
         .auth_users

@@ -77,7 +77,7 @@ fn streaming_to_ten_clients_allocates_nothing_on_the_loop() {
         assert_eq!(cfg.streams.len(), 3);
         let signals = uavstream::sys::signalfd(false).unwrap();
         let pipelines = (0..3).map(|i| uavstream::source::build(&cfg.pipeline(i)).unwrap()).collect();
-        let factory = Box::new(|i: usize| uavstream::source::build(&cfg.pipeline(i)));
+        let factory = Box::new(|i: usize, camera| uavstream::source::build_with(&cfg.pipeline(i), camera));
         let routes: Vec<_> = cfg.streams.iter().map(|st| st.rtsp_route()).collect();
         let notifier = uavstream::sys::sd_notify::Notifier::from_env();
         let mut lp =

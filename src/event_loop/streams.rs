@@ -23,8 +23,10 @@ use crate::rtsp::sdp::{write_sdp, SdpParams};
 use crate::source::{IdrControl, Pipeline, PollRequest, Sink};
 use crate::sys;
 
-/// Builds a new pipeline for stream `index` after the old one broke or stalled.
-pub type PipelineFactory<'c> = Box<dyn FnMut(usize) -> Result<Box<dyn Pipeline>, String> + 'c>;
+/// Builds a new pipeline for stream `index` after the old one broke or stalled, given the
+/// layout of its camera's frames when known (see [`crate::source::build_with`]).
+pub type PipelineFactory<'c> =
+    Box<dyn FnMut(usize, Option<crate::encode::worker::FrameLayout>) -> Result<Box<dyn Pipeline>, String> + 'c>;
 
 pub(super) const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(250);
 pub(super) const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -420,7 +422,8 @@ impl EventLoop<'_> {
             return;
         }
         st.restart_at = None;
-        match (self.factory)(si) {
+        let camera_layout = self.camera_layout(self.streams[si].cfg.camera);
+        match (self.factory)(si, camera_layout) {
             Ok(p) => {
                 let st = &mut self.streams[si];
                 log::info!("{}: source restarted: {}", st.cfg.path, p.describe());

@@ -98,21 +98,30 @@ pub trait Pipeline {
 
 /// Builds the pipeline the configuration asks for.
 pub fn build(cfg: &crate::config::PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
-    let p = build_any(cfg)?;
+    build_with(cfg, None)
+}
+
+/// [`build`], telling a stream fed by its camera the layout of the camera's frames when it is
+/// known (for its description: every frame carries its own layout).
+pub fn build_with(
+    cfg: &crate::config::PipelineConfig,
+    camera: Option<FrameLayout>,
+) -> Result<Box<dyn Pipeline>, String> {
+    let p = build_any(cfg, camera)?;
     if p.codec() != cfg.codec {
         return Err(format!("source {} delivers {:?}, but --codec asks for {:?}", p.describe(), p.codec(), cfg.codec));
     }
     Ok(p)
 }
 
-fn build_any(cfg: &crate::config::PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
+fn build_any(cfg: &crate::config::PipelineConfig, camera: Option<FrameLayout>) -> Result<Box<dyn Pipeline>, String> {
     use crate::config::{EncoderChoice, SourceSpec};
     if cfg.fed {
-        return build_fed(cfg);
+        return build_fed(cfg, camera);
     }
     if cfg.codec == Codec::Jpeg {
         match (&cfg.source, cfg.encoder) {
-            (SourceSpec::TestPattern, _) => return build_fed(cfg),
+            (SourceSpec::TestPattern, _) => return build_fed(cfg, camera),
             (SourceSpec::File(_), _) => {
                 return Err("source file: holds H.264; --codec mjpeg needs the test pattern or a camera".into())
             }
@@ -130,14 +139,14 @@ fn build_any(cfg: &crate::config::PipelineConfig) -> Result<Box<dyn Pipeline>, S
             "source file: holds H.264 already; it is replayed without re-encoding (use --encoder auto or passthrough)"
                 .into(),
         ),
-        (SourceSpec::TestPattern, _) => build_fed(cfg),
+        (SourceSpec::TestPattern, _) => build_fed(cfg, camera),
     }
 }
 
 /// A stream fed raw frames by its camera (a test-pattern camera, or a capturing camera's
 /// first stream): a software encoder at the stream's size, scaling and thinning the camera's
 /// frames on its worker. Frames come through [`Pipeline::frame_tap`].
-fn build_fed(cfg: &crate::config::PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
+fn build_fed(cfg: &crate::config::PipelineConfig, camera: Option<FrameLayout>) -> Result<Box<dyn Pipeline>, String> {
     use crate::config::EncoderChoice;
     use crate::encode::jpeg::{JpegPipeline, Target};
     if !matches!(cfg.encoder, EncoderChoice::Auto | EncoderChoice::Software) {
@@ -146,9 +155,13 @@ fn build_fed(cfg: &crate::config::PipelineConfig) -> Result<Box<dyn Pipeline>, S
             cfg.encoder
         ));
     }
-    // Nominal: the frames carry their own layout.
-    let layout =
-        FrameLayout { fourcc: *b"YU12", width: cfg.camera_width, height: cfg.camera_height, stride: cfg.camera_width };
+    // Without it, the test pattern's (a camera's frames carry their own layout anyway).
+    let layout = camera.unwrap_or(FrameLayout {
+        fourcc: *b"YU12",
+        width: cfg.camera_width,
+        height: cfg.camera_height,
+        stride: cfg.camera_width,
+    });
     match cfg.codec {
         Codec::Jpeg => {
             let p = JpegPipeline::start_scaled(layout, (cfg.width, cfg.height), cfg.jpeg_quality, Target::Rtp)
