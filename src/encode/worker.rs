@@ -215,9 +215,8 @@ struct MailState {
     frame: Option<SharedFrame>,
     /// Frames copied in by [`FrameTap::push`].
     pool: FramePool,
-    /// Rate reduction: frames are taken at most every `interval`, the next one due at `next_due`.
-    interval: Option<Duration>,
-    next_due: Option<Instant>,
+    /// Rate reduction: frames are taken at most every interval.
+    thinning: Option<Thinning>,
     /// Set when the pipeline is dropped: pushes are refused and buffers freed, not kept.
     closed: bool,
 }
@@ -225,18 +224,39 @@ struct MailState {
 impl MailState {
     /// Whether a frame captured at `capture` is wanted by the rate reducer (and books it).
     fn wanted(&mut self, capture: Instant) -> bool {
-        let Some(interval) = self.interval else { return true };
-        // A quarter interval of slack absorbs capture jitter; a far-off `next_due` (a pause, a
-        // camera restart) starts over at this frame.
-        let slack = interval / 4;
+        self.thinning.as_mut().is_none_or(|t| t.due(capture))
+    }
+}
+
+/// Takes one frame per interval by capture time: a frame is due when its capture time reaches
+/// the next due time, less a little slack for capture jitter (a quarter interval, at most
+/// [`THINNING_SLACK_MAX`]). The due times step by exactly one interval, so the long-run rate is
+/// exact; a frame far past the due time (a pause, a camera restart) starts over at that frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Thinning {
+    interval: Duration,
+    next_due: Option<Instant>,
+}
+
+/// Most slack a [`Thinning`] gives a frame captured early.
+pub const THINNING_SLACK_MAX: Duration = Duration::from_millis(10);
+
+impl Thinning {
+    pub fn new(interval: Duration) -> Thinning {
+        Thinning { interval, next_due: None }
+    }
+
+    /// Books and returns `true` when the frame captured at `capture` is due.
+    pub fn due(&mut self, capture: Instant) -> bool {
+        let slack = (self.interval / 4).min(THINNING_SLACK_MAX);
         match self.next_due {
             Some(due) if capture + slack < due => false,
-            Some(due) if capture < due + interval => {
-                self.next_due = Some(due + interval);
+            Some(due) if capture < due + self.interval => {
+                self.next_due = Some(due + self.interval);
                 true
             }
             _ => {
-                self.next_due = Some(capture + interval);
+                self.next_due = Some(capture + self.interval);
                 true
             }
         }
@@ -339,8 +359,7 @@ impl FrameTap {
     /// not handed over at all (not counted as skipped: they were never wanted).
     pub fn set_interval(&self, interval: Option<Duration>) {
         if let Ok(mut state) = self.mailbox.state.lock() {
-            state.interval = interval;
-            state.next_due = None;
+            state.thinning = interval.map(Thinning::new);
         }
     }
 
