@@ -11,6 +11,7 @@
 //!  UDP RTCP ─┤ receiver reports → Server::handle_rtcp
 //!  HTTP     ─┤ accept → HTTP slot (or 503); GET /PATH.mjpeg, /PATH.jpg, /, /status, /metrics
 //!  side JPEG┤ an H.264 stream's on-demand JPEG encoder → HTTP only (see `side_jpeg`)
+//!  snapshot ┤ a camera's snapshot encoder → its snapshot writer thread (see `snapshots`)
 //!  timeout  ─┤ session expiry, sender reports, deferred IDR requests, watchdog
 //!            └─────────────────────────────────┘
 //! ```
@@ -18,7 +19,7 @@
 //! Jobs, one sub-module each: `streams` (a stream's pipeline, hub, IDR control, supervision,
 //! push and multicast), `rtsp_conns` (RTSP connections), `slots` (session fan-out, client RTCP,
 //! sender reports), `http` (HTTP connections), `status` (`/status`, `/metrics`), `multicast`,
-//! `side_jpeg`, `udp_tx`,
+//! `side_jpeg`, `snapshots` (a camera's JPEG every interval), `udp_tx`, `cameras`,
 //! `ring_reader`. This file holds the fds, the tokens, the deadlines and the dispatch.
 //!
 //! Invariants:
@@ -47,6 +48,7 @@ mod ring_reader;
 mod rtsp_conns;
 mod side_jpeg;
 mod slots;
+mod snapshots;
 mod status;
 mod streams;
 mod udp_tx;
@@ -86,6 +88,8 @@ enum Token {
     Http(usize),
     /// A stream's on-demand JPEG encoder for HTTP (see `side_jpeg`).
     SideJpeg(usize, usize),
+    /// A camera's snapshot encoder (see `snapshots`).
+    Snapshot(usize, usize),
 }
 
 pub struct EventLoop<'c> {
@@ -435,6 +439,7 @@ impl<'c> EventLoop<'c> {
                         }
                     }
                     Token::SideJpeg(st, k) => self.on_side_jpeg(st, k, rev, now),
+                    Token::Snapshot(c, k) => self.on_snapshot_encoder(c, k, rev, now),
                 }
             }
             self.answer_reports(now);
@@ -468,6 +473,13 @@ impl<'c> EventLoop<'c> {
             }
             for (k, r) in st.side_reqs.iter().enumerate() {
                 add(&mut self.pollfds, &mut self.tokens, r.fd, r.events, Token::SideJpeg(si, k));
+            }
+        }
+        for (c, cam) in self.cameras.iter_mut().enumerate() {
+            let Some(snap) = cam.snapshots.as_mut() else { continue };
+            snap.poll_requests();
+            for (k, r) in snap.reqs.iter().enumerate() {
+                add(&mut self.pollfds, &mut self.tokens, r.fd, r.events, Token::Snapshot(c, k));
             }
         }
         for (i, c) in self.conns.iter().enumerate() {

@@ -322,6 +322,24 @@ impl RawConfig {
         }
         p.check_unique_destinations(&streams)?;
         for (c, cam) in cameras.iter().enumerate() {
+            let Some(snap) = &cam.snapshot else { continue };
+            let reason = if matches!(cam.source, SourceSpec::File(_)) {
+                Some(
+                    "a file camera holds H.264 that is replayed without decoding: no frames to take snapshots of"
+                        .to_owned(),
+                )
+            } else {
+                cameras[..c].iter().find(|o| o.snapshot.as_ref().is_some_and(|s| s.dir == snap.dir)).map(|o| {
+                    format!("{} already writes snapshots there (latest_image.jpg is one per directory)", o.name)
+                })
+            };
+            if let Some(reason) = reason {
+                let k = KeyRef::of(Scope::Camera, "snapshot-dir", c as u8 + 1);
+                let (v, origin) = self.value(k);
+                return Err(ConfigError { key: k.name(), value: v.to_owned(), origin, reason });
+            }
+        }
+        for (c, cam) in cameras.iter().enumerate() {
             let Some(first) = streams.iter().position(|s| s.camera == c) else { continue };
             let st = &streams[first];
             if cam.source == SourceSpec::TestPattern
@@ -493,6 +511,8 @@ pub struct CameraConfig {
     pub width: u32,
     pub height: u32,
     pub fps: u32,
+    /// Snapshots (`snapshot-*` keys); `None` = off.
+    pub snapshot: Option<crate::record::snapshot::SnapshotSettings>,
 }
 
 /// One stream: a path, a codec, its size and rate (at most its camera's), its outputs.

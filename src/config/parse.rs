@@ -59,7 +59,28 @@ impl Parser<'_> {
             width: self.field(k("width"), even_dimension)?,
             height: self.field(k("height"), even_dimension)?,
             fps: self.num(k("fps"), 1, limits::MAX_FPS)?,
+            snapshot: self.snapshot(n)?,
         })
+    }
+
+    /// The `snapshot-*` keys of camera `n`: `None` without a `snapshot-dir`.
+    fn snapshot(&self, n: u8) -> Result<Option<crate::record::snapshot::SnapshotSettings>, ConfigError> {
+        let k = |name| KeyRef::of(Scope::Camera, name, n);
+        let Some(dir) = self.field(k("snapshot-dir"), |v| Ok((!v.is_empty()).then(|| PathBuf::from(v))))? else {
+            return Ok(None);
+        };
+        let mut s = crate::record::snapshot::SnapshotSettings::new(dir);
+        s.interval = self.field(k("snapshot-interval"), |v| match v.parse::<f64>() {
+            Ok(x) if x.is_finite() && (0.05..=86_400.0).contains(&x) => Ok(std::time::Duration::from_secs_f64(x)),
+            _ => Err("expected seconds between 0.05 and 86400, e.g. 1 or 0.5".into()),
+        })?;
+        s.quality = self.num(k("snapshot-quality"), 1, 100)? as u8;
+        s.max_size =
+            self.field(k("snapshot-max-size"), |v| if v.is_empty() { Ok(None) } else { parse_size(v).map(Some) })?;
+        s.max_age =
+            self.field(k("snapshot-max-age"), |v| if v.is_empty() { Ok(None) } else { parse_age(v).map(Some) })?;
+        s.min_free = self.field(k("snapshot-min-free"), |v| parse_size(v).map(|b| (b > 0).then_some(b)))?;
+        Ok(Some(s))
     }
 
     pub(super) fn stream(&self, n: u8, cameras: &[CameraConfig], global_dscp: u8) -> Result<StreamConfig, ConfigError> {

@@ -3,7 +3,8 @@
 //! ```text
 //!  test-pattern camera (its own thread, renders once) ─┐
 //!  V4L2 camera (its first stream's pipeline captures) ─┴─ shared raw frame ──▶ taps:
-//!        the camera's further streams (scaled / thinned on their workers), HTTP's JPEG encoders
+//!        the camera's further streams (scaled / thinned on their workers), HTTP's JPEG encoders,
+//!        the snapshot encoder
 //! ```
 //!
 //! Invariants:
@@ -26,6 +27,8 @@ use crate::source::pattern_camera::PatternCamera;
 #[derive(Debug, Default)]
 pub(super) struct CameraRt {
     pub(super) pattern: Option<PatternCamera>,
+    /// Snapshots (`snapshot-dir`), see `snapshots`.
+    pub(super) snapshots: Option<super::snapshots::CameraSnapshots>,
     /// Skipped frames the last warning covered, and when it was.
     warned: (u64, Option<Instant>),
 }
@@ -55,6 +58,11 @@ impl EventLoop<'_> {
                 taps.push(tap);
             }
         }
+        let snapshot_tap = self.cameras[c].snapshots.as_ref().and_then(|s| s.encoder()).and_then(|e| e.frame_tap());
+        if let (Some(tap), Some(settings)) = (snapshot_tap, &self.cfg.cameras[c].snapshot) {
+            tap.set_interval(Some(settings.interval));
+            taps.push(tap);
+        }
         match (&self.cameras[c].pattern, self.capturing_stream(c)) {
             (Some(cam), _) => cam.set_taps(taps),
             (None, Some(si)) => {
@@ -74,6 +82,9 @@ impl EventLoop<'_> {
 
     /// Once a second: a camera that fell behind says so, at most every [`WARN_EVERY`].
     pub(super) fn supervise_cameras(&mut self, now: Instant) {
+        for c in 0..self.cameras.len() {
+            self.supervise_snapshots(c, now);
+        }
         for (c, cam) in self.cameras.iter_mut().enumerate() {
             let Some(p) = &cam.pattern else { continue };
             let total = p.skipped();
@@ -131,10 +142,14 @@ impl EventLoop<'_> {
                 self.cameras[c].pattern = Some(p);
             }
         }
+        self.start_snapshots();
         for c in 0..self.cameras.len() {
             self.feed_camera(c);
         }
         let now = Instant::now();
+        for c in 0..self.cameras.len() {
+            self.supervise_snapshots(c, now);
+        }
         for si in 0..self.streams.len() {
             let supply = self.jpeg_supply(si);
             self.streams[si].jpeg_on_demand = matches!(supply, JpegSupply::OnDemand);

@@ -12,6 +12,7 @@ use super::http::Report;
 use super::streams::{Stream, LATENCY_RING};
 use super::EventLoop;
 use crate::config::SourceSpec;
+use crate::record::snapshot::SnapshotStatus;
 use crate::record::{RecorderState, RecorderStatus};
 use crate::rtp::Codec;
 use crate::rtsp::session::{Delivery, SessionState};
@@ -212,7 +213,7 @@ impl EventLoop<'_> {
             let format = st.pipeline.as_ref().map_or_else(String::new, |p| p.describe());
             write!(
                 out,
-                "{}{{\"name\":{},\"source\":{},\"device\":{},\"format\":{},\"width\":{},\"height\":{},\"fps\":{:.2},\"state\":{},\"restarts\":{}}}",
+                "{}{{\"name\":{},\"source\":{},\"device\":{},\"format\":{},\"width\":{},\"height\":{},\"fps\":{:.2},\"state\":{},\"restarts\":{},\"snapshots\":",
                 if c > 0 { "," } else { "" },
                 Json(&cam.name),
                 Json(&source_name(&cam.source)),
@@ -224,6 +225,20 @@ impl EventLoop<'_> {
                 Json(st.state(now)),
                 st.restarts
             )?;
+            match self.cameras[c].snapshots.as_ref().map(|s| s.status()) {
+                None => out.push_str("null}"),
+                Some(s) => write!(
+                    out,
+                    "{{\"written\":{},\"bytes\":{},\"dropped\":{},\"skipped\":{},\"deleted\":{},\"paused\":{},\"latest\":{}}}}}",
+                    s.written,
+                    s.bytes,
+                    s.dropped,
+                    s.skipped,
+                    s.deleted,
+                    s.paused,
+                    s.latest.as_deref().map_or_else(|| "null".to_owned(), |l| Json(l).to_string())
+                )?,
+            }
         }
         out.push_str("],\"streams\":[");
         for (si, st) in self.streams.iter().enumerate() {
@@ -432,6 +447,41 @@ impl EventLoop<'_> {
             "Interarrival jitter in the last receiver report.",
             &|r| format!("{:.6}", r.jitter_s),
         );
+
+        let snapshots: Vec<(&str, SnapshotStatus)> = self
+            .cfg
+            .cameras
+            .iter()
+            .zip(&self.cameras)
+            .filter_map(|(cfg, rt)| Some((cfg.name.as_str(), rt.snapshots.as_ref()?.status())))
+            .collect();
+        let per_snapshotter =
+            |out: &mut String, name: &str, kind: &str, help: &str, value: &dyn Fn(&SnapshotStatus) -> u64| {
+                family(out, name, kind, help);
+                for (camera, s) in &snapshots {
+                    let _ = writeln!(out, "uavstream_{name}{{camera={}}} {}", Label(camera), value(s));
+                }
+            };
+        per_snapshotter(out, "snapshots_written_total", "counter", "Snapshots written.", &|s| s.written);
+        per_snapshotter(out, "snapshots_bytes_total", "counter", "Bytes of snapshots written.", &|s| s.bytes);
+        per_snapshotter(
+            out,
+            "snapshots_dropped_total",
+            "counter",
+            "Snapshots dropped while the writer was busy (slow disk).",
+            &|s| s.dropped,
+        );
+        per_snapshotter(
+            out,
+            "snapshots_skipped_total",
+            "counter",
+            "Snapshots skipped: disk full or a failed write.",
+            &|s| s.skipped,
+        );
+        per_snapshotter(out, "snapshots_deleted_total", "counter", "Snapshots deleted by retention.", &|s| s.deleted);
+        per_snapshotter(out, "snapshots_paused", "gauge", "1 while snapshots are paused (disk full).", &|s| {
+            u64::from(s.paused)
+        });
 
         let recorders: Vec<(&str, RecorderStatus)> =
             self.streams.iter().filter_map(|st| Some((st.cfg.path.as_str(), st.recorder.as_ref()?.status()))).collect();

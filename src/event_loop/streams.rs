@@ -317,7 +317,14 @@ impl EventLoop<'_> {
         let mut idr = false;
         let stalled = st.fault_stalled;
         let jpeg_stream = st.hub.codec() == Codec::Jpeg;
+        // An MJPEG camera's snapshots are its capturing stream's own JPEGs.
+        let snapshots = self.cameras[st.cfg.camera]
+            .snapshots
+            .as_mut()
+            .filter(|_| jpeg_stream && !st.pipeline_cfg.fed && pipeline.raw_layout().is_none())
+            .map(|s| &mut s.writer);
         let result = {
+            let mut snapshots = snapshots;
             let hub = &mut st.hub;
             let recorder = &mut st.recorder;
             let http = &mut self.http;
@@ -327,6 +334,11 @@ impl EventLoop<'_> {
                 }
                 if let Some(h) = http.as_mut().filter(|_| jpeg_stream) {
                     h.store_frame(si, data, now);
+                }
+                if let Some(w) = snapshots.as_mut() {
+                    if w.due(capture) {
+                        w.push(data);
+                    }
                 }
                 let p = hub.push(data, capture);
                 if let Some(r) = recorder.as_mut().filter(|_| p.count > 0) {

@@ -88,10 +88,23 @@ pub fn boot_prefix(boot_id: &str) -> [u8; 8] {
     out
 }
 
-const EXT: &str = ".mp4";
+/// Extension of recorded segments.
+pub const SEGMENT_EXT: &str = ".mp4";
+/// Extension of snapshots.
+pub const SNAPSHOT_EXT: &str = ".jpg";
 
 /// The file name of segment `sequence` with `stamp`.
 pub fn segment_name(sequence: u64, stamp: &Stamp) -> String {
+    file_name(sequence, stamp, SEGMENT_EXT)
+}
+
+/// Parses a name made by [`segment_name`]; `None` for any other file.
+pub fn parse_segment_name(name: &str) -> Option<SegmentName> {
+    parse_file_name(name, SEGMENT_EXT)
+}
+
+/// The name of numbered file `sequence` with `stamp` and extension `ext` (with its dot).
+pub fn file_name(sequence: u64, stamp: &Stamp, ext: &str) -> String {
     let mut s = String::with_capacity(48);
     let _ = write!(s, "{:010}_", sequence);
     match *stamp {
@@ -105,13 +118,13 @@ pub fn segment_name(sequence: u64, stamp: &Stamp) -> String {
             let _ = write!(s, "boot-{boot}_mono-{:09}.{:03}", since_boot.as_secs(), since_boot.subsec_millis());
         }
     }
-    s.push_str(EXT);
+    s.push_str(ext);
     s
 }
 
-/// Parses a name made by [`segment_name`]; `None` for any other file.
-pub fn parse_segment_name(name: &str) -> Option<SegmentName> {
-    let body = name.strip_suffix(EXT)?;
+/// Parses a name made by [`file_name`] with extension `ext`; `None` for any other file.
+pub fn parse_file_name(name: &str, ext: &str) -> Option<SegmentName> {
+    let body = name.strip_suffix(ext)?;
     let (seq, stamp) = body.split_once('_')?;
     if seq.len() < 10 || !seq.bytes().all(|c| c.is_ascii_digit()) {
         return None;

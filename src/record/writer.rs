@@ -34,8 +34,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::naming::{self, Clocks};
-use super::retention::{self, RetentionPolicy, SegmentFile};
+use super::files::{self, free_bytes, read_clocks, sync_dir};
+use super::naming;
+use super::retention::RetentionPolicy;
 use super::segmenter::{Action, Segmenter, SegmenterConfig};
 use crate::limits::RECORD_QUEUE_UNITS;
 use crate::media::fmp4::read as boxes;
@@ -376,7 +377,7 @@ fn is_enospc(e: &io::Error) -> bool {
 
 impl Worker {
     fn new(settings: RecorderSettings, shared: Arc<Shared>, free: mpsc::Sender<Vec<u8>>) -> Worker {
-        let boot = naming::boot_prefix(&fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default());
+        let boot = files::boot();
         let fsync_delay = std::env::var("UAVSTREAM_RECORD_FSYNC_DELAY_MS")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -667,7 +668,7 @@ impl Worker {
     /// Start-up: continue the sequence after the highest number in the directory, and cut the
     /// newest segment (open when the last run ended) back to its last complete fragment.
     fn recover(&mut self) -> io::Result<()> {
-        let names = list_segments(&self.settings.dir)?;
+        let names = files::list(&self.settings.dir, naming::SEGMENT_EXT)?;
         self.next_sequence = naming::next_sequence(names.iter().map(|(n, _)| n.as_str()));
         if let Some((name, _)) = names.last() {
             let path = self.settings.dir.join(name);
@@ -707,78 +708,17 @@ fn timed_sync(file: &File, delay: Duration, shared: &Shared, all: bool) -> io::R
     Ok(())
 }
 
-fn read_clocks(boot: [u8; 8]) -> Clocks {
-    let since_boot = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| Duration::new(t.tv_sec().max(0) as u64, t.tv_nsec().clamp(0, 999_999_999) as u32))
-        .unwrap_or_default();
-    let unix_secs =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let wall_trusted = naming::wall_clock_trusted(unix_secs, crate::sys::clock_synchronised());
-    Clocks { boot, since_boot, unix_secs, wall_trusted }
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Points `latest_video.mp4` at `name` atomically: a new symlink under a temporary name,
-/// renamed over the old one.
+/// Points `latest_video.mp4` at `name` atomically.
 fn switch_latest(dir: &Path, name: &str, durable: bool) -> io::Result<()> {
-    let tmp = dir.join(LATEST_TMP);
-    let _ = fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(name, &tmp)?;
-    fs::rename(&tmp, dir.join(LATEST))?;
-    if durable {
-        sync_dir(dir)?;
-    }
-    Ok(())
-}
-
-/// Bytes available to unprivileged writers on the file system of `dir`.
-fn free_bytes(dir: &Path) -> Option<u64> {
-    let st = nix::sys::statvfs::statvfs(dir).ok()?;
-    Some((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
-}
-
-/// Segment files of `dir` (name, parsed), sorted by sequence.
-fn list_segments(dir: &Path) -> io::Result<Vec<(String, naming::SegmentName)>> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let Ok(name) = entry.file_name().into_string() else { continue };
-        if let Some(parsed) = naming::parse_segment_name(&name) {
-            out.push((name, parsed));
-        }
-    }
-    out.sort_by_key(|(_, p)| p.sequence);
-    Ok(out)
+    files::switch_link(dir, LATEST, LATEST_TMP, name, durable)
 }
 
 fn apply_retention(settings: &RecorderSettings, open: Option<u64>, shared: &Shared, boot: [u8; 8]) {
-    let policy = settings.retention();
-    if policy == RetentionPolicy::default() {
-        return;
-    }
-    let Ok(names) = list_segments(&settings.dir) else { return };
-    let clocks = read_clocks(boot);
-    let files: Vec<SegmentFile> = names
-        .iter()
-        .map(|(name, parsed)| SegmentFile {
-            sequence: parsed.sequence,
-            bytes: fs::symlink_metadata(settings.dir.join(name)).map(|m| m.len()).unwrap_or(0),
-            age: clocks.age_of(&parsed.stamp),
-        })
-        .collect();
-    let plan = retention::plan(&files, open, free_bytes(&settings.dir), &policy);
-    for (name, _) in names.iter().take(plan.delete) {
-        match fs::remove_file(settings.dir.join(name)) {
-            Ok(()) => {
-                log::info!(target: "record", "retention: deleted {name}");
-                if let Ok(mut s) = shared.status.lock() {
-                    s.deleted_segments += 1;
-                }
-            }
-            Err(e) => log::warn!(target: "record", "retention: cannot delete {name}: {e}"),
+    let deleted =
+        files::apply_retention(&settings.dir, naming::SEGMENT_EXT, &settings.retention(), open, boot, "record").deleted;
+    if deleted > 0 {
+        if let Ok(mut s) = shared.status.lock() {
+            s.deleted_segments += deleted;
         }
     }
 }
