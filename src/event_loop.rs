@@ -43,6 +43,7 @@
 mod cameras;
 mod http;
 mod idr;
+mod latency_ring;
 mod multicast;
 mod ring_reader;
 mod rtsp_conns;

@@ -17,9 +17,14 @@
 //!   read over RTSP/TCP with ffprobe, missing frames (from RTP timestamp gaps), the bitrate
 //!   against the target, and the daemon's own dropped-frame counter.
 //! - `scale`: the software scaler against ffmpeg's swscale (`flags=area`): ms per frame.
+//! - `latency`: capture → decoded pixels of the time-coded test pattern, read back from frames
+//!   decoded by ffmpeg and GStreamer, against gst-rtsp-server fed the same pattern (see
+//!   `bench/latency.rs`).
 //! - `all`: the first three, in one run.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+#[path = "bench/latency.rs"]
+mod latency;
 #[path = "bench/load.rs"]
 mod load;
 #[path = "bench/peers.rs"]
@@ -53,6 +58,7 @@ enum Cmd {
     Mjpeg(MjpegArgs),
     Delivery(DeliveryArgs),
     Scale(scale::ScaleArgs),
+    Latency(latency::LatencyArgs),
 }
 
 /// frames delivered and bitrate of the live encoders, per size and bitrate
@@ -166,6 +172,10 @@ fn main() {
         Cmd::Mjpeg(a) => mjpeg_bench(&a),
         Cmd::Delivery(a) => delivery_bench(&a),
         Cmd::Scale(a) => print!("{}", scale::run_args(&a)),
+        Cmd::Latency(a) => {
+            print_machine();
+            latency::latency_bench(&a);
+        }
         Cmd::All(_) => {
             print_machine();
             encoder_bench(&EncoderArgs {

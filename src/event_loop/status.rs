@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use super::http::Report;
-use super::streams::{Stream, LATENCY_RING};
+use super::streams::Stream;
 use super::EventLoop;
 use crate::config::SourceSpec;
 use crate::record::snapshot::SnapshotStatus;
@@ -66,20 +66,6 @@ fn source_name(s: &SourceSpec) -> String {
         SourceSpec::V4l2 => "v4l2".into(),
         SourceSpec::File(p) => format!("file:{}", p.display()),
     }
-}
-
-/// p50 and p99 of a stream's recent server-added latency, in µs.
-fn latency_percentiles(st: &Stream<'_>) -> (u32, u32) {
-    let n = st.latency_next.min(LATENCY_RING);
-    if n == 0 {
-        return (0, 0);
-    }
-    let mut v = [0u32; LATENCY_RING];
-    v[..n].copy_from_slice(&st.latency[..n]);
-    let v = &mut v[..n];
-    v.sort_unstable();
-    let pick = |q: f64| v[((n - 1) as f64 * q).round() as usize];
-    (pick(0.5), pick(0.99))
 }
 
 /// Clients of one stream by transport.
@@ -243,12 +229,13 @@ impl EventLoop<'_> {
         out.push_str("],\"streams\":[");
         for (si, st) in self.streams.iter().enumerate() {
             let (fps, bps) = st.measured();
-            let (p50, p99) = latency_percentiles(st);
+            let (p50, p99) = st.latency.p50_p99();
+            let (e50, e99) = st.encode_latency.p50_p99();
             let cl = self.clients(si);
             let cfg = st.cfg;
             write!(
                 out,
-                "{}{{\"name\":{},\"path\":{},\"camera\":{},\"codec\":{},\"width\":{},\"height\":{},\"fps_configured\":{},\"bitrate_configured\":{},\"fps\":{:.2},\"bitrate\":{:.0},\"access_units\":{},\"idrs\":{},\"packets\":{},\"state\":{},\"restarts\":{},\"server_latency_us\":{{\"p50\":{p50},\"p99\":{p99}}},\"clients\":{{\"udp\":{},\"tcp\":{},\"multicast\":{},\"http_mjpeg\":{}}},\"recorder\":",
+                "{}{{\"name\":{},\"path\":{},\"camera\":{},\"codec\":{},\"width\":{},\"height\":{},\"fps_configured\":{},\"bitrate_configured\":{},\"fps\":{:.2},\"bitrate\":{:.0},\"access_units\":{},\"idrs\":{},\"packets\":{},\"state\":{},\"restarts\":{},\"server_latency_us\":{{\"p50\":{p50},\"p99\":{p99}}},\"encode_latency_us\":{{\"p50\":{e50},\"p99\":{e99}}},\"clients\":{{\"udp\":{},\"tcp\":{},\"multicast\":{},\"http_mjpeg\":{}}},\"recorder\":",
                 if si > 0 { "," } else { "" },
                 Json(&cfg.name),
                 Json(&cfg.path),
@@ -372,11 +359,28 @@ impl EventLoop<'_> {
             "Server-added latency per access unit over the last ones, by quantile.",
         );
         for st in &self.streams {
-            let (p50, p99) = latency_percentiles(st);
+            let (p50, p99) = st.latency.p50_p99();
             for (q, v) in [("0.5", p50), ("0.99", p99)] {
                 writeln!(
                     out,
                     "uavstream_stream_server_latency_seconds{{stream={},quantile=\"{q}\"}} {:.6}",
+                    Label(&st.cfg.path),
+                    f64::from(v) / 1e6
+                )?;
+            }
+        }
+        family(
+            out,
+            "stream_encode_latency_seconds",
+            "gauge",
+            "Capture to access unit ready in the loop (encoder and its queue), over the last units, by quantile.",
+        );
+        for st in &self.streams {
+            let (p50, p99) = st.encode_latency.p50_p99();
+            for (q, v) in [("0.5", p50), ("0.99", p99)] {
+                writeln!(
+                    out,
+                    "uavstream_stream_encode_latency_seconds{{stream={},quantile=\"{q}\"}} {:.6}",
                     Label(&st.cfg.path),
                     f64::from(v) / 1e6
                 )?;

@@ -14,6 +14,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use super::latency_ring::LatencyRing;
 use super::{http, multicast, ring_reader, side_jpeg, udp_tx, EventLoop, IdrLimiter};
 use crate::config::{Config, PipelineConfig, StreamConfig};
 use crate::hub::Hub;
@@ -75,15 +76,16 @@ pub(super) struct Stream<'c> {
     /// `(when, access units, payload octets)` once a second, the last [`RATE_SAMPLES`]: the
     /// measured frame rate and bitrate of `/status`.
     pub(super) samples: VecDeque<(Instant, u64, u64)>,
-    /// Server-added latency of the last [`LATENCY_RING`] access units (µs), a ring.
-    pub(super) latency: Box<[u32; LATENCY_RING]>,
-    pub(super) latency_next: usize,
+    /// Server-added latency of the last access units (µs): from the unit ready in the loop to
+    /// its last packet handed to the kernel for every client.
+    pub(super) latency: LatencyRing,
+    /// Capture to access unit ready in the loop (µs): the encoder, its queue and the handoff
+    /// (for a camera's own H.264, the camera's latency).
+    pub(super) encode_latency: LatencyRing,
 }
 
 /// Seconds of history behind a measured rate (+1 sample).
 pub(super) const RATE_SAMPLES: usize = 6;
-/// Access units behind a stream's latency percentiles in `/status`.
-pub(super) const LATENCY_RING: usize = 256;
 
 impl std::fmt::Debug for Stream<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -197,8 +199,8 @@ impl<'c> Stream<'c> {
             group,
             restarts: 0,
             samples: VecDeque::with_capacity(RATE_SAMPLES),
-            latency: Box::new([0; LATENCY_RING]),
-            latency_next: 0,
+            latency: LatencyRing::default(),
+            encode_latency: LatencyRing::default(),
         })
     }
 
@@ -326,6 +328,7 @@ impl EventLoop<'_> {
         let result = {
             let mut snapshots = snapshots;
             let hub = &mut st.hub;
+            let encode_latency = &mut st.encode_latency;
             let recorder = &mut st.recorder;
             let http = &mut self.http;
             let mut sink = |data: &[u8], capture: Instant| {
@@ -343,6 +346,10 @@ impl EventLoop<'_> {
                 let p = hub.push(data, capture);
                 if let Some(r) = recorder.as_mut().filter(|_| p.count > 0) {
                     r.push(data, capture, p.idr);
+                }
+                if p.count > 0 {
+                    let us = now.saturating_duration_since(capture).as_micros().min(u128::from(u32::MAX)) as u32;
+                    encode_latency.push(us);
                 }
                 any |= p.count > 0;
                 idr |= p.idr;
@@ -378,9 +385,7 @@ impl EventLoop<'_> {
                 self.latency_us.clear();
             }
             self.latency_us.push(us);
-            let st = &mut self.streams[si];
-            st.latency[st.latency_next % LATENCY_RING] = us;
-            st.latency_next += 1;
+            self.streams[si].latency.push(us);
         }
         if let Err(e) = result {
             let st = &mut self.streams[si];

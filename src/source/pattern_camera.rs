@@ -110,6 +110,7 @@ fn render_loop(
             continue;
         }
         pattern.render(frame_no);
+        pattern.stamp(super::testpattern::time_code_of(capture));
         let frame = pool.fill(layout, capture, |buf| {
             buf.extend_from_slice(&pattern.y);
             buf.extend_from_slice(&pattern.u);

@@ -2,6 +2,14 @@
 //! burned-in frame counter, in I420. Every frame differs everywhere that matters, so encoders
 //! and decoders are exercised (motion, detail, flat areas) and a viewer can read latency and
 //! dropped frames off the counter.
+//!
+//! A machine-readable **time code** along the bottom edge carries each frame's capture time, so
+//! a client can measure capture → decoded-pixels latency ([`TestPattern::stamp`],
+//! [`read_time_code`]): 40 square blocks, black for 0 and white for 1, most significant bit
+//! first — 32 bits of CLOCK_MONOTONIC in units of 100 µs (wrapping every 4.97 days; take
+//! differences modulo 2^32) and an 8-bit check. The blocks are at least 8 pixels (16 from 640
+//! wide up), so they survive H.264 and JPEG at any sensible bitrate; a frame whose check fails
+//! is one the reader skips, never a wrong figure.
 
 /// BT.601 limited-range YUV of the classic bars: white, yellow, cyan, green, magenta, red,
 /// blue, black.
@@ -117,6 +125,21 @@ impl TestPattern {
         }
     }
 
+    /// Draws the time code `t` (see the module docs) along the bottom edge; frames narrower
+    /// than 320 pixels get none.
+    pub fn stamp(&mut self, t: u32) {
+        let b = time_code_block(self.width);
+        if b == 0 || self.height < b {
+            return;
+        }
+        let bits = u64::from(t) << 8 | u64::from(time_code_check(t));
+        let y0 = self.height - b;
+        for i in 0..TIME_CODE_BITS {
+            let one = bits >> (TIME_CODE_BITS - 1 - i) & 1 == 1;
+            self.fill_rect(i * b, y0, b, b, if one { (235, 128, 128) } else { (16, 128, 128) });
+        }
+    }
+
     fn fill_rect(&mut self, x: usize, y: usize, w: usize, h: usize, (cy, cu, cv): (u8, u8, u8)) {
         let x1 = (x + w).min(self.width);
         let y1 = (y + h).min(self.height);
@@ -163,6 +186,63 @@ impl TestPattern {
     }
 }
 
+/// Bits of the time code: 32 of time, 8 of check.
+const TIME_CODE_BITS: usize = 40;
+
+/// Side of one time-code block for a frame `width` wide (0 when the frame is too narrow).
+fn time_code_block(width: usize) -> usize {
+    let b = (width / TIME_CODE_BITS) & !7;
+    if b >= 16 {
+        b & !15
+    } else {
+        b
+    }
+}
+
+fn time_code_check(t: u32) -> u8 {
+    t.to_be_bytes().iter().fold(0xa5, |acc, &b| acc.rotate_left(3) ^ b)
+}
+
+/// CLOCK_MONOTONIC now, in units of 100 µs, modulo 2^32.
+pub fn monotonic_100us() -> u32 {
+    let t =
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
+    (t.tv_sec() as u64).wrapping_mul(10_000).wrapping_add(t.tv_nsec() as u64 / 100_000) as u32
+}
+
+/// The time code of an instant (CLOCK_MONOTONIC, which `Instant` is on Linux).
+pub fn time_code_of(at: std::time::Instant) -> u32 {
+    let now = std::time::Instant::now();
+    let ago = now.saturating_duration_since(at).as_micros() / 100;
+    monotonic_100us().wrapping_sub(ago as u32)
+}
+
+/// Reads the time code back from a decoded luma plane (`stride` bytes per row); `None` when the
+/// frame is too small or the check fails.
+pub fn read_time_code(y: &[u8], width: usize, height: usize, stride: usize) -> Option<u32> {
+    let b = time_code_block(width);
+    if b == 0 || height < b || stride < width || y.len() < stride * height {
+        return None;
+    }
+    let y0 = height - b;
+    let mut bits = 0u64;
+    for i in 0..TIME_CODE_BITS {
+        // The mean of the block's inner half: edges blur in a codec.
+        let (x0, x1) = (i * b + b / 4, i * b + 3 * b / 4);
+        let mut sum = 0u32;
+        let mut n = 0u32;
+        for row in y0 + b / 4..y0 + 3 * b / 4 {
+            for &px in &y[row * stride + x0..row * stride + x1] {
+                sum += u32::from(px);
+                n += 1;
+            }
+        }
+        bits = bits << 1 | u64::from(sum / n.max(1) >= 126);
+    }
+    let t = (bits >> 8) as u32;
+    (time_code_check(t) == bits as u8).then_some(t)
+}
+
 /// Triangle wave over `0..=max`.
 fn bounce(t: usize, max: usize) -> usize {
     if max == 0 {
@@ -179,6 +259,34 @@ fn bounce(t: usize, max: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_time_code_reads_back_and_a_damaged_one_is_refused() {
+        for (w, h) in [(320, 240), (640, 360), (1280, 720), (1920, 1080), (1922, 1082)] {
+            let mut p = TestPattern::new(w, h);
+            for (n, t) in [(0, 0u32), (1, 1), (2, 0xdead_beef), (3, u32::MAX)] {
+                p.render(n);
+                p.stamp(t);
+                assert_eq!(read_time_code(&p.y, w, h, w), Some(t), "{w}x{h}");
+            }
+            // Noise of ±40 (a codec's worst) does not change it.
+            let mut noisy = p.y.clone();
+            for (i, px) in noisy.iter_mut().enumerate() {
+                *px = (i32::from(*px) + (i.wrapping_mul(7919) % 81) as i32 - 40).clamp(0, 255) as u8;
+            }
+            assert_eq!(read_time_code(&noisy, w, h, w), Some(u32::MAX), "{w}x{h}");
+            // One block flipped: the check fails.
+            let b = time_code_block(w);
+            for row in h - b..h {
+                noisy[row * w + 5 * b..row * w + 6 * b].fill(16);
+            }
+            assert_eq!(read_time_code(&noisy, w, h, w), None, "{w}x{h}");
+        }
+        let mut small = TestPattern::new(176, 144);
+        small.render(0);
+        small.stamp(7);
+        assert_eq!(read_time_code(&small.y, 176, 144, 176), None);
+    }
 
     #[test]
     fn frames_differ_and_stay_in_range() {
