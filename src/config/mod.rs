@@ -321,6 +321,7 @@ impl RawConfig {
             streams.push(st);
         }
         p.check_unique_destinations(&streams)?;
+        p.check_unique_raw_sockets(&cameras)?;
         for (c, cam) in cameras.iter().enumerate() {
             let Some(first) = streams.iter().position(|s| s.camera == c) else { continue };
             let st = &streams[first];
@@ -493,6 +494,8 @@ pub struct CameraConfig {
     pub width: u32,
     pub height: u32,
     pub fps: u32,
+    /// The raw-frame socket (`raw-socket*`, `raw-clients`); `None` = off.
+    pub raw: Option<crate::raw::RawSettings>,
 }
 
 /// One stream: a path, a codec, its size and rate (at most its camera's), its outputs.
