@@ -61,13 +61,13 @@ pub enum ParseError {
 /// socket does not describe, or a layout whose sizes do not fit 32 bits.
 pub fn planes_of(fourcc: [u8; 4], height: u32, stride: u32) -> Option<(u32, [u32; 3], [u32; 3], u64)> {
     let (s, h) = (u64::from(stride), u64::from(height));
-    let luma = s * h;
+    let luma = s.checked_mul(h)?;
     let (count, strides, offsets, total) = match &fourcc {
         b"YU12" => {
-            let (cs, ch) = (s / 2, h.div_ceil(2));
-            (3, [s, cs, cs], [0, luma, luma + cs * ch], luma + 2 * cs * ch)
+            let chroma = (s / 2).checked_mul(h.div_ceil(2))?;
+            (3, [s, s / 2, s / 2], [0, luma, luma.checked_add(chroma)?], luma.checked_add(chroma)?.checked_add(chroma)?)
         }
-        b"NV12" => (2, [s, s, 0], [0, luma, 0], luma + s * h.div_ceil(2)),
+        b"NV12" => (2, [s, s, 0], [0, luma, 0], luma.checked_add(s.checked_mul(h.div_ceil(2))?)?),
         b"YUYV" => (1, [s, 0, 0], [0, 0, 0], luma),
         _ => return None,
     };
