@@ -238,14 +238,16 @@ mod tests {
         FrameInfo { fourcc: *b"YU12", width: 64, height: 32, stride: 64, len: 64 * 32 * 3 / 2, capture_ns: 5 };
 
     /// Offers a frame with `busy` slots not ready; returns (slot, header) per send, all delivered.
-    fn offer(f: &mut Fanout, busy: &[usize]) -> Vec<(usize, FrameHeader)> {
-        let mut out = Vec::new();
+    type Sends = heapless::Vec<(usize, FrameHeader), MAX_RAW_CLIENTS>;
+
+    fn offer(f: &mut Fanout, busy: &[usize]) -> Sends {
+        let mut out = Sends::new();
         if !f.handle_frame(FRAME, |s| !busy.contains(&s)) {
             return out;
         }
         let mut buf = [0xa5u8; HEADER_LEN];
         while let Some((slot, n)) = f.poll_send(&mut buf) {
-            out.push((slot, FrameHeader::parse(&buf[..n]).unwrap()));
+            out.push((slot, FrameHeader::parse(&buf[..n]).unwrap())).unwrap();
             f.handle_sent(slot, Sent::Delivered);
         }
         out
@@ -280,7 +282,7 @@ mod tests {
         let mut f = Fanout::new(4);
         let (a, b) = (f.handle_connect().unwrap(), f.handle_connect().unwrap());
         let first = offer(&mut f, &[]);
-        assert_eq!(first.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [a, b]);
+        assert_eq!((first.len(), first[0].0, first[1].0), (2, a, b));
         let h = first[0].1;
         assert_eq!((h.sequence, h.skipped, h.size, h.planes), (1, 0, 64 * 32 * 3 / 2, 3));
         assert_eq!((h.offset, h.stride, h.capture_ns), ([0, 2048, 2560], [64, 32, 32], 5));
