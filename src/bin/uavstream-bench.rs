@@ -17,6 +17,9 @@
 //!   read over RTSP/TCP with ffprobe, missing frames (from RTP timestamp gaps), the bitrate
 //!   against the target, and the daemon's own dropped-frame counter.
 //! - `scale`: the software scaler against ffmpeg's swscale (`flags=area`): ms per frame.
+//! - `raw`: the raw-frame socket, capture → consumer latency p50/p99/max with 1 and 10
+//!   consumers at 1920x1080 30 fps, frames each consumer was skipped, and the daemon's CPU.
+//!   No peer: the figure is against the 10 ms target.
 //! - `all`: the first three, in one run.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -24,6 +27,8 @@
 mod load;
 #[path = "bench/peers.rs"]
 mod peers;
+#[path = "bench/raw.rs"]
+mod raw;
 #[path = "bench/scale.rs"]
 mod scale;
 
@@ -53,6 +58,7 @@ enum Cmd {
     Mjpeg(MjpegArgs),
     Delivery(DeliveryArgs),
     Scale(scale::ScaleArgs),
+    Raw(raw::RawArgs),
 }
 
 /// frames delivered and bitrate of the live encoders, per size and bitrate
@@ -166,6 +172,7 @@ fn main() {
         Cmd::Mjpeg(a) => mjpeg_bench(&a),
         Cmd::Delivery(a) => delivery_bench(&a),
         Cmd::Scale(a) => print!("{}", scale::run_args(&a)),
+        Cmd::Raw(a) => print!("{}", raw::run_args(&uavstream_bin(), &a)),
         Cmd::All(_) => {
             print_machine();
             encoder_bench(&EncoderArgs {
