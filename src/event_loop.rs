@@ -631,6 +631,21 @@ impl<'c> EventLoop<'c> {
                 (0..self.streams.len()).fold((0, 0), |(a, b), si| (a + h.streaming(si), b + h.parts_sent(si)));
             log::info!("stats: http MJPEG streams {streaming} parts sent {parts}");
         }
+        for (c, cam) in self.cameras.iter().enumerate() {
+            if let Some(raw) = &cam.raw {
+                let r = raw.status();
+                log::info!(
+                    "stats: raw frames {} consumers {}/{} frames copied {} sent {} skipped {} refused {} (since start)",
+                    self.cfg.cameras[c].name,
+                    r.consumers,
+                    r.capacity,
+                    r.counters.copied,
+                    r.counters.sent,
+                    r.counters.skipped,
+                    r.counters.refused
+                );
+            }
+        }
     }
 
     fn shutdown(&mut self) {

@@ -15,6 +15,7 @@ pub mod cmdline;
 pub mod http;
 pub mod limits;
 pub mod media;
+pub mod raw;
 pub mod rtp;
 pub mod rtsp;
 pub mod time;

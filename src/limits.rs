@@ -104,3 +104,9 @@ pub const RECORD_MAX_FRAGMENT_SAMPLES: usize = 256;
 /// Sample bytes per fMP4 fragment. Policy when reached: the fragment is written; a single unit
 /// larger than this is not recorded and the recorder waits for the next IDR.
 pub const RECORD_MAX_FRAGMENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Consumer slots of a camera's raw-frame socket (`raw-clients`): default and upper bound.
+/// Policy when every slot is taken: a new consumer is accepted and closed at once (it reads
+/// end-of-file before any frame), with a log line.
+pub const DEFAULT_RAW_CLIENTS: usize = 4;
+pub const MAX_RAW_CLIENTS: usize = 32;

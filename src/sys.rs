@@ -1,5 +1,6 @@
 //! The few system interfaces std does not wrap: `poll(2)`, the random seed, signal handling,
-//! the fd limit, systemd's notify protocol, and batched UDP sends (`sendmmsg(2)`, with UDP GSO).
+//! the fd limit, systemd's notify protocol, batched UDP sends (`sendmmsg(2)`, with UDP GSO), and
+//! the unread bytes and passed descriptors of `AF_UNIX` sockets (the raw-frame socket).
 //! This is the one module allowed `unsafe`.
 //!
 //! Invariants of [`send_packets`]: every packet reaches the wire as its own datagram with the
@@ -449,6 +450,68 @@ pub(crate) fn test_disable_udp_checksum(sock: &std::net::UdpSocket) -> io::Resul
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Accepts one pending connection, non-blocking and close-on-exec.
+pub fn accept_nonblocking(listener: std::os::fd::BorrowedFd<'_>) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: a valid listening socket fd; null address pointers ask for no peer address.
+    let fd = unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Bytes a connected `AF_UNIX` socket has sent that its peer has not read yet (`SIOCOUTQ`,
+/// which is `TIOCOUTQ`): 0 once the peer has taken every message.
+pub fn unix_unread_bytes(sock: std::os::fd::BorrowedFd<'_>) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: a valid socket fd, and `n` is the `int` out-parameter SIOCOUTQ writes.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// Receives one message into `buf` and the first file descriptor passed with it
+/// (`SCM_RIGHTS`, close-on-exec); any further descriptors are closed. `Ok((0, None))` is the
+/// end of the stream.
+pub fn recv_with_fd(
+    sock: std::os::fd::BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<(usize, Option<std::os::fd::OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(io::Error::from)?;
+    let n = msg.bytes;
+    let mut first = None;
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for fd in fds {
+                // SAFETY: the kernel has just installed `fd` in this process's table for this
+                // message; nothing else knows it, so taking ownership (and closing) is sound.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                if first.is_none() {
+                    first = Some(owned);
+                }
+            }
+        }
+    }
+    Ok((n, first))
 }
 
 /// Whether the kernel considers the wall clock synchronised: adjtimex(2) in read-only mode

@@ -20,6 +20,9 @@
 //! - `latency`: capture → decoded pixels of the time-coded test pattern, read back from frames
 //!   decoded by ffmpeg and GStreamer, against gst-rtsp-server fed the same pattern (see
 //!   `bench/latency.rs`).
+//! - `raw`: the raw-frame socket, capture → consumer latency p50/p99/max with 1 and 10
+//!   consumers at 1920x1080 30 fps, frames each consumer was skipped, and the daemon's CPU.
+//!   No peer: the figure is against the 10 ms target.
 //! - `all`: the first three, in one run.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -29,6 +32,8 @@ mod latency;
 mod load;
 #[path = "bench/peers.rs"]
 mod peers;
+#[path = "bench/raw.rs"]
+mod raw;
 #[path = "bench/scale.rs"]
 mod scale;
 
@@ -59,6 +64,7 @@ enum Cmd {
     Delivery(DeliveryArgs),
     Scale(scale::ScaleArgs),
     Latency(latency::LatencyArgs),
+    Raw(raw::RawArgs),
 }
 
 /// frames delivered and bitrate of the live encoders, per size and bitrate
@@ -176,6 +182,7 @@ fn main() {
             print_machine();
             latency::latency_bench(&a);
         }
+        Cmd::Raw(a) => print!("{}", raw::run_args(&uavstream_bin(), &a)),
         Cmd::All(_) => {
             print_machine();
             encoder_bench(&EncoderArgs {

@@ -321,6 +321,7 @@ impl RawConfig {
             streams.push(st);
         }
         p.check_unique_destinations(&streams)?;
+        p.check_unique_raw_sockets(&cameras)?;
         for (c, cam) in cameras.iter().enumerate() {
             let Some(snap) = &cam.snapshot else { continue };
             let reason = if matches!(cam.source, SourceSpec::File(_)) {
@@ -513,6 +514,8 @@ pub struct CameraConfig {
     pub fps: u32,
     /// Snapshots (`snapshot-*` keys); `None` = off.
     pub snapshot: Option<crate::record::snapshot::SnapshotSettings>,
+    /// The raw-frame socket (`raw-socket*`, `raw-clients`); `None` = off.
+    pub raw: Option<crate::raw::RawSettings>,
 }
 
 /// One stream: a path, a codec, its size and rate (at most its camera's), its outputs.

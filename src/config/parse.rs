@@ -60,6 +60,7 @@ impl Parser<'_> {
             height: self.field(k("height"), even_dimension)?,
             fps: self.num(k("fps"), 1, limits::MAX_FPS)?,
             snapshot: self.snapshot(n)?,
+            raw: self.raw_socket(n)?,
         })
     }
 
@@ -81,6 +82,59 @@ impl Parser<'_> {
             self.field(k("snapshot-max-age"), |v| if v.is_empty() { Ok(None) } else { parse_age(v).map(Some) })?;
         s.min_free = self.field(k("snapshot-min-free"), |v| parse_size(v).map(|b| (b > 0).then_some(b)))?;
         Ok(Some(s))
+    }
+
+    /// The `raw-*` keys of camera `n`: `None` without a `raw-socket`.
+    fn raw_socket(&self, n: u8) -> Result<Option<crate::raw::RawSettings>, ConfigError> {
+        let k = |name| KeyRef::of(Scope::Camera, name, n);
+        let mode = self.field(k("raw-socket-mode"), |v| match u32::from_str_radix(v, 8) {
+            Ok(m) if m <= 0o777 && !v.is_empty() => Ok(m),
+            _ => Err("expected octal permission bits such as 0660 or 0666".into()),
+        })?;
+        let clients = self.num(k("raw-clients"), 1, limits::MAX_RAW_CLIENTS as u32)? as usize;
+        let path = self.field(k("raw-socket"), |v| {
+            if v.is_empty() {
+                return Ok(None);
+            }
+            if !v.starts_with('/') || v.ends_with('/') || v.len() > crate::raw::MAX_PATH_BYTES {
+                return Err(format!(
+                    "expected an absolute file path of at most {} bytes, e.g. /run/uavstream/raw.sock",
+                    crate::raw::MAX_PATH_BYTES
+                ));
+            }
+            Ok(Some(PathBuf::from(v)))
+        })?;
+        if path.is_some() {
+            let (v, origin) = self.raw.value(k("source"));
+            if v.trim().starts_with("file:") {
+                let (p, _) = self.raw.value(k("raw-socket"));
+                return Err(ConfigError {
+                    key: k("raw-socket").name(),
+                    value: p.to_owned(),
+                    origin: self.raw.value(k("raw-socket")).1,
+                    reason: format!("a file source ({v}, from the {origin}) gives coded frames, not raw ones"),
+                });
+            }
+        }
+        Ok(path.map(|path| crate::raw::RawSettings { path, mode, clients }))
+    }
+
+    /// Two cameras never share a raw-frame socket.
+    pub(super) fn check_unique_raw_sockets(&self, cameras: &[CameraConfig]) -> Result<(), ConfigError> {
+        for (i, c) in cameras.iter().enumerate() {
+            let Some(raw) = &c.raw else { continue };
+            if let Some(o) = cameras[..i].iter().find(|o| o.raw.as_ref().is_some_and(|r| r.path == raw.path)) {
+                let k = KeyRef::of(Scope::Camera, "raw-socket", i as u8 + 1);
+                let (v, origin) = self.raw.value(k);
+                return Err(ConfigError {
+                    key: k.name(),
+                    value: v.to_owned(),
+                    origin,
+                    reason: format!("{} already serves raw frames on this socket", o.name),
+                });
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn stream(&self, n: u8, cameras: &[CameraConfig], global_dscp: u8) -> Result<StreamConfig, ConfigError> {

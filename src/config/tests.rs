@@ -313,3 +313,47 @@ fn bitrate_suffixes() {
     assert_eq!(parse_bitrate("8000000"), Ok(8_000_000));
     assert!(parse_bitrate("9999").is_err());
 }
+
+#[test]
+fn raw_frame_sockets_per_camera_in_every_spelling() {
+    let c = RawConfig::new().resolve().unwrap();
+    assert_eq!(c.cameras[0].raw, None, "off by default");
+    let mut raw = RawConfig::new();
+    raw.apply_cmdline(
+        "uavstream.raw-socket=/run/uavstream/raw.sock uavstream.camera2.raw-socket=/run/uavstream/rear.sock",
+    );
+    raw.apply_env(env(&[("UAVSTREAM_CAMERA2_RAW_CLIENTS", "10"), ("UAVSTREAM_RAW_SOCKET_MODE", "0666")]));
+    raw.set("stream2.camera", "2", Origin::Flag);
+    let c = raw.resolve().unwrap();
+    let first = c.cameras[0].raw.clone().unwrap();
+    assert_eq!((first.path.to_str(), first.mode, first.clients), (Some("/run/uavstream/raw.sock"), 0o666, 4));
+    let second = c.cameras[1].raw.clone().unwrap();
+    assert_eq!((second.path.to_str(), second.mode, second.clients), (Some("/run/uavstream/rear.sock"), 0o660, 10));
+    assert!(raw.describe().contains("camera2.raw-clients = 10"), "{}", raw.describe());
+
+    for (key, value, reason) in [
+        ("raw-socket", "raw.sock", "absolute file path"),
+        ("raw-socket", "/run/uavstream/", "absolute file path"),
+        ("raw-socket-mode", "0999", "octal permission bits"),
+        ("raw-socket-mode", "1777", "octal permission bits"),
+        ("raw-clients", "0", "between 1 and 32"),
+        ("camera1.raw-clients", "33", "between 1 and 32"),
+    ] {
+        let mut raw = RawConfig::new();
+        raw.set("raw-socket", "/run/uavstream/raw.sock", Origin::Default);
+        raw.set(key, value, Origin::Environment);
+        let e = raw.resolve().unwrap_err();
+        assert_eq!(e.value, value, "{e}");
+        assert!(e.to_string().contains(reason), "{e}");
+    }
+    let mut raw = RawConfig::new();
+    raw.set("raw-socket", &format!("/{}", "x".repeat(100)), Origin::Flag);
+    assert!(raw.resolve().unwrap_err().to_string().contains("--raw-socket"));
+    let mut raw = RawConfig::new();
+    raw.apply_cmdline(
+        "uavstream.raw-socket=/run/a.sock uavstream.camera2.raw-socket=/run/a.sock uavstream.stream2.camera=2",
+    );
+    let e = raw.resolve().unwrap_err();
+    assert_eq!((e.key.as_str(), e.value.as_str()), ("camera2.raw-socket", "/run/a.sock"));
+    assert!(e.to_string().contains("camera1 already serves raw frames on this socket"), "{e}");
+}

@@ -8,6 +8,7 @@
 //!   mailbox's own pool. A frame that arrives while one is still waiting replaces it: the newest
 //!   frame wins, the older one counts as skipped. A tap can also take frames at most every
 //!   interval (a stream slower than its camera). A [`FrameTap`] is a clonable, `Send` handle.
+//!   A worker that waits in `poll(2)` takes its frames from a [`PolledTap`] (an eventfd wakes it).
 //! - Worker to loop: encoded units go through a queue of at most [`limits::ENCODED_QUEUE`] and
 //!   an eventfd. A unit that finds the queue full, or is larger than [`limits::MAX_ACCESS_UNIT`],
 //!   is dropped and counted, never queued.
@@ -203,11 +204,13 @@ impl FramePool {
     }
 }
 
-/// Single-slot mailbox between the loop and a frame worker: newest frame wins.
+/// Single-slot mailbox between the loop and a frame worker: newest frame wins. A worker that
+/// waits in `poll(2)` instead ([`PolledTap`]) is woken through an eventfd as well.
 #[derive(Default)]
 pub(super) struct Mailbox {
     state: Mutex<MailState>,
     wake: Condvar,
+    efd: Option<Arc<EventFd>>,
 }
 
 #[derive(Default)]
@@ -288,6 +291,66 @@ impl Mailbox {
         }
         self.wake.notify_all();
     }
+
+    /// Wakes the worker: a frame waits.
+    fn notify(&self) {
+        self.wake.notify_one();
+        if let Some(efd) = &self.efd {
+            let _ = efd.write(1);
+        }
+    }
+}
+
+/// The receiving end of a [`FrameTap`] for a thread that waits in `poll(2)` (the raw-frame
+/// socket): its fd is readable while a frame waits, [`PolledTap::take`] takes the newest one.
+/// Dropping it closes the mailbox: the camera's pushes are refused from then on.
+pub struct PolledTap {
+    mailbox: Arc<Mailbox>,
+    efd: Arc<EventFd>,
+    skipped: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for PolledTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolledTap").finish_non_exhaustive()
+    }
+}
+
+impl PolledTap {
+    /// A polled mailbox and the tap that feeds it (`layout` is what [`FrameTap::push`] copies).
+    pub fn new(layout: FrameLayout) -> io::Result<(PolledTap, FrameTap)> {
+        let efd = Arc::new(
+            EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+                .map_err(io::Error::from)?,
+        );
+        let mailbox = Arc::new(Mailbox { efd: Some(Arc::clone(&efd)), ..Mailbox::default() });
+        let skipped = Arc::new(AtomicU64::new(0));
+        let tap = FrameTap { mailbox: Arc::clone(&mailbox), layout, skipped: Arc::clone(&skipped) };
+        Ok((PolledTap { mailbox, efd, skipped }, tap))
+    }
+
+    /// Readable while a frame waits.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.efd.as_fd()
+    }
+
+    /// The waiting frame, if any (clears the fd's readiness first, so a frame pushed meanwhile
+    /// wakes the next poll).
+    pub fn take(&self) -> Option<SharedFrame> {
+        let _ = self.efd.read();
+        self.mailbox.state.lock().ok()?.frame.take()
+    }
+
+    /// Frames replaced in the mailbox before they were taken (newest wins), since the start.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for PolledTap {
+    fn drop(&mut self) {
+        self.mailbox.close();
+    }
 }
 
 /// A clonable handle to a frame-mode pipeline's mailbox, so another pipeline (a camera) can
@@ -326,7 +389,7 @@ impl FrameTap {
             };
             state.frame = Some(frame);
             drop(state);
-            self.mailbox.wake.notify_one();
+            self.mailbox.notify();
             return false;
         }
         let Some(frame) = state.pool.fill(layout, capture, |buf| buf.extend_from_slice(&data[..len])) else {
@@ -335,7 +398,7 @@ impl FrameTap {
         };
         state.frame = Some(frame);
         drop(state);
-        self.mailbox.wake.notify_one();
+        self.mailbox.notify();
         true
     }
 
@@ -351,7 +414,7 @@ impl FrameTap {
             self.skipped.fetch_add(1, Ordering::Relaxed);
         }
         drop(state);
-        self.mailbox.wake.notify_one();
+        self.mailbox.notify();
         !replaced
     }
 
@@ -706,6 +769,28 @@ mod tests {
         assert!(state.closed && state.frame.is_none() && state.pool.frames.is_empty(), "no buffer is kept");
         drop(state);
         assert_eq!(Arc::strong_count(&tap.mailbox), 1, "only the last tap holds the mailbox");
+    }
+
+    #[test]
+    fn a_polled_tap_wakes_its_fd_keeps_the_newest_frame_and_closes_when_dropped() {
+        let (polled, tap) = PolledTap::new(LAYOUT).unwrap();
+        let readable = |p: &PolledTap| {
+            let mut fds = [crate::sys::poll_entry(p.fd().as_raw_fd(), libc::POLLIN)];
+            crate::sys::poll(&mut fds, 0).unwrap() == 1
+        };
+        assert!(!readable(&polled) && polled.take().is_none());
+        let mut pool = FramePool::default();
+        let t0 = Instant::now();
+        for n in 0..3u8 {
+            let frame = pool.fill(LAYOUT, t0, |buf| buf.extend_from_slice(&[n; 16])).unwrap();
+            tap.push_shared(&frame);
+        }
+        assert!(readable(&polled), "a waiting frame makes the fd readable");
+        assert_eq!(polled.take().unwrap().data, [2; 16], "the newest of three");
+        assert_eq!(polled.skipped(), 2);
+        assert!(!readable(&polled) && polled.take().is_none(), "taken: nothing waits");
+        drop(polled);
+        assert!(tap.is_closed(), "the camera's pushes are refused once the reader is gone");
     }
 
     #[test]

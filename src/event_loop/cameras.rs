@@ -4,7 +4,8 @@
 //!  test-pattern camera (its own thread, renders once) ─┐
 //!  V4L2 camera (its first stream's pipeline captures) ─┴─ shared raw frame ──▶ taps:
 //!        the camera's further streams (scaled / thinned on their workers), HTTP's JPEG encoders,
-//!        the snapshot encoder
+//!        the snapshot encoder,
+//!        the camera's raw-frame socket (`raw-socket`, its own thread: see `crate::raw`)
 //! ```
 //!
 //! Invariants:
@@ -29,6 +30,8 @@ pub(super) struct CameraRt {
     pub(super) pattern: Option<PatternCamera>,
     /// Snapshots (`snapshot-dir`), see `snapshots`.
     pub(super) snapshots: Option<super::snapshots::CameraSnapshots>,
+    /// The camera's raw-frame socket (`raw-socket`), for the daemon's whole life.
+    pub(super) raw: Option<crate::raw::RawOutput>,
     /// Skipped frames the last warning covered, and when it was.
     warned: (u64, Option<Instant>),
 }
@@ -62,6 +65,9 @@ impl EventLoop<'_> {
         if let (Some(tap), Some(settings)) = (snapshot_tap, &self.cfg.cameras[c].snapshot) {
             tap.set_interval(Some(settings.interval));
             taps.push(tap);
+        }
+        if let Some(raw) = &self.cameras[c].raw {
+            taps.push(raw.tap());
         }
         match (&self.cameras[c].pattern, self.capturing_stream(c)) {
             (Some(cam), _) => cam.set_taps(taps),
@@ -140,6 +146,22 @@ impl EventLoop<'_> {
                 let p = PatternCamera::start(cam.width, cam.height, cam.fps)?;
                 log::info!("{}: {}", cam.name, p.describe());
                 self.cameras[c].pattern = Some(p);
+            }
+            if let Some(settings) = &cam.raw {
+                let guess = crate::encode::worker::FrameLayout {
+                    fourcc: *b"YU12",
+                    width: cam.width,
+                    height: cam.height,
+                    stride: cam.width,
+                };
+                let layout = self.camera_layout(c).unwrap_or(guess);
+                self.cameras[c].raw = Some(crate::raw::RawOutput::start(&cam.name, settings, layout)?);
+                if self.camera_raw(c) == Some(false) {
+                    log::warn!(
+                        "{}: raw-socket: the camera delivers coded frames (H.264 or MJPEG), not raw ones: consumers will get none; set pixel-format to NV12, YU12 or YUYV",
+                        cam.name
+                    );
+                }
             }
         }
         self.start_snapshots();

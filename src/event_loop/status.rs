@@ -212,10 +212,10 @@ impl EventLoop<'_> {
                 st.restarts
             )?;
             match self.cameras[c].snapshots.as_ref().map(|s| s.status()) {
-                None => out.push_str("null}"),
+                None => out.push_str("null"),
                 Some(s) => write!(
                     out,
-                    "{{\"written\":{},\"bytes\":{},\"dropped\":{},\"skipped\":{},\"deleted\":{},\"paused\":{},\"latest\":{}}}}}",
+                    "{{\"written\":{},\"bytes\":{},\"dropped\":{},\"skipped\":{},\"deleted\":{},\"paused\":{},\"latest\":{}}}",
                     s.written,
                     s.bytes,
                     s.dropped,
@@ -224,6 +224,26 @@ impl EventLoop<'_> {
                     s.paused,
                     s.latest.as_deref().map_or_else(|| "null".to_owned(), |l| Json(l).to_string())
                 )?,
+            }
+            out.push_str(",\"raw_socket\":");
+            match &self.cameras[c].raw {
+                None => out.push_str("null}"),
+                Some(raw) => {
+                    let r = raw.status();
+                    let n = r.counters;
+                    write!(
+                        out,
+                        "{{\"path\":{},\"consumers\":{},\"slots\":{},\"frames\":{},\"copied\":{},\"sent\":{},\"skipped\":{},\"refused\":{}}}}}",
+                        Json(&raw.path().to_string_lossy()),
+                        r.consumers,
+                        r.capacity,
+                        n.frames,
+                        n.copied,
+                        n.sent,
+                        n.skipped,
+                        n.refused
+                    )?;
+                }
             }
         }
         out.push_str("],\"streams\":[");
@@ -325,6 +345,43 @@ impl EventLoop<'_> {
         family(out, "camera_restarts_total", "counter", "Rebuilds of the camera's source and encoder since start.");
         for (name, st) in &cams {
             writeln!(out, "uavstream_camera_restarts_total{{camera={}}} {}", Label(name), st.restarts)?;
+        }
+
+        let raws: Vec<(&str, crate::raw::RawStatus)> = (0..self.cfg.cameras.len())
+            .filter_map(|c| Some((self.cfg.cameras[c].name.as_str(), self.cameras[c].raw.as_ref()?.status())))
+            .collect();
+        type RawValue = dyn Fn(&crate::raw::RawStatus) -> u64;
+        let raw_families: [(&str, &str, &str, &RawValue); 4] = [
+            ("raw_consumers", "gauge", "Processes connected to the camera's raw-frame socket.", &|r| {
+                r.consumers as u64
+            }),
+            (
+                "raw_frames_sent_total",
+                "counter",
+                "Raw frames handed to consumers (one per consumer and frame).",
+                &|r| r.counters.sent,
+            ),
+            (
+                "raw_frames_skipped_total",
+                "counter",
+                "Raw frames consumers were skipped for because they had not read the previous one (newest wins).",
+                &|r| r.counters.skipped,
+            ),
+            (
+                "raw_consumers_refused_total",
+                "counter",
+                "Consumers refused because every raw-clients slot was taken.",
+                &|r| r.counters.refused,
+            ),
+        ];
+        for (name, kind, help, value) in raw_families {
+            if raws.is_empty() {
+                break;
+            }
+            family(out, name, kind, help);
+            for (cam, r) in &raws {
+                writeln!(out, "uavstream_{name}{{camera={}}} {}", Label(cam), value(r))?;
+            }
         }
 
         let per_stream = |out: &mut String, name: &str, kind: &str, help: &str, value: &dyn Fn(usize) -> String| {
