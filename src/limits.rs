@@ -12,9 +12,17 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024;
 /// Largest interleaved frame a client may send us (RTCP receiver reports). Policy: close.
 pub const MAX_INTERLEAVED_IN: usize = 2048;
 
-/// Default and upper bound of `--max-clients` (RTSP sessions). Policy when full: `503`.
+/// Default and upper bound of `--max-clients` (RTSP sessions). Policy when full: `503`. Each
+/// slot holds two UDP sockets: the start refuses a `max-clients` the open-file limit cannot
+/// hold (see [`fds_needed`]).
 pub const DEFAULT_MAX_CLIENTS: usize = 16;
-pub const MAX_CLIENTS_LIMIT: usize = 1024;
+pub const MAX_CLIENTS_LIMIT: usize = 8192;
+
+/// File descriptors the daemon may hold at once: two per session slot, one per RTSP and HTTP
+/// connection, and a margin for listeners, encoders, cameras, recorders and the like.
+pub fn fds_needed(max_clients: usize, max_pending_connections: usize, max_http_clients: usize) -> usize {
+    2 * max_clients + (max_clients + max_pending_connections) + max_http_clients + 128
+}
 /// TCP connections per session slot (a client may open a second connection briefly).
 /// Policy when every connection slot is taken: accept and close at once.
 pub const CONNECTIONS_PER_CLIENT: usize = 2;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use uavstream::config::{self, Origin, RawConfig};
 use uavstream::rtsp::auth::Credential;
 use uavstream::rtsp::session::StreamRoute;
-use uavstream::{event_loop, source, sys};
+use uavstream::{event_loop, limits, source, sys};
 
 /// What the command line asks for: switches, and `--KEY VALUE` / `--KEY=VALUE` for every key in
 /// [`config::KEYS`] (`--width 1280`, `--stream2-path /low`, `--stream2.path=/low`).
@@ -159,7 +159,16 @@ fn main() -> ExitCode {
         }
     };
     sys::ignore_sigpipe();
-    sys::raise_fd_limit();
+    let fd_limit = sys::raise_fd_limit();
+    let fds = limits::fds_needed(cfg.max_clients, cfg.max_pending_connections, cfg.max_http_clients);
+    if fd_limit != 0 && fd_limit < fds as u64 {
+        log::error!(
+            "max-clients {} needs about {fds} file descriptors (two UDP sockets per session slot, one per connection) \
+             but the open-file limit is {fd_limit}: raise it (systemd: LimitNOFILE=) or lower max-clients",
+            cfg.max_clients
+        );
+        return ExitCode::from(2);
+    }
     let notifier = sys::sd_notify::Notifier::from_env();
 
     let mut pipelines: Vec<Box<dyn source::Pipeline>> = Vec::with_capacity(cfg.streams.len());

@@ -82,6 +82,8 @@ pub(super) struct Stream<'c> {
     /// Capture to access unit ready in the loop (µs): the encoder, its queue and the handoff
     /// (for a camera's own H.264, the camera's latency).
     pub(super) encode_latency: LatencyRing,
+    /// The slot the next access unit's fan-out starts at (rotates: fair send order).
+    pub(super) fanout_start: usize,
 }
 
 /// Seconds of history behind a measured rate (+1 sample).
@@ -201,6 +203,7 @@ impl<'c> Stream<'c> {
             samples: VecDeque::with_capacity(RATE_SAMPLES),
             latency: LatencyRing::default(),
             encode_latency: LatencyRing::default(),
+            fanout_start: 0,
         })
     }
 
@@ -370,7 +373,13 @@ impl EventLoop<'_> {
             if st.sdp_out.is_some() {
                 st.write_sdp_out(now);
             }
-            for s in 0..self.slots.len() {
+            // Fair order: each access unit starts the fan-out one slot further on, so no client
+            // is always the last to get its packets.
+            let n = self.slots.len();
+            let first = self.streams[si].fanout_start % n.max(1);
+            self.streams[si].fanout_start = self.streams[si].fanout_start.wrapping_add(1);
+            for k in 0..n {
+                let s = (first + k) % n;
                 if self.slots[s].stream == si {
                     self.pump(s, now);
                 }
