@@ -22,8 +22,8 @@ use uavstream::rtsp::auth::{Auth, Credential};
 use uavstream::rtsp::parse::{parse_input, uri_path, Input, ParseError, Request};
 use uavstream::rtsp::sdp::{write_sdp, SdpParams};
 use uavstream::rtsp::session::{
-    write_error_response, ConnId, Delivery, Event, RequestCtx, Server, ServerConfig, Session, SessionState, StreamInfo,
-    StreamRoute,
+    write_error_response, ConnId, Delivery, Event, FeedbackPolicy, RequestCtx, Server, ServerConfig, Session,
+    SessionState, StreamInfo, StreamRoute,
 };
 use uavstream::rtsp::transport::{self, Lower, MulticastGroup, TransportSpec};
 use uavstream::time::Instant;
@@ -222,12 +222,18 @@ pub fn check_transport(header: &str) {
     let want = match (t.lower, t.client_port) {
         (Lower::Tcp, _) => {
             let ch = t.interleaved.unwrap_or((0, 1));
-            transport::write_tcp_reply(&mut w, ch, 0x1234_5678).unwrap();
-            TransportSpec { lower: Lower::Tcp, multicast: false, client_port: None, interleaved: Some(ch) }
+            transport::write_tcp_reply(&mut w, t.profile, ch, 0x1234_5678).unwrap();
+            TransportSpec {
+                lower: Lower::Tcp,
+                profile: t.profile,
+                multicast: false,
+                client_port: None,
+                interleaved: Some(ch),
+            }
         }
         (lower, Some(cp)) => {
-            transport::write_udp_reply(&mut w, lower, cp, (58000, 58001), 0xdead_beef).unwrap();
-            TransportSpec { lower, multicast: false, client_port: Some(cp), interleaved: None }
+            transport::write_udp_reply(&mut w, lower, t.profile, cp, (58000, 58001), 0xdead_beef).unwrap();
+            TransportSpec { lower, profile: t.profile, multicast: false, client_port: Some(cp), interleaved: None }
         }
         (_, None) => panic!("UDP chosen without client ports: {header:?}"),
     };
@@ -391,7 +397,9 @@ pub fn rtsp_session(data: &[u8]) {
     // Two streams: the fuzzed path (with or without multicast), and a second one a request may
     // name instead.
     let routes = &SESSION_ROUTES[path_index * 2 + usize::from(multicast.is_some())];
-    let cfg = ServerConfig { streams: routes, session_timeout: timeout, auth };
+    let feedback =
+        [FeedbackPolicy::Off, FeedbackPolicy::KnownClients, FeedbackPolicy::All][usize::from(seed as u8 % 3)];
+    let cfg = ServerConfig { streams: routes, session_timeout: timeout, auth, feedback, nack_window: None };
     let mut f = SessionFuzz {
         srv: Server::new(cfg, sessions, seed),
         auth: auth.is_some(),

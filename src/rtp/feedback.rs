@@ -23,6 +23,7 @@
 //! Invariants: the views only ever index inside the body they were built from (its length was
 //! checked by the compound parser: a multiple of 4, or 8 for FIR); iterators never panic.
 
+use super::rtcp::{parse_compound, RtcpPacket};
 use crate::wbuf::{Full, WBuf};
 
 /// Transport-layer feedback (RFC 4585 §6.2).
@@ -116,6 +117,21 @@ impl Iterator for FirEntries<'_> {
     }
 }
 
+/// Every sequence number the generic NACKs of a compound report lost about `media_ssrc`, at
+/// most `limit` of them (a 1500-byte compound can name thousands). A malformed compound names
+/// none: it is ignored as a whole, as the session core does.
+pub fn nacked_seqs(compound: &[u8], media_ssrc: u32, limit: usize) -> impl Iterator<Item = u16> + '_ {
+    let valid = parse_compound(compound).all(|p| p.is_ok());
+    parse_compound(compound)
+        .filter(move |_| valid)
+        .filter_map(move |p| match p {
+            Ok(RtcpPacket::Nack { media_ssrc: m, items, .. }) if m == media_ssrc => Some(items.seqs()),
+            _ => None,
+        })
+        .flatten()
+        .take(limit)
+}
+
 fn put_fb_header(w: &mut WBuf<'_>, fmt: u8, pt: u8, fci_words: usize, sender: u32, media: u32) -> Result<(), Full> {
     let words = u16::try_from(2 + fci_words).map_err(|_| Full)?;
     w.put_u8(0x80 | (fmt & 0x1f))?;
@@ -178,7 +194,7 @@ pub fn write_fir(sender: u32, media: u32, seq: u8, buf: &mut [u8]) -> Result<usi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rtp::rtcp::{parse_compound, RtcpError, RtcpPacket};
+    use crate::rtp::rtcp::RtcpError;
 
     #[test]
     fn nack_from_gstreamer_expands_pid_and_blp() {
@@ -217,6 +233,18 @@ mod tests {
         let Some(Ok(RtcpPacket::Nack { items, .. })) = parse_compound(&buf[..n]).next() else { panic!() };
         assert!(items.seqs().eq(100..117));
         assert_eq!(write_nack(1, 2, &lost, &mut [0u8; 20]), Err(Full));
+    }
+
+    #[test]
+    fn nacked_seqs_keeps_our_ssrc_and_the_limit_and_ignores_malformed_compounds() {
+        let mut buf = [0u8; 128];
+        let a = write_nack(1, 0xaa, &[10, 11], &mut buf).unwrap();
+        let b = write_nack(1, 0xbb, &[20], &mut buf[a..]).unwrap();
+        let c = write_nack(1, 0xaa, &[30, 31, 32], &mut buf[a + b..]).unwrap();
+        let all = &buf[..a + b + c];
+        assert!(nacked_seqs(all, 0xaa, 100).eq([10, 11, 30, 31, 32]));
+        assert!(nacked_seqs(all, 0xaa, 3).eq([10, 11, 30]));
+        assert_eq!(nacked_seqs(&buf[..a + b + c - 1], 0xaa, 100).count(), 0);
     }
 
     #[test]
