@@ -203,7 +203,7 @@ fn a_pli_on_the_rtcp_port_makes_the_encoder_send_an_idr() {
         assert!(t.elapsed() < Duration::from_secs(20), "no P-frames after the join");
     }
     let mut pli = [0u8; 12];
-    write_pli(0x0c11_e17, ssrc, &mut pli).unwrap();
+    write_pli(0x00c1_1e17, ssrc, &mut pli).unwrap();
     send_rtcp(&rtcp, &d, server_rtcp, &pli);
     // An IDR (SPS first, as every IDR starts) within the next 30 frames; without the PLI the
     // next would be up to 10 s away.

@@ -1381,7 +1381,7 @@ pub fn rtcp_feedback(data: &[u8]) {
     let pkt = c.long();
     let mut hdr = [0xa5u8; RTX_HEADER_MAX];
     if let Some((n, offset)) = write_rtx_header(pkt, 97, 1, 2, &mut hdr) {
-        assert!(n >= 14 && n <= RTX_HEADER_MAX && offset <= pkt.len());
+        assert!((14..=RTX_HEADER_MAX).contains(&n) && offset <= pkt.len());
         assert_eq!(&hdr[n - 2..n], &pkt[2..4], "OSN");
     }
 }
