@@ -254,7 +254,8 @@ impl<'a> Compound<'a> {
                 let (sender_ssrc, media_ssrc) = (word(body, 0), word(body, 4));
                 let fci = &body[8..];
                 match (pt, fmt) {
-                    (PT_RTPFB, FMT_NACK) if fci.is_empty() => Err(RtcpError::BadLength),
+                    // (Padding may leave a body that is not whole words.)
+                    (PT_RTPFB, FMT_NACK) if fci.is_empty() || fci.len() % 4 != 0 => Err(RtcpError::BadLength),
                     (PT_RTPFB, FMT_NACK) => {
                         Ok(RtcpPacket::Nack { sender_ssrc, media_ssrc, items: NackItems { data: fci } })
                     }
