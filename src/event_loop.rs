@@ -8,7 +8,7 @@
 //!  listener ─┤ accept → connection slot (or close when none is free)
 //!  TCP conn ─┤ read → parse_input → Server::handle_request (routed by path) → pending → write
 //!            │ POLLOUT → flush pending → pump its interleaved session
-//!  UDP RTCP ─┤ receiver reports → Server::handle_rtcp
+//!  UDP RTCP ─┤ receiver reports → Server::handle_rtcp; PLI/FIR → IDR; NACK → RTX from the ring
 //!  HTTP     ─┤ accept → HTTP slot (or 503); GET /PATH.mjpeg, /PATH.jpg, /, /status, /metrics
 //!  side JPEG┤ an H.264 stream's on-demand JPEG encoder → HTTP only (see `side_jpeg`)
 //!  snapshot ┤ a camera's snapshot encoder → its snapshot writer thread (see `snapshots`)
@@ -18,8 +18,9 @@
 //!
 //! Jobs, one sub-module each: `streams` (a stream's pipeline, hub, IDR control, supervision,
 //! push and multicast), `rtsp_conns` (RTSP connections), `slots` (session fan-out, client RTCP,
-//! sender reports), `http` (HTTP connections), `status` (`/status`, `/metrics`), `multicast`,
-//! `side_jpeg`, `snapshots` (a camera's JPEG every interval), `udp_tx`, `cameras`,
+//! sender reports), `feedback` (PLI/FIR → IDR, NACK → retransmission), `http` (HTTP
+//! connections), `status` (`/status`, `/metrics`), `multicast`, `side_jpeg`, `snapshots` (a
+//! camera's JPEG every interval), `udp_tx`, `cameras`, `latency_ring`,
 //! `ring_reader`. This file holds the fds, the tokens, the deadlines and the dispatch.
 //!
 //! Invariants:
@@ -41,6 +42,7 @@
 //! - HTTP clients hold at most one frame each: the newest frame wins (see `http`).
 
 mod cameras;
+mod feedback;
 mod http;
 mod idr;
 mod latency_ring;
@@ -125,6 +127,10 @@ pub struct EventLoop<'c> {
     http: Option<http::Http<'c>>,
     /// `/status` and `/metrics` are rendered here (kept, so rendering allocates rarely).
     report_buf: String,
+    /// PLI/FIR received per stream since start (see `feedback`).
+    keyframe_requests: Vec<u64>,
+    /// Retransmissions per stream of sessions that ended (live sessions count their own).
+    retransmitted_ended: Vec<u64>,
 }
 
 /// The configurable limits, as durations.
@@ -261,6 +267,7 @@ impl<'c> EventLoop<'c> {
                 play_at: None,
                 peer: None,
                 tx: udp_tx::UdpTx::new(kernel_gso),
+                rtx: None,
             });
         }
         let epoch = Instant::now();
@@ -271,6 +278,8 @@ impl<'c> EventLoop<'c> {
                 streams: routes,
                 session_timeout: Duration::from_secs(u64::from(cfg.session_timeout)),
                 auth,
+                feedback: cfg.nack,
+                nack_window: cfg.nack_window,
             },
             sessions,
             sys::random_u64(),
@@ -348,6 +357,8 @@ impl<'c> EventLoop<'c> {
             latency_us: Vec::with_capacity(limits::LATENCY_SAMPLES),
             latency_scratch: Vec::with_capacity(limits::LATENCY_SAMPLES),
             next_stats: policy.stats_interval.map(|i| epoch + i),
+            keyframe_requests: vec![0; cfg.streams.len()],
+            retransmitted_ended: vec![0; cfg.streams.len()],
             http,
             report_buf: String::new(),
         };
@@ -617,6 +628,7 @@ impl<'c> EventLoop<'c> {
                 let playing = self.slots.iter().filter(|s| s.playing && s.stream == si).count();
                 log::info!("stats: stream {} playing {playing} packets {}", st.cfg.path, st.hub.packets);
             }
+            self.log_feedback_stats(si);
             if let Some(g) = &st.group {
                 let (sent, dropped) = g.counters();
                 log::info!(

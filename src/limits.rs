@@ -62,6 +62,16 @@ pub const ENCODED_QUEUE: usize = 4;
 pub const FORCED_IDR_BURST: u64 = 3;
 pub const FORCED_IDR_RATE: u64 = 4;
 
+/// Retransmissions (NACK → RTX) per session: at most this share of the stream's bitrate, at
+/// least [`RTX_MIN_RATE_BYTES`] per second, in bursts of a tenth of a second's budget or at least
+/// [`RTX_BURST_BYTES`]. Policy when spent: the NACKed packet is not sent (counted as over budget).
+pub const RTX_BUDGET_PERCENT: u32 = 25;
+pub const RTX_MIN_RATE_BYTES: u32 = 16 * 1024;
+pub const RTX_BURST_BYTES: u32 = 16 * 1500;
+/// Sequence numbers one RTCP compound may have retransmitted (a 1500-byte compound of NACKs can
+/// name thousands). Policy: the rest are ignored.
+pub const MAX_NACKED_PER_RTCP: usize = 512;
+
 /// RTCP sender report interval (milliseconds).
 pub const RTCP_SR_INTERVAL_MS: u64 = 1000;
 /// Largest RTCP compound packet we build or accept.

@@ -15,15 +15,17 @@ use uavstream::cmdline;
 use uavstream::limits;
 use uavstream::media::fmp4::{self, read as mp4read, AvcTrack, InitError, SampleInfo};
 use uavstream::media::h264::{annex_b, nal_unit_type, starts_access_unit, AuSpan, AuSplitter, Sps};
+use uavstream::rtp::feedback::{self, nacked_seqs};
 use uavstream::rtp::h264::{AccessUnit, Depacketizer, Packetizer};
 use uavstream::rtp::header::{RtpHeader, HEADER_LEN};
 use uavstream::rtp::rtcp::{self, parse_compound, ReportBlock, RtcpPacket, SenderReport};
+use uavstream::rtp::rtx::{write_rtx_header, Retransmitter, RingPos, RtxPolicy, Verdict, RTX_HEADER_MAX};
 use uavstream::rtsp::auth::{Auth, Credential};
 use uavstream::rtsp::parse::{parse_input, uri_path, Input, ParseError, Request};
 use uavstream::rtsp::sdp::{write_sdp, SdpParams};
 use uavstream::rtsp::session::{
-    write_error_response, ConnId, Delivery, Event, RequestCtx, Server, ServerConfig, Session, SessionState, StreamInfo,
-    StreamRoute,
+    write_error_response, ConnId, Delivery, Event, FeedbackPolicy, RequestCtx, Server, ServerConfig, Session,
+    SessionState, StreamInfo, StreamRoute,
 };
 use uavstream::rtsp::transport::{self, Lower, MulticastGroup, TransportSpec};
 use uavstream::time::Instant;
@@ -44,6 +46,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("http_request", http_request),
     ("rtp_jpeg_roundtrip", rtp_jpeg_roundtrip),
     ("fmp4_roundtrip", fmp4_roundtrip),
+    ("rtcp_feedback", rtcp_feedback),
 ];
 
 /// Reads structured values off the fuzz input; past the end every read gives zeros / empty.
@@ -222,12 +225,18 @@ pub fn check_transport(header: &str) {
     let want = match (t.lower, t.client_port) {
         (Lower::Tcp, _) => {
             let ch = t.interleaved.unwrap_or((0, 1));
-            transport::write_tcp_reply(&mut w, ch, 0x1234_5678).unwrap();
-            TransportSpec { lower: Lower::Tcp, multicast: false, client_port: None, interleaved: Some(ch) }
+            transport::write_tcp_reply(&mut w, t.profile, ch, 0x1234_5678).unwrap();
+            TransportSpec {
+                lower: Lower::Tcp,
+                profile: t.profile,
+                multicast: false,
+                client_port: None,
+                interleaved: Some(ch),
+            }
         }
         (lower, Some(cp)) => {
-            transport::write_udp_reply(&mut w, lower, cp, (58000, 58001), 0xdead_beef).unwrap();
-            TransportSpec { lower, multicast: false, client_port: Some(cp), interleaved: None }
+            transport::write_udp_reply(&mut w, lower, t.profile, cp, (58000, 58001), 0xdead_beef).unwrap();
+            TransportSpec { lower, profile: t.profile, multicast: false, client_port: Some(cp), interleaved: None }
         }
         (_, None) => panic!("UDP chosen without client ports: {header:?}"),
     };
@@ -391,7 +400,9 @@ pub fn rtsp_session(data: &[u8]) {
     // Two streams: the fuzzed path (with or without multicast), and a second one a request may
     // name instead.
     let routes = &SESSION_ROUTES[path_index * 2 + usize::from(multicast.is_some())];
-    let cfg = ServerConfig { streams: routes, session_timeout: timeout, auth };
+    let feedback =
+        [FeedbackPolicy::Off, FeedbackPolicy::KnownClients, FeedbackPolicy::All][usize::from(seed as u8 % 3)];
+    let cfg = ServerConfig { streams: routes, session_timeout: timeout, auth, feedback, nack_window: None };
     let mut f = SessionFuzz {
         srv: Server::new(cfg, sessions, seed),
         auth: auth.is_some(),
@@ -1289,5 +1300,91 @@ pub fn fmp4_roundtrip(data: &[u8]) {
     assert!(rest.is_empty());
     if len > 0 {
         assert!(fmp4::write_avcc_sample(au, &mut out[..len - 1]).is_err());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// rtcp_feedback
+
+/// RTCP feedback (generic NACK, PLI, FIR) parsed from the raw input: every NACK's sequence
+/// numbers, written again with `write_nack`, parse back to the same set;
+/// `nacked_seqs` keeps its limit. Then the input drives one session's `Retransmitter` (sends,
+/// NACKs, time steps, some backwards): every verdict is consistent with the ring and the
+/// counters add up; RTX headers of fuzzed packets never read or write out of bounds.
+pub fn rtcp_feedback(data: &[u8]) {
+    walk_rtcp(data);
+    for p in parse_compound(data).map_while(Result::ok) {
+        match p {
+            RtcpPacket::Nack { sender_ssrc, media_ssrc, items } => {
+                assert!(items.seqs().count() <= 17 * items.count(), "more than 17 numbers per NACK entry");
+                let mut seqs: Vec<u16> = items.seqs().collect();
+                let mut buf = vec![0xa5u8; 12 + 4 * seqs.len()];
+                let n = feedback::write_nack(sender_ssrc, media_ssrc, &seqs, &mut buf).expect("fits");
+                let Some(Ok(RtcpPacket::Nack { items: again, media_ssrc: m, .. })) = parse_compound(&buf[..n]).next()
+                else {
+                    panic!("written NACK does not parse")
+                };
+                assert_eq!(m, media_ssrc);
+                // A NACK names a set: a number repeated within one entry's reach is one bit.
+                let mut back: Vec<u16> = again.seqs().collect();
+                seqs.sort_unstable();
+                seqs.dedup();
+                back.sort_unstable();
+                back.dedup();
+                assert_eq!(back, seqs, "NACK round trip");
+                let limit = seqs.len() / 2;
+                assert!(nacked_seqs(data, media_ssrc, limit).count() <= limit);
+            }
+            RtcpPacket::Fir { entries, .. } => assert!(entries.count() * 8 <= data.len()),
+            _ => {}
+        }
+    }
+
+    let mut c = Cursor::new(data);
+    let policy = RtxPolicy {
+        window: match c.u16() {
+            0 => None,
+            ms => Some(Duration::from_millis(u64::from(ms))),
+        },
+        frame_interval: Duration::from_micros(u64::from(c.u16()) * 10),
+        rate_bytes: c.u32() % 10_000_000,
+        burst_bytes: c.u32() % 1_000_000,
+    };
+    let mut now = u64::from(c.u32());
+    let mut r = Retransmitter::new(policy, c.u16(), Instant::from_micros(now));
+    let head = u64::from(c.u32()) + 1;
+    let capacity = u64::from(c.u16() % 4096) + 1;
+    let ring = RingPos { head, oldest: head.saturating_sub(capacity), newest_seq: c.u16() };
+    let seq_at = |i: u64| ring.newest_seq.wrapping_sub((head - 1 - i) as u16);
+    let packet = |i: u64| (i >= ring.oldest && i < head).then(|| (seq_at(i), 1200usize));
+    while !c.is_empty() {
+        match c.u8() % 4 {
+            0 => {
+                let first = u64::from(c.u32());
+                let until = first + u64::from(c.u8());
+                r.on_sent(first, until, Instant::from_micros(now));
+            }
+            1 => {
+                let seq = c.u16();
+                let rtt = c.bool().then(|| Duration::from_micros(u64::from(c.u32())));
+                match r.handle_nack(seq, ring, packet, rtt, Instant::from_micros(now)) {
+                    Verdict::Send { index } => {
+                        assert!(index >= ring.oldest && index < head, "index {index} outside the ring");
+                        assert_eq!(seq_at(index), seq, "wrong packet for the sequence number");
+                    }
+                    Verdict::TooOld | Verdict::OverBudget | Verdict::Unknown => {}
+                }
+            }
+            2 => now = now.wrapping_add(u64::from(c.u16()) * 100) % (1 << 50),
+            _ => now = now.saturating_sub(u64::from(c.u16())),
+        }
+        let k = r.counters;
+        assert_eq!(k.nacked, k.retransmitted + k.too_old + k.over_budget + k.unknown, "counters: {k:?}");
+    }
+    let pkt = c.long();
+    let mut hdr = [0xa5u8; RTX_HEADER_MAX];
+    if let Some((n, offset)) = write_rtx_header(pkt, 97, 1, 2, &mut hdr) {
+        assert!((14..=RTX_HEADER_MAX).contains(&n) && offset <= pkt.len());
+        assert_eq!(&hdr[n - 2..n], &pkt[2..4], "OSN");
     }
 }

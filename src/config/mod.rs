@@ -25,6 +25,7 @@ use std::path::PathBuf;
 
 use crate::cmdline;
 use crate::limits;
+use crate::rtsp::session::FeedbackPolicy;
 
 mod keys;
 mod parse;
@@ -417,6 +418,19 @@ impl RawConfig {
                 })?);
                 users
             },
+            nack: p.field(g("nack"), |v| match v {
+                "on" => Ok(FeedbackPolicy::KnownClients),
+                "all" => Ok(FeedbackPolicy::All),
+                "off" => Ok(FeedbackPolicy::Off),
+                _ => Err("expected on, all or off".into()),
+            })?,
+            nack_window: p.field(g("nack-window"), |v| match v {
+                "auto" => Ok(None),
+                _ => match v.strip_suffix("ms").unwrap_or(v).parse::<u64>() {
+                    Ok(ms) if (1..=10_000).contains(&ms) => Ok(Some(std::time::Duration::from_millis(ms))),
+                    _ => Err("expected auto or milliseconds between 1 and 10000".into()),
+                },
+            })?,
             http_port: p.num(g("http-port"), 0, 65535)? as u16,
             max_http_clients: p.num(g("max-http-clients"), 1, 1024)? as usize,
             dscp,
@@ -488,6 +502,10 @@ pub struct Config {
     pub log_level: String,
     /// Users allowed to watch; empty: no authentication.
     pub auth_users: Vec<AuthUser>,
+    /// To whom DESCRIBE offers RTP/AVPF with NACK/RTX and PLI/FIR (`nack`).
+    pub nack: FeedbackPolicy,
+    /// `nack-window`: retransmit packets sent at most this long ago; `None` = auto.
+    pub nack_window: Option<std::time::Duration>,
     /// HTTP (MJPEG, snapshots) port; 0 = off.
     pub http_port: u16,
     pub max_http_clients: usize,

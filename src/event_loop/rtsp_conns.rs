@@ -85,6 +85,8 @@ enum After {
     Stop,
     Close,
     Event(Event),
+    /// A PLI/FIR on an interleaved session's RTCP channel.
+    Keyframe(usize),
 }
 
 impl EventLoop<'_> {
@@ -283,10 +285,11 @@ impl EventLoop<'_> {
                             After::Close
                         } else {
                             let slot = self.slots.iter().position(|s| s.conn == Some(c) && s.channels.1 == channel);
-                            if let Some(slot) = slot {
-                                self.server.handle_rtcp(slot, data, core_now);
+                            match slot.map(|slot| (slot, self.server.handle_rtcp(slot, data, core_now))) {
+                                // Over TCP nothing is lost in transit: NACKs are not answered.
+                                Some((slot, fb)) if fb.keyframe => After::Keyframe(slot),
+                                _ => After::Next,
                             }
-                            After::Next
                         }
                     }
                     Item::OverRate { cseq } => {
@@ -326,6 +329,7 @@ impl EventLoop<'_> {
                     input.close();
                     break;
                 }
+                After::Keyframe(slot) => self.on_keyframe_request(slot, now),
                 After::Event(ev) => {
                     // The event may touch this connection (a slot binds to it): the input goes
                     // back meanwhile.
@@ -440,10 +444,17 @@ impl EventLoop<'_> {
                 let fresh = st.hub.ring.fresh_keyframe();
                 s.reader = RingReader::starting_at(fresh.unwrap_or(st.hub.ring.head()));
                 s.play_at = Some(now);
-                log::info!("{peer}: PLAY {} session {:016X} via {}", st.cfg.path, sess.id, describe_delivery(&sess, s));
+                log::info!(
+                    "{peer}: PLAY {} session {:016X} via {}{}",
+                    st.cfg.path,
+                    sess.id,
+                    describe_delivery(&sess, s),
+                    if sess.profile == crate::rtsp::transport::Profile::Avpf { " (RTP/AVPF)" } else { "" }
+                );
                 if fresh.is_none() {
                     st.request_idr(now);
                 }
+                self.arm_retransmission(slot, now);
                 self.sync_group(sess.stream);
             }
             Event::Pause { slot } => {
@@ -472,15 +483,22 @@ impl EventLoop<'_> {
         let s = &mut self.slots[slot];
         let r = sess.reception;
         let peer = s.peer.map_or_else(|| "?".to_owned(), |p| p.to_string());
+        let rtx = s.rtx.as_ref().map(|x| x.counters).unwrap_or_default();
         log::info!(
-            "{peer}: session {:016X} ended ({why}); sent {} packets, dropped {}; client reports: {} RR, lost {}, jitter {:.1} ms",
+            "{peer}: session {:016X} ended ({why}); sent {} packets, dropped {}; client reports: {} RR, lost {}, jitter {:.1} ms, rtt {}; NACKed {} retransmitted {}; PLI/FIR {}",
             sess.id,
             s.reader.sent,
             s.reader.dropped,
             r.reports,
             r.cumulative_lost,
-            f64::from(r.jitter) / 90.0
+            f64::from(r.jitter) / 90.0,
+            r.rtt_us.map_or_else(|| "?".to_owned(), |us| format!("{:.1} ms", f64::from(us) / 1e3)),
+            rtx.nacked,
+            rtx.retransmitted,
+            r.plis + r.firs
         );
+        self.retire_retransmission(slot);
+        let s = &mut self.slots[slot];
         s.reset();
         self.sync_group(sess.stream);
     }

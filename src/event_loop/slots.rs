@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::ring_reader::RingReader;
 use super::{udp_tx, EventLoop};
 use crate::rtp::rtcp::{self, SenderReport};
+use crate::rtp::rtx::Retransmitter;
 use crate::rtsp::session::SessionState;
 use crate::sys;
 
@@ -36,6 +37,8 @@ pub(super) struct Slot {
     pub(super) peer: Option<SocketAddr>,
     /// GSO state and counters of `rtp` (kept across sessions).
     pub(super) tx: udp_tx::UdpTx,
+    /// Retransmission state of an `RTP/AVPF` UDP session (see `feedback`); `None` otherwise.
+    pub(super) rtx: Option<Retransmitter>,
 }
 
 impl Slot {
@@ -48,6 +51,7 @@ impl Slot {
         self.play_at = None;
         self.peer = None;
         self.tx.new_destination();
+        self.rtx = None;
     }
 }
 
@@ -76,7 +80,13 @@ impl EventLoop<'_> {
                 // The same ring bytes for every client, up to BATCH packets per sendmmsg(2).
                 // Refused (full socket buffer, ICMP-reported unreachable port): dropped, never
                 // queued.
+                let from = s.reader.next;
                 s.reader.pump_udp(ring, &s.rtp, &dest, &mut s.tx);
+                if let Some(rtx) = s.rtx.as_mut() {
+                    let core_now =
+                        crate::time::Instant::from_micros(now.saturating_duration_since(self.epoch).as_micros() as u64);
+                    rtx.on_sent(from, s.reader.next, core_now);
+                }
             }
             Some(c) => {
                 let Some(conn) = self.conns[c].as_mut() else {
@@ -175,7 +185,13 @@ impl EventLoop<'_> {
                     // Only the session's own client may refresh it.
                     if is_rtcp && Some(from.ip().to_canonical()) == expected_ip {
                         let core_now = self.core_now(now);
-                        self.server.handle_rtcp(slot, &self.rtcp_buf[..n], core_now);
+                        let fb = self.server.handle_rtcp(slot, &self.rtcp_buf[..n], core_now);
+                        if fb.keyframe {
+                            self.on_keyframe_request(slot, now);
+                        }
+                        if fb.nacks {
+                            self.retransmit(slot, n, now);
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -205,6 +221,9 @@ impl EventLoop<'_> {
                 rtcp::write_sender_report(&sr, &self.cname, &mut pkt[4..])
             };
             let Ok(n) = written else { continue };
+            let core_now = self.core_now(now);
+            self.server.note_sender_report(si, sr.ntp, core_now);
+            let st = &self.streams[si];
             if let Some(p) = st.push.as_ref().filter(|p| !p.feed.waiting_keyframe) {
                 let _ = p.sock.send_to(&pkt[4..4 + n], SocketAddr::new(p.dest.ip(), p.dest.port().wrapping_add(1)));
             }

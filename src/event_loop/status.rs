@@ -92,6 +92,13 @@ struct SessionRow {
     cumulative_lost: i32,
     jitter_s: f64,
     highest_sequence: u32,
+    /// RTT from the last receiver report that named one of our sender reports, if any.
+    rtt_s: Option<f64>,
+    nacks: u32,
+    plis: u32,
+    firs: u32,
+    rtx: crate::rtp::rtx::RtxCounters,
+    avpf: bool,
 }
 
 impl EventLoop<'_> {
@@ -178,6 +185,12 @@ impl EventLoop<'_> {
                 cumulative_lost: r.cumulative_lost,
                 jitter_s: f64::from(r.jitter) / 90_000.0,
                 highest_sequence: r.highest_sequence,
+                rtt_s: r.rtt_us.map(|us| f64::from(us) / 1e6),
+                nacks: r.nacks,
+                plis: r.plis,
+                firs: r.firs,
+                rtx: s.rtx.as_ref().map(|x| x.counters).unwrap_or_default(),
+                avpf: sess.profile == crate::rtsp::transport::Profile::Avpf,
             });
         }
         rows
@@ -255,7 +268,7 @@ impl EventLoop<'_> {
             let cfg = st.cfg;
             write!(
                 out,
-                "{}{{\"name\":{},\"path\":{},\"camera\":{},\"codec\":{},\"width\":{},\"height\":{},\"fps_configured\":{},\"bitrate_configured\":{},\"fps\":{:.2},\"bitrate\":{:.0},\"access_units\":{},\"idrs\":{},\"packets\":{},\"state\":{},\"restarts\":{},\"server_latency_us\":{{\"p50\":{p50},\"p99\":{p99}}},\"encode_latency_us\":{{\"p50\":{e50},\"p99\":{e99}}},\"clients\":{{\"udp\":{},\"tcp\":{},\"multicast\":{},\"http_mjpeg\":{}}},\"recorder\":",
+                "{}{{\"name\":{},\"path\":{},\"camera\":{},\"codec\":{},\"width\":{},\"height\":{},\"fps_configured\":{},\"bitrate_configured\":{},\"fps\":{:.2},\"bitrate\":{:.0},\"access_units\":{},\"idrs\":{},\"keyframe_requests\":{},\"retransmitted\":{},\"packets\":{},\"state\":{},\"restarts\":{},\"server_latency_us\":{{\"p50\":{p50},\"p99\":{p99}}},\"encode_latency_us\":{{\"p50\":{e50},\"p99\":{e99}}},\"clients\":{{\"udp\":{},\"tcp\":{},\"multicast\":{},\"http_mjpeg\":{}}},\"recorder\":",
                 if si > 0 { "," } else { "" },
                 Json(&cfg.name),
                 Json(&cfg.path),
@@ -269,6 +282,8 @@ impl EventLoop<'_> {
                 bps,
                 st.hub.units,
                 st.hub.idrs,
+                self.keyframe_requests[si],
+                self.retransmitted(si),
                 st.hub.packets,
                 Json(st.state(now)),
                 st.restarts,
@@ -299,12 +314,13 @@ impl EventLoop<'_> {
         for (k, r) in self.sessions().iter().enumerate() {
             write!(
                 out,
-                "{}{{\"id\":{},\"stream\":{},\"peer\":{},\"transport\":{},\"state\":{},\"packets_sent\":{},\"bytes_sent\":{},\"packets_dropped\":{},\"rtcp\":{{\"reports\":{},\"fraction_lost\":{:.4},\"cumulative_lost\":{},\"jitter_s\":{:.6},\"highest_sequence\":{}}}}}",
+                "{}{{\"id\":{},\"stream\":{},\"peer\":{},\"transport\":{},\"profile\":{},\"state\":{},\"packets_sent\":{},\"bytes_sent\":{},\"packets_dropped\":{},\"rtcp\":{{\"reports\":{},\"fraction_lost\":{:.4},\"cumulative_lost\":{},\"jitter_s\":{:.6},\"highest_sequence\":{},\"rtt_s\":{},\"nacks\":{},\"plis\":{},\"firs\":{}}},\"retransmission\":{{\"nacked\":{},\"retransmitted\":{},\"too_old\":{},\"over_budget\":{},\"unknown\":{}}}}}",
                 if k > 0 { "," } else { "" },
                 Json(&r.id),
                 Json(&self.streams[r.stream].cfg.path),
                 Json(&r.peer),
                 Json(r.transport),
+                Json(if r.avpf { "RTP/AVPF" } else { "RTP/AVP" }),
                 Json(r.state),
                 r.packets,
                 r.bytes,
@@ -313,7 +329,16 @@ impl EventLoop<'_> {
                 r.fraction_lost,
                 r.cumulative_lost,
                 r.jitter_s,
-                r.highest_sequence
+                r.highest_sequence,
+                r.rtt_s.map_or_else(|| "null".to_owned(), |v| format!("{v:.6}")),
+                r.nacks,
+                r.plis,
+                r.firs,
+                r.rtx.nacked,
+                r.rtx.retransmitted,
+                r.rtx.too_old,
+                r.rtx.over_budget,
+                r.rtx.unknown
             )?;
         }
         out.push_str("]}\n");
@@ -402,6 +427,20 @@ impl EventLoop<'_> {
         per_stream(out, "stream_idrs_total", "counter", "IDR pictures (every JPEG frame counts).", &|si| {
             self.streams[si].hub.idrs.to_string()
         });
+        per_stream(
+            out,
+            "stream_keyframe_requests_total",
+            "counter",
+            "PLI and FIR packets received about the stream.",
+            &|si| self.keyframe_requests[si].to_string(),
+        );
+        per_stream(
+            out,
+            "stream_retransmitted_packets_total",
+            "counter",
+            "Packets retransmitted (RTX) to the stream's sessions.",
+            &|si| self.retransmitted(si).to_string(),
+        );
         per_stream(
             out,
             "stream_packets_total",
@@ -508,6 +547,49 @@ impl EventLoop<'_> {
             "Interarrival jitter in the last receiver report.",
             &|r| format!("{:.6}", r.jitter_s),
         );
+        per_session(
+            out,
+            "session_rtcp_rtt_seconds",
+            "gauge",
+            "Round-trip time from the last receiver report naming one of our sender reports (NaN: none yet).",
+            &|r| r.rtt_s.map_or_else(|| "NaN".to_owned(), |v| format!("{v:.6}")),
+        );
+        per_session(
+            out,
+            "session_rtcp_keyframe_requests_total",
+            "counter",
+            "PLI and FIR packets about the session's stream.",
+            &|r| (u64::from(r.plis) + u64::from(r.firs)).to_string(),
+        );
+        per_session(
+            out,
+            "session_nacked_packets_total",
+            "counter",
+            "Sequence numbers the client reported lost (generic NACK).",
+            &|r| r.rtx.nacked.to_string(),
+        );
+        per_session(
+            out,
+            "session_retransmitted_packets_total",
+            "counter",
+            "Packets retransmitted (RTX) to the session.",
+            &|r| r.rtx.retransmitted.to_string(),
+        );
+        family(out, "session_nacks_ignored_total", "counter", "NACKed packets not retransmitted, by reason.");
+        for r in &rows {
+            for (reason, n) in
+                [("too_old", r.rtx.too_old), ("over_budget", r.rtx.over_budget), ("unknown", r.rtx.unknown)]
+            {
+                writeln!(
+                    out,
+                    "uavstream_session_nacks_ignored_total{{session=\"{}\",stream={},peer={},transport=\"{}\",reason=\"{reason}\"}} {n}",
+                    r.id,
+                    Label(&self.streams[r.stream].cfg.path),
+                    Label(&r.peer),
+                    r.transport,
+                )?;
+            }
+        }
 
         let snapshots: Vec<(&str, SnapshotStatus)> = self
             .cfg

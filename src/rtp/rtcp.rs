@@ -1,5 +1,9 @@
 //! RTCP (RFC 3550 §6): sender reports, SDES CNAME and BYE that we send; receiver report blocks
-//! that clients send us, parsed into loss and jitter figures.
+//! that clients send us, parsed into loss and jitter figures; and the feedback messages clients
+//! send (generic NACK, PLI, FIR: see [`super::feedback`]).
+//!
+//! Invariant: parsing borrows from the input, never allocates and never panics; a malformed
+//! packet ends the walk of its compound with one error (what came before it stays valid).
 //!
 //! ```text
 //!  0                   1                   2                   3
@@ -22,6 +26,7 @@
 //! +=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+
 //! ```
 
+use super::feedback::{FirEntries, NackItems, FMT_FIR, FMT_NACK, FMT_PLI, PT_PSFB, PT_RTPFB};
 use crate::wbuf::{Full, WBuf};
 
 pub const PT_SR: u8 = 200;
@@ -120,7 +125,23 @@ pub enum RtcpPacket<'a> {
         blocks: ReportBlocks<'a>,
     },
     Bye,
-    /// SDES, APP, feedback and anything else we do not interpret.
+    /// Generic NACK (RFC 4585 §6.2.1).
+    Nack {
+        sender_ssrc: u32,
+        media_ssrc: u32,
+        items: NackItems<'a>,
+    },
+    /// Picture Loss Indication (RFC 4585 §6.3.1).
+    Pli {
+        sender_ssrc: u32,
+        media_ssrc: u32,
+    },
+    /// Full Intra Request (RFC 5104 §4.3.1).
+    Fir {
+        sender_ssrc: u32,
+        entries: FirEntries<'a>,
+    },
+    /// SDES, APP, other feedback and anything else we do not interpret.
     Other(u8),
 }
 
@@ -224,6 +245,26 @@ impl<'a> Compound<'a> {
                 })
             }
             PT_BYE => Ok(RtcpPacket::Bye),
+            PT_RTPFB | PT_PSFB => {
+                // `count` is the FMT here. Sender and media SSRC come first.
+                let fmt = count as u8;
+                if body.len() < 8 {
+                    return Err(RtcpError::BadLength);
+                }
+                let (sender_ssrc, media_ssrc) = (word(body, 0), word(body, 4));
+                let fci = &body[8..];
+                match (pt, fmt) {
+                    // (Padding may leave a body that is not whole words.)
+                    (PT_RTPFB, FMT_NACK) if fci.is_empty() || fci.len() % 4 != 0 => Err(RtcpError::BadLength),
+                    (PT_RTPFB, FMT_NACK) => {
+                        Ok(RtcpPacket::Nack { sender_ssrc, media_ssrc, items: NackItems { data: fci } })
+                    }
+                    (PT_PSFB, FMT_PLI) => Ok(RtcpPacket::Pli { sender_ssrc, media_ssrc }),
+                    (PT_PSFB, FMT_FIR) if fci.is_empty() || fci.len() % 8 != 0 => Err(RtcpError::BadLength),
+                    (PT_PSFB, FMT_FIR) => Ok(RtcpPacket::Fir { sender_ssrc, entries: FirEntries { data: fci } }),
+                    _ => Ok(RtcpPacket::Other(pt)),
+                }
+            }
             other => Ok(RtcpPacket::Other(other)),
         }
     }

@@ -4,6 +4,13 @@
 //! The H.264 description is written from the live SPS/PPS, so `profile-level-id` and
 //! `sprop-parameter-sets` always match what is on the wire. The same writer makes the SDP of
 //! push mode (`--sdp-out`), where `c=` names the destination and `m=` its port.
+//!
+//! With a [`FeedbackOffer`] the media is offered as `RTP/AVPF` (RFC 4585) with
+//! `a=rtcp-fb` (generic NACK; for H.264 also PLI and FIR, RFC 5104) and an RTX payload type
+//! (RFC 4588 §8.6: `rtx/90000`, `apt=`, `rtx-time=`) listed after the media's own, so clients
+//! that take the first payload type (ffmpeg, retina) keep decoding it. live555 (VLC) refuses an
+//! `m=` line whose profile is not exactly `RTP/AVP`, so the session core decides per client
+//! whether to offer it (see `session.rs`).
 
 use crate::media::h264::Sps;
 use crate::rtp::Codec;
@@ -31,8 +38,22 @@ pub struct SdpParams<'a> {
     pub bandwidth_kbps: u32,
 }
 
-/// Writes the SDP; returns the number of bytes written.
+/// Feedback and retransmission offered with the media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedbackOffer {
+    /// Payload type of retransmissions.
+    pub rtx_pt: u8,
+    /// How long after sending a packet it may still be retransmitted (ms).
+    pub rtx_time_ms: u32,
+}
+
+/// Writes the SDP (plain `RTP/AVP`); returns the number of bytes written.
 pub fn write_sdp(p: &SdpParams<'_>, buf: &mut [u8]) -> Result<usize, Full> {
+    write_sdp_offer(p, None, buf)
+}
+
+/// Writes the SDP, offering `feedback` when given; returns the number of bytes written.
+pub fn write_sdp_offer(p: &SdpParams<'_>, feedback: Option<&FeedbackOffer>, buf: &mut [u8]) -> Result<usize, Full> {
     let mut w = WBuf::new(buf);
     let family = |a: &str| if a.contains(':') { "IP6" } else { "IP4" };
     let ip = family(p.origin_addr);
@@ -45,12 +66,16 @@ pub fn write_sdp(p: &SdpParams<'_>, buf: &mut [u8]) -> Result<usize, Full> {
          a=tool:uavstream\r\na=type:broadcast\r\na=control:*\r\na=range:npt=now-\r\n",
         p.session_id, p.session_version, ip, p.origin_addr, conn_ip, conn_addr,
     ))?;
-    w.put_fmt(format_args!("m=video {port} RTP/AVP {}\r\n", p.payload_type))?;
+    match feedback {
+        None => w.put_fmt(format_args!("m=video {port} RTP/AVP {}\r\n", p.payload_type))?,
+        Some(f) => w.put_fmt(format_args!("m=video {port} RTP/AVPF {} {}\r\n", p.payload_type, f.rtx_pt))?,
+    }
     if p.bandwidth_kbps > 0 {
         w.put_fmt(format_args!("b=AS:{}\r\n", p.bandwidth_kbps))?;
     }
     if p.codec == Codec::Jpeg {
         w.put_fmt(format_args!("a=rtpmap:{} JPEG/90000\r\n", p.payload_type))?;
+        put_feedback(&mut w, p, feedback)?;
         if p.framerate > 0 {
             w.put_fmt(format_args!("a=framerate:{}\r\n", p.framerate))?;
         }
@@ -70,11 +95,27 @@ pub fn write_sdp(p: &SdpParams<'_>, buf: &mut [u8]) -> Result<usize, Full> {
         put_base64(&mut w, p.pps)?;
     }
     w.put(b"\r\n")?;
+    put_feedback(&mut w, p, feedback)?;
     if p.framerate > 0 {
         w.put_fmt(format_args!("a=framerate:{}\r\n", p.framerate))?;
     }
     w.put_fmt(format_args!("a=control:{TRACK_CONTROL}\r\n"))?;
     Ok(w.len())
+}
+
+/// `a=rtcp-fb` and the RTX payload type. Every JPEG frame is a keyframe: no PLI/FIR for it.
+fn put_feedback(w: &mut WBuf<'_>, p: &SdpParams<'_>, feedback: Option<&FeedbackOffer>) -> Result<(), Full> {
+    let Some(f) = feedback else { return Ok(()) };
+    let pt = p.payload_type;
+    w.put_fmt(format_args!("a=rtcp-fb:{pt} nack\r\n"))?;
+    if p.codec == Codec::H264 {
+        w.put_fmt(format_args!("a=rtcp-fb:{pt} nack pli\r\na=rtcp-fb:{pt} ccm fir\r\n"))?;
+    }
+    w.put_fmt(format_args!(
+        "a=rtpmap:{rtx} rtx/90000\r\na=fmtp:{rtx} apt={pt};rtx-time={}\r\n",
+        f.rtx_time_ms,
+        rtx = f.rtx_pt
+    ))
 }
 
 #[cfg(test)]
@@ -111,6 +152,43 @@ mod tests {
         ), "{sdp}");
         assert!(sdp.ends_with("a=control:trackID=0\r\n"));
         assert!(write_sdp(&p, &mut [0u8; 64]).is_err());
+    }
+
+    #[test]
+    fn feedback_offer_is_avpf_with_rtcp_fb_and_rtx_after_the_media_payload_type() {
+        let p = SdpParams {
+            session_id: 42,
+            session_version: 1,
+            origin_addr: "127.0.0.1",
+            codec: Codec::H264,
+            payload_type: 96,
+            destination: None,
+            sps: &[],
+            pps: &[],
+            framerate: 30,
+            bandwidth_kbps: 0,
+        };
+        let offer = FeedbackOffer { rtx_pt: 97, rtx_time_ms: 574 };
+        let mut buf = [0xa5u8; 1024];
+        let n = write_sdp_offer(&p, Some(&offer), &mut buf).unwrap();
+        let sdp = core::str::from_utf8(&buf[..n]).unwrap();
+        assert!(
+            sdp.contains(
+                "m=video 0 RTP/AVPF 96 97\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n\
+                 a=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\na=rtcp-fb:96 ccm fir\r\n\
+                 a=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96;rtx-time=574\r\na=framerate:30\r\n"
+            ),
+            "{sdp}"
+        );
+        let jpeg = SdpParams { codec: Codec::Jpeg, payload_type: 26, ..p };
+        let n = write_sdp_offer(&jpeg, Some(&offer), &mut buf).unwrap();
+        let sdp = core::str::from_utf8(&buf[..n]).unwrap();
+        assert!(sdp.contains("m=video 0 RTP/AVPF 26 97\r\n"), "{sdp}");
+        assert!(sdp.contains("a=rtcp-fb:26 nack\r\na=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=26;"), "{sdp}");
+        assert!(!sdp.contains("pli"), "{sdp}");
+        // Without an offer: exactly today's SDP.
+        let n = write_sdp_offer(&p, None, &mut buf).unwrap();
+        assert!(core::str::from_utf8(&buf[..n]).unwrap().contains("m=video 0 RTP/AVP 96\r\n"));
     }
 
     #[test]

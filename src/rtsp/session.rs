@@ -6,6 +6,10 @@
 //!   on; it feeds client RTCP with [`Server::handle_rtcp`] and connection loss with
 //!   [`Server::close_session_of`]. It then asks [`Server::poll_timeout`] when to wake and drains
 //!   [`Server::poll_expired`].
+//! - Client RTCP ([`Server::handle_rtcp`]) updates the session's [`Reception`] (loss, jitter,
+//!   RTT from LSR/DLSR against the sender reports the loop noted with
+//!   [`Server::note_sender_report`]) and returns what the loop must act on: a keyframe request
+//!   (PLI/FIR) or NACKs (see `session/rtcp.rs`). A malformed packet changes nothing.
 //! - The core never reads a clock: every call takes `now`; a `now` older than the latest seen
 //!   is treated as the latest (time never runs backwards inside the core).
 //! - Slots are allocated by the caller before the server starts (`--max-clients`); nothing grows.
@@ -36,12 +40,14 @@ use core::time::Duration;
 
 use super::auth::{Auth, Verdict};
 use super::parse::{uri_path, Method, Request};
-use super::sdp::{write_sdp, SdpParams, TRACK_CONTROL};
-use super::transport::{self, Lower, MulticastGroup, TransportError};
+use super::sdp::{write_sdp_offer, FeedbackOffer, SdpParams, TRACK_CONTROL};
+use super::transport::{self, Lower, MulticastGroup, Profile, TransportError};
 use crate::limits;
-use crate::rtp::rtcp::{parse_compound, RtcpPacket};
 use crate::time::Instant;
+
+mod rtcp;
 use crate::wbuf::{Full, WBuf};
+pub use rtcp::{Feedback, SR_HISTORY};
 
 /// Identifies a TCP connection; assigned by the loop, never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,7 +71,7 @@ pub enum Delivery {
     Multicast { lower: Lower },
 }
 
-/// Reception quality as the client last reported it (RTCP RR).
+/// Reception quality as the client last reported it (RTCP RR), and its feedback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Reception {
     pub reports: u32,
@@ -74,6 +80,26 @@ pub struct Reception {
     /// Interarrival jitter in 90 kHz units.
     pub jitter: u32,
     pub highest_sequence: u32,
+    /// Round-trip time from the last report that named one of our sender reports (µs).
+    pub rtt_us: Option<u32>,
+    /// Feedback packets about our stream: generic NACKs, PLIs and FIRs.
+    pub nacks: u32,
+    pub plis: u32,
+    pub firs: u32,
+}
+
+impl Reception {
+    pub const ZERO: Reception = Reception {
+        reports: 0,
+        fraction_lost: 0,
+        cumulative_lost: 0,
+        jitter: 0,
+        highest_sequence: 0,
+        rtt_us: None,
+        nacks: 0,
+        plis: 0,
+        firs: 0,
+    };
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +114,10 @@ pub struct Session {
     pub server_ports: (u16, u16),
     pub last_seen: Instant,
     pub reception: Reception,
+    /// The profile the client asked for in SETUP: only `RTP/AVPF` sessions get retransmissions.
+    pub profile: Profile,
+    /// SSRC of the stream it plays (feedback about another SSRC is ignored).
+    pub media_ssrc: u32,
 }
 
 impl Session {
@@ -99,7 +129,9 @@ impl Session {
         delivery: Delivery::Interleaved { rtp_channel: 0, rtcp_channel: 1 },
         server_ports: (0, 0),
         last_seen: Instant::ZERO,
-        reception: Reception { reports: 0, fraction_lost: 0, cumulative_lost: 0, jitter: 0, highest_sequence: 0 },
+        reception: Reception::ZERO,
+        profile: Profile::Avp,
+        media_ssrc: 0,
     };
 }
 
@@ -173,6 +205,49 @@ pub struct ServerConfig<'c> {
     pub session_timeout: Duration,
     /// When set, every method but OPTIONS needs valid credentials.
     pub auth: Option<Auth<'c>>,
+    /// To whom DESCRIBE offers `RTP/AVPF` with NACK, PLI/FIR and RTX (`nack`).
+    pub feedback: FeedbackPolicy,
+    /// `nack-window`: how long after sending a packet it may be retransmitted; `None` = auto.
+    pub nack_window: Option<Duration>,
+}
+
+/// To whom DESCRIBE offers feedback and retransmission (`RTP/AVPF`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FeedbackPolicy {
+    /// Plain `RTP/AVP` for everyone (`nack=off`).
+    Off,
+    /// `RTP/AVPF` to clients known to use it, `RTP/AVP` to every other (`nack=on`): see
+    /// [`client_uses_avpf`].
+    #[default]
+    KnownClients,
+    /// `RTP/AVPF` to every client (`nack=all`); VLC (live555) then finds no playable media.
+    All,
+}
+
+/// Whether a client that sends this `User-Agent` takes an `RTP/AVPF` offer and uses it.
+///
+/// - GStreamer's rtspsrc (`GStreamer/1.22.0`; QGroundControl plays through it) sets up
+///   `RTP/AVPF` when offered, sends NACKs with `do-retransmission=true` and PLIs, and decodes
+///   RTX (`apt=`).
+/// - Not offered: live555 clients (VLC, `LibVLC/3.0.x (LIVE555 Streaming Media v...)`) refuse an
+///   `m=` line with any profile but `RTP/AVP` (its `sscanf` of `RTP/AVP %u`), so the stream would
+///   not play; ffmpeg (`Lavf59.27.100`, and OpenCV through it) would play but never sends NACKs;
+///   unknown clients keep today's SDP.
+pub fn client_uses_avpf(user_agent: Option<&str>) -> bool {
+    user_agent.is_some_and(|ua| ua.trim_start().starts_with("GStreamer"))
+}
+
+/// The `auto` `nack-window`'s RTT allowance at most: the window announced as `rtx-time`.
+pub const AUTO_WINDOW_MAX_RTT: Duration = Duration::from_millis(500);
+
+/// The `rtx-time` announced for a stream at `framerate` (ms).
+pub fn rtx_time_ms(window: Option<Duration>, framerate: u32) -> u32 {
+    let w = window.unwrap_or_else(|| {
+        Duration::from_micros(1_000_000 / u64::from(framerate.max(1)))
+            + AUTO_WINDOW_MAX_RTT
+            + crate::rtp::rtx::AUTO_WINDOW_SLACK
+    });
+    w.as_millis().min(u128::from(u32::MAX)) as u32
 }
 
 const PUBLIC: &str = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
@@ -238,13 +313,23 @@ pub struct Server<'c, S> {
     sessions: S,
     rng: u64,
     latest: Instant,
+    /// The last sender reports of each stream: `(NTP middle 32 bits, when sent)`, a ring.
+    sr_sent: [[(u32, Instant); SR_HISTORY]; limits::MAX_STREAMS],
+    sr_next: [usize; limits::MAX_STREAMS],
 }
 
 impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
     /// `sessions` are the fixed slots (all `Session::FREE`, with `server_ports` filled in);
     /// `seed` seeds session ids (the loop passes bytes from the OS's random source).
     pub fn new(cfg: ServerConfig<'c>, sessions: S, seed: u64) -> Self {
-        Self { cfg, sessions, rng: seed, latest: Instant::ZERO }
+        Self {
+            cfg,
+            sessions,
+            rng: seed,
+            latest: Instant::ZERO,
+            sr_sent: [[(0, Instant::ZERO); SR_HISTORY]; limits::MAX_STREAMS],
+            sr_next: [0; limits::MAX_STREAMS],
+        }
     }
 
     pub fn sessions(&self) -> &[Session] {
@@ -481,8 +566,17 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
             finish(w, None, &[])?;
             return Ok(None);
         };
+        let offer = match self.cfg.feedback {
+            FeedbackPolicy::Off => false,
+            FeedbackPolicy::KnownClients => client_uses_avpf(req.header("User-Agent")),
+            FeedbackPolicy::All => true,
+        }
+        .then(|| FeedbackOffer {
+            rtx_pt: crate::rtp::RTX_PAYLOAD_TYPE,
+            rtx_time_ms: rtx_time_ms(self.cfg.nack_window, stream.framerate),
+        });
         let mut sdp = [0u8; limits::MAX_SDP_BYTES];
-        let n = write_sdp(
+        let n = write_sdp_offer(
             &SdpParams {
                 session_id: u64::from(stream.ssrc),
                 session_version: 1,
@@ -495,6 +589,7 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
                 framerate: stream.framerate,
                 bandwidth_kbps: stream.bitrate_kbps,
             },
+            offer.as_ref(),
             &mut sdp,
         )?;
         start(w, 200, cseq)?;
@@ -565,17 +660,19 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
         s.stream = stream;
         s.delivery = delivery;
         s.last_seen = now;
-        s.reception = Reception::default();
-        let server_ports = s.server_ports;
+        s.reception = Reception::ZERO;
+        s.profile = spec.profile;
         let ssrc = ctx.streams.get(stream).copied().flatten().map_or(0, |st| st.ssrc);
+        s.media_ssrc = ssrc;
+        let server_ports = s.server_ports;
         start(w, 200, cseq)?;
         w.put(b"Transport: ")?;
         match delivery {
             Delivery::Udp { lower, client_rtp, client_rtcp } => {
-                transport::write_udp_reply(w, lower, (client_rtp, client_rtcp), server_ports, ssrc)?
+                transport::write_udp_reply(w, lower, spec.profile, (client_rtp, client_rtcp), server_ports, ssrc)?
             }
             Delivery::Interleaved { rtp_channel, rtcp_channel } => {
-                transport::write_tcp_reply(w, (rtp_channel, rtcp_channel), ssrc)?
+                transport::write_tcp_reply(w, spec.profile, (rtp_channel, rtcp_channel), ssrc)?
             }
             Delivery::Multicast { lower } => {
                 if let Some(g) = &multicast {
@@ -587,41 +684,6 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
         self.put_session(w, slot)?;
         finish(w, None, &[])?;
         Ok(Some(Event::Setup { slot }))
-    }
-
-    /// A client's RTCP for `slot` (UDP from its RTCP port, or its interleaved RTCP channel).
-    /// Receiver reports refresh the session and update its reception figures.
-    pub fn handle_rtcp(&mut self, slot: usize, data: &[u8], now: Instant) {
-        let now = self.clamp_now(now);
-        let Some(s) = self.sessions.as_mut().get_mut(slot) else {
-            return;
-        };
-        if s.state == SessionState::Free {
-            return;
-        }
-        let mut valid = false;
-        for pkt in parse_compound(data) {
-            let blocks = match pkt {
-                Ok(RtcpPacket::ReceiverReport { blocks, .. }) | Ok(RtcpPacket::SenderReport { blocks, .. }) => blocks,
-                Ok(_) => {
-                    valid = true;
-                    continue;
-                }
-                Err(_) => break,
-            };
-            valid = true;
-            for b in blocks {
-                let r = &mut s.reception;
-                r.reports = r.reports.saturating_add(1);
-                r.fraction_lost = b.fraction_lost;
-                r.cumulative_lost = b.cumulative_lost;
-                r.jitter = b.jitter;
-                r.highest_sequence = b.highest_sequence;
-            }
-        }
-        if valid {
-            s.last_seen = now;
-        }
     }
 
     /// The connection `conn` closed: frees one of its sessions and returns the slot. Call until

@@ -16,6 +16,9 @@
 //!   point the camera at another group nor make it send further than the operator allowed.
 //! - Alternatives are taken in the client's order: the first one we can serve wins. A multicast
 //!   spec counts only when multicast is on, so with it off nothing changes for any client.
+//! - The profile is `RTP/AVP` or `RTP/AVPF` (RFC 4585 §7.1: GStreamer's rtspsrc asks for
+//!   `RTP/AVPF` when the SDP offers it); the reply echoes the client's spelling, profile and
+//!   lower transport both.
 
 use crate::wbuf::{Full, WBuf};
 
@@ -29,9 +32,20 @@ pub enum Lower {
     Tcp,
 }
 
+/// The RTP profile of a transport spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// `RTP/AVP` (RFC 3551).
+    #[default]
+    Avp,
+    /// `RTP/AVPF` (RFC 4585): the client may send early feedback (NACK, PLI).
+    Avpf,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TransportSpec {
     pub lower: Lower,
+    pub profile: Profile,
     pub multicast: bool,
     pub client_port: Option<(u16, u16)>,
     pub interleaved: Option<(u8, u8)>,
@@ -56,11 +70,17 @@ fn parse_range<T: core::str::FromStr + Copy>(v: &str) -> Option<(T, Option<T>)> 
 pub fn parse_spec(spec: &str) -> Result<TransportSpec, TransportError> {
     let mut params = spec.split(';').map(str::trim);
     let proto = params.next().unwrap_or("");
-    let lower = [Lower::UdpImplicit, Lower::UdpExplicit, Lower::Tcp]
+    let (profile, lower) = [Profile::Avpf, Profile::Avp]
         .into_iter()
-        .find(|l| proto.eq_ignore_ascii_case(l.as_str()))
+        .flat_map(|p| [Lower::UdpImplicit, Lower::UdpExplicit, Lower::Tcp].map(|l| (p, l)))
+        .find(|&(p, l)| {
+            // `get`, not `split_at`: a multi-byte character may straddle the cut.
+            let n = p.as_str().len();
+            proto.get(..n).is_some_and(|h| h.eq_ignore_ascii_case(p.as_str()))
+                && proto.get(n..).is_some_and(|t| t.eq_ignore_ascii_case(l.suffix()))
+        })
         .ok_or(TransportError::Unsupported)?;
-    let mut t = TransportSpec { lower, multicast: false, client_port: None, interleaved: None };
+    let mut t = TransportSpec { lower, profile, multicast: false, client_port: None, interleaved: None };
     for p in params {
         let (k, v) = p.split_once('=').map_or((p, ""), |(k, v)| (k.trim(), v.trim().trim_matches('"')));
         if k.eq_ignore_ascii_case("multicast") {
@@ -125,11 +145,20 @@ pub fn choose_with(header: &str, multicast: bool) -> Result<TransportSpec, Trans
 }
 
 impl Lower {
+    fn suffix(self) -> &'static str {
+        match self {
+            Lower::UdpImplicit => "",
+            Lower::UdpExplicit => "/UDP",
+            Lower::Tcp => "/TCP",
+        }
+    }
+}
+
+impl Profile {
     fn as_str(self) -> &'static str {
         match self {
-            Lower::UdpImplicit => "RTP/AVP",
-            Lower::UdpExplicit => "RTP/AVP/UDP",
-            Lower::Tcp => "RTP/AVP/TCP",
+            Profile::Avp => "RTP/AVP",
+            Profile::Avpf => "RTP/AVPF",
         }
     }
 }
@@ -138,13 +167,15 @@ impl Lower {
 pub fn write_udp_reply(
     w: &mut WBuf<'_>,
     lower: Lower,
+    profile: Profile,
     client: (u16, u16),
     server: (u16, u16),
     ssrc: u32,
 ) -> Result<(), Full> {
     w.put_fmt(format_args!(
-        "{};unicast;client_port={}-{};server_port={}-{};ssrc={:08X};mode=\"PLAY\"",
-        lower.as_str(),
+        "{}{};unicast;client_port={}-{};server_port={}-{};ssrc={:08X};mode=\"PLAY\"",
+        profile.as_str(),
+        lower.suffix(),
         client.0,
         client.1,
         server.0,
@@ -157,8 +188,8 @@ pub fn write_udp_reply(
 /// (An IPv6 group is written bare, as ffmpeg and GStreamer parse `destination`.)
 pub fn write_multicast_reply(w: &mut WBuf<'_>, lower: Lower, g: &MulticastGroup, ssrc: u32) -> Result<(), Full> {
     w.put_fmt(format_args!(
-        "{};multicast;destination={};port={}-{};ttl={};ssrc={:08X};mode=\"PLAY\"",
-        lower.as_str(),
+        "RTP/AVP{};multicast;destination={};port={}-{};ttl={};ssrc={:08X};mode=\"PLAY\"",
+        lower.suffix(),
         g.group,
         g.port,
         g.port.wrapping_add(1),
@@ -168,10 +199,13 @@ pub fn write_multicast_reply(w: &mut WBuf<'_>, lower: Lower, g: &MulticastGroup,
 }
 
 /// Writes the reply `Transport` value for a TCP-interleaved session.
-pub fn write_tcp_reply(w: &mut WBuf<'_>, channels: (u8, u8), ssrc: u32) -> Result<(), Full> {
+pub fn write_tcp_reply(w: &mut WBuf<'_>, profile: Profile, channels: (u8, u8), ssrc: u32) -> Result<(), Full> {
     w.put_fmt(format_args!(
-        "RTP/AVP/TCP;unicast;interleaved={}-{};ssrc={:08X};mode=\"PLAY\"",
-        channels.0, channels.1, ssrc
+        "{}/TCP;unicast;interleaved={}-{};ssrc={:08X};mode=\"PLAY\"",
+        profile.as_str(),
+        channels.0,
+        channels.1,
+        ssrc
     ))
 }
 
@@ -186,6 +220,7 @@ mod tests {
             choose("RTP/AVP;unicast;client_port=45486-45487").unwrap(),
             TransportSpec {
                 lower: Lower::UdpImplicit,
+                profile: Profile::Avp,
                 multicast: false,
                 client_port: Some((45486, 45487)),
                 interleaved: None
@@ -220,7 +255,13 @@ mod tests {
 
     #[test]
     fn multicast_only_when_on_and_in_the_clients_order() {
-        let mc = |lower| TransportSpec { lower, multicast: true, client_port: None, interleaved: None };
+        let mc = |lower| TransportSpec {
+            lower,
+            profile: Profile::Avp,
+            multicast: true,
+            client_port: None,
+            interleaved: None,
+        };
         // ffmpeg -rtsp_transport udp_multicast
         assert_eq!(choose_with("RTP/AVP/UDP;multicast", true), Ok(mc(Lower::UdpExplicit)));
         assert_eq!(choose_with("RTP/AVP/UDP;multicast", false), Err(TransportError::Unsupported));
@@ -271,7 +312,28 @@ mod tests {
     fn replies() {
         let mut buf = [0u8; 160];
         let mut w = WBuf::new(&mut buf);
-        write_udp_reply(&mut w, Lower::UdpExplicit, (1, 2), (3, 4), 0xab).unwrap();
+        write_udp_reply(&mut w, Lower::UdpExplicit, Profile::Avp, (1, 2), (3, 4), 0xab).unwrap();
         assert_eq!(w.written(), b"RTP/AVP/UDP;unicast;client_port=1-2;server_port=3-4;ssrc=000000AB;mode=\"PLAY\"");
+    }
+
+    #[test]
+    fn avpf_is_accepted_in_every_spelling_and_echoed() {
+        // GStreamer rtspsrc, offered RTP/AVPF in the SDP.
+        let t = choose("RTP/AVPF;unicast;client_port=5000-5001").unwrap();
+        assert_eq!((t.lower, t.profile), (Lower::UdpImplicit, Profile::Avpf));
+        let t = choose("RTP/AVPF/UDP;unicast;client_port=5000-5001").unwrap();
+        assert_eq!((t.lower, t.profile), (Lower::UdpExplicit, Profile::Avpf));
+        let t = choose("rtp/avpf/tcp;interleaved=0-1").unwrap();
+        assert_eq!((t.lower, t.profile), (Lower::Tcp, Profile::Avpf));
+        assert_eq!(choose("RTP/AVPFX;unicast;client_port=5000"), Err(TransportError::Unsupported));
+        assert_eq!(choose("RTP/AVP/UDPX;unicast;client_port=5000"), Err(TransportError::Unsupported));
+        assert_eq!(choose("RTP/AV\u{e9}F;unicast;client_port=5000"), Err(TransportError::Unsupported));
+        let mut buf = [0u8; 160];
+        let mut w = WBuf::new(&mut buf);
+        write_udp_reply(&mut w, Lower::UdpImplicit, Profile::Avpf, (1, 2), (3, 4), 0xab).unwrap();
+        assert_eq!(w.written(), b"RTP/AVPF;unicast;client_port=1-2;server_port=3-4;ssrc=000000AB;mode=\"PLAY\"");
+        let mut w = WBuf::new(&mut buf);
+        write_tcp_reply(&mut w, Profile::Avpf, (0, 1), 1).unwrap();
+        assert_eq!(w.written(), b"RTP/AVPF/TCP;unicast;interleaved=0-1;ssrc=00000001;mode=\"PLAY\"");
     }
 }

@@ -2,6 +2,7 @@
 //! for protocol-level checks, and helpers to run external clients with a time limit.
 #![allow(dead_code)]
 
+pub mod link;
 pub mod record;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -18,6 +19,8 @@ pub struct Daemon {
     /// HTTP port (a free one unless the test passed `--http-port`).
     pub http_port: u16,
     pub log: Arc<Mutex<String>>,
+    /// The address it listens on (127.0.0.1, or its link's namespace address).
+    pub host: String,
 }
 
 static NEXT_RTP_BASE: AtomicU16 = AtomicU16::new(0);
@@ -41,11 +44,23 @@ impl Daemon {
     }
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Self::start_where(None, args, env)
+    }
+
+    /// Starts the daemon inside an emulated link's namespace, listening on its address there.
+    pub fn start_in(link: &link::Link, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Self::start_where(Some(link), args, env)
+    }
+
+    fn start_where(link: Option<&link::Link>, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let port = free_tcp_port();
         let max_clients =
             args.iter().position(|a| *a == "--max-clients").map(|i| args[i + 1].parse::<u16>().unwrap()).unwrap_or(16);
         let (a, b) = rtp_range(2 * max_clients + 40);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_uavstream"));
+        let (mut cmd, host) = match link {
+            None => (Command::new(env!("CARGO_BIN_EXE_uavstream")), "127.0.0.1".to_owned()),
+            Some(l) => (l.command(env!("CARGO_BIN_EXE_uavstream")), l.ns_addr.to_string()),
+        };
         // Each daemon gets its own HTTP port: tests run in parallel, and the default is fixed.
         let http_port = match args.iter().position(|a| *a == "--http-port") {
             Some(i) => args[i + 1].parse().unwrap(),
@@ -55,7 +70,7 @@ impl Daemon {
                 p
             }
         };
-        cmd.args(["--listen", "127.0.0.1", "--port", &port.to_string(), "--rtp-ports", &format!("{a}-{b}")])
+        cmd.args(["--listen", &host, "--port", &port.to_string(), "--rtp-ports", &format!("{a}-{b}")])
             .args(args)
             .env("UAVSTREAM_PROC_CMDLINE", "")
             .env("RUST_LOG", "uavstream=debug")
@@ -75,10 +90,10 @@ impl Daemon {
                 log2.lock().unwrap().push('\n');
             }
         });
-        let mut d = Daemon { child, port, http_port, log };
+        let mut d = Daemon { child, port, http_port, log, host };
         // Ready when the RTSP port accepts connections (works at any log level).
         let t = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect((d.host.as_str(), port)).is_err() {
             if let Some(status) = d.child.try_wait().unwrap() {
                 panic!("uavstream exited with {status} before listening:\n{}", d.log());
             }
@@ -89,7 +104,7 @@ impl Daemon {
     }
 
     pub fn url(&self) -> String {
-        format!("rtsp://127.0.0.1:{}/live", self.port)
+        format!("rtsp://{}:{}/live", self.host, self.port)
     }
 
     pub fn log(&self) -> String {

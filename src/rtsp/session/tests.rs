@@ -24,7 +24,17 @@ fn server(slots: &mut [Session]) -> Server<'static, &mut [Session]> {
         *s = Session::FREE;
         s.server_ports = (50000 + 2 * i as u16, 50001 + 2 * i as u16);
     }
-    Server::new(ServerConfig { streams: &ROUTES, session_timeout: Duration::from_secs(60), auth: None }, slots, 7)
+    Server::new(
+        ServerConfig {
+            streams: &ROUTES,
+            session_timeout: Duration::from_secs(60),
+            auth: None,
+            feedback: FeedbackPolicy::KnownClients,
+            nack_window: None,
+        },
+        slots,
+        7,
+    )
 }
 
 /// Two streams: `/live` (index 0) and `/low` (index 1).
@@ -292,6 +302,95 @@ fn receiver_reports_update_reception() {
 }
 
 #[test]
+fn rtt_comes_from_lsr_and_dlsr_against_the_sender_reports_we_sent() {
+    let mut slots = [Session::FREE; 1];
+    let mut srv = server(&mut slots);
+    let setup = req("SETUP", "rtsp://h/live/trackID=0", 1, "Transport: RTP/AVPF;unicast;client_port=6000-6001\r\n");
+    let reply = send(&mut srv, 1, setup.as_bytes(), 0);
+    assert!(reply.header("Transport").unwrap().starts_with("RTP/AVPF;unicast;"), "{}", reply.text);
+    assert_eq!(srv.sessions()[0].profile, Profile::Avpf);
+    // SRs at 1 s and 2 s (NTP seconds 0x1000/0x1001, half a second past each).
+    let ntp = |secs: u64| (secs << 32) | 0x8000_0000;
+    srv.note_sender_report(0, ntp(0x1000), Instant::from_micros(1_000_000));
+    let rr = |lsr: u32, dlsr: u32| {
+        let mut p = [0u8; 32];
+        p[..8].copy_from_slice(&[0x81, 0xc9, 0, 7, 0, 0, 0, 9]);
+        p[8..12].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+        p[24..28].copy_from_slice(&lsr.to_be_bytes());
+        p[28..32].copy_from_slice(&dlsr.to_be_bytes());
+        p
+    };
+    // The client answers the first SR after holding it 0.25 s (16384/65536); it arrives 0.3 s
+    // after the SR went out: RTT 50 ms.
+    srv.handle_rtcp(0, &rr(0x1000_8000, 16384), Instant::from_micros(1_300_000));
+    assert_eq!(srv.sessions()[0].reception.rtt_us, Some(50_000));
+    srv.note_sender_report(0, ntp(0x1001), Instant::from_micros(2_000_000));
+    // An LSR we never sent leaves the figure alone; a DLSR longer than the wait is zero RTT.
+    srv.handle_rtcp(0, &rr(0x0fff_8000, 0), Instant::from_micros(2_500_000));
+    assert_eq!(srv.sessions()[0].reception.rtt_us, Some(50_000));
+    srv.handle_rtcp(0, &rr(0x1001_8000, 65536), Instant::from_micros(2_500_000));
+    assert_eq!(srv.sessions()[0].reception.rtt_us, Some(0));
+    // LSR 0: the client has no SR yet.
+    let mut other = [Session::FREE; 1];
+    let mut fresh = server(&mut other);
+    send(&mut fresh, 1, setup.as_bytes(), 0);
+    fresh.note_sender_report(0, 0, Instant::from_micros(1_000_000));
+    fresh.handle_rtcp(0, &rr(0, 0), Instant::from_micros(1_100_000));
+    assert_eq!(fresh.sessions()[0].reception.rtt_us, None);
+}
+
+#[test]
+fn feedback_about_our_stream_is_counted_and_returned_and_malformed_rtcp_changes_nothing() {
+    use crate::rtp::feedback::{write_fir, write_nack, write_pli};
+    let mut slots = [Session::FREE; 2];
+    let mut srv = server(&mut slots);
+    let setup = req("SETUP", "rtsp://h/live/trackID=0", 1, "Transport: RTP/AVP;unicast;client_port=6000-6001\r\n");
+    send(&mut srv, 1, setup.as_bytes(), 0);
+    assert_eq!(srv.sessions()[0].media_ssrc, 0x1234_5678);
+    let mut buf = [0u8; 64];
+    let n = write_pli(9, 0x1234_5678, &mut buf).unwrap();
+    assert_eq!(srv.handle_rtcp(0, &buf[..n], Instant::ZERO), Feedback { keyframe: true, nacks: false });
+    // About another SSRC: ignored.
+    let n = write_pli(9, 0x0bad_cafe, &mut buf).unwrap();
+    assert_eq!(srv.handle_rtcp(0, &buf[..n], Instant::ZERO), Feedback::default());
+    let n = write_fir(9, 0x1234_5678, 1, &mut buf).unwrap();
+    assert_eq!(srv.handle_rtcp(0, &buf[..n], Instant::ZERO), Feedback { keyframe: true, nacks: false });
+    let n = write_nack(9, 0x1234_5678, &[5, 6], &mut buf).unwrap();
+    assert_eq!(srv.handle_rtcp(0, &buf[..n], Instant::ZERO), Feedback { keyframe: false, nacks: true });
+    // The same NACK cut short: nothing counted, nothing to do.
+    assert_eq!(srv.handle_rtcp(0, &buf[..n - 2], Instant::ZERO), Feedback::default());
+    let r = srv.sessions()[0].reception;
+    assert_eq!((r.plis, r.firs, r.nacks), (1, 1, 1));
+    // A free slot and a slot out of range do nothing.
+    assert_eq!(srv.handle_rtcp(1, &buf[..n], Instant::ZERO), Feedback::default());
+    assert_eq!(srv.handle_rtcp(7, &buf[..n], Instant::ZERO), Feedback::default());
+}
+
+#[test]
+fn avpf_is_offered_to_gstreamer_only_unless_configured() {
+    let mut slots = [Session::FREE; 1];
+    let mut srv = server(&mut slots);
+    let describe = |ua: &str| req("DESCRIBE", "rtsp://h/live", 1, ua);
+    let gst = describe("User-Agent: GStreamer/1.22.0\r\n");
+    let vlc = describe("User-Agent: LibVLC/3.0.18 (LIVE555 Streaming Media v2016.11.28)\r\n");
+    let ffmpeg = describe("User-Agent: Lavf59.27.100\r\n");
+    let body = |srv: &mut Server<'_, &mut [Session]>, r: &heapless::String<512>| send(srv, 1, r.as_bytes(), 0).text;
+    let sdp = body(&mut srv, &gst);
+    assert!(sdp.contains("m=video 0 RTP/AVPF 96 97\r\n"), "{sdp}");
+    // One frame (33 ms) + the RTT allowance (500 ms) + the slack (40 ms).
+    assert!(sdp.contains("a=fmtp:97 apt=96;rtx-time=573\r\n"), "{sdp}");
+    for r in [&vlc, &ffmpeg, &describe("")] {
+        let sdp = body(&mut srv, r);
+        assert!(sdp.contains("m=video 0 RTP/AVP 96\r\n") && !sdp.contains("rtcp-fb"), "{sdp}");
+    }
+    srv.cfg.feedback = FeedbackPolicy::All;
+    srv.cfg.nack_window = Some(Duration::from_millis(250));
+    assert!(body(&mut srv, &vlc).contains("a=fmtp:97 apt=96;rtx-time=250\r\n"));
+    srv.cfg.feedback = FeedbackPolicy::Off;
+    assert!(body(&mut srv, &gst).contains("m=video 0 RTP/AVP 96\r\n"));
+}
+
+#[test]
 fn closing_a_connection_frees_its_sessions_only() {
     let mut slots = [Session::FREE; 3];
     let mut srv = server(&mut slots);
@@ -328,6 +427,8 @@ fn auth_gates_every_method_but_options() {
         streams: &ROUTES,
         session_timeout: Duration::from_secs(60),
         auth: Some(Auth { users: &users, secret: [1; 16] }),
+        feedback: FeedbackPolicy::KnownClients,
+        nack_window: None,
     };
     let mut srv = Server::new(cfg, &mut slots[..], 7);
     assert_eq!(send(&mut srv, 1, req("OPTIONS", "rtsp://h/live", 1, "").as_bytes(), 0).status(), 200);
