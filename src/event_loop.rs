@@ -16,7 +16,7 @@
 //! ```
 //!
 //! Jobs, one sub-module each: `streams` (a stream's pipeline, hub, IDR control, supervision,
-//! push and multicast), `rtsp_conns` (RTSP connections), `slots` (session fan-out, client RTCP,
+//! push and multicast), `abr` (adaptive bitrate: receivers' loss → the encoder's bitrate), `rtsp_conns` (RTSP connections), `slots` (session fan-out, client RTCP,
 //! sender reports), `http` (HTTP connections), `status` (`/status`, `/metrics`), `multicast`,
 //! `side_jpeg`, `udp_tx`,
 //! `ring_reader`. This file holds the fds, the tokens, the deadlines and the dispatch.
@@ -39,6 +39,7 @@
 //!   at once, within a per-stream budget (see `idr`). With MJPEG every frame is a keyframe.
 //! - HTTP clients hold at most one frame each: the newest frame wins (see `http`).
 
+mod abr;
 mod cameras;
 mod http;
 mod idr;
@@ -525,6 +526,7 @@ impl<'c> EventLoop<'c> {
         for si in 0..self.streams.len() {
             self.supervise_pipeline(si, now);
             self.supervise_side_jpeg(si, now);
+            self.tick_abr(si, now);
         }
         if now >= self.next_sr {
             // Once a second: sender reports, and the per-connection limits.
