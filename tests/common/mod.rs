@@ -2,6 +2,7 @@
 //! for protocol-level checks, and helpers to run external clients with a time limit.
 #![allow(dead_code)]
 
+pub mod link_abr;
 pub mod record;
 
 use std::io::{BufRead, BufReader, Read, Write};
