@@ -44,7 +44,7 @@
 //!   of it for [`AbrConfig::ceiling_ttl`] (so a settled stream does not keep knocking at a fixed
 //!   cap), after which it probes past it in case the link got better — one step per round of
 //!   reports, so an overshoot lasts one report interval, until it is 10 % past the old ceiling.
-//!   Hitting about the same ceiling again doubles that time, up to
+//!   Hitting about the same ceiling again that way doubles that time, up to
 //!   [`AbrConfig::ceiling_ttl_max`].
 
 use core::time::Duration;
@@ -305,8 +305,13 @@ impl Abr {
 
     fn set_ceiling(&mut self, delivered: u32, now: Instant) {
         let ttl = match self.ceiling {
-            // About the same ceiling again: the link really is there; knock less often.
-            Some((old, _, ttl)) if delivered > scale(old, 85, 100) && delivered < scale(old, 115, 100) => {
+            // Probing past an expired ceiling hit about the same one again: the link really is
+            // there; knock less often. (Cuts while it holds, settling, start over.)
+            Some((old, at, ttl))
+                if now.saturating_since(at) >= ttl
+                    && delivered > scale(old, 85, 100)
+                    && delivered < scale(old, 115, 100) =>
+            {
                 (ttl * 2).min(self.cfg.ceiling_ttl_max)
             }
             _ => self.cfg.ceiling_ttl,

@@ -21,10 +21,24 @@ struct Gst {
 
 impl Gst {
     fn start(url: &str) -> Gst {
+        Gst::start_with(url, "output-corrupt=true")
+    }
+
+    /// With `output-corrupt=false` the decoder passes only frames it decoded without error.
+    fn start_with(url: &str, decoder: &str) -> Gst {
         let location = format!("location={url}");
         let mut child = Command::new("gst-launch-1.0")
             .args(["-v", "rtspsrc", &location, "protocols=udp", "latency=0", "!", "rtph264depay", "!", "h264parse"])
-            .args(["!", "avdec_h264", "!", "fpsdisplaysink", "video-sink=fakesink", "text-overlay=false", "sync=false"])
+            .args([
+                "!",
+                "avdec_h264",
+                decoder,
+                "!",
+                "fpsdisplaysink",
+                "video-sink=fakesink",
+                "text-overlay=false",
+                "sync=false",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -151,4 +165,96 @@ fn a_4_mbit_stream_settles_under_a_3_mbit_cap_within_10_s_and_then_loses_under_1
     assert!(to.target < 3_000_000.0, "the target went back over the cap: {to:?}\n{}", d.log());
     assert!(gst.running() && frames > 60, "the receiver stopped playing ({frames} frames):\n{}", gst.output());
     assert!(d.log().contains("abr: /live 4000 → "), "the cut is logged with its reason:\n{}", d.log());
+}
+
+/// Seconds until `f` holds, polling /status every 250 ms; `None` after `limit`.
+fn seconds_until(link: &Link, limit: Duration, f: impl Fn(&Snapshot) -> bool) -> Option<f64> {
+    let t = Instant::now();
+    wait_for(link, limit, f).map(|(_, at)| (at - t).as_secs_f64())
+}
+
+fn show(x: Option<f64>) -> String {
+    x.map_or_else(|| "not within the limit".to_owned(), |s| format!("{s:.1} s"))
+}
+
+/// Figure: time for ABR to settle after the cap drops from 6 to 2 Mbit/s, and to recover after
+/// it is lifted back to 6 Mbit/s (a 5 Mbit/s 720p30 stream, one GStreamer receiver).
+#[test]
+#[ignore = "benchmark: scripts/bench-abr"]
+fn bench_abr_settle_and_recover() {
+    if let Some(why) = unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let link = Link::create().expect("emulated link");
+    link.set_rate(Some(6000)).unwrap();
+    let d = link.start_daemon(&["--bitrate", "5M", "--abr", "on", "--abr-min", "300k"]);
+    let _gst = Gst::start(&link.url("/live"));
+    let warm = seconds_until(&link, Duration::from_secs(30), |s| s.playing && s.reports >= 2.0);
+    let before = snapshot(&link);
+    eprintln!(
+        "bench abr: 6 Mbit/s cap, 5 Mbit/s stream: playing, target {} kbit/s ({})",
+        before.target / 1e3,
+        show(warm)
+    );
+    link.set_rate(Some(2000)).unwrap();
+    let under = seconds_until(&link, Duration::from_secs(60), |s| s.target * 1.04 < 2_000_000.0);
+    let low = snapshot(&link);
+    eprintln!(
+        "bench abr: cap 6 -> 2 Mbit/s: target under the cap (with RTP/UDP/IP overhead) after {}, at {} kbit/s",
+        show(under),
+        low.target / 1e3
+    );
+    std::thread::sleep(Duration::from_secs(10));
+    let a = snapshot(&link);
+    std::thread::sleep(Duration::from_secs(10));
+    let b = snapshot(&link);
+    let loss = (b.lost - a.lost) / (b.highest - a.highest).max(1.0);
+    eprintln!(
+        "bench abr: at the 2 Mbit/s cap, 10-20 s after settling: loss {:.2} %, target {} kbit/s",
+        loss * 100.0,
+        b.target / 1e3
+    );
+    link.set_rate(Some(6000)).unwrap();
+    let t = Instant::now();
+    let half = seconds_until(&link, Duration::from_secs(180), |s| s.target >= 2_500_000.0);
+    let ninety =
+        seconds_until(&link, Duration::from_secs(180), |s| s.target >= 4_500_000.0).map(|_| t.elapsed().as_secs_f64());
+    eprintln!(
+        "bench abr: cap lifted 2 -> 6 Mbit/s: target >= 2.5 Mbit/s after {}, >= 4.5 Mbit/s (90 % of max) after {}",
+        show(half),
+        show(ninety)
+    );
+    let changes = d.log().lines().filter(|l| l.contains("abr: /live ") && l.contains(" → ")).count();
+    eprintln!("bench abr: {changes} target changes in all");
+}
+
+/// Figure: frames decoded without error (`avdec_h264 output-corrupt=false`) by a GStreamer
+/// receiver over 20 s, ABR off and on, a 4 Mbit/s 720p30 stream through a 3 Mbit/s cap.
+#[test]
+#[ignore = "benchmark: scripts/bench-abr"]
+fn bench_abr_decoded_frames_on_and_off() {
+    if let Some(why) = unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    for abr in ["off", "on"] {
+        let link = Link::create().expect("emulated link");
+        link.set_rate(Some(3000)).unwrap();
+        let _d = link.start_daemon(&["--bitrate", "4M", "--abr", abr]);
+        let gst = Gst::start_with(&link.url("/live"), "output-corrupt=false");
+        let _ = wait_for(&link, Duration::from_secs(20), |s| s.playing);
+        // ABR's settling is part of the run: measure from 10 s after PLAY, for 20 s.
+        std::thread::sleep(Duration::from_secs(10));
+        let (f0, s0) = (gst.rendered(), snapshot(&link));
+        std::thread::sleep(Duration::from_secs(20));
+        let (f1, s1) = (gst.rendered(), snapshot(&link));
+        let loss = (s1.lost - s0.lost) / (s1.highest - s0.highest).max(1.0);
+        eprintln!(
+            "bench abr: 3 Mbit/s cap, 4 Mbit/s stream, abr {abr}: {} clean frames of 600 sent in 20 s ({:.0} %), packet loss {:.1} %",
+            f1 - f0,
+            (f1 - f0) as f64 / 6.0,
+            loss * 100.0
+        );
+    }
 }
