@@ -17,7 +17,8 @@
 //! ```
 //!
 //! Jobs, one sub-module each: `streams` (a stream's pipeline, hub, IDR control, supervision,
-//! push and multicast), `rtsp_conns` (RTSP connections), `slots` (session fan-out, client RTCP,
+//! push and multicast), `abr` (adaptive bitrate: receivers' loss → the encoder's bitrate),
+//! `rtsp_conns` (RTSP connections), `slots` (session fan-out, client RTCP,
 //! sender reports), `feedback` (PLI/FIR → IDR, NACK → retransmission), `http` (HTTP
 //! connections), `status` (`/status`, `/metrics`), `multicast`, `side_jpeg`, `snapshots` (a
 //! camera's JPEG every interval), `udp_tx`, `cameras`, `latency_ring`,
@@ -41,6 +42,7 @@
 //!   at once, within a per-stream budget (see `idr`). With MJPEG every frame is a keyframe.
 //! - HTTP clients hold at most one frame each: the newest frame wins (see `http`).
 
+mod abr;
 mod cameras;
 mod feedback;
 mod http;
@@ -549,6 +551,7 @@ impl<'c> EventLoop<'c> {
         for si in 0..self.streams.len() {
             self.supervise_pipeline(si, now);
             self.supervise_side_jpeg(si, now);
+            self.tick_abr(si, now);
         }
         if now >= self.next_sr {
             // Once a second: sender reports, and the per-connection limits.

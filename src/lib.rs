@@ -1,7 +1,7 @@
 //! uavstream: a low-latency RTSP/RTP camera streaming daemon for embedded Linux.
 //!
 //! The library holds two tiers:
-//! - **Sans-IO protocol cores** (`rtsp`, `rtp`, `http`, `media`, `cmdline`, `limits`, `wbuf`): pure code
+//! - **Sans-IO protocol cores** (`rtsp`, `rtp`, `http`, `media`, `abr`, `cmdline`, `limits`, `wbuf`): pure code
 //!   that takes bytes and `now` and returns bytes/events, with fixed-capacity state. They build
 //!   with `--no-default-features` as `#![no_std]` without `alloc`.
 //! - **I/O modules** behind the `std` feature (`config`, `event_loop`, `hub`, `source`, `encode`):
@@ -11,6 +11,7 @@
 #![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 #![cfg_attr(not(test), warn(clippy::print_stdout, clippy::print_stderr))]
 
+pub mod abr;
 pub mod cmdline;
 pub mod http;
 pub mod limits;

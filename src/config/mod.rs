@@ -550,6 +550,8 @@ pub struct StreamConfig {
     pub height: u32,
     pub fps: u32,
     pub bitrate: u32,
+    /// Adaptive bitrate (`abr=on`); `None` = off.
+    pub abr: Option<AbrSettings>,
     pub idr_interval: u32,
     /// Quality of JPEGs encoded here (1-100).
     pub jpeg_quality: u8,
@@ -599,6 +601,14 @@ impl PipelineConfig {
             self.idr_interval
         }
     }
+}
+
+/// Adaptive bitrate bounds (`abr-min`, `abr-max`), as configured: `min_bps <= max_bps`; the
+/// controller raises a `min_bps` below [`crate::abr::FLOOR_BPS`] to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbrSettings {
+    pub min_bps: u32,
+    pub max_bps: u32,
 }
 
 /// The multicast group stream (`multicast-*` keys).

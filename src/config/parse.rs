@@ -4,7 +4,8 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use super::{
-    CameraConfig, Codec, ConfigError, EncoderChoice, KeyRef, Multicast, RawConfig, Scope, SourceSpec, StreamConfig,
+    AbrSettings, CameraConfig, Codec, ConfigError, EncoderChoice, KeyRef, Multicast, RawConfig, Scope, SourceSpec,
+    StreamConfig,
 };
 use crate::limits;
 
@@ -177,6 +178,8 @@ impl Parser<'_> {
             }
         })?;
         let record = self.record(n)?;
+        let bitrate = self.field(k("bitrate"), parse_bitrate)?;
+        let abr = self.abr(n, bitrate)?;
         let st = StreamConfig {
             name: format!("stream{n}"),
             camera,
@@ -206,7 +209,8 @@ impl Parser<'_> {
             width,
             height,
             fps,
-            bitrate: self.field(k("bitrate"), parse_bitrate)?,
+            bitrate,
+            abr,
             idr_interval: self.num(k("idr-interval"), 0, 100_000)?,
             jpeg_quality: self.num(k("jpeg-quality"), 1, 100)? as u8,
             rtp_dest: self.field(k("rtp-dest"), |v| {
@@ -266,6 +270,25 @@ impl Parser<'_> {
             });
         }
         Ok(st)
+    }
+
+    /// The `abr*` keys of stream `n`: `None` with `abr=off`. The bounds are checked either way.
+    fn abr(&self, n: u8, bitrate: u32) -> Result<Option<AbrSettings>, ConfigError> {
+        let k = |name| KeyRef::of(Scope::Stream, name, n);
+        let on = self.field(k("abr"), |v| match v {
+            "on" => Ok(true),
+            "off" => Ok(false),
+            _ => Err("expected on or off".into()),
+        })?;
+        let max_bps = self.field(k("abr-max"), |v| if v.is_empty() { Ok(bitrate) } else { parse_bitrate(v) })?;
+        let min_bps = self.field(k("abr-min"), |v| {
+            let min = if v.is_empty() { (bitrate / 10).max(crate::abr::FLOOR_BPS) } else { parse_bitrate(v)? };
+            if min > max_bps {
+                return Err(format!("above abr-max ({} kbit/s)", max_bps / 1000));
+            }
+            Ok(min)
+        })?;
+        Ok(on.then_some(AbrSettings { min_bps, max_bps }))
     }
 
     /// The `record-*` keys of stream `n`: `None` without a `record-dir`.

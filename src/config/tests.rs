@@ -129,6 +129,10 @@ fn bad_values_name_key_value_and_origin() {
         ("multicast-ttl", "0", Origin::Flag, "--multicast-ttl"),
         ("multicast-ttl", "256", Origin::Environment, "UAVSTREAM_MULTICAST_TTL"),
         ("multicast-interface", "nosuchif0", Origin::Flag, "--multicast-interface"),
+        ("abr", "yes", Origin::KernelCmdline, "uavstream.abr"),
+        ("abr-min", "fast", Origin::Flag, "--abr-min"),
+        ("abr-max", "0", Origin::Environment, "UAVSTREAM_ABR_MAX"),
+        ("abr-min", "3M", Origin::Flag, "--abr-min"),
     ];
     for (key, value, origin, spelled) in cases {
         let mut raw = RawConfig::new();
@@ -356,4 +360,28 @@ fn raw_frame_sockets_per_camera_in_every_spelling() {
     let e = raw.resolve().unwrap_err();
     assert_eq!((e.key.as_str(), e.value.as_str()), ("camera2.raw-socket", "/run/a.sock"));
     assert!(e.to_string().contains("camera1 already serves raw frames on this socket"), "{e}");
+}
+
+#[test]
+fn abr_is_off_by_default_and_its_bounds_follow_the_bitrate() {
+    let c = RawConfig::new().resolve().unwrap();
+    assert_eq!(c.streams[0].abr, None);
+    let mut raw = RawConfig::new();
+    raw.apply_cmdline("uavstream.abr=on uavstream.bitrate=4M uavstream.stream2.abr=on uavstream.stream2.bitrate=1M");
+    raw.apply_env(env(&[("UAVSTREAM_STREAM2_ABR_MIN", "300k"), ("UAVSTREAM_STREAM2_ABR_MAX", "1500k")]));
+    let c = raw.resolve().unwrap();
+    // Defaults: the configured bitrate as the ceiling, a tenth of it (at least the floor) as the floor.
+    assert_eq!(c.streams[0].abr, Some(AbrSettings { min_bps: 400_000, max_bps: 4_000_000 }));
+    assert_eq!(c.streams[1].abr, Some(AbrSettings { min_bps: 300_000, max_bps: 1_500_000 }));
+    let mut raw = RawConfig::new();
+    raw.set("abr", "on", Origin::Flag);
+    raw.set("bitrate", "1M", Origin::Flag);
+    assert_eq!(raw.resolve().unwrap().streams[0].abr, Some(AbrSettings { min_bps: 150_000, max_bps: 1_000_000 }));
+    // Bounds are checked with ABR off too; abr-min above abr-max names abr-min.
+    let mut raw = RawConfig::new();
+    raw.set("stream2.abr-max", "500k", Origin::Flag);
+    raw.set("stream2.abr-min", "600k", Origin::Flag);
+    let e = raw.resolve().unwrap_err();
+    assert_eq!((e.key.as_str(), e.value.as_str()), ("stream2.abr-min", "600k"));
+    assert!(e.to_string().contains("--stream2-abr-min") && e.reason.contains("500"), "{e}");
 }

@@ -465,6 +465,7 @@ impl EventLoop<'_> {
             }
             Event::Teardown { slot } => self.end_session(slot, "TEARDOWN"),
             Event::SetBitrate { stream, bps } => {
+                let bps = self.abr_manual(stream, bps, now);
                 let st = &mut self.streams[stream];
                 if st.pipeline.as_mut().is_some_and(|p| p.set_bitrate(bps)) {
                     log::info!("{peer}: {} bitrate set to {} kbit/s", st.cfg.path, bps / 1000);

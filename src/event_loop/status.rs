@@ -8,6 +8,7 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
+use super::abr;
 use super::http::Report;
 use super::streams::Stream;
 use super::EventLoop;
@@ -268,7 +269,7 @@ impl EventLoop<'_> {
             let cfg = st.cfg;
             write!(
                 out,
-                "{}{{\"name\":{},\"path\":{},\"camera\":{},\"codec\":{},\"width\":{},\"height\":{},\"fps_configured\":{},\"bitrate_configured\":{},\"fps\":{:.2},\"bitrate\":{:.0},\"access_units\":{},\"idrs\":{},\"keyframe_requests\":{},\"retransmitted\":{},\"packets\":{},\"state\":{},\"restarts\":{},\"server_latency_us\":{{\"p50\":{p50},\"p99\":{p99}}},\"encode_latency_us\":{{\"p50\":{e50},\"p99\":{e99}}},\"clients\":{{\"udp\":{},\"tcp\":{},\"multicast\":{},\"http_mjpeg\":{}}},\"recorder\":",
+                "{}{{\"name\":{},\"path\":{},\"camera\":{},\"codec\":{},\"width\":{},\"height\":{},\"fps_configured\":{},\"bitrate_configured\":{},\"fps\":{:.2},\"bitrate\":{:.0},\"access_units\":{},\"idrs\":{},\"keyframe_requests\":{},\"retransmitted\":{},\"packets\":{},\"state\":{},\"restarts\":{},\"server_latency_us\":{{\"p50\":{p50},\"p99\":{p99}}},\"encode_latency_us\":{{\"p50\":{e50},\"p99\":{e99}}},\"clients\":{{\"udp\":{},\"tcp\":{},\"multicast\":{},\"http_mjpeg\":{}}},\"abr\":",
                 if si > 0 { "," } else { "" },
                 Json(&cfg.name),
                 Json(&cfg.path),
@@ -292,6 +293,8 @@ impl EventLoop<'_> {
                 cl.multicast,
                 cl.http
             )?;
+            self.write_abr_status(st, now, out)?;
+            out.push_str(",\"recorder\":");
             match st.recorder.as_ref().map(|r| (r.is_recording_wanted(), r.status())) {
                 None => out.push_str("null}"),
                 Some((wanted, r)) => write!(
@@ -343,6 +346,27 @@ impl EventLoop<'_> {
         }
         out.push_str("]}\n");
         Ok(())
+    }
+
+    /// A stream's `abr` object: `null` when off.
+    fn write_abr_status(&self, st: &Stream<'_>, now: Instant, out: &mut String) -> std::fmt::Result {
+        let Some(a) = st.abr.as_ref() else {
+            out.push_str("null");
+            return Ok(());
+        };
+        let core_now = self.core_now(now);
+        let (min, max) = a.ctl.bounds();
+        let state = if a.drives { a.ctl.state(core_now).as_str() } else { "left alone (passthrough)" };
+        let worst = a.ctl.worst(core_now).map_or(0.0, |w| f64::from(w.2) / 256.0);
+        write!(
+            out,
+            "{{\"state\":{},\"target_bps\":{},\"min_bps\":{min},\"max_bps\":{max},\"receivers\":{},\"worst_fraction_lost\":{worst:.4},\"changes\":{},\"last_change\":{}}}",
+            Json(state),
+            a.ctl.target(),
+            a.ctl.receivers(core_now),
+            a.changes,
+            a.last.as_deref().map_or_else(|| "null".to_owned(), |l| Json(l).to_string())
+        )
     }
 
     fn render_metrics(&self, now: Instant, out: &mut String) {
@@ -480,6 +504,34 @@ impl EventLoop<'_> {
                     Label(&st.cfg.path),
                     f64::from(v) / 1e6
                 )?;
+            }
+        }
+        let abr_streams: Vec<&Stream<'_>> = self.streams.iter().filter(|st| st.abr.is_some()).collect();
+        if !abr_streams.is_empty() {
+            let core_now = self.core_now(now);
+            family(out, "stream_abr_target_bps", "gauge", "Adaptive bitrate: the encoder's target now.");
+            for st in &abr_streams {
+                let t = st.abr.as_ref().map_or(0, |a| a.ctl.target());
+                writeln!(out, "uavstream_stream_abr_target_bps{{stream={}}} {t}", Label(&st.cfg.path))?;
+            }
+            family(out, "stream_abr_changes_total", "counter", "Adaptive bitrate: changes of the target since start.");
+            for st in &abr_streams {
+                let n = st.abr.as_ref().map_or(0, |a| a.changes);
+                writeln!(out, "uavstream_stream_abr_changes_total{{stream={}}} {n}", Label(&st.cfg.path))?;
+            }
+            family(out, "stream_abr_state", "gauge", "Adaptive bitrate: 1 for the controller's state now.");
+            for st in &abr_streams {
+                let Some(a) = st.abr.as_ref() else { continue };
+                let now_state = a.drives.then(|| a.ctl.state(core_now));
+                for s in abr::STATES {
+                    writeln!(
+                        out,
+                        "uavstream_stream_abr_state{{stream={},state=\"{}\"}} {}",
+                        Label(&st.cfg.path),
+                        s.as_str(),
+                        u8::from(now_state == Some(s))
+                    )?;
+                }
             }
         }
         family(out, "stream_clients", "gauge", "Clients playing the stream, by transport.");

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::latency_ring::LatencyRing;
-use super::{http, multicast, ring_reader, side_jpeg, udp_tx, EventLoop, IdrLimiter};
+use super::{abr, http, multicast, ring_reader, side_jpeg, udp_tx, EventLoop, IdrLimiter};
 use crate::config::{Config, PipelineConfig, StreamConfig};
 use crate::hub::Hub;
 use crate::limits;
@@ -84,6 +84,8 @@ pub(super) struct Stream<'c> {
     pub(super) encode_latency: LatencyRing,
     /// The slot the next access unit's fan-out starts at (rotates: fair send order).
     pub(super) fanout_start: usize,
+    /// Adaptive bitrate (`abr=on`).
+    pub(super) abr: Option<abr::StreamAbr>,
 }
 
 /// Seconds of history behind a measured rate (+1 sample).
@@ -178,7 +180,8 @@ impl<'c> Stream<'c> {
                 Some(r)
             }
         };
-        Ok(Stream {
+        let abr = st.abr.map(|s| abr::StreamAbr::new(s, st.bitrate, cfg.max_clients, epoch));
+        let mut stream = Stream {
             cfg: st,
             recorder,
             pipeline_cfg,
@@ -204,7 +207,17 @@ impl<'c> Stream<'c> {
             latency: LatencyRing::default(),
             encode_latency: LatencyRing::default(),
             fanout_start: 0,
-        })
+            abr,
+        };
+        stream.attach_abr();
+        Ok(stream)
+    }
+
+    /// Tells a (new) pipeline the ABR target, when the stream has ABR.
+    fn attach_abr(&mut self) {
+        if let (Some(a), Some(p)) = (self.abr.as_mut(), self.pipeline.as_mut()) {
+            a.attach(&self.cfg.path, p.as_mut());
+        }
     }
 
     /// The earliest time this stream needs the loop's attention.
@@ -218,6 +231,9 @@ impl<'c> Stream<'c> {
             }
         }
         if let Some(t) = self.restart_at {
+            d = Some(d.map_or(t, |x| x.min(t)));
+        }
+        if let Some(t) = self.abr.as_ref().and_then(|a| a.deadline()).filter(|_| self.pipeline.is_some()) {
             d = Some(d.map_or(t, |x| x.min(t)));
         }
         d
@@ -457,6 +473,7 @@ impl EventLoop<'_> {
                     st.hub.prime(&sps, &pps);
                 }
                 st.pipeline = Some(p);
+                st.attach_abr();
                 st.last_unit = now;
                 st.restarts += 1;
                 if let Some(g) = st.group.as_mut() {

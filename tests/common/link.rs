@@ -180,8 +180,9 @@ impl Link {
             .unwrap_or(0)
     }
 
-    /// Caps what `side` sends at `kbit` kbit/s (token bucket, 50 ms of queue: beyond it packets
-    /// drop, as on a radio link), or lifts the cap (`None`). May be called while traffic flows.
+    /// Caps what `side` sends at `kbit` kbit/s (token bucket, 200 ms of queue — a radio modem's
+    /// buffer: beyond it packets drop), or lifts the cap (`None`). May be called while traffic
+    /// flows.
     pub fn set_rate(&self, side: Side, kbit: Option<u32>) -> Result<(), String> {
         let iface = self.iface(side);
         match kbit {
@@ -190,8 +191,8 @@ impl Link {
                 Ok(())
             }
             Some(k) => {
-                // Burst: 20 ms at the rate, at least eight MTU-sized packets (~100 kbit).
-                let burst = (k / 50).max(100);
+                // Burst: 20 ms at the rate, at least ~11 MTU-sized packets (128 kbit).
+                let burst = (k / 50).max(128);
                 self.on(
                     side,
                     &[
@@ -207,7 +208,7 @@ impl Link {
                         "burst",
                         &format!("{burst}kbit"),
                         "latency",
-                        "50ms",
+                        "200ms",
                     ],
                 )
                 .map(|_| ())
