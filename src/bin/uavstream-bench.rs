@@ -5,9 +5,10 @@
 //!   ffmpeg's libx264 `-preset ultrafast -tune zerolatency`, both single-threaded, on the same raw
 //!   clip at the same bitrate: frames/s, PSNR, bitrate.
 //! - `server`: uavstream's `file:` source against gst-rtsp-server (shared media factory) serving
-//!   the same 1080p30 8 Mbit/s 1-s-GOP clip, with N = 1, 10, 50, 100 UDP and 1, 10, 50 TCP
+//!   the same 1080p30 8 Mbit/s 1-s-GOP clip, with N = 1, 10, 50, 100, 300 UDP and 1, 10, 50 TCP
 //!   clients of our own load client: server CPU %, RSS, loss, time to first IDR, server-added
-//!   latency, and the uavstream/peer ratios.
+//!   latency, and the uavstream/peer ratios; for each UDP N also the kernel's floor (the same
+//!   packets sent with the daemon's send call alone, `bench/floor.rs`) and the ratio to it.
 //! - `join`: late joiners against a live encoder on both servers, and against a passthrough
 //!   (file) stream: time from PLAY to the first IDR packet, and P-slices before it.
 //! - `mjpeg`: 720p30 MJPEG vs H.264 on the test pattern: bytes per frame and encoder CPU time per
@@ -26,6 +27,8 @@
 //! - `all`: the first three, in one run.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+#[path = "bench/floor.rs"]
+mod floor;
 #[path = "bench/latency.rs"]
 mod latency;
 #[path = "bench/load.rs"]
@@ -579,11 +582,13 @@ fn server_bench(a: &ServerArgs) {
         (load::Transport::Udp, 10),
         (load::Transport::Udp, 50),
         (load::Transport::Udp, 100),
+        (load::Transport::Udp, 300),
         (load::Transport::Tcp, 1),
         (load::Transport::Tcp, 10),
         (load::Transport::Tcp, 50),
     ];
     let mut ratios = Vec::new();
+    let mut floors = Vec::new();
     for (tx, n) in runs {
         if a.udp_only && tx != load::Transport::Udp {
             continue;
@@ -615,7 +620,37 @@ fn server_bench(a: &ServerArgs) {
             );
             row.push(r);
         }
+        if tx == load::Transport::Udp {
+            // The same packets sent with the daemon's own send call and nothing else.
+            let f = floor::run(n, a.seconds);
+            println!(
+                "{:<16} {:<4} {:>4} {:>7.1} {:>7} {:>8} {:>7} {:>9} {:>17} {:>22} {:>6}",
+                "kernel floor",
+                "udp",
+                n,
+                f.cpu_pct,
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                format!("{}/{}/-", f.p50_us, f.p99_us),
+                "-"
+            );
+            floors.push((n, f, row[0].latency));
+        }
         ratios.push((tx, n, row[0].cpu_pct / row[1].cpu_pct, row[0].rss_mib / row[1].rss_mib));
+    }
+    println!("uavstream's server-added latency / the kernel floor (same packets, the daemon's send call alone):");
+    for (n, f, lat) in &floors {
+        if let Some((p50, p99, _)) = lat {
+            println!(
+                "  udp  N={n:<4} p50 {:.2}  p99 {:.2}  (floor cpu {:.1} %)",
+                *p50 as f64 / f.p50_us.max(1) as f64,
+                *p99 as f64 / f.p99_us.max(1) as f64,
+                f.cpu_pct
+            );
+        }
     }
     println!("uavstream / gst-rtsp-server:");
     for (tx, n, cpu, rss) in ratios {

@@ -37,7 +37,7 @@ impl Server {
     pub fn uavstream(bin: &Path, port: u16, args: &[&str]) -> Server {
         let mut cmd = Command::new(bin);
         cmd.args(["--listen", "127.0.0.1", "--port", &port.to_string(), "--stats-interval", "1"])
-            .args(["--max-clients", "128", "--rtp-ports", "40000-40999", "--max-pending-connections", "128"])
+            .args(["--max-clients", "400", "--rtp-ports", "40000-40999", "--max-pending-connections", "400"])
             .args(if args.contains(&"--http-port") { &[][..] } else { &["--http-port", "0"][..] })
             .args(args)
             .env("UAVSTREAM_PROC_CMDLINE", "")
