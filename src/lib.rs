@@ -4,7 +4,8 @@
 //! - **Sans-IO protocol cores** (`rtsp`, `rtp`, `http`, `media`, `abr`, `cmdline`, `limits`, `wbuf`): pure code
 //!   that takes bytes and `now` and returns bytes/events, with fixed-capacity state. They build
 //!   with `--no-default-features` as `#![no_std]` without `alloc`.
-//! - **I/O modules** behind the `std` feature (`config`, `event_loop`, `hub`, `source`, `encode`):
+//! - **I/O modules** behind the `std` feature (`config`, `event_loop`, `hub`, `source`,
+//!   `pipeline`, `encode`):
 //!   the poll loop that owns every fd and the clock, and the pipeline around it.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(unsafe_code)]
@@ -31,8 +32,12 @@ pub mod event_loop;
 #[cfg(feature = "std")]
 pub mod hub;
 #[cfg(feature = "std")]
+pub mod pipeline;
+#[cfg(feature = "std")]
 pub mod record;
 #[cfg(feature = "std")]
 pub mod source;
 #[cfg(feature = "std")]
 pub mod sys;
+#[cfg(feature = "v4l2")]
+pub mod v4l2;

@@ -14,7 +14,7 @@ fn decoded_time_codes(codec: &str) -> (Vec<u32>, u32) {
     let d = Daemon::start(&["--width", "640", "--height", "360", "--codec", codec, "--bitrate", "1M"]);
     let mut child = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-rtsp_transport", "tcp", "-i", &d.url()])
-        .args(["-frames:v", "30", "-f", "rawvideo", "-pix_fmt", "gray", "pipe:1"])
+        .args(["-frames:v", "30", "-vsync", "passthrough", "-f", "rawvideo", "-pix_fmt", "gray", "pipe:1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

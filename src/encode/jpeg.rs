@@ -23,9 +23,9 @@ use jpeg_encoder::{Encoder, ImageBuffer, JpegColorType, SamplingFactor};
 
 use super::worker::{EncoderThread, Handoff, Labels, Mailbox, SharedFrame, ToI420};
 pub use super::worker::{FrameLayout, FrameTap};
+use crate::pipeline::testpattern::TestPattern;
+use crate::pipeline::{IdrControl, Pipeline, PollRequest, Sink};
 use crate::rtp::{jpeg::MAX_DIMENSION, Codec};
-use crate::source::testpattern::TestPattern;
-use crate::source::{IdrControl, Pipeline, PollRequest, Sink};
 
 /// A frame as rows of Y, Cb, Cr for the encoder: I420 planes, NV12, or YUYV, any stride;
 /// the top-left `size` of it (a crop to what RTP/JPEG carries, or the whole frame).
@@ -256,7 +256,7 @@ fn frame_worker(handoff: &Handoff, mailbox: &Mailbox, out: (u32, u32), size: (u1
     let mut i420 = vec![0u8; convert.output_bytes()];
     let i420_layout = FrameLayout { fourcc: *b"YU12", width: out.0, height: out.1, stride: out.0 };
     let mut bad_frames = 0u64;
-    while let Some(frame) = mailbox.next_frame(handoff) {
+    while let Some(frame) = mailbox.next_frame(&|| handoff.stopping()) {
         let direct = (frame.layout.width, frame.layout.height) == out;
         let image = if direct && frame.data.len() >= frame.layout.frame_bytes() {
             Ok(RawImage { layout: frame.layout, size, data: &frame.data })

@@ -34,8 +34,8 @@ use openh264::{OpenH264API, Timestamp};
 
 use super::worker::{EncoderThread, Handoff, Labels, Mailbox, SharedFrame, ToI420};
 use crate::config::PipelineConfig;
-use crate::source::testpattern::TestPattern;
-use crate::source::{IdrControl, Pipeline, PollRequest, Sink};
+use crate::pipeline::testpattern::TestPattern;
+use crate::pipeline::{IdrControl, Pipeline, PollRequest, Sink};
 
 /// The layout of camera frames given to [`SoftwarePipeline::push_frame`] (the same type the JPEG
 /// encoder takes).
@@ -390,7 +390,7 @@ fn frame_worker(handoff: &Handoff, mailbox: &Mailbox, mut h264: H264Worker) {
     let mut i420 = vec![0u8; convert.output_bytes()];
     let mut start = None;
     let mut bad_frames = 0u64;
-    while let Some(frame) = mailbox.next_frame(handoff) {
+    while let Some(frame) = mailbox.next_frame(&|| handoff.stopping()) {
         let converted = convert.convert(&frame, &mut i420);
         let capture = frame.capture;
         drop(frame);
@@ -499,7 +499,7 @@ impl Pipeline for SoftwarePipeline {
         self.worker.frames_dropped()
     }
 
-    fn frame_tap(&self) -> Option<crate::source::FrameTap> {
+    fn frame_tap(&self) -> Option<crate::pipeline::frames::FrameTap> {
         self.worker.frame_tap().cloned()
     }
 }

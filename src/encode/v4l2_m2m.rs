@@ -26,7 +26,7 @@ use v4l2r::bindings;
 use v4l2r::ioctl;
 use v4l2r::memory::MemoryType;
 
-use crate::source::v4l2::device::{
+use crate::v4l2::device::{
     self, formats, fourcc_of, fourcc_str, luma_bytes_per_pixel, open_node, raw_frame_size, BufferQueue, DmabufPlane,
     NodeInfo,
 };

@@ -2,13 +2,8 @@
 //! the CPU-heavy encoder runs on its own thread and the poll loop never waits for it.
 //!
 //! Invariants:
-//! - Loop to worker: camera frames go through a single-slot [`Mailbox`]. A camera that feeds
-//!   several encoders copies (or renders) a frame once into a [`SharedFrame`] and every encoder
-//!   gets a reference ([`FrameTap::push_shared`]); [`FrameTap::push`] copies once into the
-//!   mailbox's own pool. A frame that arrives while one is still waiting replaces it: the newest
-//!   frame wins, the older one counts as skipped. A tap can also take frames at most every
-//!   interval (a stream slower than its camera). A [`FrameTap`] is a clonable, `Send` handle.
-//!   A worker that waits in `poll(2)` takes its frames from a [`PolledTap`] (an eventfd wakes it).
+//! - Loop to worker: camera frames arrive through the worker's [`Mailbox`] (one frame, newest
+//!   wins, fed by [`FrameTap`]s; see [`crate::pipeline::frames`]).
 //! - Worker to loop: encoded units go through a queue of at most [`limits::ENCODED_QUEUE`] and
 //!   an eventfd. A unit that finds the queue full, or is larger than [`limits::MAX_ACCESS_UNIT`],
 //!   is dropped and counted, never queued.
@@ -24,7 +19,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -32,37 +27,16 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::limits;
 use crate::media::scale::{Input, PixelFormat, ScaleError, Scaler};
-use crate::source::{PollRequest, Sink};
+pub(super) use crate::pipeline::frames::Mailbox;
+pub use crate::pipeline::frames::{FrameLayout, FramePool, FrameTap, PolledTap, RawFrame, SharedFrame, Thinning};
+use crate::pipeline::{PollRequest, Sink};
 
 /// Encoded-unit buffers kept for reuse: a full queue, the unit being encoded, the one being sent.
 const FREE_BUFFERS: usize = limits::ENCODED_QUEUE + 2;
 /// How often a worker waiting for a camera frame rechecks the stop flag.
-const MAILBOX_RECHECK: Duration = Duration::from_millis(100);
 /// At most one "fell behind" warning this often: a slow CPU behind a 30 fps camera is a steady
 /// state, not news on every frame.
 const WARN_EVERY: Duration = Duration::from_secs(5);
-
-/// Layout of raw camera frames handed to an encoder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FrameLayout {
-    /// `YU12` (I420), `NV12` or `YUYV`.
-    pub fourcc: [u8; 4],
-    pub width: u32,
-    pub height: u32,
-    /// Bytes per line of the first plane (chroma planes follow the format's rules).
-    pub stride: u32,
-}
-
-impl FrameLayout {
-    /// Bytes a frame of this layout occupies.
-    pub fn frame_bytes(&self) -> usize {
-        let (s, h) = (self.stride as usize, self.height as usize);
-        match &self.fourcc {
-            b"YUYV" => s * h,
-            _ => s * h + s * h / 2,
-        }
-    }
-}
 
 /// How an encoder names itself in its thread name, errors and log lines.
 pub(super) struct Labels {
@@ -151,289 +125,6 @@ impl Handoff {
     /// Counts frames the worker skipped because it fell behind (or that its encoder skipped).
     pub(super) fn count_skipped(&self, frames: u64) {
         self.skipped.fetch_add(frames, Ordering::Relaxed);
-    }
-}
-
-/// A raw camera frame shared by reference: a camera copies (or renders) each frame once into
-/// one of these, and every stream's encoder gets the same one (an `Arc` clone, no copy).
-#[derive(Debug)]
-pub struct RawFrame {
-    pub layout: FrameLayout,
-    pub capture: Instant,
-    pub data: Vec<u8>,
-}
-
-/// A [`RawFrame`] several encoders may hold at once.
-pub type SharedFrame = Arc<RawFrame>;
-
-/// Frames for one producer, reused once nobody holds them any more: steady state allocates
-/// nothing. Bounded: when every frame is still held (each consumer holds at most the one it
-/// encodes and the one waiting in its mailbox), the new frame is dropped, newest-wins style.
-#[derive(Debug, Default)]
-pub struct FramePool {
-    frames: Vec<SharedFrame>,
-}
-
-/// Frames a pool keeps at most.
-const POOL_FRAMES: usize = 2 + 2 * crate::limits::MAX_STREAMS;
-
-impl FramePool {
-    /// A frame filled by `fill` (which gets an empty buffer to extend), or `None` when every
-    /// frame of the pool is still in use.
-    pub fn fill(
-        &mut self,
-        layout: FrameLayout,
-        capture: Instant,
-        fill: impl FnOnce(&mut Vec<u8>),
-    ) -> Option<SharedFrame> {
-        let free = self.frames.iter_mut().position(|f| Arc::strong_count(f) == 1);
-        let slot = match free {
-            Some(i) => i,
-            None if self.frames.len() < POOL_FRAMES => {
-                self.frames.push(Arc::new(RawFrame { layout, capture, data: Vec::new() }));
-                self.frames.len() - 1
-            }
-            None => return None,
-        };
-        let frame = Arc::get_mut(&mut self.frames[slot])?;
-        frame.layout = layout;
-        frame.capture = capture;
-        frame.data.clear();
-        fill(&mut frame.data);
-        Some(Arc::clone(&self.frames[slot]))
-    }
-}
-
-/// Single-slot mailbox between the loop and a frame worker: newest frame wins. A worker that
-/// waits in `poll(2)` instead ([`PolledTap`]) is woken through an eventfd as well.
-#[derive(Default)]
-pub(super) struct Mailbox {
-    state: Mutex<MailState>,
-    wake: Condvar,
-    efd: Option<Arc<EventFd>>,
-}
-
-#[derive(Default)]
-struct MailState {
-    frame: Option<SharedFrame>,
-    /// Frames copied in by [`FrameTap::push`].
-    pool: FramePool,
-    /// Rate reduction: frames are taken at most every interval.
-    thinning: Option<Thinning>,
-    /// Set when the pipeline is dropped: pushes are refused and buffers freed, not kept.
-    closed: bool,
-}
-
-impl MailState {
-    /// Whether a frame captured at `capture` is wanted by the rate reducer (and books it).
-    fn wanted(&mut self, capture: Instant) -> bool {
-        self.thinning.as_mut().is_none_or(|t| t.due(capture))
-    }
-}
-
-/// Takes one frame per interval by capture time: a frame is due when its capture time reaches
-/// the next due time, less a little slack for capture jitter (a quarter interval, at most
-/// [`THINNING_SLACK_MAX`]). The due times step by exactly one interval, so the long-run rate is
-/// exact; a frame far past the due time (a pause, a camera restart) starts over at that frame.
-#[derive(Debug, Clone, Copy)]
-pub struct Thinning {
-    interval: Duration,
-    next_due: Option<Instant>,
-}
-
-/// Most slack a [`Thinning`] gives a frame captured early.
-pub const THINNING_SLACK_MAX: Duration = Duration::from_millis(10);
-
-impl Thinning {
-    pub fn new(interval: Duration) -> Thinning {
-        Thinning { interval, next_due: None }
-    }
-
-    /// Books and returns `true` when the frame captured at `capture` is due.
-    pub fn due(&mut self, capture: Instant) -> bool {
-        let slack = (self.interval / 4).min(THINNING_SLACK_MAX);
-        match self.next_due {
-            Some(due) if capture + slack < due => false,
-            Some(due) if capture < due + self.interval => {
-                self.next_due = Some(due + self.interval);
-                true
-            }
-            _ => {
-                self.next_due = Some(capture + self.interval);
-                true
-            }
-        }
-    }
-}
-
-impl Mailbox {
-    /// Waits for the next frame; `None` once the pipeline stops.
-    pub(super) fn next_frame(&self, handoff: &Handoff) -> Option<SharedFrame> {
-        if handoff.stopping() {
-            return None;
-        }
-        let mut state = self.state.lock().ok()?;
-        loop {
-            if let Some(frame) = state.frame.take() {
-                return Some(frame);
-            }
-            if state.closed || handoff.stopping() {
-                return None;
-            }
-            state = self.wake.wait_timeout(state, MAILBOX_RECHECK).ok()?.0;
-        }
-    }
-
-    /// Refuses further pushes, frees the waiting frame and the pool, wakes the worker.
-    fn close(&self) {
-        if let Ok(mut state) = self.state.lock() {
-            *state = MailState { closed: true, ..MailState::default() };
-        }
-        self.wake.notify_all();
-    }
-
-    /// Wakes the worker: a frame waits.
-    fn notify(&self) {
-        self.wake.notify_one();
-        if let Some(efd) = &self.efd {
-            let _ = efd.write(1);
-        }
-    }
-}
-
-/// The receiving end of a [`FrameTap`] for a thread that waits in `poll(2)` (the raw-frame
-/// socket): its fd is readable while a frame waits, [`PolledTap::take`] takes the newest one.
-/// Dropping it closes the mailbox: the camera's pushes are refused from then on.
-pub struct PolledTap {
-    mailbox: Arc<Mailbox>,
-    efd: Arc<EventFd>,
-    skipped: Arc<AtomicU64>,
-}
-
-impl std::fmt::Debug for PolledTap {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PolledTap").finish_non_exhaustive()
-    }
-}
-
-impl PolledTap {
-    /// A polled mailbox and the tap that feeds it (`layout` is what [`FrameTap::push`] copies).
-    pub fn new(layout: FrameLayout) -> io::Result<(PolledTap, FrameTap)> {
-        let efd = Arc::new(
-            EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
-                .map_err(io::Error::from)?,
-        );
-        let mailbox = Arc::new(Mailbox { efd: Some(Arc::clone(&efd)), ..Mailbox::default() });
-        let skipped = Arc::new(AtomicU64::new(0));
-        let tap = FrameTap { mailbox: Arc::clone(&mailbox), layout, skipped: Arc::clone(&skipped) };
-        Ok((PolledTap { mailbox, efd, skipped }, tap))
-    }
-
-    /// Readable while a frame waits.
-    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.efd.as_fd()
-    }
-
-    /// The waiting frame, if any (clears the fd's readiness first, so a frame pushed meanwhile
-    /// wakes the next poll).
-    pub fn take(&self) -> Option<SharedFrame> {
-        let _ = self.efd.read();
-        self.mailbox.state.lock().ok()?.frame.take()
-    }
-
-    /// Frames replaced in the mailbox before they were taken (newest wins), since the start.
-    pub fn skipped(&self) -> u64 {
-        self.skipped.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for PolledTap {
-    fn drop(&mut self) {
-        self.mailbox.close();
-    }
-}
-
-/// A clonable handle to a frame-mode pipeline's mailbox, so another pipeline (a camera) can
-/// feed it raw frames from any thread. Outliving the pipeline is harmless: pushes are then
-/// refused.
-#[derive(Clone)]
-pub struct FrameTap {
-    mailbox: Arc<Mailbox>,
-    layout: FrameLayout,
-    skipped: Arc<AtomicU64>,
-}
-
-impl std::fmt::Debug for FrameTap {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FrameTap").field("layout", &self.layout).finish()
-    }
-}
-
-impl FrameTap {
-    /// Hands a frame to the worker (one copy of at most [`FrameLayout::frame_bytes`], into the
-    /// mailbox's own pool); a frame still waiting is replaced and counted as skipped (newest
-    /// wins). Returns `false` when it replaced one, or when the pipeline is gone (nothing is
-    /// copied then).
-    pub fn push(&self, data: &[u8], capture: Instant) -> bool {
-        let len = self.layout.frame_bytes().min(data.len());
-        let Ok(mut state) = self.mailbox.state.lock() else { return false };
-        if state.closed || !state.wanted(capture) {
-            return !state.closed;
-        }
-        let layout = self.layout;
-        // The waiting frame goes back to the pool first, so it can be reused at once.
-        if state.frame.take().is_some() {
-            self.skipped.fetch_add(1, Ordering::Relaxed);
-            let Some(frame) = state.pool.fill(layout, capture, |buf| buf.extend_from_slice(&data[..len])) else {
-                return false;
-            };
-            state.frame = Some(frame);
-            drop(state);
-            self.mailbox.notify();
-            return false;
-        }
-        let Some(frame) = state.pool.fill(layout, capture, |buf| buf.extend_from_slice(&data[..len])) else {
-            self.skipped.fetch_add(1, Ordering::Relaxed);
-            return false;
-        };
-        state.frame = Some(frame);
-        drop(state);
-        self.mailbox.notify();
-        true
-    }
-
-    /// Hands a shared frame to the worker without copying it (the frame carries its layout);
-    /// the same newest-wins rule as [`FrameTap::push`], and the tap's rate reduction.
-    pub fn push_shared(&self, frame: &SharedFrame) -> bool {
-        let Ok(mut state) = self.mailbox.state.lock() else { return false };
-        if state.closed || !state.wanted(frame.capture) {
-            return !state.closed;
-        }
-        let replaced = state.frame.replace(Arc::clone(frame)).is_some();
-        if replaced {
-            self.skipped.fetch_add(1, Ordering::Relaxed);
-        }
-        drop(state);
-        self.mailbox.notify();
-        !replaced
-    }
-
-    /// Takes frames at most every `interval` (a stream slower than its camera): the others are
-    /// not handed over at all (not counted as skipped: they were never wanted).
-    pub fn set_interval(&self, interval: Option<Duration>) {
-        if let Ok(mut state) = self.mailbox.state.lock() {
-            state.thinning = interval.map(Thinning::new);
-        }
-    }
-
-    /// The layout the pipeline expects frames in.
-    pub fn layout(&self) -> FrameLayout {
-        self.layout
-    }
-
-    /// Whether the pipeline behind it is gone.
-    pub fn is_closed(&self) -> bool {
-        self.mailbox.state.lock().map_or(true, |s| s.closed)
     }
 }
 
@@ -547,7 +238,7 @@ impl EncoderThread {
         let thread = std::thread::Builder::new()
             .name(labels.thread.into())
             .spawn(move || body(&worker_handoff, &worker_mailbox))?;
-        let tap = FrameTap { mailbox, layout, skipped: Arc::clone(&handoff.skipped) };
+        let tap = FrameTap::new_for(mailbox, layout, Arc::clone(&handoff.skipped));
         Ok(EncoderThread { handoff, tap: Some(tap), thread: Some(thread), labels, last_warn: None, warned: (0, 0) })
     }
 
@@ -609,7 +300,7 @@ impl Drop for EncoderThread {
     fn drop(&mut self) {
         self.handoff.stop.store(true, Ordering::Relaxed);
         if let Some(tap) = &self.tap {
-            tap.mailbox.close();
+            tap.mailbox().close();
         }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -634,12 +325,12 @@ mod tests {
     const LAYOUT: FrameLayout = FrameLayout { fourcc: *b"YUYV", width: 4, height: 2, stride: 8 };
 
     fn tap_for(handoff: &Handoff) -> FrameTap {
-        FrameTap { mailbox: Arc::new(Mailbox::default()), layout: LAYOUT, skipped: Arc::clone(&handoff.skipped) }
+        FrameTap::new_for(Arc::new(Mailbox::default()), LAYOUT, Arc::clone(&handoff.skipped))
     }
 
     /// Frames of the tap's own pool nobody holds (ready for reuse).
     fn free_frames(tap: &FrameTap) -> usize {
-        tap.mailbox.state.lock().unwrap().pool.frames.iter().filter(|f| Arc::strong_count(f) == 1).count()
+        tap.pool_counts().1
     }
 
     #[test]
@@ -657,10 +348,10 @@ mod tests {
         assert!(tap.push(&[1; 20], t0), "an empty slot takes the frame");
         assert!(!tap.push(&[2; 16], t1), "a waiting frame is replaced");
         assert_eq!(handoff.skipped.load(Ordering::Relaxed), 1);
-        let pool_len = |tap: &FrameTap| tap.mailbox.state.lock().unwrap().pool.frames.len();
+        let pool_len = |tap: &FrameTap| tap.pool_counts().0;
         assert_eq!((pool_len(&tap), free_frames(&tap)), (1, 0), "the replaced frame's buffer took the new one");
 
-        let frame = tap.mailbox.next_frame(&handoff).unwrap();
+        let frame = tap.mailbox().next_frame(&|| handoff.stopping()).unwrap();
         assert_eq!((&frame.data[..], frame.capture), (&[2u8; 16][..], t1), "the newest frame, cut to the layout");
         let used = frame.data.as_ptr();
         drop(frame);
@@ -672,7 +363,7 @@ mod tests {
             (1, 0),
             "the push reused the free buffer instead of allocating"
         );
-        let frame = tap.mailbox.next_frame(&handoff).unwrap();
+        let frame = tap.mailbox().next_frame(&|| handoff.stopping()).unwrap();
         assert_eq!(&frame.data[..], &[3; 4]);
         assert_eq!(frame.data.as_ptr(), used, "the same buffer");
     }
@@ -690,14 +381,12 @@ mod tests {
             let frame = pool.fill(LAYOUT, at, |buf| buf.extend_from_slice(&[n as u8; 16])).unwrap();
             assert!(a.push_shared(&frame));
             b.push_shared(&frame);
-            let got = a.mailbox.next_frame(&handoff).unwrap();
+            let got = a.mailbox().next_frame(&|| handoff.stopping()).unwrap();
             assert!(Arc::ptr_eq(&got, &frame), "the same frame, not a copy");
-            if let Ok(mut st) = b.mailbox.state.lock() {
-                b_got += usize::from(st.frame.take().is_some());
-            }
+            b_got += usize::from(b.take_waiting().is_some());
         }
         assert_eq!(b_got, 5, "every other frame of 9 at half the rate");
-        assert!(pool.frames.len() <= 3, "the pool reuses frames once nobody holds them: {}", pool.frames.len());
+        assert!(pool.len() <= 3, "the pool reuses frames once nobody holds them: {}", pool.len());
     }
 
     #[test]
@@ -746,7 +435,7 @@ mod tests {
     #[test]
     fn a_tap_outliving_its_pipeline_is_refused_without_keeping_buffers() {
         let thread = EncoderThread::spawn_frames(&TEST_LABELS, LAYOUT, |handoff, mailbox| {
-            while let Some(frame) = mailbox.next_frame(handoff) {
+            while let Some(frame) = mailbox.next_frame(&|| handoff.stopping()) {
                 let mut buf = handoff.take_buffer();
                 buf.extend_from_slice(&frame.data);
                 handoff.deliver(buf, frame.capture);
@@ -765,10 +454,8 @@ mod tests {
         for _ in 0..3 {
             assert!(!tap.push(&[8; 16], Instant::now()), "nobody encodes it: refused");
         }
-        let state = tap.mailbox.state.lock().unwrap();
-        assert!(state.closed && state.frame.is_none() && state.pool.frames.is_empty(), "no buffer is kept");
-        drop(state);
-        assert_eq!(Arc::strong_count(&tap.mailbox), 1, "only the last tap holds the mailbox");
+        assert!(tap.is_closed() && tap.take_waiting().is_none() && tap.pool_counts().0 == 0, "no buffer is kept");
+        assert_eq!(Arc::strong_count(tap.mailbox()), 1, "only the last tap holds the mailbox");
     }
 
     #[test]

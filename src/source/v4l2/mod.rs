@@ -15,8 +15,7 @@
 //! timestamp. Device loss (unbind, unplug) shows up as POLLERR/ENODEV and becomes an `Err`, so
 //! the loop rebuilds the pipeline with backoff while RTSP sessions stay up.
 
-pub mod device;
-mod sys;
+pub use crate::v4l2::device;
 
 use std::fs::File;
 use std::io;
