@@ -31,8 +31,11 @@
 //!   randomised), so a GCC cut alone needs several reports, tens of seconds, to get under a
 //!   capacity drop. When the stream's measured send rate is known, heavy loss is also a
 //!   measurement of the link: `delivered = send_rate × (1 − loss)`. The cut goes to the lower of
-//!   GCC's rate and 90 % of `delivered`, never below half the target in one step (cut factor
-//!   0.5–0.98). A report whose interval lies mostly before the last cut describes the old rate and
+//!   GCC's rate and 90 % of `delivered` less the packets' headers (RTP/UDP/IP, about 4 %: the
+//!   send rate counts the encoder's bytes), never below half the target in one step (cut factor
+//!   0.5–0.98). The link also carries the receivers' retransmissions; receiver reports count
+//!   loss before retransmission repairs it (GStreamer's `rtpsession` sees the RTX SSRC as a
+//!   source of its own), so `loss` is the link's. A report whose interval lies mostly before the last cut describes the old rate and
 //!   cuts nothing.
 //! - Loss 2–10 %: **hold**, except right after a probe: loss that appears in the interval in which
 //!   the target went up is the probe's doing, so the target goes back to the rate of that
@@ -40,8 +43,8 @@
 //! - Loss < 2 % from every live receiver: **probe** ×1.05, at most once per
 //!   [`AbrConfig::probe_interval`], not before [`AbrConfig::hold_after_cut`] has passed since the
 //!   last cut or failed probe.
-//! - Each cut or failed probe remembers the delivered rate as a **ceiling**: probing stops at 90 %
-//!   of it for [`AbrConfig::ceiling_ttl`] (so a settled stream does not keep knocking at a fixed
+//! - Each cut or failed probe remembers the delivered rate as a **ceiling**: probing stops where
+//!   the cut would have gone (90 % of it, less headers) for [`AbrConfig::ceiling_ttl`] (so a settled stream does not keep knocking at a fixed
 //!   cap), after which it probes past it in case the link got better — one step per round of
 //!   reports, so an overshoot lasts one report interval, until it is 10 % past the old ceiling.
 //!   Hitting about the same ceiling again that way doubles that time, up to
@@ -57,6 +60,12 @@ pub const FLOOR_BPS: u32 = 150_000;
 pub const MAX_RECEIVERS: usize = 32;
 /// Changes remembered, to find the rate in effect at a receiver's previous report.
 const HISTORY: usize = 16;
+
+/// What the link carries on top of the encoder's bytes, in 1/1000: RTP, UDP and IPv4 headers
+/// (40 bytes on packets of about 1000 to 1400 bytes: 3 to 4 %), and a little of the receivers'
+/// retransmissions. The send rate the loop measures is the encoder's output, so a rate
+/// measured from it is scaled by this before the link's headroom is taken.
+const WIRE_OVERHEAD_PERMILLE: u32 = 40;
 
 /// Loss thresholds in 1/256 (RTCP's `fraction lost` unit): > 10 % cuts, < 2 % probes.
 const CUT_LOSS: u8 = 26; // 10.2 %
@@ -191,6 +200,13 @@ fn scale(x: u32, num: u32, den: u32) -> u32 {
     (u64::from(x) * u64::from(num) / u64::from(den.max(1))).min(u64::from(u32::MAX)) as u32
 }
 
+/// The encoder rate that leaves the link 10 % headroom when `delivered` (encoder bytes, as
+/// measured) is what it carried: headers and retransmissions on top
+/// ([`WIRE_OVERHEAD_PERMILLE`]), then 90 % of that.
+fn headroom(delivered: u32) -> u32 {
+    scale(scale(delivered, 9, 10), 1000, 1000 + WIRE_OVERHEAD_PERMILLE)
+}
+
 /// Loss in 1/256 as whole percent, for log lines and tests.
 pub fn loss_percent(loss: u8) -> u32 {
     (u32::from(loss) * 100 + 128) / 256
@@ -321,7 +337,7 @@ impl Abr {
 
     fn ceiling_limit(&self, now: Instant) -> Option<u32> {
         let (c, at, ttl) = self.ceiling?;
-        (now.saturating_since(at) < ttl).then(|| scale(c, 9, 10))
+        (now.saturating_since(at) < ttl).then(|| headroom(c))
     }
 
     /// The next change of the target, if any. Call after feeding input and on
@@ -355,7 +371,7 @@ impl Abr {
             let keep = 256 - u32::from(w.loss);
             let gcc = scale(self.target, 512 - u32::from(w.loss), 512);
             let delivered = scale(self.sent_rate(now), keep, 256);
-            let to = gcc.min(scale(delivered, 9, 10)).clamp(scale(self.target, 1, 2), scale(self.target, 98, 100));
+            let to = gcc.min(headroom(delivered)).clamp(scale(self.target, 1, 2), scale(self.target, 98, 100));
             self.last_cut = Some(now);
             self.last_probe = None;
             self.hold_until = now + self.cfg.hold_after_cut;
@@ -379,7 +395,7 @@ impl Abr {
             self.last_cut = Some(now);
             self.hold_until = now + self.cfg.hold_after_cut;
             self.set_ceiling(delivered, now);
-            let to = clean.min(self.target).min(scale(delivered, 9, 10).max(scale(self.target, 1, 2)));
+            let to = clean.min(self.target).min(headroom(delivered).max(scale(self.target, 1, 2)));
             let reason = Reason::ProbeFailed { receiver: w.id, transport: w.transport, loss: w.loss };
             return self.apply(to, now, reason);
         }

@@ -1,6 +1,7 @@
 //! The few system interfaces std does not wrap: `poll(2)`, the random seed, signal handling,
 //! the fd limit, systemd's notify protocol, batched UDP sends (`sendmmsg(2)`, with UDP GSO), and
-//! the unread bytes and passed descriptors of `AF_UNIX` sockets (the raw-frame socket).
+//! the unread bytes and passed descriptors of `AF_UNIX` sockets (the raw-frame socket), and
+//! OpenH264's live bitrate option (the `openh264` crate has it only in its raw API).
 //! This is the one module allowed `unsafe`.
 //!
 //! Invariants of [`send_packets`]: every packet reaches the wire as its own datagram with the
@@ -421,6 +422,53 @@ pub fn set_multicast_interface(sock: &std::net::UdpSocket, ipv6: bool, index: u3
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// OpenH264's `SBitrateInfo` (`codec_app_def.h`): which spatial layer, and bits per second.
+#[cfg(feature = "software")]
+#[repr(C)]
+struct OpenH264BitrateInfo {
+    layer: libc::c_int,
+    bitrate: libc::c_int,
+}
+
+/// Changes a running OpenH264 encoder's target bitrate in place, without a new IDR: the
+/// single spatial layer's target and its maximum both become `bps` (as a new encoder of that
+/// bitrate would have them; OpenH264 refuses a target above the maximum, so going up the maximum
+/// moves first, going down the target). Its rate control takes the new figure at the next
+/// frame. `Err` names the option OpenH264 refused (always before the encoder's first frame);
+/// the caller should then rebuild the encoder.
+#[cfg(feature = "software")]
+pub fn openh264_set_bitrate(enc: &mut openh264::encoder::Encoder, from_bps: u32, bps: u32) -> Result<(), &'static str> {
+    // `codec_app_def.h`: ENCODER_OPTION_BITRATE, ENCODER_OPTION_MAX_BITRATE; SPATIAL_LAYER_0,
+    // SPATIAL_LAYER_ALL (the overall target, spread over the layers: one here).
+    const BITRATE: libc::c_int = 5;
+    const MAX_BITRATE: libc::c_int = 6;
+    const LAYER_0: libc::c_int = 0;
+    const LAYER_ALL: libc::c_int = 4;
+    let Ok(rate) = libc::c_int::try_from(bps) else { return Err("bitrate out of range") };
+    let set = |enc: &mut openh264::encoder::Encoder, option, layer, what| {
+        let mut info = OpenH264BitrateInfo { layer, bitrate: rate };
+        // SAFETY: the raw API's encoder object lives as long as `enc` (created in its
+        // constructor, destroyed on drop); before its first frame (not initialised yet) it
+        // refuses every option with `cmInitExpected`. ENCODER_OPTION_BITRATE and _MAX_BITRATE
+        // read one `SBitrateInfo` through the pointer during the call and keep no reference;
+        // `info` is a live, exclusively borrowed value of that C layout. The crate reads its own
+        // copy of the bitrate only when the picture size changes, which never happens here.
+        let r = unsafe { enc.raw_api().set_option(option, (&raw mut info).cast()) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(what)
+        }
+    };
+    if bps >= from_bps {
+        set(enc, MAX_BITRATE, LAYER_0, "ENCODER_OPTION_MAX_BITRATE")?;
+        set(enc, BITRATE, LAYER_ALL, "ENCODER_OPTION_BITRATE")
+    } else {
+        set(enc, BITRATE, LAYER_ALL, "ENCODER_OPTION_BITRATE")?;
+        set(enc, MAX_BITRATE, LAYER_0, "ENCODER_OPTION_MAX_BITRATE")
     }
 }
 

@@ -156,7 +156,7 @@ fn wait_for(d: &Daemon, limit: Duration, f: impl Fn(&Snapshot) -> bool) -> Optio
 }
 
 #[test]
-#[ignore = "being fixed on merge: with NACK/RTX offered to GStreamer and the shared link harness, loss after settling is 2-3 %"]
+#[ignore = "0 % loss after settling in 3 of 3 runs on h-abr2, but 1 of 3 rendered only 37 frames in the window (load average 6): not yet shown to be load rather than a stall"]
 fn a_4_mbit_stream_settles_under_a_3_mbit_cap_within_10_s_and_then_loses_under_1_percent() {
     if let Some(why) = unavailable() {
         eprintln!("skipped: {why}");

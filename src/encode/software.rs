@@ -363,21 +363,32 @@ impl H264Worker {
         self.force_next_idr = !handoff.deliver(buf, capture);
     }
 
-    /// Applies a bitrate change asked for by the loop: OpenH264 has no safe live setter in the
-    /// crate, so the encoder is rebuilt with the new rate (its first frame is an IDR, which every
-    /// client can start from). On failure the old encoder stays.
+    /// Applies a bitrate change asked for by the loop: in place ([`crate::sys::openh264_set_bitrate`]),
+    /// so the stream goes on with P-frames (a change forcing an IDR would put a burst the size of
+    /// a keyframe on a link that just showed it is full). Only when OpenH264 refuses (before the
+    /// first frame) is the encoder rebuilt with the new rate (its first frame is an IDR). On
+    /// failure the old encoder stays.
     fn apply_new_bitrate(&mut self) {
         let bps = self.controls.new_bitrate.swap(0, Ordering::AcqRel);
         if bps == 0 || bps == self.settings.bitrate {
             return;
         }
         let wanted = EncoderSettings { bitrate: bps, ..self.settings };
+        match crate::sys::openh264_set_bitrate(&mut self.encoder, self.settings.bitrate, bps) {
+            Ok(()) => {
+                log::info!("software encoder: bitrate now {} kbit/s (in place)", bps / 1000);
+                self.settings = wanted;
+                self.bitrate.reset();
+                return;
+            }
+            Err(e) => log::debug!("software encoder: {e} refused, rebuilding the encoder for {} kbit/s", bps / 1000),
+        }
         match new_encoder(&wanted) {
             Ok(e) => {
                 self.encoder = e;
                 self.settings = wanted;
                 self.bitrate.reset();
-                log::info!("software encoder: bitrate now {} kbit/s", bps / 1000);
+                log::info!("software encoder: bitrate now {} kbit/s (new encoder)", bps / 1000);
             }
             Err(e) => log::warn!("software encoder: bitrate {bps} refused: {e}"),
         }
@@ -508,6 +519,49 @@ impl Pipeline for SoftwarePipeline {
 mod tests {
     use super::*;
     use crate::media::h264::{annex_b, nal_type, nal_unit_type, Sps};
+
+    /// The live bitrate setter: refused before the first frame (the worker then rebuilds), and
+    /// after it the rate follows down and back up without an IDR.
+    #[test]
+    fn the_bitrate_changes_in_place_without_an_idr() {
+        let s = EncoderSettings {
+            width: 640,
+            height: 360,
+            fps: 30,
+            bitrate: 3_000_000,
+            idr_period: 600,
+            frame_skip: false,
+        };
+        let mut enc = new_encoder(&s).unwrap();
+        assert!(crate::sys::openh264_set_bitrate(&mut enc, 3_000_000, 1_000_000).is_err());
+        let mut pattern = TestPattern::new(640, 360);
+        let mut n = 0u64;
+        // Bytes of the last `count` of `frames` frames, and whether any of them was an IDR.
+        let mut run = |enc: &mut Encoder, frames: u64, count: u64| {
+            let (mut bytes, mut idr) = (0usize, false);
+            for i in 0..frames {
+                pattern.render(n);
+                let mut out = Vec::new();
+                encode_frame(enc, &pattern, Duration::from_millis(n * 33), false, &mut out).unwrap();
+                n += 1;
+                if i >= frames - count {
+                    bytes += out.len();
+                    idr |= annex_b(&out).any(|u| nal_unit_type(u) == Some(nal_type::IDR));
+                }
+            }
+            (bytes, idr)
+        };
+        let (high, _) = run(&mut enc, 90, 60);
+        crate::sys::openh264_set_bitrate(&mut enc, 3_000_000, 300_000).unwrap();
+        let (low, idr) = run(&mut enc, 120, 60);
+        assert!(!idr, "a bitrate change made an IDR");
+        crate::sys::openh264_set_bitrate(&mut enc, 300_000, 3_000_000).unwrap();
+        let (again, idr) = run(&mut enc, 120, 60);
+        assert!(!idr, "a bitrate change made an IDR");
+        eprintln!("2 s at 3 Mbit/s: {high} bytes, at 300 kbit/s: {low}, at 3 Mbit/s again: {again}");
+        assert!(low * 3 < high && low < 2 * 300_000 / 8 * 13 / 10, "{high} then {low}");
+        assert!(again > 3 * low, "{low} then {again}");
+    }
 
     #[test]
     fn encodes_constrained_baseline_with_idr_period_and_forced_idr() {

@@ -11,10 +11,10 @@
 //!   fell behind the ring), taken once a second. Multicast and push receivers are not followed:
 //!   their reports reach no session.
 //! - A change goes to the encoder at once (`Pipeline::set_bitrate`) and is logged with its reason.
-//!   A cut also asks for an IDR through the stream's IDR budget: receivers that lost packets
-//!   show a broken picture until the next IDR (the software encoder's rebuild makes one anyway; the
-//!   M2M encoder changes its rate live, without one). A stream whose pipeline cannot change its
-//!   bitrate (passthrough) is left alone, and the log says so once per pipeline.
+//!   Both the software and the M2M encoder change their rate live, without an IDR. A cut also
+//!   asks for an IDR through the stream's IDR budget: receivers that lost packets show a broken
+//!   picture until the next IDR. A stream whose pipeline cannot change its bitrate (passthrough)
+//!   is left alone, and the log says so once per pipeline.
 //! - A rebuilt pipeline is given the controller's current target.
 
 use std::time::{Duration, Instant};

@@ -9,8 +9,9 @@
 //! cannot skew it, and an LSR we never sent gives no figure.
 //!
 //! Invariants: a malformed compound changes nothing of the session (not even `last_seen`);
-//! feedback about an SSRC other than the session's stream is ignored; figures saturate, never
-//! wrap or panic.
+//! report blocks and feedback about an SSRC other than the session's stream are ignored (a
+//! receiver of retransmissions reports on the RTX SSRC too); figures saturate, never wrap or
+//! panic.
 
 use core::time::Duration;
 
@@ -67,7 +68,10 @@ impl<S: AsRef<[Session]> + AsMut<[Session]>> Server<'_, S> {
         for pkt in parse_compound(data).flatten() {
             match pkt {
                 RtcpPacket::ReceiverReport { blocks, .. } | RtcpPacket::SenderReport { blocks, .. } => {
-                    for b in blocks {
+                    // Only the block about the stream's own SSRC: a receiver that was sent
+                    // retransmissions also reports on the RTX SSRC (GStreamer does), whose
+                    // sequence numbers and loss say nothing about the stream.
+                    for b in blocks.filter(|b| b.ssrc == ssrc) {
                         r.reports = r.reports.saturating_add(1);
                         r.fraction_lost = b.fraction_lost;
                         r.cumulative_lost = b.cumulative_lost;

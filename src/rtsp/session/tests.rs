@@ -301,6 +301,43 @@ fn receiver_reports_update_reception() {
     assert_eq!((r.reports, r.fraction_lost, r.cumulative_lost, r.jitter, r.highest_sequence), (1, 16, 3, 42, 256));
 }
 
+/// GStreamer's `rtpsession` reports on every SSRC it received, the RTX one included, in one RR
+/// (media block first here; either order): only the stream's block is reception.
+#[test]
+fn report_blocks_about_the_rtx_ssrc_are_not_the_streams_reception() {
+    let mut slots = [Session::FREE; 1];
+    let mut srv = server(&mut slots);
+    let setup = req("SETUP", "rtsp://h/live/trackID=0", 1, "Transport: RTP/AVPF;unicast;client_port=6000-6001\r\n");
+    send(&mut srv, 1, setup.as_bytes(), 0);
+    let block = |ssrc: u32, lost: u8, cumulative: u32, highest: u32| {
+        let mut b = [0u8; 24];
+        b[..4].copy_from_slice(&ssrc.to_be_bytes());
+        b[4..8].copy_from_slice(&((u32::from(lost) << 24) | cumulative).to_be_bytes());
+        b[8..12].copy_from_slice(&highest.to_be_bytes());
+        b
+    };
+    let media = block(0x1234_5678, 2, 40, 70_000);
+    let rtx = block(0x5678_1234 ^ 0x5254_5821, 90, 7, 310);
+    for (first, second) in [(media, rtx), (rtx, media)] {
+        let mut rr = [0u8; 56];
+        rr[..8].copy_from_slice(&[0x82, 0xc9, 0x00, 0x0d, 0, 0, 0, 9]);
+        rr[8..32].copy_from_slice(&first);
+        rr[32..].copy_from_slice(&second);
+        srv.handle_rtcp(0, &rr, Instant::ZERO);
+        let r = srv.sessions()[0].reception;
+        assert_eq!((r.fraction_lost, r.cumulative_lost, r.highest_sequence), (2, 40, 70_000));
+    }
+    // Two RRs, one report each.
+    assert_eq!(srv.sessions()[0].reception.reports, 2);
+    // An RR about the RTX SSRC alone refreshes the session but is no report on the stream.
+    let mut rr = [0u8; 32];
+    rr[..8].copy_from_slice(&[0x81, 0xc9, 0x00, 0x07, 0, 0, 0, 9]);
+    rr[8..].copy_from_slice(&rtx);
+    srv.handle_rtcp(0, &rr, Instant::from_micros(1_000_000));
+    assert_eq!(srv.sessions()[0].reception.reports, 2);
+    assert_eq!(srv.sessions()[0].last_seen, Instant::from_micros(1_000_000));
+}
+
 #[test]
 fn rtt_comes_from_lsr_and_dlsr_against_the_sender_reports_we_sent() {
     let mut slots = [Session::FREE; 1];
