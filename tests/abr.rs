@@ -57,7 +57,9 @@ impl Gst {
     fn start_with(url: &str, decoder: &str) -> Gst {
         let location = format!("location={url}");
         let mut child = Command::new("gst-launch-1.0")
-            .args(["-v", "rtspsrc", &location, "protocols=udp", "latency=0", "!", "rtph264depay", "!", "h264parse"])
+            // 100 ms of jitter buffer: room for a retransmission (NACK/RTX is offered to GStreamer),
+            // as a real viewer has (QGroundControl's rtspsrc is not at latency 0 either).
+            .args(["-v", "rtspsrc", &location, "protocols=udp", "latency=100", "!", "rtph264depay", "!", "h264parse"])
             .args([
                 "!",
                 "avdec_h264",
@@ -156,7 +158,6 @@ fn wait_for(d: &Daemon, limit: Duration, f: impl Fn(&Snapshot) -> bool) -> Optio
 }
 
 #[test]
-#[ignore = "0 % loss after settling in 3 of 3 runs on h-abr2, but 1 of 3 rendered only 37 frames in the window (load average 6): not yet shown to be load rather than a stall"]
 fn a_4_mbit_stream_settles_under_a_3_mbit_cap_within_10_s_and_then_loses_under_1_percent() {
     if let Some(why) = unavailable() {
         eprintln!("skipped: {why}");
