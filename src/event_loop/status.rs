@@ -472,40 +472,32 @@ impl EventLoop<'_> {
             "RTP packets packetized once into the stream's ring.",
             &|si| self.streams[si].hub.packets.to_string(),
         );
-        family(
+        let quantiles = |out: &mut String, name: &str, help: &str, ring: &dyn Fn(&Stream<'_>) -> (u32, u32)| {
+            family(out, name, "gauge", help);
+            for st in &self.streams {
+                let (p50, p99) = ring(st);
+                for (q, v) in [("0.5", p50), ("0.99", p99)] {
+                    let _ = writeln!(
+                        out,
+                        "uavstream_{name}{{stream={},quantile=\"{q}\"}} {:.6}",
+                        Label(&st.cfg.path),
+                        f64::from(v) / 1e6
+                    );
+                }
+            }
+        };
+        quantiles(
             out,
             "stream_server_latency_seconds",
-            "gauge",
             "Server-added latency per access unit over the last ones, by quantile.",
+            &|st| st.latency.p50_p99(),
         );
-        for st in &self.streams {
-            let (p50, p99) = st.latency.p50_p99();
-            for (q, v) in [("0.5", p50), ("0.99", p99)] {
-                writeln!(
-                    out,
-                    "uavstream_stream_server_latency_seconds{{stream={},quantile=\"{q}\"}} {:.6}",
-                    Label(&st.cfg.path),
-                    f64::from(v) / 1e6
-                )?;
-            }
-        }
-        family(
+        quantiles(
             out,
             "stream_encode_latency_seconds",
-            "gauge",
             "Capture to access unit ready in the loop (encoder and its queue), over the last units, by quantile.",
+            &|st| st.encode_latency.p50_p99(),
         );
-        for st in &self.streams {
-            let (p50, p99) = st.encode_latency.p50_p99();
-            for (q, v) in [("0.5", p50), ("0.99", p99)] {
-                writeln!(
-                    out,
-                    "uavstream_stream_encode_latency_seconds{{stream={},quantile=\"{q}\"}} {:.6}",
-                    Label(&st.cfg.path),
-                    f64::from(v) / 1e6
-                )?;
-            }
-        }
         let abr_streams: Vec<&Stream<'_>> = self.streams.iter().filter(|st| st.abr.is_some()).collect();
         if !abr_streams.is_empty() {
             let core_now = self.core_now(now);
