@@ -58,11 +58,12 @@ for f in text_string_to_metric_families(sys.stdin.read()):
         .collect()
 }
 
-/// An RTCP receiver report with one block: fraction lost 64/256, 17 lost, the given highest
+/// An RTCP receiver report with one block about `ssrc` (the stream's: a block about another
+/// source is not the session's reception): fraction lost 64/256, 17 lost, the given highest
 /// sequence, jitter 900 (10 ms at 90 kHz).
-fn receiver_report(highest: u32) -> Vec<u8> {
+fn receiver_report(ssrc: u32, highest: u32) -> Vec<u8> {
     let mut p = vec![0x81, 201, 0, 7, 0, 0, 0x12, 0x34];
-    p.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+    p.extend_from_slice(&ssrc.to_be_bytes());
     p.extend_from_slice(&[64, 0, 0, 17]);
     p.extend_from_slice(&highest.to_be_bytes());
     p.extend_from_slice(&900u32.to_be_bytes());
@@ -111,8 +112,9 @@ fn status_and_metrics_report_what_the_clients_got_and_said() {
     for _ in 0..50 {
         rtp.recv_from(&mut buf).expect("RTP over UDP");
     }
+    let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sender.send_to(&receiver_report(4242), ("127.0.0.1", server_rtcp)).unwrap();
+    sender.send_to(&receiver_report(ssrc, 4242), ("127.0.0.1", server_rtcp)).unwrap();
     let mut got = 0;
     while got < 100 {
         got += usize::from(tcp.next_frame().expect("TCP client plays").channel == 0);
