@@ -297,6 +297,9 @@ impl Mailbox {
 pub struct FrameTap {
     mailbox: Arc<Mailbox>,
     layout: FrameLayout,
+    /// The size the worker encodes at: a camera with a second output of that size (libcamera's
+    /// Viewfinder stream) feeds it those frames instead of the full-size ones.
+    output: (u32, u32),
     skipped: Arc<AtomicU64>,
 }
 
@@ -366,6 +369,11 @@ impl FrameTap {
     /// The layout the pipeline expects frames in.
     pub fn layout(&self) -> FrameLayout {
         self.layout
+    }
+
+    /// The size the pipeline encodes at.
+    pub fn output(&self) -> (u32, u32) {
+        self.output
     }
 
     /// Whether the pipeline behind it is gone.
@@ -476,6 +484,7 @@ impl EncoderThread {
     pub(super) fn spawn_frames(
         labels: &'static Labels,
         layout: FrameLayout,
+        output: (u32, u32),
         body: impl FnOnce(&Handoff, &Mailbox) + Send + 'static,
     ) -> io::Result<EncoderThread> {
         let handoff = Arc::new(Handoff::new()?);
@@ -484,7 +493,7 @@ impl EncoderThread {
         let thread = std::thread::Builder::new()
             .name(labels.thread.into())
             .spawn(move || body(&worker_handoff, &worker_mailbox))?;
-        let tap = FrameTap { mailbox, layout, skipped: Arc::clone(&handoff.skipped) };
+        let tap = FrameTap { mailbox, layout, output, skipped: Arc::clone(&handoff.skipped) };
         Ok(EncoderThread { handoff, tap: Some(tap), thread: Some(thread), labels, last_warn: None, warned: (0, 0) })
     }
 
@@ -571,7 +580,12 @@ mod tests {
     const LAYOUT: FrameLayout = FrameLayout { fourcc: *b"YUYV", width: 4, height: 2, stride: 8 };
 
     fn tap_for(handoff: &Handoff) -> FrameTap {
-        FrameTap { mailbox: Arc::new(Mailbox::default()), layout: LAYOUT, skipped: Arc::clone(&handoff.skipped) }
+        FrameTap {
+            mailbox: Arc::new(Mailbox::default()),
+            layout: LAYOUT,
+            output: (LAYOUT.width, LAYOUT.height),
+            skipped: Arc::clone(&handoff.skipped),
+        }
     }
 
     /// Frames of the tap's own pool nobody holds (ready for reuse).
@@ -682,14 +696,15 @@ mod tests {
 
     #[test]
     fn a_tap_outliving_its_pipeline_is_refused_without_keeping_buffers() {
-        let thread = EncoderThread::spawn_frames(&TEST_LABELS, LAYOUT, |handoff, mailbox| {
-            while let Some(frame) = mailbox.next_frame(handoff) {
-                let mut buf = handoff.take_buffer();
-                buf.extend_from_slice(&frame.data);
-                handoff.deliver(buf, frame.capture);
-            }
-        })
-        .unwrap();
+        let thread =
+            EncoderThread::spawn_frames(&TEST_LABELS, LAYOUT, (LAYOUT.width, LAYOUT.height), |handoff, mailbox| {
+                while let Some(frame) = mailbox.next_frame(handoff) {
+                    let mut buf = handoff.take_buffer();
+                    buf.extend_from_slice(&frame.data);
+                    handoff.deliver(buf, frame.capture);
+                }
+            })
+            .unwrap();
         let tap = thread.frame_tap().unwrap().clone();
         assert_eq!(tap.layout(), LAYOUT);
         let other_thread = std::thread::spawn({
