@@ -219,7 +219,7 @@ impl RawConfig {
             let Some(rest) = name.strip_prefix("UAVSTREAM_") else {
                 continue;
             };
-            if rest == "PROC_CMDLINE" || rest == "FAULT_INJECTION" {
+            if rest == "PROC_CMDLINE" || rest == "FAULT_INJECTION" || rest.starts_with("FAULT_") {
                 continue;
             }
             let key = rest.to_ascii_lowercase().replace('_', "-");

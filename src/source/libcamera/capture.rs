@@ -131,6 +131,9 @@ pub(super) struct LibcameraPipeline {
     // then the mappings, then the manager.
     backend: Backend,
     parked: Vec<Request>,
+    /// Fault injection: requests held back while the file exists (see [`starve_file`]).
+    starved: Vec<Request>,
+    starve: Option<std::path::PathBuf>,
     /// Requests whose main buffer the M2M encoder holds, by cookie.
     #[cfg_attr(not(feature = "v4l2"), allow(dead_code))]
     in_encoder: Vec<Request>,
@@ -158,6 +161,7 @@ impl Drop for LibcameraPipeline {
     fn drop(&mut self) {
         let _ = self.cam.stop();
         self.parked.clear();
+        self.starved.clear();
         self.in_encoder.clear();
         if let Ok(mut q) = self.completions.queue.lock() {
             q.clear();
@@ -288,6 +292,8 @@ pub fn build(cfg: &PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
     Ok(Box::new(LibcameraPipeline {
         backend,
         parked: Vec::new(),
+        starved: Vec::new(),
+        starve: starve_file(),
         in_encoder: Vec::new(),
         completions,
         cam,
@@ -302,6 +308,17 @@ pub fn build(cfg: &PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
         last_stats: Instant::now(),
         _manager: mgr,
     }))
+}
+
+/// Test-only fault: with `UAVSTREAM_FAULT_INJECTION=1`, while the file named by
+/// `UAVSTREAM_FAULT_LIBCAMERA_STARVE` exists, completed requests are held instead of re-queued,
+/// so the camera runs out of requests and stops delivering, as a camera that stops completing
+/// them does.
+fn starve_file() -> Option<std::path::PathBuf> {
+    if std::env::var_os("UAVSTREAM_FAULT_INJECTION").is_none_or(|v| v != "1") {
+        return None;
+    }
+    std::env::var_os("UAVSTREAM_FAULT_LIBCAMERA_STARVE").map(std::path::PathBuf::from)
 }
 
 /// One validated stream: its handle, layout and buffer count.
@@ -562,6 +579,13 @@ impl LibcameraPipeline {
             return Err(io::Error::other(format!("{}: camera disconnected", self.desc)));
         }
         let mut done = std::mem::take(&mut *self.completions.queue.lock().map_err(|_| io::Error::other("poisoned"))?);
+        if self.starve.as_ref().is_some_and(|f| f.exists()) {
+            if self.starved.is_empty() {
+                log::warn!("{}: fault injection: completed requests are held, the camera starves", self.desc);
+            }
+            self.starved.append(&mut done);
+            return Ok(());
+        }
         done.sort_by_key(Request::sequence);
         let mono = monotonic_now();
         let mut newest: Option<(Request, Instant)> = None;
