@@ -26,6 +26,8 @@ mod buffers;
 #[cfg(feature = "libcamera")]
 mod capture;
 #[cfg(feature = "libcamera")]
+mod configure;
+#[cfg(feature = "libcamera")]
 mod list;
 
 #[cfg(feature = "libcamera")]
