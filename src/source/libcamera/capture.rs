@@ -121,7 +121,45 @@ pub(super) struct LibcameraPipeline {
     frames: u64,
     dropped: u64,
     last_stats: Instant,
+    latency: Latency,
     _manager: Rc<CameraManager>,
+}
+
+/// Capture-to-encoded times since the last stats line (a fixed ring: the last [`LATENCY_RING`]).
+#[derive(Default)]
+struct Latency {
+    us: Vec<u32>,
+    next: usize,
+}
+
+const LATENCY_RING: usize = 512;
+
+impl Latency {
+    fn push(&mut self, d: Duration) {
+        let us = d.as_micros().min(u128::from(u32::MAX)) as u32;
+        if self.us.len() < LATENCY_RING {
+            self.us.push(us);
+        } else {
+            self.us[self.next % LATENCY_RING] = us;
+        }
+        self.next += 1;
+    }
+
+    fn summary(&self) -> String {
+        let mut v = self.us.clone();
+        if v.is_empty() {
+            return "-".into();
+        }
+        v.sort_unstable();
+        let ms = |us: u32| f64::from(us) / 1000.0;
+        format!(
+            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} units",
+            ms(v[v.len() / 2]),
+            ms(v[v.len() * 99 / 100]),
+            ms(v[v.len() - 1]),
+            v.len()
+        )
+    }
 }
 
 impl std::fmt::Debug for LibcameraPipeline {
@@ -274,6 +312,7 @@ pub fn build(cfg: &PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
         frames: 0,
         dropped: 0,
         last_stats: Instant::now(),
+        latency: Latency::default(),
         _manager: mgr,
     }))
 }
@@ -513,7 +552,13 @@ impl LibcameraPipeline {
     fn log_stats(&mut self, now: Instant) {
         if now.saturating_duration_since(self.last_stats) >= Duration::from_secs(30) {
             self.last_stats = now;
-            log::info!("libcamera: {} requests completed, {} frames dropped (newest wins)", self.frames, self.dropped);
+            log::info!(
+                "libcamera: {} requests completed, {} frames dropped (newest wins); capture to encoded {}",
+                self.frames,
+                self.dropped,
+                self.latency.summary()
+            );
+            self.latency = Latency::default();
         }
     }
 }
@@ -548,6 +593,12 @@ impl Pipeline for LibcameraPipeline {
         if index == 0 {
             return self.on_completions(now);
         }
+        // Capture (sensor timestamp) to the access unit leaving the encoder, for the stats line.
+        let latency = &mut self.latency;
+        let sink = &mut |unit: &[u8], capture: Instant| {
+            latency.push(now.saturating_duration_since(capture));
+            sink(unit, capture);
+        };
         match &mut self.backend {
             #[cfg(feature = "software")]
             Backend::Software(sw) => sw.on_ready(index - 1, revents, now, sink),
