@@ -84,7 +84,7 @@ fn usage() -> String {
     }
     s.push_str(
         "\nSwitches:\n  --print-config             print every resolved setting with its origin, then exit\n  \
-         --list-devices             list V4L2 devices with their formats, sizes and rates, then exit\n  \
+         --list-devices             list V4L2 devices and libcamera cameras with their formats, sizes and rates, then exit\n  \
          --version                  print the version and exit\n",
     );
     s
@@ -144,6 +144,7 @@ fn main() -> ExitCode {
     for w in &raw.warnings {
         log::warn!("{w}");
     }
+    export_tuning_file(&cfg);
 
     // Before any thread exists, so every thread inherits the blocked mask.
     // Test-only: SIGUSR1 makes the pipeline look stalled, SIGUSR2 hangs the loop (watchdog tests).
@@ -220,18 +221,40 @@ fn main() -> ExitCode {
     }
 }
 
-#[cfg(feature = "v4l2")]
+/// V4L2 devices and libcamera cameras, as far as this build has them.
+#[cfg(any(feature = "v4l2", feature = "libcamera"))]
 #[allow(clippy::print_stdout)]
 fn list_devices() -> ExitCode {
+    #[cfg(feature = "v4l2")]
     print!("{}", source::v4l2::list_devices());
+    #[cfg(feature = "libcamera")]
+    print!("{}", source::libcamera::list_devices());
     ExitCode::SUCCESS
 }
 
-#[cfg(not(feature = "v4l2"))]
+#[cfg(not(any(feature = "v4l2", feature = "libcamera")))]
 #[allow(clippy::print_stderr)]
 fn list_devices() -> ExitCode {
-    eprintln!("uavstream: this build has no V4L2 support (cargo feature `v4l2`)");
+    eprintln!(
+        "uavstream: this build has no V4L2 support (cargo feature `v4l2`) and no libcamera support (`libcamera`)"
+    );
     ExitCode::from(2)
+}
+
+/// `tuning-file`: libcamera's Raspberry Pi IPA reads `LIBCAMERA_RPI_TUNING_FILE` when it starts,
+/// so it is set here, before any thread exists. One file serves every camera of the process.
+fn export_tuning_file(cfg: &uavstream::config::Config) {
+    let mut files = cfg
+        .cameras
+        .iter()
+        .filter(|c| c.source == uavstream::config::SourceSpec::Libcamera)
+        .filter_map(|c| c.libcamera.tuning_file.as_ref().map(|f| (c.name.as_str(), f)));
+    let Some((name, file)) = files.next() else { return };
+    std::env::set_var("LIBCAMERA_RPI_TUNING_FILE", file);
+    log::info!("{name}: tuning file {} (LIBCAMERA_RPI_TUNING_FILE)", file.display());
+    for (other, f) in files.filter(|(_, f)| *f != file) {
+        log::warn!("{other}: tuning-file {} ignored: libcamera takes one tuning file per process", f.display());
+    }
 }
 
 fn display_host(ip: std::net::IpAddr) -> String {

@@ -87,6 +87,8 @@ pub enum SourceSpec {
     File(PathBuf),
     /// A V4L2 capture device (`--device`).
     V4l2,
+    /// A libcamera camera (`--device`: index, id or model): Pi CSI cameras through the ISP.
+    Libcamera,
 }
 
 /// Which encoder turns frames into H.264.
@@ -218,7 +220,7 @@ impl RawConfig {
             let Some(rest) = name.strip_prefix("UAVSTREAM_") else {
                 continue;
             };
-            if rest == "PROC_CMDLINE" || rest == "FAULT_INJECTION" {
+            if rest == "PROC_CMDLINE" || rest == "FAULT_INJECTION" || rest.starts_with("FAULT_") {
                 continue;
             }
             let key = rest.to_ascii_lowercase().replace('_', "-");
@@ -293,15 +295,22 @@ impl RawConfig {
         }
         // `device=auto` picks the first capture device: with two V4L2 cameras both could pick the
         // same one, or one could take the other's node while its own is gone.
-        if cameras.iter().filter(|c| c.source == SourceSpec::V4l2).count() > 1 {
-            if let Some(c) = cameras.iter().position(|c| c.source == SourceSpec::V4l2 && c.device == "auto") {
+        for kind in [SourceSpec::V4l2, SourceSpec::Libcamera] {
+            if cameras.iter().filter(|c| c.source == kind).count() < 2 {
+                continue;
+            }
+            if let Some(c) = cameras.iter().position(|c| c.source == kind && c.device == "auto") {
                 let k = KeyRef::of(Scope::Camera, "device", c as u8 + 1);
                 let (v, origin) = self.value(k);
                 return Err(ConfigError {
                     key: k.name(),
                     value: v.to_owned(),
                     origin,
-                    reason: "with several V4L2 cameras each needs its device (e.g. /dev/video0, or a /dev/v4l/by-path/ link)".into(),
+                    reason: if kind == SourceSpec::V4l2 {
+                        "with several V4L2 cameras each needs its device (e.g. /dev/video0, or a /dev/v4l/by-path/ link)".into()
+                    } else {
+                        "with several libcamera cameras each needs its device (an index, id or model, see --list-devices)".into()
+                    },
                 });
             }
         }
@@ -534,6 +543,8 @@ pub struct CameraConfig {
     pub snapshot: Option<crate::record::snapshot::SnapshotSettings>,
     /// The raw-frame socket (`raw-socket*`, `raw-clients`); `None` = off.
     pub raw: Option<crate::raw::RawSettings>,
+    /// Controls, flips and tuning file of a libcamera camera (empty for other sources).
+    pub libcamera: crate::source::libcamera::settings::LibcameraSettings,
 }
 
 /// One stream: a path, a codec, its size and rate (at most its camera's), its outputs.
@@ -590,6 +601,11 @@ pub struct PipelineConfig {
     pub camera_width: u32,
     pub camera_height: u32,
     pub camera_fps: u32,
+    /// A libcamera camera's controls, flips and tuning file.
+    pub libcamera: crate::source::libcamera::settings::LibcameraSettings,
+    /// A capturing libcamera stream: the sizes of the camera's further streams, the first
+    /// smaller of which the ISP's second output (Viewfinder role) can serve.
+    pub further_sizes: Vec<(u32, u32)>,
 }
 
 impl PipelineConfig {
@@ -662,6 +678,17 @@ impl Config {
             camera_width: cam.width,
             camera_height: cam.height,
             camera_fps: cam.fps,
+            libcamera: cam.libcamera.clone(),
+            further_sizes: if self.is_fed(i) {
+                Vec::new()
+            } else {
+                self.streams
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, s)| *j != i && s.camera == st.camera)
+                    .map(|(_, s)| (s.width, s.height))
+                    .collect()
+            },
         }
     }
 

@@ -32,23 +32,29 @@ impl Parser<'_> {
 
     pub(super) fn camera(&self, n: u8) -> Result<CameraConfig, ConfigError> {
         let k = |name| KeyRef::of(Scope::Camera, name, n);
+        let source = self.field(k("source"), |v| match v {
+            "testpattern" => Ok(SourceSpec::TestPattern),
+            "v4l2" => Ok(SourceSpec::V4l2),
+            "libcamera" => Ok(SourceSpec::Libcamera),
+            _ => match v.strip_prefix("file:") {
+                Some(path) if !path.is_empty() => Ok(SourceSpec::File(PathBuf::from(path))),
+                _ => Err("expected testpattern, file:PATH, v4l2 or libcamera".into()),
+            },
+        })?;
+        let libcamera = source == SourceSpec::Libcamera;
         Ok(CameraConfig {
             name: format!("camera{n}"),
-            source: self.field(k("source"), |v| match v {
-                "testpattern" => Ok(SourceSpec::TestPattern),
-                "v4l2" => Ok(SourceSpec::V4l2),
-                _ => match v.strip_prefix("file:") {
-                    Some(path) if !path.is_empty() => Ok(SourceSpec::File(PathBuf::from(path))),
-                    _ => Err("expected testpattern, file:PATH or v4l2".into()),
-                },
-            })?,
             device: self.field(k("device"), |v| {
-                if v == "auto" || v.starts_with('/') {
+                let libcamera_name = libcamera && !v.is_empty() && !v.contains(char::is_control);
+                if v == "auto" || v.starts_with('/') || libcamera_name {
                     Ok(v.to_owned())
+                } else if libcamera {
+                    Err("expected auto, a camera index (0, 1, ...), a camera id or a model such as imx477".into())
                 } else {
                     Err("expected auto or a device path such as /dev/video0".into())
                 }
             })?,
+            source,
             pixel_format: self.field(k("pixel-format"), |v| match v {
                 "auto" => Ok(None),
                 _ if v.len() == 4 && v.bytes().all(|b| b.is_ascii_alphanumeric()) => {
@@ -62,7 +68,31 @@ impl Parser<'_> {
             fps: self.num(k("fps"), 1, limits::MAX_FPS)?,
             snapshot: self.snapshot(n)?,
             raw: self.raw_socket(n)?,
+            libcamera: self.libcamera(n)?,
         })
+    }
+
+    /// The libcamera keys of camera `n` (parsed whatever the source, so a typo is found early).
+    fn libcamera(&self, n: u8) -> Result<crate::source::libcamera::settings::LibcameraSettings, ConfigError> {
+        use crate::source::libcamera::settings::{flip_of, parse_bool, parse_control, LibcameraSettings, CONTROL_KEYS};
+        let k = |name| KeyRef::of(Scope::Camera, name, n);
+        let mut s = LibcameraSettings::default();
+        for key in CONTROL_KEYS {
+            let r = k(key);
+            s.controls.extend(self.field(r, |v| parse_control(&r.name(), v))?);
+        }
+        let hflip = self.field(k("hflip"), parse_bool)?;
+        let vflip = self.field(k("vflip"), parse_bool)?;
+        s.flip = self.field(k("rotation"), |v| {
+            let deg: u32 = v.parse().map_err(|_| "expected 0 or 180".to_owned())?;
+            flip_of(hflip, vflip, deg)
+        })?;
+        s.tuning_file = self.field(k("tuning-file"), |v| match v {
+            "" => Ok(None),
+            _ if std::path::Path::new(v).is_file() => Ok(Some(PathBuf::from(v))),
+            _ => Err("no such file".into()),
+        })?;
+        Ok(s)
     }
 
     /// The `snapshot-*` keys of camera `n`: `None` without a `snapshot-dir`.

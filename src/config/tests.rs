@@ -385,3 +385,53 @@ fn abr_is_off_by_default_and_its_bounds_follow_the_bitrate() {
     assert_eq!((e.key.as_str(), e.value.as_str()), ("stream2.abr-min", "600k"));
     assert!(e.to_string().contains("--stream2-abr-min") && e.reason.contains("500"), "{e}");
 }
+
+#[test]
+fn libcamera_cameras_take_controls_in_every_spelling() {
+    use crate::source::libcamera::settings::{ControlVal, Flip, Real};
+    let mut raw = RawConfig::new();
+    raw.apply_cmdline(
+        "uavstream.source=libcamera uavstream.device=imx477 uavstream.camera2.source=libcamera \
+         uavstream.camera2.device=1 uavstream.camera2.awb=daylight uavstream.stream2.camera=2",
+    );
+    raw.apply_env(env(&[("UAVSTREAM_EV", "-1.5"), ("UAVSTREAM_CAMERA2_HFLIP", "1")]));
+    raw.set("camera2-rotation", "180", Origin::Flag);
+    let c = raw.resolve().unwrap();
+    let (a, b) = (&c.cameras[0], &c.cameras[1]);
+    assert_eq!((a.source.clone(), a.device.as_str(), b.device.as_str()), (SourceSpec::Libcamera, "imx477", "1"));
+    let ev = a.libcamera.controls.iter().find(|s| s.key == "ev").unwrap();
+    assert_eq!(ev.targets[0][0], ("ExposureValue", ControlVal::Float(Real(-1.5))));
+    let awb = b.libcamera.controls.iter().find(|s| s.key == "camera2.awb").unwrap();
+    assert_eq!(awb.targets[0][0], ("AwbMode", ControlVal::Int(5)));
+    assert_eq!(b.libcamera.flip, Flip { hflip: false, vflip: true }, "hflip and a 180 degree turn");
+    // The capturing stream of camera 1 knows no further stream; camera 2's neither.
+    assert!(c.pipeline(0).further_sizes.is_empty());
+}
+
+#[test]
+fn libcamera_bad_values_name_the_key() {
+    let mut raw = RawConfig::new();
+    raw.apply_cmdline("uavstream.source=libcamera uavstream.awb=sunny");
+    let e = raw.resolve().unwrap_err();
+    assert_eq!((e.key.as_str(), e.value.as_str(), e.origin), ("awb", "sunny", Origin::KernelCmdline));
+    let mut raw = RawConfig::new();
+    raw.set("tuning-file", "/nonexistent/imx477.json", Origin::Environment);
+    assert_eq!(raw.resolve().unwrap_err().key, "tuning-file");
+    let mut raw = RawConfig::new();
+    raw.set("device", "imx477", Origin::Flag);
+    assert!(raw.resolve().is_err(), "a model name is a V4L2 error");
+    let mut raw = RawConfig::new();
+    raw.apply_cmdline("uavstream.source=libcamera uavstream.camera2.source=libcamera uavstream.stream2.camera=2");
+    assert!(raw.resolve().unwrap_err().reason.contains("several libcamera cameras"));
+}
+
+#[test]
+fn a_capturing_libcamera_stream_knows_its_cameras_smaller_streams() {
+    let mut raw = RawConfig::new();
+    raw.apply_cmdline(
+        "uavstream.source=libcamera uavstream.stream2.camera=1 uavstream.stream2.width=640 uavstream.stream2.height=360",
+    );
+    let c = raw.resolve().unwrap();
+    assert_eq!(c.pipeline(0).further_sizes, vec![(640, 360)]);
+    assert!(c.pipeline(1).fed && c.pipeline(1).further_sizes.is_empty());
+}

@@ -206,7 +206,7 @@ impl JpegPipeline {
             )));
         }
         let size = output_size(out.0, out.1, target)?;
-        let worker = EncoderThread::spawn_frames(&LABELS, layout, move |handoff, mailbox| {
+        let worker = EncoderThread::spawn_frames(&LABELS, layout, out, move |handoff, mailbox| {
             frame_worker(handoff, mailbox, out, size, quality)
         })?;
         let scaled = if out == (layout.width, layout.height) {

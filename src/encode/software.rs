@@ -264,7 +264,8 @@ impl SoftwarePipeline {
         let encoder = new_encoder(&settings).map_err(|e| io::Error::other(e.to_string()))?;
         let controls = Arc::new(Controls::default());
         let worker_controls = Arc::clone(&controls);
-        let worker = EncoderThread::spawn_frames(&LABELS, layout, move |handoff, mailbox| {
+        let output = (settings.width, settings.height);
+        let worker = EncoderThread::spawn_frames(&LABELS, layout, output, move |handoff, mailbox| {
             frame_worker(handoff, mailbox, H264Worker::new(worker_controls, settings, encoder))
         })?;
         let scaled = if (settings.width, settings.height) == (layout.width, layout.height) {

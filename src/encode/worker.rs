@@ -230,6 +230,7 @@ impl EncoderThread {
     pub(super) fn spawn_frames(
         labels: &'static Labels,
         layout: FrameLayout,
+        output: (u32, u32),
         body: impl FnOnce(&Handoff, &Mailbox) + Send + 'static,
     ) -> io::Result<EncoderThread> {
         let handoff = Arc::new(Handoff::new()?);
@@ -238,7 +239,7 @@ impl EncoderThread {
         let thread = std::thread::Builder::new()
             .name(labels.thread.into())
             .spawn(move || body(&worker_handoff, &worker_mailbox))?;
-        let tap = FrameTap::new_for(mailbox, layout, Arc::clone(&handoff.skipped));
+        let tap = FrameTap::new_for(mailbox, layout, output, Arc::clone(&handoff.skipped));
         Ok(EncoderThread { handoff, tap: Some(tap), thread: Some(thread), labels, last_warn: None, warned: (0, 0) })
     }
 
@@ -325,7 +326,12 @@ mod tests {
     const LAYOUT: FrameLayout = FrameLayout { fourcc: *b"YUYV", width: 4, height: 2, stride: 8 };
 
     fn tap_for(handoff: &Handoff) -> FrameTap {
-        FrameTap::new_for(Arc::new(Mailbox::default()), LAYOUT, Arc::clone(&handoff.skipped))
+        FrameTap::new_for(
+            Arc::new(Mailbox::default()),
+            LAYOUT,
+            (LAYOUT.width, LAYOUT.height),
+            Arc::clone(&handoff.skipped),
+        )
     }
 
     /// Frames of the tap's own pool nobody holds (ready for reuse).
@@ -434,14 +440,15 @@ mod tests {
 
     #[test]
     fn a_tap_outliving_its_pipeline_is_refused_without_keeping_buffers() {
-        let thread = EncoderThread::spawn_frames(&TEST_LABELS, LAYOUT, |handoff, mailbox| {
-            while let Some(frame) = mailbox.next_frame(&|| handoff.stopping()) {
-                let mut buf = handoff.take_buffer();
-                buf.extend_from_slice(&frame.data);
-                handoff.deliver(buf, frame.capture);
-            }
-        })
-        .unwrap();
+        let thread =
+            EncoderThread::spawn_frames(&TEST_LABELS, LAYOUT, (LAYOUT.width, LAYOUT.height), |handoff, mailbox| {
+                while let Some(frame) = mailbox.next_frame(&|| handoff.stopping()) {
+                    let mut buf = handoff.take_buffer();
+                    buf.extend_from_slice(&frame.data);
+                    handoff.deliver(buf, frame.capture);
+                }
+            })
+            .unwrap();
         let tap = thread.frame_tap().unwrap().clone();
         assert_eq!(tap.layout(), LAYOUT);
         let other_thread = std::thread::spawn({

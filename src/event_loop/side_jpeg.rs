@@ -38,8 +38,8 @@ pub(super) fn supply(cfg: &PipelineConfig, camera_raw: Option<bool>) -> JpegSupp
             "source file: holds H.264 and is replayed without decoding: no raw frames to encode as JPEG".into(),
         ),
         // Being rebuilt: frames will come once it is back (snapshot requests wait or time out).
-        (SourceSpec::V4l2, Some(true) | None) => JpegSupply::OnDemand,
-        (SourceSpec::V4l2, Some(false)) => JpegSupply::Unavailable(
+        (SourceSpec::V4l2 | SourceSpec::Libcamera, Some(true) | None) => JpegSupply::OnDemand,
+        (SourceSpec::V4l2 | SourceSpec::Libcamera, Some(false)) => JpegSupply::Unavailable(
             "the camera gives no raw frames to encode as JPEG (its H.264 is passed through); run with --codec mjpeg \
              or a raw --pixel-format"
                 .into(),

@@ -65,6 +65,7 @@ fn source_name(s: &SourceSpec) -> String {
     match s {
         SourceSpec::TestPattern => "testpattern".into(),
         SourceSpec::V4l2 => "v4l2".into(),
+        SourceSpec::Libcamera => "libcamera".into(),
         SourceSpec::File(p) => format!("file:{}", p.display()),
     }
 }

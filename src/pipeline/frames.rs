@@ -215,7 +215,12 @@ impl PolledTap {
         );
         let mailbox = Arc::new(Mailbox { efd: Some(Arc::clone(&efd)), ..Mailbox::default() });
         let skipped = Arc::new(AtomicU64::new(0));
-        let tap = FrameTap { mailbox: Arc::clone(&mailbox), layout, skipped: Arc::clone(&skipped) };
+        let tap = FrameTap {
+            mailbox: Arc::clone(&mailbox),
+            layout,
+            output: (layout.width, layout.height),
+            skipped: Arc::clone(&skipped),
+        };
         Ok((PolledTap { mailbox, efd, skipped }, tap))
     }
 
@@ -250,6 +255,9 @@ impl Drop for PolledTap {
 pub struct FrameTap {
     mailbox: Arc<Mailbox>,
     layout: FrameLayout,
+    /// The size the worker encodes at: a camera with a second output of that size (libcamera's
+    /// Viewfinder stream) feeds it those frames instead of the full-size ones.
+    output: (u32, u32),
     skipped: Arc<AtomicU64>,
 }
 
@@ -260,9 +268,15 @@ impl std::fmt::Debug for FrameTap {
 }
 
 impl FrameTap {
-    /// The tap of `mailbox`, counting the frames it replaces in `skipped`.
-    pub(crate) fn new_for(mailbox: Arc<Mailbox>, layout: FrameLayout, skipped: Arc<AtomicU64>) -> FrameTap {
-        FrameTap { mailbox, layout, skipped }
+    /// The tap of `mailbox` for a consumer of `layout` frames that works at `output` size,
+    /// counting the frames it replaces in `skipped`.
+    pub(crate) fn new_for(
+        mailbox: Arc<Mailbox>,
+        layout: FrameLayout,
+        output: (u32, u32),
+        skipped: Arc<AtomicU64>,
+    ) -> FrameTap {
+        FrameTap { mailbox, layout, output, skipped }
     }
 
     /// The mailbox this tap feeds.
@@ -329,6 +343,11 @@ impl FrameTap {
     /// The layout the pipeline expects frames in.
     pub fn layout(&self) -> FrameLayout {
         self.layout
+    }
+
+    /// The size the pipeline encodes at.
+    pub fn output(&self) -> (u32, u32) {
+        self.output
     }
 
     /// Whether the pipeline behind it is gone.

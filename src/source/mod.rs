@@ -14,6 +14,7 @@
 //! that delivers nothing for `--stall-timeout`.
 
 pub mod file;
+pub mod libcamera;
 pub mod pattern_camera;
 #[cfg(feature = "v4l2")]
 pub mod v4l2;
@@ -51,11 +52,12 @@ fn build_any(cfg: &crate::config::PipelineConfig, camera: Option<FrameLayout>) -
             (SourceSpec::File(_), _) => {
                 return Err("source file: holds H.264; --codec mjpeg needs the test pattern or a camera".into())
             }
-            (SourceSpec::V4l2, _) => {}
+            (SourceSpec::V4l2 | SourceSpec::Libcamera, _) => {}
         }
     }
     match (&cfg.source, cfg.encoder) {
         (SourceSpec::V4l2, _) => v4l2_pipeline(cfg),
+        (SourceSpec::Libcamera, _) => libcamera_pipeline(cfg),
         (SourceSpec::File(path), EncoderChoice::Auto | EncoderChoice::Passthrough) => {
             let f =
                 file::FileSource::open(path, cfg.fps).map_err(|e| format!("source file:{}: {e}", path.display()))?;
@@ -109,6 +111,16 @@ fn software_fed(cfg: &crate::config::PipelineConfig, layout: FrameLayout) -> Res
 #[cfg(not(feature = "software"))]
 fn software_fed(_cfg: &crate::config::PipelineConfig, _layout: FrameLayout) -> Result<Box<dyn Pipeline>, String> {
     Err("this build has no software H.264 encoder (feature `software`)".into())
+}
+
+#[cfg(feature = "libcamera")]
+fn libcamera_pipeline(cfg: &crate::config::PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
+    libcamera::build(cfg)
+}
+
+#[cfg(not(feature = "libcamera"))]
+fn libcamera_pipeline(_cfg: &crate::config::PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
+    Err("this build has no libcamera support (cargo feature `libcamera`)".into())
 }
 
 #[cfg(feature = "v4l2")]

@@ -33,6 +33,18 @@ UAVSTREAM_CARGO_ENV += \
 	BINDGEN_EXTRA_CLANG_ARGS="--sysroot=$(STAGING_DIR)"
 endif
 
+ifeq ($(BR2_PACKAGE_UAVSTREAM_LIBCAMERA),y)
+UAVSTREAM_FEATURES += libcamera
+# libcamera-sys finds libcamera with pkg-config (cross: the staging
+# sysroot), compiles its C++ shim with the target compiler and runs
+# bindgen on libcamera's headers.
+UAVSTREAM_DEPENDENCIES += host-clang host-pkgconf libcamera
+UAVSTREAM_CARGO_ENV += \
+	LIBCLANG_PATH=$(HOST_DIR)/lib \
+	PKG_CONFIG_ALLOW_CROSS=1 \
+	BINDGEN_EXTRA_CLANG_ARGS="--sysroot=$(STAGING_DIR)"
+endif
+
 UAVSTREAM_CARGO_OPTS = \
 	--no-default-features \
 	--features "$(subst $(space),$(comma),$(strip $(UAVSTREAM_FEATURES)))"

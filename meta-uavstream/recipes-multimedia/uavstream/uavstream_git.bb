@@ -1,5 +1,5 @@
 SUMMARY = "Low-latency RTSP/RTP camera streaming daemon"
-DESCRIPTION = "uavstream streams a V4L2 camera (or a test pattern) as H.264 \
+DESCRIPTION = "uavstream streams a libcamera or V4L2 camera (or a test pattern) as H.264 \
                over RTSP/RTP with the lowest latency the hardware allows, \
                for drones, robots and IP cameras. It is configured from the \
                kernel command line (uavstream.KEY=VALUE), UAVSTREAM_* \
@@ -56,13 +56,22 @@ inherit cargo cargo-update-recipe-crates systemd update-rc.d useradd
 #   v4l2:     V4L2 capture and M2M encoder through the v4l2r crate, whose
 #             build script runs bindgen, hence libclang from clang-native
 #             and the target's uapi headers through the sysroot.
+#   libcamera: source=libcamera, Pi CSI cameras through the ISP, through
+#             the libcamera crate: its build script finds libcamera with
+#             pkg-config, compiles a C++ shim and runs bindgen (clang-native).
+#             libcamera is in meta-multimedia; with meta-raspberrypi its Pi
+#             pipelines are there. The Raspberry Pi machines turn it on
+#             (dynamic-layers/multimedia-layer).
 CARGO_BUILD_FLAGS += "--no-default-features --features std"
 PACKAGECONFIG ??= "software v4l2"
 PACKAGECONFIG[software] = "--features software"
 PACKAGECONFIG[v4l2] = "--features v4l2,,clang-native"
+PACKAGECONFIG[libcamera] = "--features libcamera,,libcamera clang-native"
 
 export LIBCLANG_PATH = "${STAGING_LIBDIR_NATIVE}"
 export BINDGEN_EXTRA_CLANG_ARGS = "--sysroot=${STAGING_DIR_TARGET}"
+# libcamera-sys asks pkg-config for libcamera while cross-compiling.
+export PKG_CONFIG_ALLOW_CROSS = "1"
 
 do_install:append() {
     install -d ${D}${sysconfdir}/default
