@@ -165,7 +165,11 @@ fn a_4_mbit_stream_settles_under_a_3_mbit_cap_within_10_s_and_then_loses_under_1
     }
     let link = Link::new().expect("emulated link");
     link.set_rate(Side::Ns, Some(3000)).unwrap();
-    let mut d = Daemon::start_in(&link, &["--bitrate", "4M", "--abr", "on", "--width", "1280", "--height", "720"], &[]);
+    let mut d = Daemon::start_in(
+        &link,
+        &["--bitrate", "4M", "--abr", "on", "--width", "1280", "--height", "720", "--nack", "on"],
+        &[],
+    );
     let mut gst = Gst::start(&d.url());
     let Some((_, playing)) = wait_for(&d, Duration::from_secs(20), |s| s.playing) else {
         panic!("no session playing:\n{}\nserver:\n{}", gst.output(), d.log_for_failure());

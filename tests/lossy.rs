@@ -34,7 +34,8 @@ fn link_or_skip(test: &str) -> Option<Link> {
     Some(Link::new().expect("emulated link"))
 }
 
-const STREAM_720P30: &[&str] = &["--width", "1280", "--height", "720", "--fps", "30", "--bitrate", "3M"];
+const STREAM_720P30: &[&str] =
+    &["--width", "1280", "--height", "720", "--fps", "30", "--bitrate", "3M", "--nack", "on"];
 
 /// What a GStreamer client decoded.
 #[derive(Debug)]
@@ -174,7 +175,7 @@ fn gstreamer_with_retransmission_decodes_through_5_percent_loss_and_ffmpeg_still
 fn a_pli_on_the_rtcp_port_makes_the_encoder_send_an_idr() {
     use uavstream::rtp::feedback::write_pli;
     // Plain localhost: the PLI path needs no loss. IDRs otherwise only every 300 frames (10 s).
-    let d = Daemon::start(&["--width", "320", "--height", "240", "--idr-interval", "300"]);
+    let d = Daemon::start(&["--width", "320", "--height", "240", "--idr-interval", "300", "--nack", "on"]);
     let (rtp, rtcp, port) = client_udp_pair();
     let mut c = RtspClient::connect(&d.url());
     let url = c.url.clone();
