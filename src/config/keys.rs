@@ -60,6 +60,7 @@ pub const KEYS: &[Key] = &[
     key("multicast-port", S, "5004", "even UDP port of the multicast RTP stream; RTCP is port + 1"),
     key("multicast-ttl", S, "1", "multicast TTL / hop limit, 1-255; 1 = the local network only"),
     key("multicast-interface", S, "", "network interface the multicast stream leaves by (e.g. wlan0); empty = the routing table decides"),
+    key("publish", S, "", "rtsp://[USER:PASSWORD@]HOST[:PORT]/PATH: also publish the stream there (RTSP ANNOUNCE/RECORD over TCP, e.g. to MediaMTX); empty = off"),
     key("record-dir", S, "", "directory the stream is recorded to as fragmented MP4 segments (H.264 only; one directory per stream); empty = off"),
     key("record-segment", S, "60", "seconds per recorded file; each starts at an IDR"),
     key("record-fragment", S, "1", "seconds per fragment at most (a power cut loses at most the one being written), e.g. 0.5"),
@@ -90,6 +91,9 @@ pub const KEYS: &[Key] = &[
     key("auth-file", G, "", "file of [/PATH ]USER:PASSWORD lines (# comments); /PATH limits a user to that stream"),
     key("log-level", G, "info", "error | warn | info | debug | trace"),
     key("http-port", G, "8080", "HTTP port for /PATH.mjpeg, /PATH.jpg and /; 0 = off"),
+    key("webrtc-port", G, "8189", "UDP port of WebRTC media (WHEP at http://HOST:HTTP-PORT/PATH/whep) on each webrtc-interfaces address; 0 = WebRTC off"),
+    key("webrtc-interfaces", G, "", "interface names or IP addresses offered to browsers as ICE host candidates, comma-separated; empty = every IPv4 address of every up interface"),
+    key("max-webrtc-sessions", G, "4", "WebRTC (WHEP) session slots; more get 503"),
     key("max-http-clients", G, "8", "HTTP connection slots, allocated at start; an idle keep-alive one gives way, else 503"),
     key("dscp", G, "0", "DSCP of all media packets: RTP/RTCP over UDP, RTSP and HTTP connections, multicast, push mode (IP_TOS = dscp << 2), e.g. 46 (EF); 0 = unmarked; streamN.dscp overrides it for a stream's UDP"),
 ];

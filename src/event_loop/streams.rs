@@ -328,6 +328,7 @@ impl EventLoop<'_> {
             let hub = &mut st.hub;
             let recorder = &mut st.recorder;
             let http = &mut self.http;
+            let webrtc = &mut self.webrtc;
             let mut sink = |data: &[u8], capture: Instant| {
                 if stalled {
                     return;
@@ -343,6 +344,12 @@ impl EventLoop<'_> {
                 let p = hub.push(data, capture);
                 if let Some(r) = recorder.as_mut().filter(|_| p.count > 0) {
                     r.push(data, capture, p.idr);
+                }
+                if let Some(w) = webrtc.as_mut().filter(|_| p.count > 0 && !jpeg_stream) {
+                    let (sps, pps) = hub.parameter_sets();
+                    let media_time = hub.media_time(capture);
+                    let unit = super::webrtc::Unit { data, idr: p.idr, media_time, capture, sps, pps };
+                    w.push_unit(si, &unit, now);
                 }
                 any |= p.count > 0;
                 idr |= p.idr;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod record;
+pub mod webdriver;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -55,6 +56,10 @@ impl Daemon {
                 p
             }
         };
+        // WebRTC only where a test asks for it: its default UDP port is fixed too.
+        if !args.contains(&"--webrtc-port") {
+            cmd.args(["--webrtc-port", "0"]);
+        }
         cmd.args(["--listen", "127.0.0.1", "--port", &port.to_string(), "--rtp-ports", &format!("{a}-{b}")])
             .args(args)
             .env("UAVSTREAM_PROC_CMDLINE", "")

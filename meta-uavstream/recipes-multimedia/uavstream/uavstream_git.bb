@@ -56,9 +56,14 @@ inherit cargo cargo-update-recipe-crates systemd update-rc.d useradd
 #   v4l2:     V4L2 capture and M2M encoder through the v4l2r crate, whose
 #             build script runs bindgen, hence libclang from clang-native
 #             and the target's uapi headers through the sysroot.
+#   webrtc:   browsers play the streams over WebRTC (WHEP) through str0m with
+#             its aws-lc-rs crypto; aws-lc-sys builds its C and assembly
+#             with the target's C compiler alone (no cmake, nasm or bindgen
+#             on Linux).
 CARGO_BUILD_FLAGS += "--no-default-features --features std"
-PACKAGECONFIG ??= "software v4l2"
+PACKAGECONFIG ??= "software v4l2 webrtc"
 PACKAGECONFIG[software] = "--features software"
+PACKAGECONFIG[webrtc] = "--features webrtc"
 PACKAGECONFIG[v4l2] = "--features v4l2,,clang-native"
 
 export LIBCLANG_PATH = "${STAGING_LIBDIR_NATIVE}"

@@ -2,6 +2,8 @@
 //! The loop's side driven by hand over loopback sockets: what the integration tests cannot
 //! reach while the loop never calls `set_supply` or `wants_frames`.
 use super::*;
+use std::io::Read;
+use std::net::TcpStream;
 
 fn server(supply: JpegSupply) -> Http<'static> {
     servers(&[("/live", supply)], 2)
@@ -10,7 +12,8 @@ fn server(supply: JpegSupply) -> Http<'static> {
 fn servers(streams: &[(&str, JpegSupply)], slots: usize) -> Http<'static> {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let s = Duration::from_secs(10);
-    let streams = streams.iter().map(|(path, supply)| HttpStream { path: (*path).into(), supply: supply.clone() });
+    let streams =
+        streams.iter().map(|(path, supply)| HttpStream { path: (*path).into(), supply: supply.clone(), webrtc: false });
     Http::new(listener, slots, streams.collect(), s, s, s).unwrap()
 }
 
