@@ -12,6 +12,7 @@
 //!  HTTP     ─┤ accept → HTTP slot (or 503); GET /PATH.mjpeg, /PATH.jpg, /, /status, /metrics,
 //!            │ POST /PATH/whep (body read, then answered in the same turn), DELETE /PATH/whep/ID
 //!  WebRTC   ─┤ UDP datagram → the str0m session that accepts it (see `webrtc`, `whep`)
+//!  publish  ─┤ a stream's RTSP RECORD connection upstream: handshake, then its ring (see `publish`)
 //!  side JPEG┤ an H.264 stream's on-demand JPEG encoder → HTTP only (see `side_jpeg`)
 //!  snapshot ┤ a camera's snapshot encoder → its snapshot writer thread (see `snapshots`)
 //!  timeout  ─┤ session expiry, sender reports, deferred IDR requests, watchdog
@@ -46,6 +47,7 @@ mod cameras;
 mod http;
 mod idr;
 mod multicast;
+mod publish;
 mod ring_reader;
 mod rtsp_conns;
 mod side_jpeg;
@@ -100,6 +102,8 @@ enum Token {
     Snapshot(usize, usize),
     /// A WebRTC UDP socket (see `webrtc`).
     WebRtc(usize),
+    /// Stream `n`'s connection to the server it publishes to (see `publish`).
+    Publish(usize),
 }
 
 pub struct EventLoop<'c> {
@@ -134,6 +138,8 @@ pub struct EventLoop<'c> {
     http: Option<http::Http<'c>>,
     /// WebRTC viewers (WHEP), when `webrtc-port` is set and HTTP is on.
     webrtc: Option<webrtc::WebRtc>,
+    /// Per stream: its publisher, when `publish` is set.
+    publishers: Vec<Option<publish::Publish>>,
     /// `/status` and `/metrics` are rendered here (kept, so rendering allocates rarely).
     report_buf: String,
 }
@@ -367,6 +373,7 @@ impl<'c> EventLoop<'c> {
             next_stats: policy.stats_interval.map(|i| epoch + i),
             http,
             webrtc,
+            publishers: publish::open(cfg, epoch),
             report_buf: String::new(),
         };
         lp.start_cameras()?;
@@ -460,6 +467,7 @@ impl<'c> EventLoop<'c> {
                     Token::SideJpeg(st, k) => self.on_side_jpeg(st, k, rev, now),
                     Token::Snapshot(c, k) => self.on_snapshot_encoder(c, k, rev, now),
                     Token::WebRtc(i) => self.on_webrtc_socket(i, now),
+                    Token::Publish(si) => self.on_publish(si, rev, now),
                 }
             }
             self.answer_reports(now);
@@ -535,6 +543,11 @@ impl<'c> EventLoop<'c> {
                 add(&mut self.pollfds, &mut self.tokens, fd, POLLIN, Token::WebRtc(i));
             }
         }
+        for (si, p) in self.publishers.iter().enumerate() {
+            if let Some((fd, ev)) = p.as_ref().and_then(|p| p.interest()) {
+                add(&mut self.pollfds, &mut self.tokens, fd, ev, Token::Publish(si));
+            }
+        }
     }
 
     fn timeout_ms(&self, now: Instant) -> i32 {
@@ -546,6 +559,9 @@ impl<'c> EventLoop<'c> {
             deadline = deadline.min(t);
         }
         if let Some(t) = self.webrtc.as_ref().and_then(|w| w.deadline()) {
+            deadline = deadline.min(t);
+        }
+        if let Some(t) = self.publish_deadline() {
             deadline = deadline.min(t);
         }
         for st in &self.streams {
@@ -564,6 +580,7 @@ impl<'c> EventLoop<'c> {
             self.end_session(slot, "timed out");
         }
         self.webrtc_timers(now);
+        self.publish_timers(now);
         for si in 0..self.streams.len() {
             self.supervise_pipeline(si, now);
             self.supervise_side_jpeg(si, now);

@@ -254,7 +254,7 @@ impl EventLoop<'_> {
             let cfg = st.cfg;
             write!(
                 out,
-                "{}{{\"name\":{},\"path\":{},\"camera\":{},\"codec\":{},\"width\":{},\"height\":{},\"fps_configured\":{},\"bitrate_configured\":{},\"fps\":{:.2},\"bitrate\":{:.0},\"access_units\":{},\"idrs\":{},\"packets\":{},\"state\":{},\"restarts\":{},\"server_latency_us\":{{\"p50\":{p50},\"p99\":{p99}}},\"clients\":{{\"udp\":{},\"tcp\":{},\"multicast\":{},\"http_mjpeg\":{},\"webrtc\":{}}},\"webrtc\":{},\"recorder\":",
+                "{}{{\"name\":{},\"path\":{},\"camera\":{},\"codec\":{},\"width\":{},\"height\":{},\"fps_configured\":{},\"bitrate_configured\":{},\"fps\":{:.2},\"bitrate\":{:.0},\"access_units\":{},\"idrs\":{},\"packets\":{},\"state\":{},\"restarts\":{},\"server_latency_us\":{{\"p50\":{p50},\"p99\":{p99}}},\"clients\":{{\"udp\":{},\"tcp\":{},\"multicast\":{},\"http_mjpeg\":{},\"webrtc\":{}}},\"webrtc\":{},\"publish\":{},\"recorder\":",
                 if si > 0 { "," } else { "" },
                 Json(&cfg.name),
                 Json(&cfg.path),
@@ -276,7 +276,8 @@ impl EventLoop<'_> {
                 cl.multicast,
                 cl.http,
                 cl.webrtc,
-                self.webrtc.is_some() && cfg.codec == Codec::H264
+                self.webrtc.is_some() && cfg.codec == Codec::H264,
+                self.publish_json(si)
             )?;
             match st.recorder.as_ref().map(|r| (r.is_recording_wanted(), r.status())) {
                 None => out.push_str("null}"),
@@ -321,6 +322,19 @@ impl EventLoop<'_> {
         self.write_webrtc_status(out)?;
         out.push_str("}\n");
         Ok(())
+    }
+
+    /// Stream `si`'s publisher: `null`, or where it publishes, its state and counters.
+    fn publish_json(&self, si: usize) -> String {
+        let Some(p) = self.publishers.get(si).and_then(Option::as_ref) else { return "null".into() };
+        let (sent, dropped) = p.counters();
+        format!(
+            "{{\"url\":{},\"state\":{},\"connects\":{},\"packets_sent\":{sent},\"packets_dropped\":{dropped},\"last_error\":{}}}",
+            Json(&p.url().to_string()),
+            Json(p.state_name()),
+            p.connects,
+            Json(&p.last_error)
+        )
     }
 
     /// `null` when WebRTC is off, else its slots, totals and sessions.

@@ -378,6 +378,7 @@ impl EventLoop<'_> {
             if let Some(h) = self.http.as_mut() {
                 h.pump_stream(si, now);
             }
+            self.advance_publish(si, now);
             // Server-added latency: from the unit being available (poll returned) to its last
             // packet handed to the kernel for every client.
             let us = Instant::now().saturating_duration_since(now).as_micros().min(u128::from(u32::MAX)) as u32;
