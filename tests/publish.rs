@@ -73,6 +73,24 @@ fn ffmpeg_listen_receives_decodable_h264_and_again_after_it_restarts() {
     assert!(d.log().matches("recording (RTP over TCP").count() >= 2, "{}", d.log());
 }
 
+#[test]
+fn gst_rtsp_server_in_record_mode_decodes_the_published_stream() {
+    let port = free_port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/gst_record_server.py");
+    let server = Command::new("/usr/bin/python3")
+        .args([script, &port.to_string(), "60", "40"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 with gi (python3-gi, gir1.2-gst-rtsp-server-1.0)");
+    std::thread::sleep(Duration::from_millis(1500));
+    let url = format!("rtsp://127.0.0.1:{port}/up");
+    let d = Daemon::start(&["--width", "640", "--height", "360", "--publish", &url]);
+    let out = common::run_with_timeout_child(server, Duration::from_secs(60));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("decoded 60\n"), "gst-rtsp-server: {text}\nserver:\n{}", d.log());
+}
+
 /// A local RTSP client over TCP gets every packet in order for `secs` seconds; the count.
 fn local_client_sees_no_loss(d: &Daemon, secs: u64) -> usize {
     let mut c = RtspClient::connect(&d.url());
