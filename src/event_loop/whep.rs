@@ -81,6 +81,20 @@ pub(super) fn open(cfg: &Config, http_on: bool) -> Option<WebRtc> {
     }
 }
 
+/// Browsers are offered constrained baseline (42e01f); a stream whose SPS says otherwise (a
+/// passthrough camera's High profile) may not decode in them. Said, not refused.
+fn warn_unless_constrained_baseline(path: &str, sps: &[u8]) {
+    let Ok(s) = crate::media::h264::Sps::parse(sps) else { return };
+    // constraint_set1 makes baseline, main and high streams decodable as constrained baseline.
+    if s.constraint_flags & 0x40 == 0 {
+        log::warn!(
+            "webrtc {path}: the stream is H.264 profile_idc {} constraint flags {:#04x}, not constrained baseline; browsers may not decode it (use the software encoder, or set the camera to baseline)",
+            s.profile_idc,
+            s.constraint_flags
+        );
+    }
+}
+
 impl EventLoop<'_> {
     /// Answers every complete WHEP offer waiting on an HTTP connection.
     pub(super) fn answer_whep(&mut self, now: Instant) {
@@ -91,7 +105,10 @@ impl EventLoop<'_> {
             let (offer, _) = h.whep_offer(conn);
             log::trace!("webrtc: offer for stream {stream}:\n{}", String::from_utf8_lossy(offer));
             let result = match (self.webrtc.as_mut(), self.streams.get(stream)) {
-                (Some(w), Some(st)) if st.hub.codec() == Codec::H264 => w.offer(stream, offer, sys::random_u64(), now),
+                (Some(w), Some(st)) if st.hub.codec() == Codec::H264 => {
+                    warn_unless_constrained_baseline(&st.cfg.path, st.hub.parameter_sets().0);
+                    w.offer(stream, offer, sys::random_u64(), now)
+                }
                 _ => Err((404, "this stream is not offered over WebRTC".to_owned())),
             };
             let answer = match &result {

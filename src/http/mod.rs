@@ -1,11 +1,12 @@
-//! A small HTTP/1.1 server core for MJPEG and snapshots. Sans-IO, `no_std`.
+//! A small HTTP/1.1 server core for MJPEG, snapshots, the viewer page and WHEP. Sans-IO, `no_std`.
 //!
 //! - [`parse_request`] takes the bytes a connection has sent so far and returns
 //!   [`Parsed::Incomplete`] until the head (request line and headers) is complete; then the
 //!   request, borrowed from the input, and how many bytes it took (`consumed`: exactly the head,
-//!   so pipelined bytes after it are the next request). Bodies are never read: every route is a
-//!   GET (or HEAD), and a request announcing a body gets [`Persistence::Close`] so the caller
-//!   closes instead of misreading the body as the next request.
+//!   so pipelined bytes after it are the next request). Bodies are never parsed here: a request
+//!   announcing one gets [`Persistence::Close`] so the caller closes instead of misreading the
+//!   body as the next request; only a WHEP offer's body is read, by the caller
+//!   ([`Request::content_length`] bytes after the head).
 //! - [`Request::persistence`]: whether the connection stays open after the response (RFC 9112
 //!   §9.3: HTTP/1.1 unless `Connection: close`, HTTP/1.0 only with `Connection: keep-alive`).
 //! - [`route`] maps a request to what the loop serves; the `write_*` functions write response

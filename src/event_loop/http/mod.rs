@@ -1,5 +1,8 @@
-//! The loop's HTTP connections: MJPEG streams, snapshots and the index page of several streams
-//! (protocol core in [`crate::http`]).
+//! The loop's HTTP connections: MJPEG streams, snapshots, the viewer page of several streams,
+//! `/status`, `/metrics`, recording switches and WHEP offers (protocol core in [`crate::http`]).
+//! Sub-modules: `conn` (a connection's state, buffers and socket I/O), `routing` (a request head
+//! becomes a response, a stream or a wait), `jpeg` (each stream's JPEG supply and latest frame),
+//! `whep` (offer bodies, answered by the loop in the same turn).
 //!
 //! Streams are fixed at construction ([`HttpStream`]: a path and a [`JpegSupply`]) and named by
 //! their index, as the loop names them; `/PATH.mjpeg` and `/PATH.jpg` of each stream, and `/`
@@ -35,6 +38,8 @@
 //!   With `Unavailable(why)` that stream's JPEG routes answer `503` with `why` at once, and the
 //!   index page shows `why` instead of its picture; `Stream` and `OnDemand` behave alike here
 //!   ([`Http::wants_frames`] tells the loop when that stream's on-demand encoder is needed).
+//! - Bodies are read only for WHEP offers (at most [`http::MAX_OFFER_BYTES`], into the
+//!   connection's pooled body buffer), and such a connection closes after its answer.
 //! - Credentials ([`Http::set_auth`]): a user limited to a path gets that stream's routes only;
 //!   the index page and `404`s need a user allowed on at least one stream.
 
