@@ -9,7 +9,10 @@
 //!  TCP conn ─┤ read → parse_input → Server::handle_request (routed by path) → pending → write
 //!            │ POLLOUT → flush pending → pump its interleaved session
 //!  UDP RTCP ─┤ receiver reports → Server::handle_rtcp; PLI/FIR → IDR; NACK → RTX from the ring
-//!  HTTP     ─┤ accept → HTTP slot (or 503); GET /PATH.mjpeg, /PATH.jpg, /, /status, /metrics
+//!  HTTP     ─┤ accept → HTTP slot (or 503); GET /PATH.mjpeg, /PATH.jpg, /, /status, /metrics,
+//!            │ POST /PATH/whep (body read, then answered in the same turn), DELETE /PATH/whep/ID
+//!  WebRTC   ─┤ UDP datagram → the str0m session that accepts it (see `webrtc`, `whep`)
+//!  publish  ─┤ a stream's RTSP RECORD connection upstream: handshake, then its ring (see `publish`)
 //!  side JPEG┤ an H.264 stream's on-demand JPEG encoder → HTTP only (see `side_jpeg`)
 //!  snapshot ┤ a camera's snapshot encoder → its snapshot writer thread (see `snapshots`)
 //!  timeout  ─┤ session expiry, sender reports, deferred IDR requests, watchdog
@@ -49,6 +52,7 @@ mod http;
 mod idr;
 mod latency_ring;
 mod multicast;
+mod publish;
 mod ring_reader;
 mod rtsp_conns;
 mod side_jpeg;
@@ -57,6 +61,12 @@ mod snapshots;
 mod status;
 mod streams;
 mod udp_tx;
+#[cfg(feature = "webrtc")]
+mod webrtc;
+#[cfg(not(feature = "webrtc"))]
+#[path = "event_loop/webrtc_off.rs"]
+mod webrtc;
+mod whep;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -95,6 +105,10 @@ enum Token {
     SideJpeg(usize, usize),
     /// A camera's snapshot encoder (see `snapshots`).
     Snapshot(usize, usize),
+    /// A WebRTC UDP socket (see `webrtc`).
+    WebRtc(usize),
+    /// Stream `n`'s connection to the server it publishes to (see `publish`).
+    Publish(usize),
 }
 
 pub struct EventLoop<'c> {
@@ -127,6 +141,10 @@ pub struct EventLoop<'c> {
     latency_scratch: Vec<u32>,
     next_stats: Option<Instant>,
     http: Option<http::Http<'c>>,
+    /// WebRTC viewers (WHEP), when `webrtc-port` is set and HTTP is on.
+    webrtc: Option<webrtc::WebRtc>,
+    /// Per stream: its publisher, when `publish` is set.
+    publishers: Vec<Option<publish::Publish>>,
     /// `/status` and `/metrics` are rendered here (kept, so rendering allocates rarely).
     report_buf: String,
     /// PLI/FIR received per stream since start (see `feedback`).
@@ -290,6 +308,8 @@ impl<'c> EventLoop<'c> {
         for (i, p) in pipelines.into_iter().enumerate() {
             streams.push(Stream::new(cfg, i, p, epoch, kernel_gso)?);
         }
+        let webrtc = whep::open(cfg, cfg.http_port != 0);
+        let webrtc_on = webrtc.is_some();
         // Video first: a taken HTTP port (HTTP is on by default, and 8080 is a popular port) is
         // logged and HTTP stays off; RTSP and push mode still start.
         let mut http = match cfg.http_port {
@@ -301,7 +321,11 @@ impl<'c> EventLoop<'c> {
                     streams
                         .iter()
                         // The real supplies come once the cameras run (`start_cameras`).
-                        .map(|st| http::HttpStream { path: st.cfg.path.clone(), supply: http::JpegSupply::OnDemand })
+                        .map(|st| http::HttpStream {
+                            path: st.cfg.path.clone(),
+                            supply: http::JpegSupply::OnDemand,
+                            webrtc: webrtc_on && st.cfg.codec == crate::rtp::Codec::H264,
+                        })
                         .collect(),
                     Duration::from_secs(u64::from(cfg.request_timeout)),
                     Duration::from_secs(u64::from(cfg.client_stall_timeout)),
@@ -362,6 +386,8 @@ impl<'c> EventLoop<'c> {
             keyframe_requests: vec![0; cfg.streams.len()],
             retransmitted_ended: vec![0; cfg.streams.len()],
             http,
+            webrtc,
+            publishers: publish::open(cfg, epoch),
             report_buf: String::new(),
         };
         lp.start_cameras()?;
@@ -454,9 +480,12 @@ impl<'c> EventLoop<'c> {
                     }
                     Token::SideJpeg(st, k) => self.on_side_jpeg(st, k, rev, now),
                     Token::Snapshot(c, k) => self.on_snapshot_encoder(c, k, rev, now),
+                    Token::WebRtc(i) => self.on_webrtc_socket(i, now),
+                    Token::Publish(si) => self.on_publish(si, rev, now),
                 }
             }
             self.answer_reports(now);
+            self.answer_whep(now);
             self.reap_dead_conns();
             if let Some(h) = self.http.as_mut() {
                 h.reap();
@@ -523,6 +552,16 @@ impl<'c> EventLoop<'c> {
             }
             add(&mut self.pollfds, &mut self.tokens, h.listener_fd(), POLLIN, Token::HttpListener);
         }
+        if let Some(w) = &self.webrtc {
+            for (i, fd) in w.fds() {
+                add(&mut self.pollfds, &mut self.tokens, fd, POLLIN, Token::WebRtc(i));
+            }
+        }
+        for (si, p) in self.publishers.iter().enumerate() {
+            if let Some((fd, ev)) = p.as_ref().and_then(|p| p.interest()) {
+                add(&mut self.pollfds, &mut self.tokens, fd, ev, Token::Publish(si));
+            }
+        }
     }
 
     fn timeout_ms(&self, now: Instant) -> i32 {
@@ -531,6 +570,12 @@ impl<'c> EventLoop<'c> {
             deadline = deadline.min(self.core_to_std(t));
         }
         if let Some(t) = self.next_watchdog {
+            deadline = deadline.min(t);
+        }
+        if let Some(t) = self.webrtc.as_ref().and_then(|w| w.deadline()) {
+            deadline = deadline.min(t);
+        }
+        if let Some(t) = self.publish_deadline() {
             deadline = deadline.min(t);
         }
         for st in &self.streams {
@@ -548,6 +593,8 @@ impl<'c> EventLoop<'c> {
         while let Some(slot) = self.server.poll_expired(core_now) {
             self.end_session(slot, "timed out");
         }
+        self.webrtc_timers(now);
+        self.publish_timers(now);
         for si in 0..self.streams.len() {
             self.supervise_pipeline(si, now);
             self.supervise_side_jpeg(si, now);

@@ -249,6 +249,18 @@ impl Hub {
         }
     }
 
+    /// The current SPS and PPS (empty until the stream has them).
+    pub fn parameter_sets(&self) -> (&[u8], &[u8]) {
+        (&self.sps, &self.pps)
+    }
+
+    /// An instant on the capture clock in 90 kHz units since the hub's epoch: a media time that
+    /// never wraps (WebRTC's packetizer derives its RTP timestamps from it).
+    pub fn media_time(&self, at: Instant) -> u64 {
+        let us = at.saturating_duration_since(self.epoch).as_micros();
+        (us * u128::from(VIDEO_CLOCK_RATE) / 1_000_000) as u64
+    }
+
     /// Last RTP timestamp sent (for sender reports).
     pub fn last_timestamp(&self) -> u32 {
         self.last_timestamp

@@ -47,6 +47,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("rtp_jpeg_roundtrip", rtp_jpeg_roundtrip),
     ("fmp4_roundtrip", fmp4_roundtrip),
     ("rtcp_feedback", rtcp_feedback),
+    ("rtsp_client", rtsp_client),
 ];
 
 /// Reads structured values off the fuzz input; past the end every read gives zeros / empty.
@@ -1386,5 +1387,55 @@ pub fn rtcp_feedback(data: &[u8]) {
     if let Some((n, offset)) = write_rtx_header(pkt, 97, 1, 2, &mut hdr) {
         assert!((14..=RTX_HEADER_MAX).contains(&n) && offset <= pkt.len());
         assert_eq!(&hdr[n - 2..n], &pkt[2..4], "OSN");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// rtsp_client
+
+/// The publishing client's side of RTSP: whatever an upstream server sends (responses,
+/// interleaved frames, garbage) is parsed without panicking, a complete response is never
+/// complete at a shorter prefix, and the publisher takes any response and writes its next request
+/// into a bounded buffer. The first input byte splits off a publish URL to parse too.
+pub fn rtsp_client(data: &[u8]) {
+    use uavstream::rtsp::client::{parse_response, Parsed, PublishUrl, Publisher, MAX_RESPONSE_HEAD};
+    let (url_len, rest) = match data {
+        [n, rest @ ..] => (usize::from(*n).min(rest.len()), rest),
+        [] => return,
+    };
+    if let Ok(s) = core::str::from_utf8(&rest[..url_len]) {
+        if let Ok(u) = PublishUrl::parse(s) {
+            let mut text = String::new();
+            core::fmt::write(&mut text, format_args!("{u}")).unwrap();
+            // Logs show the URL: its authority is USER@HOST:PORT at most, never the password.
+            let authority = text["rtsp://".len()..].split('/').next().unwrap_or("");
+            let userinfo = authority.rsplit_once('@').map_or("", |(u, _)| u);
+            assert_eq!(userinfo, u.user.as_str(), "{text}");
+        }
+    }
+    let url = PublishUrl::parse("rtsp://pilot:secret@relay:8554/live").unwrap();
+    let mut publisher = Publisher::new();
+    let mut input = &rest[url_len..];
+    let mut buf = [0u8; 4096];
+    for _ in 0..64 {
+        let _ = publisher.write_request(&url, b"v=0\r\n", &mut WBuf::new(&mut buf));
+        match parse_response(input) {
+            Ok(Parsed::Incomplete) | Err(_) => return,
+            Ok(Parsed::Interleaved { consumed }) => {
+                assert!(consumed >= 4 && consumed <= input.len());
+                input = &input[consumed..];
+            }
+            Ok(Parsed::Complete { response, consumed }) => {
+                assert!(consumed <= input.len() && consumed <= 2 * MAX_RESPONSE_HEAD + 8);
+                for cut in 0..consumed {
+                    assert!(
+                        !matches!(parse_response(&input[..cut]), Ok(Parsed::Complete { .. })),
+                        "a {cut}-byte prefix of a {consumed}-byte response is already complete"
+                    );
+                }
+                let _ = publisher.handle_response(&url, &response);
+                input = &input[consumed..];
+            }
+        }
     }
 }

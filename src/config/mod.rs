@@ -441,6 +441,24 @@ impl RawConfig {
                 },
             })?,
             http_port: p.num(g("http-port"), 0, 65535)? as u16,
+            webrtc_port: p.num(g("webrtc-port"), 0, 65535)? as u16,
+            webrtc_interfaces: p.field(g("webrtc-interfaces"), |v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(|e| match e.parse::<IpAddr>() {
+                        Ok(ip) if ip.is_unspecified() || ip.is_multicast() => {
+                            Err(format!("{e}: a host candidate is one address of this machine"))
+                        }
+                        Ok(_) => Ok(e.to_owned()),
+                        Err(_) if e.len() <= 15 && e.bytes().all(|b| b.is_ascii_graphic() && b != b'/') => {
+                            Ok(e.to_owned())
+                        }
+                        Err(_) => Err(format!("{e}: neither an IP address nor an interface name")),
+                    })
+                    .collect()
+            })?,
+            max_webrtc_sessions: p.num(g("max-webrtc-sessions"), 1, 256)? as usize,
             max_http_clients: p.num(g("max-http-clients"), 1, 1024)? as usize,
             dscp,
             log_level: p.field(g("log-level"), |v| match v {
@@ -518,6 +536,11 @@ pub struct Config {
     /// HTTP (MJPEG, snapshots) port; 0 = off.
     pub http_port: u16,
     pub max_http_clients: usize,
+    /// UDP port of WebRTC media; 0 = WebRTC off (also when HTTP is off: WHEP rides on it).
+    pub webrtc_port: u16,
+    /// ICE host candidates: interface names or addresses; empty = every up interface's IPv4.
+    pub webrtc_interfaces: Vec<String>,
+    pub max_webrtc_sessions: usize,
     /// DSCP of RTSP/HTTP connections and session sockets, and every stream's default; 0 = unmarked.
     pub dscp: u8,
     /// At least one.
@@ -568,6 +591,8 @@ pub struct StreamConfig {
     pub jpeg_quality: u8,
     /// Push mode: RTP to this fixed destination, without RTSP.
     pub rtp_dest: Option<SocketAddr>,
+    /// `publish`: the RTSP server the stream is published to (ANNOUNCE/RECORD).
+    pub publish: Option<crate::rtsp::client::PublishUrl>,
     /// Where to write the push-mode SDP.
     pub sdp_out: Option<PathBuf>,
     /// DSCP of the stream's UDP packets; 0 = unmarked.

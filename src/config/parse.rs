@@ -260,6 +260,12 @@ impl Parser<'_> {
                 }
                 Ok(Some(addr))
             })?,
+            publish: self.field(k("publish"), |v| {
+                if v.is_empty() {
+                    return Ok(None);
+                }
+                crate::rtsp::client::PublishUrl::parse(v).map(Some).map_err(|e| e.to_owned())
+            })?,
             sdp_out: self.field(k("sdp-out"), |v| Ok((!v.is_empty()).then(|| PathBuf::from(v))))?,
             dscp,
             multicast: {

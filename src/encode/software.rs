@@ -583,6 +583,9 @@ mod tests {
                 let sps = annex_b(&out).find(|n| nal_unit_type(n) == Some(nal_type::SPS)).unwrap();
                 let sps = Sps::parse(sps).unwrap();
                 assert_eq!((sps.width, sps.height, sps.profile_idc), (320, 240, 66));
+                // Constrained baseline (constraint_set1, 42e0xx/42c0xx): what browsers' WebRTC
+                // negotiates (profile-level-id 42e01f), so WHEP sends the stream as it is.
+                assert_ne!(sps.constraint_flags & 0x40, 0, "constraint flags {:#04x}", sps.constraint_flags);
             }
             // No B-frames: every slice is I or P (slice_type 0/5 or 2/7 in the first bits).
             assert!(types.iter().all(|&t| t != 0 && t <= 12), "{types:?}");

@@ -77,6 +77,7 @@ struct Clients {
     tcp: usize,
     multicast: usize,
     http: usize,
+    webrtc: usize,
 }
 
 /// One session as reported.
@@ -121,6 +122,7 @@ impl EventLoop<'_> {
                     200
                 }
                 Report::Record { stream, start } => self.switch_recording(stream, start, &mut body),
+                Report::WhepEnd { stream, id } => self.end_whep(stream, id, &mut body),
             };
             if let Some(h) = self.http.as_mut() {
                 h.answer_reports(report, status, &body, now);
@@ -147,7 +149,11 @@ impl EventLoop<'_> {
     }
 
     fn clients(&self, si: usize) -> Clients {
-        let mut c = Clients { http: self.http.as_ref().map_or(0, |h| h.streaming(si)), ..Clients::default() };
+        let mut c = Clients {
+            http: self.http.as_ref().map_or(0, |h| h.streaming(si)),
+            webrtc: self.webrtc.as_ref().map_or(0, |w| w.sessions(si)),
+            ..Clients::default()
+        };
         for (i, sess) in self.server.sessions().iter().enumerate() {
             if sess.state != SessionState::Playing || self.slots[i].stream != si {
                 continue;
@@ -270,7 +276,7 @@ impl EventLoop<'_> {
             let cfg = st.cfg;
             write!(
                 out,
-                "{}{{\"name\":{},\"path\":{},\"camera\":{},\"codec\":{},\"width\":{},\"height\":{},\"fps_configured\":{},\"bitrate_configured\":{},\"fps\":{:.2},\"bitrate\":{:.0},\"access_units\":{},\"idrs\":{},\"keyframe_requests\":{},\"retransmitted\":{},\"packets\":{},\"state\":{},\"restarts\":{},\"server_latency_us\":{{\"p50\":{p50},\"p99\":{p99}}},\"encode_latency_us\":{{\"p50\":{e50},\"p99\":{e99}}},\"clients\":{{\"udp\":{},\"tcp\":{},\"multicast\":{},\"http_mjpeg\":{}}},\"abr\":",
+                "{}{{\"name\":{},\"path\":{},\"camera\":{},\"codec\":{},\"width\":{},\"height\":{},\"fps_configured\":{},\"bitrate_configured\":{},\"fps\":{:.2},\"bitrate\":{:.0},\"access_units\":{},\"idrs\":{},\"keyframe_requests\":{},\"retransmitted\":{},\"packets\":{},\"state\":{},\"restarts\":{},\"server_latency_us\":{{\"p50\":{p50},\"p99\":{p99}}},\"encode_latency_us\":{{\"p50\":{e50},\"p99\":{e99}}},\"clients\":{{\"udp\":{},\"tcp\":{},\"multicast\":{},\"http_mjpeg\":{},\"webrtc\":{}}},\"webrtc\":{},\"publish\":{},\"abr\":",
                 if si > 0 { "," } else { "" },
                 Json(&cfg.name),
                 Json(&cfg.path),
@@ -292,7 +298,10 @@ impl EventLoop<'_> {
                 cl.udp,
                 cl.tcp,
                 cl.multicast,
-                cl.http
+                cl.http,
+                cl.webrtc,
+                self.webrtc.is_some() && cfg.codec == Codec::H264,
+                self.publish_json(si)
             )?;
             self.write_abr_status(st, now, out)?;
             out.push_str(",\"recorder\":");
@@ -345,7 +354,47 @@ impl EventLoop<'_> {
                 r.rtx.unknown
             )?;
         }
-        out.push_str("]}\n");
+        out.push_str("],\"webrtc\":");
+        self.write_webrtc_status(out)?;
+        out.push_str("}\n");
+        Ok(())
+    }
+
+    /// Stream `si`'s publisher: `null`, or where it publishes, its state and counters.
+    fn publish_json(&self, si: usize) -> String {
+        let Some(p) = self.publishers.get(si).and_then(Option::as_ref) else { return "null".into() };
+        let (sent, dropped) = p.counters();
+        format!(
+            "{{\"url\":{},\"state\":{},\"connects\":{},\"packets_sent\":{sent},\"packets_dropped\":{dropped},\"last_error\":{}}}",
+            Json(&p.url().to_string()),
+            Json(p.state_name()),
+            p.connects,
+            Json(&p.last_error)
+        )
+    }
+
+    /// `null` when WebRTC is off, else its slots, totals and sessions.
+    fn write_webrtc_status(&self, out: &mut String) -> std::fmt::Result {
+        let Some(w) = &self.webrtc else {
+            out.push_str("null");
+            return Ok(());
+        };
+        write!(out, "{{\"slots\":{},\"created\":{},\"ended\":{},\"sessions\":[", w.slots(), w.created, w.ended)?;
+        for (k, p) in w.status().enumerate() {
+            write!(
+                out,
+                "{}{{\"id\":\"{:016x}\",\"stream\":{},\"peer\":{},\"connected\":{},\"frames_sent\":{},\"bytes_sent\":{},\"keyframe_requests\":{}}}",
+                if k > 0 { "," } else { "" },
+                p.id,
+                Json(&self.streams[p.stream].cfg.path),
+                Json(&p.peer.map_or_else(String::new, |a| a.to_string())),
+                p.connected,
+                p.frames,
+                p.bytes,
+                p.keyframe_requests
+            )?;
+        }
+        out.push_str("]}");
         Ok(())
     }
 

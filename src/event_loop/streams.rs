@@ -350,6 +350,7 @@ impl EventLoop<'_> {
             let encode_latency = &mut st.encode_latency;
             let recorder = &mut st.recorder;
             let http = &mut self.http;
+            let webrtc = &mut self.webrtc;
             let mut sink = |data: &[u8], capture: Instant| {
                 if stalled {
                     return;
@@ -369,6 +370,12 @@ impl EventLoop<'_> {
                 if p.count > 0 {
                     let us = now.saturating_duration_since(capture).as_micros().min(u128::from(u32::MAX)) as u32;
                     encode_latency.push(us);
+                }
+                if let Some(w) = webrtc.as_mut().filter(|_| p.count > 0 && !jpeg_stream) {
+                    let (sps, pps) = hub.parameter_sets();
+                    let media_time = hub.media_time(capture);
+                    let unit = super::webrtc::Unit { data, idr: p.idr, media_time, capture, sps, pps };
+                    w.push_unit(si, &unit, now);
                 }
                 any |= p.count > 0;
                 idr |= p.idr;
@@ -403,6 +410,7 @@ impl EventLoop<'_> {
             if let Some(h) = self.http.as_mut() {
                 h.pump_stream(si, now);
             }
+            self.advance_publish(si, now);
             // Server-added latency: from the unit being available (poll returned) to its last
             // packet handed to the kernel for every client.
             let us = Instant::now().saturating_duration_since(now).as_micros().min(u128::from(u32::MAX)) as u32;

@@ -1,11 +1,12 @@
-//! A small HTTP/1.1 server core for MJPEG and snapshots. Sans-IO, `no_std`.
+//! A small HTTP/1.1 server core for MJPEG, snapshots, the viewer page and WHEP. Sans-IO, `no_std`.
 //!
 //! - [`parse_request`] takes the bytes a connection has sent so far and returns
 //!   [`Parsed::Incomplete`] until the head (request line and headers) is complete; then the
 //!   request, borrowed from the input, and how many bytes it took (`consumed`: exactly the head,
-//!   so pipelined bytes after it are the next request). Bodies are never read: every route is a
-//!   GET (or HEAD), and a request announcing a body gets [`Persistence::Close`] so the caller
-//!   closes instead of misreading the body as the next request.
+//!   so pipelined bytes after it are the next request). Bodies are never parsed here: a request
+//!   announcing one gets [`Persistence::Close`] so the caller closes instead of misreading the
+//!   body as the next request; only a WHEP offer's body is read, by the caller
+//!   ([`Request::content_length`] bytes after the head).
 //! - [`Request::persistence`]: whether the connection stays open after the response (RFC 9112
 //!   §9.3: HTTP/1.1 unless `Connection: close`, HTTP/1.0 only with `Connection: keep-alive`).
 //! - [`route`] maps a request to what the loop serves; the `write_*` functions write response
@@ -15,13 +16,21 @@
 //!
 //! Routes, for every stream path (e.g. `/live`, `/low`): `GET /live.mjpeg`
 //! (multipart/x-mixed-replace, newest frame wins), `GET /live.jpg` or `/live.jpeg` (the latest
-//! frame); `GET /` or `/index.html` (a page listing every stream). HEAD goes where GET goes.
-//! Anything else is `404`; methods other than GET/HEAD are `405`; a malformed head is `400`.
+//! frame); `GET /` or `/index.html` (the viewer page, see [`write_index`]). HEAD goes where GET
+//! goes. `POST /live/whep` (WHEP, an SDP offer in the body) and `DELETE /live/whep/ID` (the
+//! session's `Location`). Anything else is `404`; other methods are `405`; a malformed head is
+//! `400`. Bodies are read only for WHEP offers (the caller reads [`Request::content_length`]
+//! bytes after the head, at most [`MAX_OFFER_BYTES`]).
 
 use crate::wbuf::{Full, WBuf};
 
+mod page;
+pub use page::{index_len, write_index, IndexEntry, VIEWER_JS};
+
 /// Largest request head accepted. Policy: `431` and close.
 pub const MAX_HEAD_BYTES: usize = 2048;
+/// Largest WHEP offer accepted (Chromium's offers are about 5 KB). Policy: `413` and close.
+pub const MAX_OFFER_BYTES: usize = 16 * 1024;
 /// Multipart boundary of the MJPEG stream.
 pub const BOUNDARY: &str = "uavstreamframe";
 
@@ -29,8 +38,10 @@ pub const BOUNDARY: &str = "uavstreamframe";
 pub enum Method {
     Get,
     Head,
-    /// Only for `/PATH/record?start|stop`.
+    /// Only for `/PATH/record?start|stop` and WHEP offers.
     Post,
+    /// Only for ending a WHEP session.
+    Delete,
     Other,
 }
 
@@ -63,6 +74,25 @@ pub struct Request<'a> {
     pub has_body: bool,
     /// The `Authorization` header's value (the first one).
     pub authorization: Option<&'a str>,
+    /// The `Content-Length` value (saturated at `u32::MAX`; 0 when absent).
+    pub content_length: u32,
+    /// The `Content-Type` value (the first one).
+    pub content_type: Option<&'a str>,
+}
+
+impl Request<'_> {
+    /// The body can be read: a `Content-Length` and no `Transfer-Encoding` (chunked bodies are
+    /// not accepted anywhere).
+    pub fn body_framed(&self) -> bool {
+        !(self.has_body && self.content_length == 0)
+    }
+
+    /// Whether the body is an SDP document (`application/sdp`, parameters allowed).
+    pub fn is_sdp(&self) -> bool {
+        self.content_type.is_some_and(|t| {
+            t.split(';').next().is_some_and(|m| m.trim_matches([' ', '\t']).eq_ignore_ascii_case("application/sdp"))
+        })
+    }
 }
 
 impl Request<'_> {
@@ -159,6 +189,9 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<'_>, HttpError> {
     }
     let (mut connection_close, mut connection_keep_alive, mut has_body) = (false, false, false);
     let mut authorization = None;
+    let mut content_length = 0u32;
+    let mut transfer_encoding = false;
+    let mut content_type = None;
     for l in lines.filter(|l| !l.is_empty()) {
         let (name, value) = match l.split_once(':') {
             Some((name, value)) if !name.is_empty() && !name.contains([' ', '\t']) => {
@@ -178,10 +211,14 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<'_>, HttpError> {
                 return Err(HttpError::BadRequest);
             }
             has_body |= value.bytes().any(|b| b != b'0');
+            content_length = value.bytes().fold(0u32, |n, b| n.saturating_mul(10).saturating_add(u32::from(b - b'0')));
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             has_body = true;
+            transfer_encoding = true;
         } else if name.eq_ignore_ascii_case("authorization") && authorization.is_none() {
             authorization = Some(value);
+        } else if name.eq_ignore_ascii_case("content-type") && content_type.is_none() {
+            content_type = Some(value);
         }
     }
     let target = target.split('#').next().unwrap_or("/");
@@ -190,10 +227,26 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<'_>, HttpError> {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
         "POST" => Method::Post,
+        "DELETE" => Method::Delete,
         _ => Method::Other,
     };
-    let request =
-        Request { method, path, query, version, connection_close, connection_keep_alive, has_body, authorization };
+    // A Transfer-Encoding overrides any Content-Length (RFC 9112 §6.3): the body is not framed
+    // by a length this server reads.
+    if transfer_encoding {
+        content_length = 0;
+    }
+    let request = Request {
+        method,
+        path,
+        query,
+        version,
+        connection_close,
+        connection_keep_alive,
+        has_body,
+        authorization,
+        content_length,
+        content_type,
+    };
     Ok(Parsed::Complete { request, consumed: start + end })
 }
 
@@ -214,6 +267,10 @@ pub enum Route {
     Record(usize, bool),
     /// `POST /PATH/record` without `start` or `stop`: `400`.
     BadRecordAction,
+    /// `POST /PATH/whep`: a WHEP offer for stream `n`.
+    Whep(usize),
+    /// `DELETE /PATH/whep/ID`: the end of WHEP session `ID` (16 hex digits) of stream `n`.
+    WhepEnd(usize, u64),
     NotFound,
     MethodNotAllowed,
 }
@@ -226,13 +283,31 @@ pub fn route<'p>(req: &Request<'_>, paths: impl IntoIterator<Item = &'p str>) ->
     }
     if req.method == Method::Post {
         for (n, path) in paths.into_iter().enumerate() {
-            if req.path.strip_prefix(path.trim_end_matches('/')) == Some("/record") {
-                return match req.query {
-                    "start" | "action=start" => Route::Record(n, true),
-                    "stop" | "action=stop" => Route::Record(n, false),
-                    _ => Route::BadRecordAction,
-                };
+            match req.path.strip_prefix(path.trim_end_matches('/')) {
+                Some("/record") => {
+                    return match req.query {
+                        "start" | "action=start" => Route::Record(n, true),
+                        "stop" | "action=stop" => Route::Record(n, false),
+                        _ => Route::BadRecordAction,
+                    }
+                }
+                Some("/whep") => return Route::Whep(n),
+                _ => {}
             }
+        }
+        // A WHEP endpoint of no stream is a resource that is not there, not a wrong method.
+        return if req.path.ends_with("/whep") { Route::NotFound } else { Route::MethodNotAllowed };
+    }
+    if req.method == Method::Delete {
+        for (n, path) in paths.into_iter().enumerate() {
+            let Some(id) = req.path.strip_prefix(path.trim_end_matches('/')).and_then(|r| r.strip_prefix("/whep/"))
+            else {
+                continue;
+            };
+            return match parse_session_id(id) {
+                Some(id) => Route::WhepEnd(n, id),
+                None => Route::NotFound,
+            };
         }
         return Route::MethodNotAllowed;
     }
@@ -252,16 +327,27 @@ pub fn route<'p>(req: &Request<'_>, paths: impl IntoIterator<Item = &'p str>) ->
     Route::NotFound
 }
 
+/// A WHEP session id as it appears in its `Location`: exactly 16 hex digits.
+pub fn parse_session_id(s: &str) -> Option<u64> {
+    if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(s, 16).ok()
+}
+
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        201 => "Created",
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         409 => "Conflict",
         408 => "Request Timeout",
+        413 => "Content Too Large",
         414 => "URI Too Long",
+        415 => "Unsupported Media Type",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         505 => "HTTP Version Not Supported",
@@ -323,6 +409,14 @@ pub fn write_unauthorized(
     w.put(BODY.as_bytes())
 }
 
+/// Writes the head of a `201 Created` with its `Location` (a WHEP session); the connection
+/// closes after the body.
+pub fn write_created(w: &mut WBuf<'_>, content_type: &str, location: &str, len: usize) -> Result<(), Full> {
+    head_start(w, 201, content_type, Some(len))?;
+    w.put_fmt(format_args!("Location: {location}\r\n"))?;
+    head_end(w, Persistence::Close)
+}
+
 /// Writes a complete response with a one-line text body (`text` and a newline).
 pub fn write_text(w: &mut WBuf<'_>, status: u16, text: &str, persistence: Persistence) -> Result<(), Full> {
     write_head(w, status, "text/plain; charset=utf-8", Some(text.len() + 1), persistence)?;
@@ -346,75 +440,6 @@ pub fn write_mjpeg_head(w: &mut WBuf<'_>, persistence: Persistence) -> Result<()
 /// Writes the header of one multipart part; the JPEG and a CRLF follow it.
 pub fn write_part_header(w: &mut WBuf<'_>, jpeg_len: usize) -> Result<(), Full> {
     w.put_fmt(format_args!("--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {jpeg_len}\r\n\r\n"))
-}
-
-/// One stream on the index page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IndexEntry<'a> {
-    /// The stream path, e.g. `/live`.
-    pub path: &'a str,
-    /// `Some(why)`: no JPEG frames (the page shows why instead of a picture).
-    pub unavailable: Option<&'a str>,
-}
-
-/// Text with `&`, `<`, `>`, `"` and `'` escaped, for HTML text and quoted attribute values.
-struct Html<'a>(&'a str);
-
-impl core::fmt::Display for Html<'_> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let mut rest = self.0;
-        while let Some(i) = rest.find(['&', '<', '>', '"', '\'']) {
-            f.write_str(&rest[..i])?;
-            f.write_str(match rest.as_bytes()[i] {
-                b'&' => "&amp;",
-                b'<' => "&lt;",
-                b'>' => "&gt;",
-                b'"' => "&quot;",
-                _ => "&#39;",
-            })?;
-            rest = &rest[i + 1..];
-        }
-        f.write_str(rest)
-    }
-}
-
-/// Writes the index page: per stream a tile with its live picture (`<img>` of the MJPEG
-/// stream, unless it is unavailable, then why), its path, and links to its MJPEG and JPEG
-/// routes. Generic over the sink so [`index_len`] can measure it before the head is written.
-pub fn write_index<'p, W: core::fmt::Write>(
-    w: &mut W,
-    streams: impl IntoIterator<Item = IndexEntry<'p>>,
-) -> core::fmt::Result {
-    w.write_str(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>uavstream</title>\n\
-         <style>body{margin:0;background:#000;color:#ccc;font:14px sans-serif}a{color:#8cf}\
-         div{display:inline-block;vertical-align:top;max-width:100%}p{margin:4px 8px}</style></head>\n\
-         <body>\n",
-    )?;
-    for s in streams {
-        let path = Html(s.path.trim_end_matches('/'));
-        w.write_str("<div>\n")?;
-        match s.unavailable {
-            None => writeln!(w, "<img src=\"{path}.mjpeg\" alt=\"{path}\" style=\"display:block;max-width:100%\">")?,
-            Some(why) => writeln!(w, "<p>no JPEG frames: {}</p>", Html(why))?,
-        }
-        write!(w, "<p>{path} <a href=\"{path}.mjpeg\">MJPEG</a> <a href=\"{path}.jpg\">JPEG</a></p>\n</div>\n")?;
-    }
-    w.write_str("</body></html>\n")
-}
-
-/// The length of the page [`write_index`] writes for `streams`.
-pub fn index_len<'p>(streams: impl IntoIterator<Item = IndexEntry<'p>>) -> usize {
-    struct Count(usize);
-    impl core::fmt::Write for Count {
-        fn write_str(&mut self, s: &str) -> core::fmt::Result {
-            self.0 += s.len();
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    let _ = write_index(&mut count, streams);
-    count.0
 }
 
 #[cfg(test)]
@@ -471,6 +496,21 @@ mod tests {
             text.contains("Content-Length: 13\r\n") && text.ends_with("keep-alive\r\n\r\nUnauthorized\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_whep_offer_head_says_its_length_and_type() {
+        let head = b"POST /live/whep HTTP/1.1\r\nHost: x\r\nContent-Type: application/SDP; charset=utf-8\r\nContent-Length: 5618\r\n\r\nv=0\r\n";
+        let (request, consumed) = complete(head);
+        assert_eq!((request.content_length, request.is_sdp(), request.body_framed()), (5618, true, true));
+        assert_eq!(consumed, head.len() - 5, "the body is not part of the head");
+        let (request, _) =
+            complete(b"POST /live/whep HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\n");
+        assert!(!request.is_sdp());
+        let (request, _) = complete(b"POST /live/whep HTTP/1.1\r\nContent-Type: application/sdp\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n");
+        assert!(!request.body_framed() && request.content_length == 0);
+        let (request, _) = complete(b"POST /live/whep HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n");
+        assert_eq!(request.content_length, u32::MAX, "saturated, then refused as too large");
     }
 
     #[test]
@@ -584,6 +624,8 @@ mod tests {
                 connection_keep_alive: false,
                 has_body: false,
                 authorization: None,
+                content_length: 0,
+                content_type: None,
             };
             route(&request, ["/live", "/low/", "/cam/wide"])
         };
@@ -603,6 +645,21 @@ mod tests {
         assert_eq!(post("/live/record?go"), Route::BadRecordAction);
         assert_eq!(post("/live.mjpeg"), Route::MethodNotAllowed);
         assert_eq!(post("/status"), Route::MethodNotAllowed);
+        assert_eq!(post("/low/whep"), Route::Whep(1));
+        assert_eq!(post("/live/whep?x"), Route::Whep(0));
+        assert_eq!(post("/nope/whep"), Route::NotFound);
+        let delete = |path: &str| {
+            let mut raw = heapless::String::<128>::new();
+            core::fmt::write(&mut raw, format_args!("DELETE {path} HTTP/1.1\r\n\r\n")).unwrap();
+            let Ok(Parsed::Complete { request, .. }) = parse_request(raw.as_bytes()) else { panic!("{path}") };
+            route(&request, ["/live", "/low"])
+        };
+        assert_eq!(delete("/low/whep/00000000000000ff"), Route::WhepEnd(1, 255));
+        assert_eq!(delete("/live/whep/83C15B5BE01ED92A"), Route::WhepEnd(0, 0x83c1_5b5b_e01e_d92a));
+        for bad in ["/live/whep/ff", "/live/whep/0000000000000g00", "/live/whep/", "/live/whep/+000000000000000"] {
+            assert_eq!(delete(bad), Route::NotFound, "{bad}");
+        }
+        assert_eq!(delete("/live.mjpeg"), Route::MethodNotAllowed);
         assert_eq!(r(Method::Head, "/index.html"), Route::Index);
         assert_eq!(r(Method::Get, "/live.mjpeg"), Route::Mjpeg(0));
         assert_eq!(r(Method::Head, "/live.jpg"), Route::Snapshot(0));
@@ -617,43 +674,6 @@ mod tests {
         assert_eq!(route(&get("/live.jpg"), []), Route::NotFound, "no streams");
         assert_eq!(route(&get("/"), []), Route::Index);
         assert_eq!(route(&get("/a.jpg"), ["/a", "/a"]), Route::Snapshot(0), "the first of a shared path");
-    }
-
-    #[test]
-    fn the_index_lists_every_stream_and_shows_the_available_ones() {
-        let streams = [
-            IndexEntry { path: "/live", unavailable: None },
-            IndexEntry { path: "/low/", unavailable: None },
-            IndexEntry { path: "/h264", unavailable: Some("the stream is <H.264> & \"raw\"") },
-        ];
-        let mut buf = [0xa5u8; 2048];
-        let mut w = WBuf::new(&mut buf);
-        write_index(&mut w, streams).unwrap();
-        assert_eq!(w.len(), index_len(streams));
-        let page = core::str::from_utf8(w.written()).unwrap();
-        assert!(page.starts_with("<!doctype html>\n") && page.ends_with("</body></html>\n"), "{page}");
-        let has = |args: core::fmt::Arguments<'_>| {
-            let mut needle = heapless::String::<64>::new();
-            core::fmt::Write::write_fmt(&mut needle, args).unwrap();
-            page.contains(needle.as_str())
-        };
-        for path in ["/live", "/low"] {
-            assert!(has(format_args!("<img src=\"{path}.mjpeg\"")), "{page}");
-        }
-        for path in ["/live", "/low", "/h264"] {
-            assert!(
-                has(format_args!("<p>{path} <a href=\"{path}.mjpeg\">MJPEG</a> <a href=\"{path}.jpg\">")),
-                "{page}"
-            );
-        }
-        assert!(!page.contains("<img src=\"/h264"), "{page}");
-        assert!(page.contains("no JPEG frames: the stream is &lt;H.264&gt; &amp; &quot;raw&quot;</p>"), "{page}");
-        let odd = [IndexEntry { path: "/a\"b'<", unavailable: None }];
-        let mut w = WBuf::new(&mut buf);
-        write_index(&mut w, odd).unwrap();
-        let page = core::str::from_utf8(w.written()).unwrap();
-        assert!(page.contains("<img src=\"/a&quot;b&#39;&lt;.mjpeg\" alt=\"/a&quot;b&#39;&lt;\""), "{page}");
-        assert!(write_index(&mut WBuf::new(&mut [0u8; 64]), streams).is_err());
     }
 
     #[test]

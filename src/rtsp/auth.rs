@@ -187,7 +187,7 @@ impl LowerFixed for str {
     }
 }
 
-fn md5_hex(parts: &[&[u8]]) -> [u8; 32] {
+pub(crate) fn md5_hex(parts: &[&[u8]]) -> [u8; 32] {
     let mut m = Md5::new();
     for p in parts {
         m.update(p);

@@ -4,6 +4,7 @@
 
 pub mod link;
 pub mod record;
+pub mod webdriver;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -70,6 +71,10 @@ impl Daemon {
                 p
             }
         };
+        // WebRTC only where a test asks for it: its default UDP port is fixed too.
+        if !args.contains(&"--webrtc-port") {
+            cmd.args(["--webrtc-port", "0"]);
+        }
         cmd.args(["--listen", &host, "--port", &port.to_string(), "--rtp-ports", &format!("{a}-{b}")])
             .args(args)
             .env("UAVSTREAM_PROC_CMDLINE", "")

@@ -23,6 +23,9 @@ UAVSTREAM_FEATURES = std
 ifeq ($(BR2_PACKAGE_UAVSTREAM_SOFTWARE_ENCODER),y)
 UAVSTREAM_FEATURES += software
 endif
+ifeq ($(BR2_PACKAGE_UAVSTREAM_WEBRTC),y)
+UAVSTREAM_FEATURES += webrtc
+endif
 ifeq ($(BR2_PACKAGE_UAVSTREAM_V4L2),y)
 UAVSTREAM_FEATURES += v4l2
 # v4l2r's build script runs bindgen: libclang from host-clang, and the

@@ -62,9 +62,14 @@ inherit cargo cargo-update-recipe-crates systemd update-rc.d useradd
 #             libcamera is in meta-multimedia; with meta-raspberrypi its Pi
 #             pipelines are there. The Raspberry Pi machines turn it on
 #             (dynamic-layers/multimedia-layer).
+#   webrtc:   browsers play the streams over WebRTC (WHEP) through str0m with
+#             its aws-lc-rs crypto; aws-lc-sys builds its C and assembly
+#             with the target's C compiler alone (no cmake, nasm or bindgen
+#             on Linux).
 CARGO_BUILD_FLAGS += "--no-default-features --features std"
-PACKAGECONFIG ??= "software v4l2"
+PACKAGECONFIG ??= "software v4l2 webrtc"
 PACKAGECONFIG[software] = "--features software"
+PACKAGECONFIG[webrtc] = "--features webrtc"
 PACKAGECONFIG[v4l2] = "--features v4l2,,clang-native"
 PACKAGECONFIG[libcamera] = "--features libcamera,,libcamera clang-native"
 

@@ -1,5 +1,8 @@
-//! The loop's HTTP connections: MJPEG streams, snapshots and the index page of several streams
-//! (protocol core in [`crate::http`]).
+//! The loop's HTTP connections: MJPEG streams, snapshots, the viewer page of several streams,
+//! `/status`, `/metrics`, recording switches and WHEP offers (protocol core in [`crate::http`]).
+//! Sub-modules: `conn` (a connection's state, buffers and socket I/O), `routing` (a request head
+//! becomes a response, a stream or a wait), `jpeg` (each stream's JPEG supply and latest frame),
+//! `whep` (offer bodies, answered by the loop in the same turn).
 //!
 //! Streams are fixed at construction ([`HttpStream`]: a path and a [`JpegSupply`]) and named by
 //! their index, as the loop names them; `/PATH.mjpeg` and `/PATH.jpg` of each stream, and `/`
@@ -35,19 +38,30 @@
 //!   With `Unavailable(why)` that stream's JPEG routes answer `503` with `why` at once, and the
 //!   index page shows `why` instead of its picture; `Stream` and `OnDemand` behave alike here
 //!   ([`Http::wants_frames`] tells the loop when that stream's on-demand encoder is needed).
+//! - Bodies are read only for WHEP offers (at most [`http::MAX_OFFER_BYTES`], into the
+//!   connection's pooled body buffer), and such a connection closes after its answer.
 //! - Credentials ([`Http::set_auth`]): a user limited to a path gets that stream's routes only;
 //!   the index page and `404`s need a user allowed on at least one stream.
 
 use std::fmt::Write as _;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use crate::http::{self, Method, Parsed, Persistence, Route};
-use crate::rtsp::auth::Verdict;
+use crate::http::{self, Persistence};
 use crate::sys::{POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT};
 use crate::wbuf::WBuf;
+
+mod conn;
+mod jpeg;
+mod routing;
+mod whep;
+
+use conn::{HttpConn, State};
+use jpeg::{bounded_reason, StreamState};
+pub(super) use jpeg::{HttpStream, JpegSupply};
+pub(super) use whep::WhepAnswer;
 
 /// A snapshot is served the latest frame only if it arrived within this long; else it waits.
 pub(super) const FRESH_FRAME_MAX_AGE: Duration = Duration::from_secs(1);
@@ -69,6 +83,9 @@ pub(super) enum Report {
     /// `POST /PATH/record?start|stop` for stream `stream`: the loop switches its recorder and
     /// answers with the recorder's state (JSON).
     Record { stream: usize, start: bool },
+    /// `DELETE /PATH/whep/ID`: the loop ends WebRTC session `id` of `stream` (`200`, or `404`
+    /// when there is none).
+    WhepEnd { stream: usize, id: u64 },
 }
 
 impl Report {
@@ -76,194 +93,13 @@ impl Report {
         match self {
             Report::Status | Report::Record { .. } => "application/json",
             Report::Metrics => "text/plain; version=0.0.4; charset=utf-8",
+            Report::WhepEnd { .. } => "text/plain; charset=utf-8",
         }
     }
 }
 
-/// One stream as HTTP sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct HttpStream {
-    /// The stream path, e.g. `/live`: served as `/live.mjpeg` and `/live.jpg`.
-    pub(super) path: String,
-    pub(super) supply: JpegSupply,
-}
-
-/// Where the JPEG frames of a stream's HTTP routes come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum JpegSupply {
-    /// The stream itself is JPEG.
-    Stream,
-    /// The loop can start a side encoder while [`Http::wants_frames`] says so.
-    OnDemand,
-    /// No JPEG frames: the JPEG routes answer `503` with this reason.
-    Unavailable(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// Waiting for a request head: `since` the connection opened or the head's first byte came.
-    Reading { since: Instant },
-    /// A persistent connection between requests `since` its last response was written.
-    Idle { since: Instant },
-    /// Sending a complete response; then the next request (maybe already in the input buffer).
-    Responding,
-    /// A snapshot of `stream` waiting `since` for a frame after number `seen`.
-    WaitingFrame { stream: usize, since: Instant, seen: u64, head: bool, persistence: Persistence },
-    /// A `/status` or `/metrics` request waiting for the loop to render it (within the same
-    /// turn of the loop: [`Http::reports_wanted`], [`Http::answer_reports`]).
-    WaitingReport { report: Report, head: bool, persistence: Persistence },
-    /// Sending the multipart stream of `stream`; `sent` is the sequence number of the last frame
-    /// queued.
-    Streaming { stream: usize, sent: u64 },
-    /// Sending a last response, then closing.
-    Closing,
-}
-
-impl State {
-    /// The state after a complete response has been queued.
-    fn after_response(persistence: Persistence) -> State {
-        match persistence {
-            Persistence::KeepAlive => State::Responding,
-            Persistence::Close => State::Closing,
-        }
-    }
-
-    /// The stream whose frames the connection waits for or streams.
-    fn stream(self) -> Option<usize> {
-        match self {
-            State::WaitingFrame { stream, .. } | State::Streaming { stream, .. } => Some(stream),
-            _ => None,
-        }
-    }
-}
-
-/// One stream's supply, latest frame and demand.
-#[derive(Debug)]
-struct StreamState {
-    path: String,
-    supply: JpegSupply,
-    /// The latest JPEG frame, its sequence number (0 = none yet) and when it was stored.
-    latest: Vec<u8>,
-    latest_seq: u64,
-    latest_at: Option<Instant>,
-    /// When a client last asked for or took a frame (for [`Http::wants_frames`]).
-    last_demand: Option<Instant>,
-    parts_sent: u64,
-}
-
-impl StreamState {
-    fn unavailable(&self) -> Option<&str> {
-        match &self.supply {
-            JpegSupply::Unavailable(why) => Some(why),
-            JpegSupply::Stream | JpegSupply::OnDemand => None,
-        }
-    }
-
-    /// The latest frame arrived within [`FRESH_FRAME_MAX_AGE`].
-    fn fresh(&self, now: Instant) -> bool {
-        self.latest_at.is_some_and(|t| now.saturating_duration_since(t) <= FRESH_FRAME_MAX_AGE)
-    }
-}
-
-/// The streams as the index page lists them.
-fn index_entries(streams: &[StreamState]) -> impl Iterator<Item = http::IndexEntry<'_>> + '_ {
-    streams.iter().map(|s| http::IndexEntry { path: &s.path, unavailable: s.unavailable() })
-}
-
-/// Appends text to a connection's output buffer.
-struct Appender<'v>(&'v mut Vec<u8>);
-
-impl std::fmt::Write for Appender<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
-}
-
-#[derive(Debug)]
-struct HttpConn {
-    stream: TcpStream,
-    peer: SocketAddr,
-    inbuf: Box<[u8]>,
-    inlen: usize,
-    out: Vec<u8>,
-    out_pos: usize,
-    state: State,
-    last_progress: Instant,
-    /// The client closed its side (or reset): finish what is asked, read nothing more.
-    peer_eof: bool,
-    dead: bool,
-}
-
-impl HttpConn {
-    /// Writes what is pending. `Err` means the connection is gone.
-    fn flush(&mut self, now: Instant) -> io::Result<()> {
-        while self.out_pos < self.out.len() {
-            match (&self.stream).write(&self.out[self.out_pos..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.out_pos += n;
-                    self.last_progress = now;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.out.clear();
-        self.out_pos = 0;
-        self.last_progress = now;
-        Ok(())
-    }
-
-    fn flushed(&self) -> bool {
-        self.out_pos >= self.out.len()
-    }
-
-    /// Whether bytes from the client go to the input buffer (a next request) or are discarded.
-    fn keeps_input(&self) -> bool {
-        !matches!(self.state, State::Streaming { .. } | State::Closing)
-    }
-
-    /// Reads what the client sent into the input buffer while it has room (a streaming or
-    /// closing connection's bytes are discarded: they can never be a request that is answered).
-    fn read_input(&mut self) {
-        loop {
-            let mut discard = [0u8; 512];
-            let keep = self.keeps_input();
-            let buf = match keep {
-                false => &mut discard[..],
-                true if self.inlen < self.inbuf.len() => &mut self.inbuf[self.inlen..],
-                true => return,
-            };
-            match (&self.stream).read(buf) {
-                Ok(0) => {
-                    self.peer_eof = true;
-                    return;
-                }
-                Ok(n) if keep => self.inlen += n,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.peer_eof = true;
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Replaces the (flushed) output with `response` and, if given, the frame after it.
-    fn queue(&mut self, response: &[u8], frame: Option<&[u8]>, now: Instant) {
-        self.out.clear();
-        self.out_pos = 0;
-        self.out.extend_from_slice(response);
-        if let Some(frame) = frame {
-            self.out.extend_from_slice(frame);
-        }
-        self.last_progress = now;
-    }
-}
+/// A connection's input, output and body buffers (pooled across connections).
+type Buffers = (Box<[u8]>, Vec<u8>, Vec<u8>);
 
 /// The HTTP listener and its connection slots.
 #[derive(Debug)]
@@ -276,7 +112,7 @@ pub(super) struct Http<'a> {
     stall_timeout: Duration,
     idle_timeout: Duration,
     scratch: Box<[u8]>,
-    pool: Vec<(Box<[u8]>, Vec<u8>)>,
+    pool: Vec<Buffers>,
     /// DSCP for connections (`--dscp`: MJPEG is media too).
     dscp: u8,
     /// The RTSP users, when configured: the same credentials guard the pictures here, and the
@@ -310,6 +146,7 @@ impl<'a> Http<'a> {
                     latest_at: None,
                     last_demand: None,
                     parts_sent: 0,
+                    webrtc: s.webrtc,
                 })
                 .collect(),
             request_timeout,
@@ -318,7 +155,9 @@ impl<'a> Http<'a> {
             scratch: vec![0; 4096].into_boxed_slice(),
             dscp: 0,
             auth: None,
-            pool: (0..slots).map(|_| (vec![0; http::MAX_HEAD_BYTES].into_boxed_slice(), Vec::new())).collect(),
+            pool: (0..slots)
+                .map(|_| (vec![0; http::MAX_HEAD_BYTES].into_boxed_slice(), Vec::new(), Vec::new()))
+                .collect(),
         })
     }
 
@@ -338,8 +177,8 @@ impl<'a> Http<'a> {
             // one whose peer has closed, is not (EOF would keep it readable and the loop spinning);
             // poll still reports POLLHUP/POLLERR. A full input buffer waits for the response.
             let reads = match c.state {
-                State::Closing => false,
-                State::Streaming { .. } => !c.peer_eof,
+                State::Closing | State::WaitingWhep { .. } => false,
+                State::Streaming { .. } | State::ReadingBody { .. } => !c.peer_eof,
                 _ => !c.peer_eof && c.inlen < c.inbuf.len(),
             };
             let mut ev = if reads { POLLIN } else { 0 };
@@ -361,62 +200,6 @@ impl<'a> Http<'a> {
         self.dscp = dscp;
     }
 
-    /// MJPEG streams of `stream` playing.
-    pub(super) fn streaming(&self, stream: usize) -> usize {
-        self.conns
-            .iter()
-            .flatten()
-            .filter(|c| !c.dead && matches!(c.state, State::Streaming { stream: s, .. } if s == stream))
-            .count()
-    }
-
-    /// MJPEG parts (frames) sent to the clients of `stream` so far.
-    pub(super) fn parts_sent(&self, stream: usize) -> u64 {
-        self.streams.get(stream).map_or(0, |s| s.parts_sent)
-    }
-
-    /// Tells where the JPEG frames of `stream` come from now (the loop calls it when the
-    /// pipeline is rebuilt). Becoming `Unavailable` answers that stream's waiting snapshots with
-    /// the reason, ends its MJPEG streams after the part being sent, and forgets its latest frame.
-    pub(super) fn set_supply(&mut self, stream: usize, supply: JpegSupply, now: Instant) {
-        let Some(st) = self.streams.get_mut(stream) else { return };
-        st.supply = bounded_reason(supply);
-        let JpegSupply::Unavailable(why) = &st.supply else { return };
-        let why = why.clone();
-        st.latest_at = None;
-        for i in 0..self.conns.len() {
-            let Some(c) = self.conns[i].as_mut().filter(|c| !c.dead && c.state.stream() == Some(stream)) else {
-                continue;
-            };
-            match c.state {
-                State::WaitingFrame { persistence, .. } => {
-                    let mut w = WBuf::new(&mut self.scratch);
-                    if http::write_text(&mut w, 503, &why, persistence).is_err() {
-                        c.dead = true;
-                        continue;
-                    }
-                    log::debug!("http {}: snapshot -> 503 ({why})", c.peer);
-                    c.queue(w.written(), None, now);
-                    c.state = State::after_response(persistence);
-                }
-                State::Streaming { .. } => {
-                    log::info!("http {}: MJPEG stream ended: {why}", c.peer);
-                    c.state = State::Closing;
-                }
-                _ => continue,
-            }
-            self.pump(i, now);
-        }
-    }
-
-    /// Whether JPEG frames of `stream` are wanted: while a client streams it or waits for its
-    /// snapshot, and for [`DEMAND_LINGER`] after a client last asked for or took one of it.
-    pub(super) fn wants_frames(&self, stream: usize, now: Instant) -> bool {
-        let Some(st) = self.streams.get(stream).filter(|s| s.unavailable().is_none()) else { return false };
-        let waiting = self.conns.iter().flatten().any(|c| !c.dead && c.state.stream() == Some(stream));
-        waiting || st.last_demand.is_some_and(|t| now.saturating_duration_since(t) < DEMAND_LINGER)
-    }
-
     pub(super) fn accept(&mut self, now: Instant) {
         while let Some((stream, peer)) = super::accept_media_conn(&self.listener, self.dscp, "http") {
             let Some(idx) = self.free_slot(peer) else {
@@ -428,8 +211,10 @@ impl<'a> Http<'a> {
                 let _ = stream.shutdown(Shutdown::Both);
                 continue;
             };
-            let (inbuf, out) =
-                self.pool.pop().unwrap_or_else(|| (vec![0; http::MAX_HEAD_BYTES].into_boxed_slice(), Vec::new()));
+            let (inbuf, out, body) = self
+                .pool
+                .pop()
+                .unwrap_or_else(|| (vec![0; http::MAX_HEAD_BYTES].into_boxed_slice(), Vec::new(), Vec::new()));
             log::debug!("http {peer}: connected");
             self.conns[idx] = Some(HttpConn {
                 stream,
@@ -442,6 +227,7 @@ impl<'a> Http<'a> {
                 last_progress: now,
                 peer_eof: false,
                 dead: false,
+                body,
             });
         }
     }
@@ -475,7 +261,8 @@ impl<'a> Http<'a> {
         if let Some(mut c) = self.conns[i].take() {
             log::debug!("http {}: closed", c.peer);
             c.out.clear();
-            self.pool.push((c.inbuf, c.out));
+            c.body.clear();
+            self.pool.push((c.inbuf, c.out, c.body));
         }
     }
 
@@ -493,183 +280,9 @@ impl<'a> Http<'a> {
                 c.peer_eof = true;
             }
         }
+        self.body_progress(i);
         self.handle_input(i, now);
         self.pump(i, now);
-    }
-
-    /// Parses the request at the start of the input buffer, if the connection waits for one, and
-    /// queues its response (or starts the stream, or the wait for a frame).
-    fn handle_input(&mut self, i: usize, now: Instant) {
-        let Some(c) = self.conns[i].as_mut().filter(|c| !c.dead) else { return };
-        let since = match c.state {
-            State::Idle { .. } if c.inlen > 0 => now,
-            State::Reading { since } => since,
-            _ => return,
-        };
-        c.state = State::Reading { since };
-        let mut w = WBuf::new(&mut self.scratch);
-        let (request, consumed) = match http::parse_request(&c.inbuf[..c.inlen]) {
-            Ok(Parsed::Incomplete) => return,
-            Err(e) => {
-                log::debug!("http {}: bad request ({e:?}): {}", c.peer, e.status());
-                let _ = http::write_error(&mut w, e.status(), Persistence::Close);
-                c.queue(w.written(), None, now);
-                c.state = State::Closing;
-                c.inlen = 0;
-                return;
-            }
-            Ok(Parsed::Complete { request, consumed }) => (request, consumed),
-        };
-        let head = request.method == Method::Head;
-        let persistence = request.persistence();
-        let streams = &self.streams;
-        let route = match http::route(&request, streams.iter().map(|s| s.path.as_str())) {
-            Route::Index
-            | Route::Mjpeg(_)
-            | Route::Snapshot(_)
-            | Route::Status
-            | Route::Metrics
-            | Route::Record(..)
-            | Route::BadRecordAction
-            | Route::NotFound
-                if request.has_body =>
-            {
-                None
-            }
-            route => Some(route),
-        };
-        // Everything but a malformed or unsupported request needs the credentials, when set: a
-        // picture those of its stream's path, the page and 404s those of any stream.
-        let denied = match (&self.auth, route) {
-            (None, _) | (_, None | Some(Route::MethodNotAllowed)) => None,
-            (Some((auth, epoch)), Some(route)) => {
-                let now_s = now.saturating_duration_since(*epoch).as_secs();
-                let method = match request.method {
-                    Method::Head => "HEAD",
-                    Method::Post => "POST",
-                    _ => "GET",
-                };
-                let authorization = request.authorization;
-                let verdict = match route {
-                    Route::Mjpeg(s) | Route::Snapshot(s) | Route::Record(s, _) => {
-                        auth.verify(authorization, method, &streams[s].path, now_s)
-                    }
-                    _ => verify_any(auth, authorization, method, streams.iter().map(|s| s.path.as_str()), now_s),
-                };
-                match verdict {
-                    Verdict::Allowed { .. } => None,
-                    Verdict::Denied => Some((auth, now_s, false)),
-                    Verdict::Stale => Some((auth, now_s, true)),
-                }
-            }
-        };
-        let mut frame = None;
-        let mut index_body = false;
-        let mut demand = None;
-        let written = match (route, denied) {
-            // Bodies are not read, so the connection cannot go on (persistence is Close).
-            (None, _) => http::write_error(&mut w, 400, Persistence::Close).map(|_| State::Closing),
-            (Some(Route::MethodNotAllowed), _) => {
-                http::write_error(&mut w, 405, persistence).map(|_| State::after_response(persistence))
-            }
-            (Some(_), Some((auth, now_s, stale))) => http::write_unauthorized(&mut w, auth, now_s, stale, persistence)
-                .map(|_| State::after_response(persistence)),
-            // The head now; the page goes straight into the output buffer after it.
-            (Some(Route::Index), None) => {
-                index_body = !head;
-                let len = http::index_len(index_entries(streams));
-                http::write_head(&mut w, 200, "text/html; charset=utf-8", Some(len), persistence)
-                    .map(|_| State::after_response(persistence))
-            }
-            (Some(Route::NotFound), None) => {
-                http::write_error(&mut w, 404, persistence).map(|_| State::after_response(persistence))
-            }
-            (Some(Route::Status), None) => Ok(State::WaitingReport { report: Report::Status, head, persistence }),
-            (Some(Route::Metrics), None) => Ok(State::WaitingReport { report: Report::Metrics, head, persistence }),
-            (Some(Route::Record(stream, start)), None) => {
-                Ok(State::WaitingReport { report: Report::Record { stream, start }, head, persistence })
-            }
-            (Some(Route::BadRecordAction), None) => {
-                http::write_text(&mut w, 400, "POST /PATH/record?start or /PATH/record?stop", persistence)
-                    .map(|_| State::after_response(persistence))
-            }
-            (Some(picture @ (Route::Snapshot(stream) | Route::Mjpeg(stream))), None) => {
-                let st = &streams[stream];
-                let fresh = st.fresh(now);
-                demand = st.unavailable().is_none().then_some(stream);
-                match (picture, st.unavailable()) {
-                    (_, Some(why)) => {
-                        http::write_text(&mut w, 503, why, persistence).map(|_| State::after_response(persistence))
-                    }
-                    (Route::Snapshot(_), None) if fresh => {
-                        frame = (!head).then_some(&st.latest[..]);
-                        http::write_head(&mut w, 200, "image/jpeg", Some(st.latest.len()), persistence)
-                            .map(|_| State::after_response(persistence))
-                    }
-                    (Route::Snapshot(_), None) => {
-                        Ok(State::WaitingFrame { stream, since: now, seen: st.latest_seq, head, persistence })
-                    }
-                    (_, None) if head => {
-                        http::write_mjpeg_head(&mut w, persistence).map(|_| State::after_response(persistence))
-                    }
-                    // The stream starts with the latest frame only if it is fresh, else with the next.
-                    (_, None) => {
-                        let sent = if fresh { st.latest_seq.saturating_sub(1) } else { st.latest_seq };
-                        http::write_mjpeg_head(&mut w, Persistence::Close).map(|_| State::Streaming { stream, sent })
-                    }
-                }
-            }
-        };
-        let Ok(next) = written else {
-            log::warn!("http {}: response to {} did not fit its buffer; closing", c.peer, request.path);
-            c.dead = true;
-            return;
-        };
-        let status = std::str::from_utf8(w.written().get(9..12).unwrap_or(b"...")).unwrap_or("...");
-        match next {
-            State::WaitingFrame { .. } => log::debug!("http {}: {} waits for a fresh frame", c.peer, request.path),
-            State::WaitingReport { .. } => log::debug!("http {}: {}", c.peer, request.path),
-            _ => log::debug!("http {}: {:?} {} -> {status} {persistence:?}", c.peer, request.method, request.path),
-        }
-        if let State::Streaming { .. } = next {
-            log::info!("http {}: MJPEG stream started: {}", c.peer, request.path);
-        }
-        c.queue(w.written(), frame, now);
-        if index_body {
-            // Cannot fail: the sink grows (the pooled output buffer keeps its capacity).
-            let _ = http::write_index(&mut Appender(&mut c.out), index_entries(streams));
-        }
-        c.state = next;
-        if matches!(next, State::Closing | State::Streaming { .. }) {
-            c.inlen = 0;
-        } else {
-            // Pipelined bytes stay for the next request.
-            c.inbuf.copy_within(consumed..c.inlen, 0);
-            c.inlen -= consumed;
-        }
-        if let Some(stream) = demand {
-            self.streams[stream].last_demand = Some(now);
-        }
-    }
-
-    /// Keeps the latest frame of `stream` (a copy into that stream's buffer) and when it
-    /// arrived. Call [`Http::pump_stream`] after it to send it.
-    pub(super) fn store_frame(&mut self, stream: usize, jpeg: &[u8], now: Instant) {
-        let Some(st) = self.streams.get_mut(stream).filter(|s| s.unavailable().is_none()) else { return };
-        st.latest.clear();
-        st.latest.extend_from_slice(jpeg);
-        st.latest_seq += 1;
-        st.latest_at = Some(now);
-    }
-
-    /// Pumps the clients of one stream (after store_frame of that stream): sends its latest frame
-    /// to each of its streaming clients that is idle and each snapshot waiting for it.
-    pub(super) fn pump_stream(&mut self, stream: usize, now: Instant) {
-        for i in 0..self.conns.len() {
-            if self.conns[i].as_ref().is_some_and(|c| c.state.stream() == Some(stream)) {
-                self.pump(i, now);
-            }
-        }
     }
 
     /// Which reports connections wait for: the loop renders each and calls
@@ -727,8 +340,9 @@ impl<'a> Http<'a> {
                     }
                     return;
                 }
-                // The loop answers it in this turn (`answer_reports`).
-                State::WaitingReport { .. } => return,
+                // The loop answers it in this turn (`answer_reports`, `answer_whep`), or the body
+                // is still coming.
+                State::WaitingReport { .. } | State::WaitingWhep { .. } | State::ReadingBody { .. } => return,
                 State::Responding => {
                     c.state = match c.inlen {
                         0 => State::Idle { since: now },
@@ -780,7 +394,9 @@ impl<'a> Http<'a> {
         for i in 0..self.conns.len() {
             let Some(c) = self.conns[i].as_mut().filter(|c| !c.dead) else { continue };
             match c.state {
-                State::Reading { since } if now.saturating_duration_since(since) >= self.request_timeout => {
+                State::Reading { since } | State::ReadingBody { since, .. }
+                    if now.saturating_duration_since(since) >= self.request_timeout =>
+                {
                     log::info!("http {}: request not completed within {:?}; closing", c.peer, self.request_timeout);
                     let mut w = WBuf::new(&mut self.scratch);
                     if http::write_error(&mut w, 408, Persistence::Close).is_ok() {
@@ -828,43 +444,6 @@ impl<'a> Http<'a> {
                 self.release(i);
             }
         }
-    }
-}
-
-/// The verdict on credentials for a route of no stream (the page, a `404`): allowed for a user
-/// allowed on any of `paths` (or on `/` when there is no stream), else stale if a Digest answer
-/// on an expired nonce would be allowed, else denied.
-fn verify_any<'u, 'p>(
-    auth: &'u crate::rtsp::auth::Auth<'_>,
-    authorization: Option<&str>,
-    method: &str,
-    paths: impl Iterator<Item = &'p str>,
-    now_s: u64,
-) -> Verdict<'u> {
-    let mut verdict = None;
-    for path in paths {
-        match auth.verify(authorization, method, path, now_s) {
-            allowed @ Verdict::Allowed { .. } => return allowed,
-            Verdict::Stale => verdict = Some(Verdict::Stale),
-            Verdict::Denied => verdict = verdict.or(Some(Verdict::Denied)),
-        }
-    }
-    verdict.unwrap_or_else(|| auth.verify(authorization, method, "/", now_s))
-}
-
-/// Cuts an `Unavailable` reason to [`MAX_REASON_BYTES`] (at a character boundary) so its `503`
-/// always fits the response buffer.
-fn bounded_reason(supply: JpegSupply) -> JpegSupply {
-    match supply {
-        JpegSupply::Unavailable(mut why) if why.len() > MAX_REASON_BYTES => {
-            let mut end = MAX_REASON_BYTES;
-            while !why.is_char_boundary(end) {
-                end -= 1;
-            }
-            why.truncate(end);
-            JpegSupply::Unavailable(why)
-        }
-        supply => supply,
     }
 }
 

@@ -2,6 +2,8 @@
 //! The loop's side driven by hand over loopback sockets: what the integration tests cannot
 //! reach while the loop never calls `set_supply` or `wants_frames`.
 use super::*;
+use std::io::Read;
+use std::net::TcpStream;
 
 fn server(supply: JpegSupply) -> Http<'static> {
     servers(&[("/live", supply)], 2)
@@ -10,7 +12,8 @@ fn server(supply: JpegSupply) -> Http<'static> {
 fn servers(streams: &[(&str, JpegSupply)], slots: usize) -> Http<'static> {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let s = Duration::from_secs(10);
-    let streams = streams.iter().map(|(path, supply)| HttpStream { path: (*path).into(), supply: supply.clone() });
+    let streams =
+        streams.iter().map(|(path, supply)| HttpStream { path: (*path).into(), supply: supply.clone(), webrtc: false });
     Http::new(listener, slots, streams.collect(), s, s, s).unwrap()
 }
 
@@ -330,4 +333,48 @@ fn a_user_limited_to_a_path_gets_that_streams_routes_only() {
         let text = response(&mut c);
         assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{user} {path}: {text}");
     }
+}
+
+#[test]
+fn whep_offers_need_the_streams_credentials_and_their_body_arrives_in_pieces() {
+    static USERS: [crate::rtsp::auth::Credential<'static>; 1] =
+        [crate::rtsp::auth::Credential { user: "viewer", password: "look", path: Some("/live") }];
+    let now = Instant::now();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let s = Duration::from_secs(10);
+    let streams = vec![
+        HttpStream { path: "/live".into(), supply: JpegSupply::OnDemand, webrtc: true },
+        HttpStream { path: "/other".into(), supply: JpegSupply::OnDemand, webrtc: true },
+    ];
+    let mut h = Http::new(listener, 4, streams, s, s, s).unwrap();
+    h.set_auth(crate::rtsp::auth::Auth { users: &USERS, secret: [7; 16] }, now);
+    let offer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
+    let head = |auth: &str, path: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\n{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n",
+            offer.len()
+        )
+    };
+    // No credentials, or another stream's: 401, and nothing waits for the loop.
+    for (auth, path) in [("", "/live/whep"), ("Authorization: Basic dmlld2VyOmxvb2s=\r\n", "/other/whep")] {
+        let mut c = request(&mut h, &format!("{}{offer}", head(auth, path)), now);
+        assert!(response(&mut c).starts_with("HTTP/1.1 401 "), "{path}");
+        assert_eq!(h.whep_offers().count(), 0);
+    }
+    // The head alone, then the body in two pieces: the offer waits for the loop once whole.
+    let mut c = request(&mut h, &head("Authorization: Basic dmlld2VyOmxvb2s=\r\n", "/live/whep"), now);
+    assert_eq!(h.whep_offers().count(), 0);
+    c.write_all(&offer.as_bytes()[..10]).unwrap();
+    deliver(&mut h, &c, now);
+    assert_eq!(h.whep_offers().count(), 0, "half a body");
+    c.write_all(&offer.as_bytes()[10..]).unwrap();
+    deliver(&mut h, &c, now);
+    let offers: Vec<(usize, usize)> = h.whep_offers().collect();
+    assert_eq!(offers.len(), 1);
+    let (conn, stream) = offers[0];
+    assert_eq!((stream, h.whep_offer(conn).0), (0, offer.as_bytes()));
+    h.answer_whep(conn, WhepAnswer::Created { id: 0xab, sdp: "v=0\r\n" }, now);
+    let text = response(&mut c);
+    assert!(text.starts_with("HTTP/1.1 201 Created\r\n"), "{text}");
+    assert!(text.contains("Location: /live/whep/00000000000000ab\r\n") && text.ends_with("\r\n\r\nv=0\r\n"), "{text}");
 }
