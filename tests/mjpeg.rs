@@ -36,7 +36,13 @@ fn check_ffmpeg(transport: &str) {
     let (frames, dims, stderr) = common::ffmpeg_decode(&d.url(), transport, FRAMES);
     assert_eq!(frames, FRAMES, "ffmpeg over {transport}: {frames} frames; stderr:\n{stderr}\nserver:\n{}", d.log());
     assert!(dims.ends_with("640x360"), "{dims}");
-    assert!(stderr.trim().is_empty(), "ffmpeg reported errors over {transport}:\n{stderr}");
+    // ffmpeg binds its client ports from 5000 up and says so when one is taken (other tests run
+    // alongside), then takes the next pair: not an error of the stream.
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.ends_with("bind failed: Address already in use"))
+        .collect();
+    assert!(errors.is_empty(), "ffmpeg reported errors over {transport}:\n{stderr}");
 }
 
 #[test]
