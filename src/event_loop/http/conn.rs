@@ -1,7 +1,7 @@
-//! One HTTP connection: its state, buffers and socket I/O (see the parent module's invariants).
+//! One HTTP connection, sans-IO: its state, buffers and timers (see the parent module's
+//! invariants). It never touches a socket or reads a clock.
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::Report;
@@ -61,9 +61,36 @@ impl std::fmt::Write for Appender<'_> {
     }
 }
 
+/// How the loop ends a connection's socket once the connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::event_loop) enum Close {
+    /// Just close it (an error, a stall, a reset, or a response cut short).
+    Drop,
+    /// Everything queued was written: send FIN, then close.
+    Finish,
+    /// Shut both directions (idle timeout, evicted to make room).
+    Abort,
+}
+
+/// Where the next bytes from the client go ([`HttpConn::read_space`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Sink {
+    /// The input buffer, after what is in it (a request head, maybe pipelined ones).
+    Input,
+    /// The body of a WHEP offer (through the receive scratch), at most this many more bytes.
+    Body(usize),
+    /// Discarded (through the receive scratch): a streaming or closing connection.
+    Discard,
+    /// Nothing is read now (a full input buffer waits for the response; EOF was seen; the
+    /// connection waits for the loop).
+    None,
+}
+
+/// One connection, without its socket: buffers, state and timers. The loop moves bytes in
+/// ([`HttpConn::read_space`] / [`super::HttpCore::handle_read`]) and out
+/// ([`HttpConn::pending`] / [`super::HttpCore::handle_written`]).
 #[derive(Debug)]
-pub(super) struct HttpConn {
-    pub(super) stream: TcpStream,
+pub(in crate::event_loop) struct HttpConn {
     pub(super) peer: SocketAddr,
     pub(super) inbuf: Box<[u8]>,
     pub(super) inlen: usize,
@@ -73,34 +100,54 @@ pub(super) struct HttpConn {
     pub(super) last_progress: Instant,
     /// The client closed its side (or reset): finish what is asked, read nothing more.
     pub(super) peer_eof: bool,
-    pub(super) dead: bool,
+    /// Closed, and how the loop should end the socket; the slot is freed by `reap`.
+    pub(super) closed: Option<Close>,
     /// A WHEP offer's body (at most [`http::MAX_OFFER_BYTES`]; pooled with the other buffers).
     pub(super) body: Vec<u8>,
 }
 
 impl HttpConn {
-    /// Writes what is pending. `Err` means the connection is gone.
-    pub(super) fn flush(&mut self, now: Instant) -> io::Result<()> {
-        while self.out_pos < self.out.len() {
-            match (&self.stream).write(&self.out[self.out_pos..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.out_pos += n;
-                    self.last_progress = now;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+    pub(super) fn new(peer: SocketAddr, (inbuf, out, body): super::Buffers, now: Instant) -> HttpConn {
+        HttpConn {
+            peer,
+            inbuf,
+            inlen: 0,
+            out,
+            out_pos: 0,
+            state: State::Reading { since: now },
+            last_progress: now,
+            peer_eof: false,
+            closed: None,
+            body,
         }
-        self.out.clear();
-        self.out_pos = 0;
-        self.last_progress = now;
-        Ok(())
+    }
+
+    pub(super) fn is_open(&self) -> bool {
+        self.closed.is_none()
+    }
+
+    /// Marks the connection closed (the first reason wins).
+    pub(super) fn close(&mut self, how: Close) {
+        self.closed.get_or_insert(how);
+    }
+
+    /// The bytes queued and not yet written.
+    pub(in crate::event_loop) fn pending(&self) -> &[u8] {
+        &self.out[self.out_pos.min(self.out.len())..]
     }
 
     pub(super) fn flushed(&self) -> bool {
         self.out_pos >= self.out.len()
+    }
+
+    /// `n` bytes of [`HttpConn::pending`] were written; the buffer empties once all are.
+    pub(super) fn consume_output(&mut self, n: usize, now: Instant) {
+        self.out_pos = (self.out_pos + n).min(self.out.len());
+        if self.flushed() {
+            self.out.clear();
+            self.out_pos = 0;
+        }
+        self.last_progress = now;
     }
 
     /// Whether bytes from the client go to the input buffer (a next request) or are discarded.
@@ -108,58 +155,22 @@ impl HttpConn {
         !matches!(self.state, State::Streaming { .. } | State::Closing)
     }
 
-    /// Reads what the client sent into the input buffer while it has room (a streaming or
-    /// closing connection's bytes are discarded: they can never be a request that is answered).
-    pub(super) fn read_input(&mut self) {
-        if let State::ReadingBody { len, .. } = self.state {
-            self.read_body(len);
-            return;
+    /// Where bytes read now go. Streaming clients are read too: that is how their hang-up is
+    /// seen. A closing one, or one whose peer has closed, is not (EOF would keep it readable and
+    /// the loop spinning). A full input buffer waits for the response (TCP backpressure).
+    pub(super) fn sink(&self) -> Sink {
+        if self.peer_eof || !self.is_open() {
+            return Sink::None;
         }
-        loop {
-            let mut discard = [0u8; 512];
-            let keep = self.keeps_input();
-            let buf = match keep {
-                false => &mut discard[..],
-                true if self.inlen < self.inbuf.len() => &mut self.inbuf[self.inlen..],
-                true => return,
-            };
-            match (&self.stream).read(buf) {
-                Ok(0) => {
-                    self.peer_eof = true;
-                    return;
-                }
-                Ok(n) if keep => self.inlen += n,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.peer_eof = true;
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Reads up to `len` bytes of body; what the client sends beyond it is never read (the
-    /// connection closes after the answer).
-    fn read_body(&mut self, len: usize) {
-        let len = len.min(http::MAX_OFFER_BYTES);
-        let mut chunk = [0u8; 2048];
-        while self.body.len() < len {
-            let want = (len - self.body.len()).min(chunk.len());
-            match (&self.stream).read(&mut chunk[..want]) {
-                Ok(0) => {
-                    self.peer_eof = true;
-                    return;
-                }
-                Ok(n) => self.body.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.peer_eof = true;
-                    return;
-                }
-            }
+        match self.state {
+            State::Closing | State::WaitingWhep { .. } => Sink::None,
+            State::Streaming { .. } => Sink::Discard,
+            State::ReadingBody { len, .. } => match len.min(http::MAX_OFFER_BYTES).saturating_sub(self.body.len()) {
+                0 => Sink::None,
+                more => Sink::Body(more),
+            },
+            _ if self.inlen < self.inbuf.len() => Sink::Input,
+            _ => Sink::None,
         }
     }
 

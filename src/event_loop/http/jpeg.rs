@@ -2,8 +2,8 @@
 
 use std::time::Instant;
 
-use super::conn::State;
-use super::{Http, DEMAND_LINGER, FRESH_FRAME_MAX_AGE, MAX_REASON_BYTES};
+use super::conn::{Close, State};
+use super::{HttpCore, DEMAND_LINGER, FRESH_FRAME_MAX_AGE, MAX_REASON_BYTES};
 use crate::http;
 use crate::wbuf::WBuf;
 
@@ -22,7 +22,7 @@ pub(in crate::event_loop) struct HttpStream {
 pub(in crate::event_loop) enum JpegSupply {
     /// The stream itself is JPEG.
     Stream,
-    /// The loop can start a side encoder while [`Http::wants_frames`] says so.
+    /// The loop can start a side encoder while [`HttpCore::wants_frames`] says so.
     OnDemand,
     /// No JPEG frames: the JPEG routes answer `503` with this reason.
     Unavailable(String),
@@ -37,7 +37,7 @@ pub(in crate::event_loop) struct StreamState {
     pub(in crate::event_loop) latest: Vec<u8>,
     pub(in crate::event_loop) latest_seq: u64,
     pub(in crate::event_loop) latest_at: Option<Instant>,
-    /// When a client last asked for or took a frame (for [`Http::wants_frames`]).
+    /// When a client last asked for or took a frame (for [`HttpCore::wants_frames`]).
     pub(in crate::event_loop) last_demand: Option<Instant>,
     pub(in crate::event_loop) parts_sent: u64,
     pub(in crate::event_loop) webrtc: bool,
@@ -62,13 +62,13 @@ pub(in crate::event_loop) fn index_entries(streams: &[StreamState]) -> impl Iter
     streams.iter().map(|s| http::IndexEntry { path: &s.path, unavailable: s.unavailable(), webrtc: s.webrtc })
 }
 
-impl Http<'_> {
+impl HttpCore<'_> {
     /// MJPEG streams of `stream` playing.
     pub(in crate::event_loop) fn streaming(&self, stream: usize) -> usize {
         self.conns
             .iter()
             .flatten()
-            .filter(|c| !c.dead && matches!(c.state, State::Streaming { stream: s, .. } if s == stream))
+            .filter(|c| c.is_open() && matches!(c.state, State::Streaming { stream: s, .. } if s == stream))
             .count()
     }
 
@@ -87,14 +87,14 @@ impl Http<'_> {
         let why = why.clone();
         st.latest_at = None;
         for i in 0..self.conns.len() {
-            let Some(c) = self.conns[i].as_mut().filter(|c| !c.dead && c.state.stream() == Some(stream)) else {
+            let Some(c) = self.conns[i].as_mut().filter(|c| c.is_open() && c.state.stream() == Some(stream)) else {
                 continue;
             };
             match c.state {
                 State::WaitingFrame { persistence, .. } => {
                     let mut w = WBuf::new(&mut self.scratch);
                     if http::write_text(&mut w, 503, &why, persistence).is_err() {
-                        c.dead = true;
+                        c.close(Close::Drop);
                         continue;
                     }
                     log::debug!("http {}: snapshot -> 503 ({why})", c.peer);
@@ -107,7 +107,7 @@ impl Http<'_> {
                 }
                 _ => continue,
             }
-            self.pump(i, now);
+            self.advance(i, now);
         }
     }
 
@@ -115,12 +115,12 @@ impl Http<'_> {
     /// snapshot, and for [`DEMAND_LINGER`] after a client last asked for or took one of it.
     pub(in crate::event_loop) fn wants_frames(&self, stream: usize, now: Instant) -> bool {
         let Some(st) = self.streams.get(stream).filter(|s| s.unavailable().is_none()) else { return false };
-        let waiting = self.conns.iter().flatten().any(|c| !c.dead && c.state.stream() == Some(stream));
+        let waiting = self.conns.iter().flatten().any(|c| c.is_open() && c.state.stream() == Some(stream));
         waiting || st.last_demand.is_some_and(|t| now.saturating_duration_since(t) < DEMAND_LINGER)
     }
 
     /// Keeps the latest frame of `stream` (a copy into that stream's buffer) and when it
-    /// arrived. Call [`Http::pump_stream`] after it to send it.
+    /// arrived. Call [`HttpCore::pump_stream`] after it to send it.
     pub(in crate::event_loop) fn store_frame(&mut self, stream: usize, jpeg: &[u8], now: Instant) {
         let Some(st) = self.streams.get_mut(stream).filter(|s| s.unavailable().is_none()) else { return };
         st.latest.clear();
@@ -134,7 +134,7 @@ impl Http<'_> {
     pub(in crate::event_loop) fn pump_stream(&mut self, stream: usize, now: Instant) {
         for i in 0..self.conns.len() {
             if self.conns[i].as_ref().is_some_and(|c| c.state.stream() == Some(stream)) {
-                self.pump(i, now);
+                self.advance(i, now);
             }
         }
     }

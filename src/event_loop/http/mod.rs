@@ -1,8 +1,11 @@
 //! The loop's HTTP connections: MJPEG streams, snapshots, the viewer page of several streams,
 //! `/status`, `/metrics`, recording switches and WHEP offers (protocol core in [`crate::http`]).
-//! Sub-modules: `conn` (a connection's state, buffers and socket I/O), `routing` (a request head
-//! becomes a response, a stream or a wait), `jpeg` (each stream's JPEG supply and latest frame),
-//! `whep` (offer bodies, answered by the loop in the same turn).
+//! Sans-IO below this file: `server` ([`HttpCore`]: slots, the connection state machine, timers),
+//! `conn` (one connection's state and buffers), `routing` (a request head becomes a response, a
+//! stream or a wait), `jpeg` (each stream's JPEG supply and latest frame), `whep` (offer bodies,
+//! answered by the loop in the same turn); their tests run on a virtual clock with no socket.
+//! This file is the I/O shell ([`Http`]): the listener and the sockets, moving bytes between
+//! them and the core and ending sockets the way the core says.
 //!
 //! Streams are fixed at construction ([`HttpStream`]: a path and a [`JpegSupply`]) and named by
 //! their index, as the loop names them; `/PATH.mjpeg` and `/PATH.jpg` of each stream, and `/`
@@ -43,24 +46,22 @@
 //! - Credentials ([`Http::set_auth`]): a user limited to a path gets that stream's routes only;
 //!   the index page and `404`s need a user allowed on at least one stream.
 
-use std::fmt::Write as _;
-use std::io::{self, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use crate::http::{self, Persistence};
 use crate::sys::{POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT};
-use crate::wbuf::WBuf;
 
 mod conn;
 mod jpeg;
 mod routing;
+mod server;
 mod whep;
 
-use conn::{HttpConn, State};
-use jpeg::{bounded_reason, StreamState};
+use conn::Close;
 pub(super) use jpeg::{HttpStream, JpegSupply};
+pub(super) use server::HttpCore;
 pub(super) use whep::WhepAnswer;
 
 /// A snapshot is served the latest frame only if it arrived within this long; else it waits.
@@ -101,29 +102,36 @@ impl Report {
 /// A connection's input, output and body buffers (pooled across connections).
 type Buffers = (Box<[u8]>, Vec<u8>, Vec<u8>);
 
-/// The HTTP listener and its connection slots.
+/// A connection's socket.
+#[derive(Debug)]
+struct Socket {
+    stream: TcpStream,
+    /// The last write would have blocked: wait for POLLOUT before writing again.
+    blocked: bool,
+}
+
+/// The HTTP listener and the connections' sockets around the sans-IO [`HttpCore`] (read through
+/// `Deref`; changes that may queue output go through the methods here, which write it).
 #[derive(Debug)]
 pub(super) struct Http<'a> {
     listener: TcpListener,
-    conns: Vec<Option<HttpConn>>,
-    /// Fixed at construction; a stream's number is its index.
-    streams: Vec<StreamState>,
-    request_timeout: Duration,
-    stall_timeout: Duration,
-    idle_timeout: Duration,
-    scratch: Box<[u8]>,
-    pool: Vec<Buffers>,
+    /// Socket `i` belongs to the core's connection `i`.
+    sockets: Vec<Option<Socket>>,
+    core: HttpCore<'a>,
     /// DSCP for connections (`--dscp`: MJPEG is media too).
     dscp: u8,
-    /// The RTSP users, when configured: the same credentials guard the pictures here, and the
-    /// clock origin of Digest nonces.
-    auth: Option<(crate::rtsp::auth::Auth<'a>, Instant)>,
+}
+
+impl<'a> std::ops::Deref for Http<'a> {
+    type Target = HttpCore<'a>;
+
+    fn deref(&self) -> &HttpCore<'a> {
+        &self.core
+    }
 }
 
 impl<'a> Http<'a> {
-    /// `streams`: fixed for the server's life, stream `n` is `streams[n]` in every method;
-    /// `request_timeout`: connect or first byte to complete head; `stall_timeout`: a client
-    /// taking no bytes of a response; `idle_timeout`: a persistent connection between requests.
+    /// `slots` connections at most; the rest as [`HttpCore::new`].
     pub(super) fn new(
         listener: TcpListener,
         slots: usize,
@@ -135,29 +143,9 @@ impl<'a> Http<'a> {
         listener.set_nonblocking(true)?;
         Ok(Http {
             listener,
-            conns: (0..slots).map(|_| None).collect(),
-            streams: streams
-                .into_iter()
-                .map(|s| StreamState {
-                    path: s.path,
-                    supply: bounded_reason(s.supply),
-                    latest: Vec::new(),
-                    latest_seq: 0,
-                    latest_at: None,
-                    last_demand: None,
-                    parts_sent: 0,
-                    webrtc: s.webrtc,
-                })
-                .collect(),
-            request_timeout,
-            stall_timeout,
-            idle_timeout,
-            scratch: vec![0; 4096].into_boxed_slice(),
+            sockets: (0..slots).map(|_| None).collect(),
+            core: HttpCore::new(slots, streams, request_timeout, stall_timeout, idle_timeout),
             dscp: 0,
-            auth: None,
-            pool: (0..slots)
-                .map(|_| (vec![0; http::MAX_HEAD_BYTES].into_boxed_slice(), Vec::new(), Vec::new()))
-                .collect(),
         })
     }
 
@@ -171,28 +159,16 @@ impl<'a> Http<'a> {
 
     /// `(slot, fd, events)` of every connection, for the poll set.
     pub(super) fn interests(&self) -> impl Iterator<Item = (usize, RawFd, i16)> + '_ {
-        self.conns.iter().enumerate().filter_map(|(i, c)| {
-            let c = c.as_ref().filter(|c| !c.dead)?;
-            // Streaming clients are read too: that is how their hang-up is seen. A closing one, or
-            // one whose peer has closed, is not (EOF would keep it readable and the loop spinning);
-            // poll still reports POLLHUP/POLLERR. A full input buffer waits for the response.
-            let reads = match c.state {
-                State::Closing | State::WaitingWhep { .. } => false,
-                State::Streaming { .. } | State::ReadingBody { .. } => !c.peer_eof,
-                _ => !c.peer_eof && c.inlen < c.inbuf.len(),
-            };
-            let mut ev = if reads { POLLIN } else { 0 };
-            if !c.flushed() {
-                ev |= POLLOUT;
-            }
-            Some((i, c.stream.as_raw_fd(), ev))
+        self.core.interests().filter_map(|(i, read, write)| {
+            let socket = self.sockets.get(i)?.as_ref()?;
+            let ev = if read { POLLIN } else { 0 } | if write { POLLOUT } else { 0 };
+            Some((i, socket.stream.as_raw_fd(), ev))
         })
     }
 
-    /// Requires `auth`'s credentials (Basic or Digest, as for RTSP) for every page and picture;
-    /// nonce times count from `epoch`.
+    /// As [`HttpCore::set_auth`].
     pub(super) fn set_auth(&mut self, auth: crate::rtsp::auth::Auth<'a>, epoch: Instant) {
-        self.auth = Some((auth, epoch));
+        self.core.set_auth(auth, epoch);
     }
 
     /// Marks every accepted connection with `dscp` (0 = unmarked).
@@ -201,249 +177,139 @@ impl<'a> Http<'a> {
     }
 
     pub(super) fn accept(&mut self, now: Instant) {
+        self.reap();
         while let Some((stream, peer)) = super::accept_media_conn(&self.listener, self.dscp, "http") {
-            let Some(idx) = self.free_slot(peer) else {
+            let Some(i) = self.core.slot_for(peer) else {
                 log::warn!("http {peer}: every HTTP slot is busy (max-http-clients); 503");
-                let mut w = WBuf::new(&mut self.scratch);
-                if http::write_error(&mut w, 503, Persistence::Close).is_ok() {
-                    let _ = (&stream).write(w.written());
-                }
+                let _ = (&stream).write(self.core.refusal());
                 let _ = stream.shutdown(Shutdown::Both);
                 continue;
             };
-            let (inbuf, out, body) = self
-                .pool
-                .pop()
-                .unwrap_or_else(|| (vec![0; http::MAX_HEAD_BYTES].into_boxed_slice(), Vec::new(), Vec::new()));
-            log::debug!("http {peer}: connected");
-            self.conns[idx] = Some(HttpConn {
-                stream,
-                peer,
-                inbuf,
-                inlen: 0,
-                out,
-                out_pos: 0,
-                state: State::Reading { since: now },
-                last_progress: now,
-                peer_eof: false,
-                dead: false,
-                body,
-            });
-        }
-    }
-
-    /// A slot for a new connection from `peer`: a free one (or one whose connection is closed),
-    /// else that of the connection idle longest between requests, which is closed.
-    fn free_slot(&mut self, peer: SocketAddr) -> Option<usize> {
-        if let Some(i) = self.conns.iter().position(|c| c.as_ref().is_none_or(|c| c.dead)) {
-            self.release(i);
-            return Some(i);
-        }
-        let (_, oldest) = self
-            .conns
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| match c.as_ref()?.state {
-                State::Idle { since } => Some((since, i)),
-                _ => None,
-            })
-            .min()?;
-        if let Some(c) = &self.conns[oldest] {
-            log::debug!("http {}: idle connection closed to make room for {peer} (every HTTP slot is taken)", c.peer);
-            let _ = c.stream.shutdown(Shutdown::Both);
-        }
-        self.release(oldest);
-        Some(oldest)
-    }
-
-    /// Empties a slot; the connection's buffers go back to the pool.
-    fn release(&mut self, i: usize) {
-        if let Some(mut c) = self.conns[i].take() {
-            log::debug!("http {}: closed", c.peer);
-            c.out.clear();
-            c.body.clear();
-            self.pool.push((c.inbuf, c.out, c.body));
+            self.end_socket(i);
+            self.core.open(i, peer, now);
+            self.sockets[i] = Some(Socket { stream, blocked: false });
         }
     }
 
     pub(super) fn on_conn(&mut self, i: usize, rev: i16, now: Instant) {
-        let Some(c) = self.conns[i].as_mut().filter(|c| !c.dead) else { return };
+        let Some(socket) = self.sockets.get_mut(i).and_then(Option::as_mut) else { return };
         if rev & (POLLERR | POLLNVAL) != 0 {
-            c.dead = true;
+            self.core.handle_error(i);
             return;
         }
-        if rev & (POLLIN | POLLHUP) != 0 && !c.peer_eof {
-            c.read_input();
-            // POLLHUP: both directions are shut (a reset); with a full input buffer it cannot be
-            // seen as EOF by reading.
-            if rev & POLLHUP != 0 && c.keeps_input() && c.inlen == c.inbuf.len() {
-                c.peer_eof = true;
+        if rev & POLLOUT != 0 {
+            socket.blocked = false;
+        }
+        if rev & (POLLIN | POLLHUP) != 0 {
+            loop {
+                let space = self.core.read_space(i);
+                if space.is_empty() {
+                    break;
+                }
+                match (&socket.stream).read(space) {
+                    Ok(0) => {
+                        self.core.handle_peer_closed(i);
+                        break;
+                    }
+                    Ok(n) => self.core.handle_read(i, n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        self.core.handle_peer_closed(i);
+                        break;
+                    }
+                }
+            }
+            if rev & POLLHUP != 0 {
+                self.core.handle_hangup(i);
             }
         }
-        self.body_progress(i);
-        self.handle_input(i, now);
-        self.pump(i, now);
+        self.core.process(i, now);
+        self.flush(i, now);
     }
 
-    /// Which reports connections wait for: the loop renders each and calls
-    /// [`Http::answer_reports`] in the same turn.
-    pub(super) fn reports_wanted(&self) -> impl Iterator<Item = Report> + '_ {
-        self.conns.iter().enumerate().filter_map(move |(i, c)| {
-            let State::WaitingReport { report, .. } = c.as_ref().filter(|c| !c.dead)?.state else { return None };
-            // Each report once: the first connection waiting for it stands for all.
-            let first = self.conns.iter().position(|o| {
-                o.as_ref().is_some_and(|o| {
-                    !o.dead && matches!(o.state, State::WaitingReport { report: r, .. } if r == report)
-                })
-            });
-            (first == Some(i)).then_some(report)
-        })
+    /// Writes what connection `i` has queued until it is all written or the socket is full.
+    fn flush(&mut self, i: usize, now: Instant) {
+        let Some(socket) = self.sockets.get_mut(i).and_then(Option::as_mut) else { return };
+        while !socket.blocked {
+            let pending = self.core.pending(i);
+            if pending.is_empty() {
+                return;
+            }
+            match (&socket.stream).write(pending) {
+                Ok(0) => self.core.handle_error(i),
+                Ok(n) => self.core.handle_written(i, n, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.blocked = true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => self.core.handle_error(i),
+            }
+        }
     }
 
-    /// Answers every connection waiting for `report` with `status` and `body`.
+    /// Writes what any connection has queued (after a change of the core's that may queue).
+    fn flush_all(&mut self, now: Instant) {
+        for i in 0..self.sockets.len() {
+            self.flush(i, now);
+        }
+    }
+
+    /// As [`HttpCore::answer_reports`], then writes the answers.
     pub(super) fn answer_reports(&mut self, report: Report, status: u16, body: &str, now: Instant) {
-        for i in 0..self.conns.len() {
-            let Some(c) = self.conns[i].as_mut().filter(|c| !c.dead) else { continue };
-            let State::WaitingReport { report: r, head, persistence } = c.state else { continue };
-            if r != report {
-                continue;
-            }
-            let mut w = WBuf::new(&mut self.scratch);
-            if http::write_head(&mut w, status, report.content_type(), Some(body.len()), persistence).is_err() {
-                c.dead = true;
-                continue;
-            }
-            c.queue(w.written(), (!head).then_some(body.as_bytes()), now);
-            c.state = State::after_response(persistence);
-            self.pump(i, now);
-        }
+        self.core.answer_reports(report, status, body, now);
+        self.flush_all(now);
     }
 
-    /// Writes what is pending and moves the connection on: the next stream part, the waited-for
-    /// snapshot, the next pipelined request, or the close.
-    fn pump(&mut self, i: usize, now: Instant) {
-        loop {
-            let Some(c) = self.conns[i].as_mut().filter(|c| !c.dead) else { return };
-            if c.flush(now).is_err() {
-                c.dead = true;
-                return;
-            }
-            if !c.flushed() {
-                return;
-            }
-            match c.state {
-                State::Reading { .. } | State::Idle { .. } => {
-                    // Half-closed with no complete request left: nothing more will be answered.
-                    if c.peer_eof {
-                        let _ = c.stream.shutdown(Shutdown::Write);
-                        c.dead = true;
-                    }
-                    return;
-                }
-                // The loop answers it in this turn (`answer_reports`, `answer_whep`), or the body
-                // is still coming.
-                State::WaitingReport { .. } | State::WaitingWhep { .. } | State::ReadingBody { .. } => return,
-                State::Responding => {
-                    c.state = match c.inlen {
-                        0 => State::Idle { since: now },
-                        _ => State::Reading { since: now },
-                    };
-                    self.handle_input(i, now);
-                }
-                State::Closing => {
-                    let _ = c.stream.shutdown(Shutdown::Write);
-                    c.dead = true;
-                    return;
-                }
-                State::Streaming { .. } if c.peer_eof => {
-                    c.dead = true;
-                    return;
-                }
-                State::Streaming { stream, sent } => {
-                    let Some(st) = self.streams.get_mut(stream).filter(|st| sent < st.latest_seq) else { return };
-                    let mut w = WBuf::new(&mut self.scratch);
-                    if http::write_part_header(&mut w, st.latest.len()).is_err() {
-                        c.dead = true;
-                        return;
-                    }
-                    c.queue(w.written(), Some(&st.latest), now);
-                    c.out.extend_from_slice(b"\r\n");
-                    c.state = State::Streaming { stream, sent: st.latest_seq };
-                    st.parts_sent += 1;
-                    st.last_demand = Some(now);
-                }
-                State::WaitingFrame { stream, seen, head, persistence, .. } => {
-                    let Some(st) = self.streams.get_mut(stream).filter(|st| seen < st.latest_seq) else { return };
-                    let mut w = WBuf::new(&mut self.scratch);
-                    if http::write_head(&mut w, 200, "image/jpeg", Some(st.latest.len()), persistence).is_err() {
-                        c.dead = true;
-                        return;
-                    }
-                    log::debug!("http {}: snapshot -> 200 {persistence:?} (after waiting)", c.peer);
-                    c.queue(w.written(), (!head).then_some(&st.latest[..]), now);
-                    c.state = State::after_response(persistence);
-                    st.last_demand = Some(now);
-                }
-            }
-        }
+    /// As [`HttpCore::answer_whep`], then writes the answer.
+    pub(super) fn answer_whep(&mut self, i: usize, answer: WhepAnswer<'_>, now: Instant) {
+        self.core.answer_whep(i, answer, now);
+        self.flush(i, now);
     }
 
-    /// Once a second: slow requests, idle persistent connections, snapshots that waited too long,
-    /// and stalled readers.
+    /// As [`HttpCore::set_supply`], then writes what it answered.
+    pub(super) fn set_supply(&mut self, stream: usize, supply: JpegSupply, now: Instant) {
+        self.core.set_supply(stream, supply, now);
+        self.flush_all(now);
+    }
+
+    /// As [`HttpCore::store_frame`].
+    pub(super) fn store_frame(&mut self, stream: usize, jpeg: &[u8], now: Instant) {
+        self.core.store_frame(stream, jpeg, now);
+    }
+
+    /// As [`HttpCore::pump_stream`], then writes the frames it queued.
+    pub(super) fn pump_stream(&mut self, stream: usize, now: Instant) {
+        self.core.pump_stream(stream, now);
+        self.flush_all(now);
+    }
+
+    /// As [`HttpCore::enforce_limits`], then writes what it answered.
     pub(super) fn enforce_limits(&mut self, now: Instant) {
-        for i in 0..self.conns.len() {
-            let Some(c) = self.conns[i].as_mut().filter(|c| !c.dead) else { continue };
-            match c.state {
-                State::Reading { since } | State::ReadingBody { since, .. }
-                    if now.saturating_duration_since(since) >= self.request_timeout =>
-                {
-                    log::info!("http {}: request not completed within {:?}; closing", c.peer, self.request_timeout);
-                    let mut w = WBuf::new(&mut self.scratch);
-                    if http::write_error(&mut w, 408, Persistence::Close).is_ok() {
-                        let _ = (&c.stream).write(w.written());
-                    }
-                    c.dead = true;
-                }
-                State::Idle { since } if now.saturating_duration_since(since) >= self.idle_timeout => {
-                    log::debug!("http {}: idle for {:?} between requests; closing", c.peer, self.idle_timeout);
-                    let _ = c.stream.shutdown(Shutdown::Both);
-                    c.dead = true;
-                }
-                State::WaitingFrame { since, persistence, .. }
-                    if now.saturating_duration_since(since) >= SNAPSHOT_WAIT =>
-                {
-                    let mut why = heapless::String::<80>::new();
-                    let _ = write!(why, "no JPEG frame arrived within {} s", SNAPSHOT_WAIT.as_secs());
-                    let mut w = WBuf::new(&mut self.scratch);
-                    if http::write_text(&mut w, 503, &why, persistence).is_err() {
-                        c.dead = true;
-                        continue;
-                    }
-                    log::info!("http {}: snapshot -> 503 ({why})", c.peer);
-                    c.queue(w.written(), None, now);
-                    c.state = State::after_response(persistence);
-                    self.pump(i, now);
-                }
-                _ if !c.flushed() && now.saturating_duration_since(c.last_progress) >= self.stall_timeout => {
-                    log::warn!(
-                        "http {}: took no data for {:?}; disconnecting (client stall)",
-                        c.peer,
-                        self.stall_timeout
-                    );
-                    c.dead = true;
-                }
-                _ => {}
+        self.core.enforce_limits(now);
+        self.flush_all(now);
+    }
+
+    /// Ends the sockets of closed connections the way the core says and frees their slots.
+    pub(super) fn reap(&mut self) {
+        for i in 0..self.sockets.len() {
+            if self.core.closed(i).is_some() {
+                self.end_socket(i);
             }
         }
     }
 
-    /// Frees the slots of closed connections (their buffers go back to the pool).
-    pub(super) fn reap(&mut self) {
-        for i in 0..self.conns.len() {
-            if self.conns[i].as_ref().is_some_and(|c| c.dead) {
-                self.release(i);
+    /// Ends socket `i` (as its connection's [`Close`] says) and frees the core's slot `i`.
+    fn end_socket(&mut self, i: usize) {
+        if let Some(socket) = self.sockets[i].take() {
+            let how = match self.core.closed(i) {
+                Some(Close::Finish) => Some(Shutdown::Write),
+                Some(Close::Abort) => Some(Shutdown::Both),
+                Some(Close::Drop) | None => None,
+            };
+            if let Some(how) = how {
+                let _ = socket.stream.shutdown(how);
             }
         }
+        self.core.release(i);
     }
 }
 

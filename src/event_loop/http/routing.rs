@@ -2,18 +2,18 @@
 
 use std::time::Instant;
 
-use super::conn::{Appender, State};
+use super::conn::{Appender, Close, State};
 use super::jpeg::index_entries;
-use super::{Http, Report};
+use super::{HttpCore, Report};
 use crate::http::{self, Method, Parsed, Persistence, Route};
 use crate::rtsp::auth::Verdict;
 use crate::wbuf::WBuf;
 
-impl Http<'_> {
+impl HttpCore<'_> {
     /// Parses the request at the start of the input buffer, if the connection waits for one, and
     /// queues its response (or starts the stream, or the wait for a frame).
     pub(super) fn handle_input(&mut self, i: usize, now: Instant) {
-        let Some(c) = self.conns[i].as_mut().filter(|c| !c.dead) else { return };
+        let Some(c) = self.conns[i].as_mut().filter(|c| c.is_open()) else { return };
         let since = match c.state {
             State::Idle { .. } if c.inlen > 0 => now,
             State::Reading { since } => since,
@@ -169,7 +169,7 @@ impl Http<'_> {
         };
         let Ok(next) = written else {
             log::warn!("http {}: response to {} did not fit its buffer; closing", c.peer, request.path);
-            c.dead = true;
+            c.close(Close::Drop);
             return;
         };
         let status = std::str::from_utf8(w.written().get(9..12).unwrap_or(b"...")).unwrap_or("...");

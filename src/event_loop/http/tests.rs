@@ -1,71 +1,112 @@
-//! The HTTP connections on real sockets: routes, supplies, waits, several streams.
-//! The loop's side driven by hand over loopback sockets: what the integration tests cannot
-//! reach while the loop never calls `set_supply` or `wants_frames`.
+//! The HTTP core driven as the loop drives it, with no socket and a virtual clock: routes,
+//! supplies, waits, several streams, what the integration tests cannot reach while the loop
+//! never calls `set_supply` or `wants_frames`. The connection state machine (pipelining, split
+//! heads, timers, slots, half-close, newest frame wins) is in `tests/conn.rs`; the I/O shell
+//! on real sockets in `tests/shell.rs`.
 use super::*;
-use std::io::Read;
-use std::net::TcpStream;
+use std::net::{Ipv4Addr, SocketAddr};
 
-fn server(supply: JpegSupply) -> Http<'static> {
+use super::conn::Close;
+use super::jpeg::bounded_reason;
+use crate::http;
+use crate::wbuf::WBuf;
+
+mod conn;
+mod shell;
+
+/// Request, stall and idle timeouts of the servers made here.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn server(supply: JpegSupply) -> HttpCore<'static> {
     servers(&[("/live", supply)], 2)
 }
 
-fn servers(streams: &[(&str, JpegSupply)], slots: usize) -> Http<'static> {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let s = Duration::from_secs(10);
+fn servers(streams: &[(&str, JpegSupply)], slots: usize) -> HttpCore<'static> {
     let streams =
         streams.iter().map(|(path, supply)| HttpStream { path: (*path).into(), supply: supply.clone(), webrtc: false });
-    Http::new(listener, slots, streams.collect(), s, s, s).unwrap()
+    HttpCore::new(slots, streams.collect(), TIMEOUT, TIMEOUT, TIMEOUT)
 }
 
-/// Connects and sends `request`; the server accepts and reads it at `now`.
-fn request(h: &mut Http<'_>, request: &str, now: Instant) -> TcpStream {
-    let mut c = TcpStream::connect(h.local_addr().unwrap()).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    c.write_all(request.as_bytes()).unwrap();
-    h.accept(now);
-    deliver(h, &c, now);
+/// One client, as the loop sees it: its slot, what the server wrote to it, what it sent that
+/// the server has not read yet (a full input buffer), and the time of its last event.
+struct Client {
+    slot: usize,
+    got: Vec<u8>,
+    unread: Vec<u8>,
+    now: Instant,
+}
+
+/// A new connection at `now`, accepted as the loop accepts one (`None`: every slot is busy).
+fn connect(h: &mut HttpCore<'_>, now: Instant) -> Option<Client> {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static PORT: AtomicU16 = AtomicU16::new(1024);
+    let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, PORT.fetch_add(1, Ordering::Relaxed)));
+    let slot = h.slot_for(peer)?;
+    h.release(slot);
+    h.open(slot, peer, now);
+    Some(Client { slot, got: Vec::new(), unread: Vec::new(), now })
+}
+
+/// Connects and sends `request` at `now`.
+fn request(h: &mut HttpCore<'_>, request: &str, now: Instant) -> Client {
+    let mut c = connect(h, now).expect("a free slot");
+    send(h, &mut c, request, now);
     c
 }
 
-/// Waits (up to 5 s) until the server's end of `client` has something to read, then lets
-/// every connection read and write as if poll said so.
-fn deliver(h: &mut Http<'_>, client: &TcpStream, now: Instant) {
-    let me = client.local_addr().unwrap();
-    if let Some(c) = h.conns.iter().flatten().find(|c| c.peer == me) {
-        let _ = crate::sys::poll(&mut [crate::sys::poll_entry(c.stream.as_raw_fd(), POLLIN)], 5000);
-    }
-    poke(h, now);
+/// The client sends `bytes` at `now`; the server reads what fits, then processes it.
+fn send(h: &mut HttpCore<'_>, c: &mut Client, bytes: impl AsRef<[u8]>, now: Instant) {
+    c.now = now;
+    c.unread.extend_from_slice(bytes.as_ref());
+    feed(h, c);
 }
 
-/// Lets every connection read and write as if poll said so.
-fn poke(h: &mut Http<'_>, now: Instant) {
-    let slots: Vec<usize> = h.interests().map(|(i, _, _)| i).collect();
-    for i in slots {
-        h.on_conn(i, POLLIN | POLLOUT, now);
+/// The server reads what it has room for of the client's unread bytes, and processes it.
+fn feed(h: &mut HttpCore<'_>, c: &mut Client) {
+    loop {
+        let space = h.read_space(c.slot);
+        let n = space.len().min(c.unread.len());
+        if n == 0 {
+            break;
+        }
+        space[..n].copy_from_slice(&c.unread[..n]);
+        h.handle_read(c.slot, n);
+        c.unread.drain(..n);
     }
-    h.reap();
+    h.process(c.slot, c.now);
 }
 
-/// The next response: waits up to 5 s for its first bytes, then takes what has arrived.
-fn response(c: &mut TcpStream) -> String {
-    let mut all = vec![0u8; 4096];
-    let n = c.read(&mut all).unwrap_or(0);
-    all.truncate(n);
-    c.set_nonblocking(true).unwrap();
-    let mut buf = [0u8; 4096];
-    while let Ok(n @ 1..) = c.read(&mut buf) {
-        all.extend_from_slice(&buf[..n]);
+/// The client reads everything the server writes (and the server reads on as it makes room).
+fn drain(h: &mut HttpCore<'_>, c: &mut Client) {
+    loop {
+        let n = h.pending(c.slot).len();
+        if n == 0 {
+            if c.unread.is_empty() || h.read_space(c.slot).is_empty() {
+                return;
+            }
+            feed(h, c);
+            continue;
+        }
+        c.got.extend_from_slice(h.pending(c.slot));
+        h.handle_written(c.slot, n, c.now);
     }
-    c.set_nonblocking(false).unwrap();
-    String::from_utf8_lossy(&all).into_owned()
 }
 
-/// Nothing has been sent to `c` (yet).
-fn nothing_sent(c: &mut TcpStream) -> bool {
-    c.set_nonblocking(true).unwrap();
-    let none = matches!(c.read(&mut [0u8; 64]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
-    c.set_nonblocking(false).unwrap();
-    none
+/// Everything written to `c` since the last call.
+fn response(h: &mut HttpCore<'_>, c: &mut Client) -> String {
+    drain(h, c);
+    String::from_utf8_lossy(&std::mem::take(&mut c.got)).into_owned()
+}
+
+/// Nothing is queued for `c`.
+fn nothing_sent(h: &HttpCore<'_>, c: &Client) -> bool {
+    h.pending(c.slot).is_empty()
+}
+
+/// The connection of `c` ended (after everything queued was read).
+fn ended(h: &mut HttpCore<'_>, c: &mut Client) -> bool {
+    drain(h, c);
+    h.closed(c.slot).is_some()
 }
 
 const FRAME: &[u8] = b"\xff\xd8 not really a jpeg \xff\xd9";
@@ -79,20 +120,19 @@ fn a_snapshot_waits_for_a_fresh_frame_and_keeps_demand_for_a_while() {
     h.store_frame(0, b"old", t0);
     let now = t0 + FRESH_FRAME_MAX_AGE + Duration::from_millis(1);
     let mut c = request(&mut h, "GET /live.jpg HTTP/1.1\r\n\r\n", now);
-    assert!(nothing_sent(&mut c));
+    assert!(nothing_sent(&h, &c));
     assert!(h.wants_frames(0, now));
     h.store_frame(0, FRAME, now);
     h.pump_stream(0, now);
-    let text = response(&mut c);
+    let text = response(&mut h, &mut c);
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n") && text.contains("Connection: keep-alive\r\n"), "{text}");
     assert!(text.contains(&format!("Content-Length: {}\r\n", FRAME.len())) && text.ends_with("jpeg \u{fffd}\u{fffd}"));
     // Served and idle: still wanted for DEMAND_LINGER, then not.
     assert!(h.wants_frames(0, now + DEMAND_LINGER - Duration::from_millis(1)));
     assert!(!h.wants_frames(0, now + DEMAND_LINGER));
     // Fresh now: the next snapshot on the same connection is answered at once.
-    c.write_all(b"HEAD /live.jpg HTTP/1.1\r\n\r\n").unwrap();
-    deliver(&mut h, &c, now);
-    let text = response(&mut c);
+    send(&mut h, &mut c, b"HEAD /live.jpg HTTP/1.1\r\n\r\n", now);
+    let text = response(&mut h, &mut c);
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n") && text.ends_with("\r\n\r\n"), "{text}");
 }
 
@@ -102,9 +142,9 @@ fn a_snapshot_without_frames_gets_503_after_the_wait() {
     let mut h = server(JpegSupply::Stream);
     let mut c = request(&mut h, "GET /live.jpg HTTP/1.0\r\n\r\n", t0);
     h.enforce_limits(t0 + SNAPSHOT_WAIT - Duration::from_millis(1));
-    assert!(nothing_sent(&mut c));
+    assert!(nothing_sent(&h, &c));
     h.enforce_limits(t0 + SNAPSHOT_WAIT);
-    let text = response(&mut c);
+    let text = response(&mut h, &mut c);
     assert!(text.starts_with("HTTP/1.1 503 ") && text.contains("Connection: close\r\n"), "{text}");
     assert!(text.ends_with("\r\n\r\nno JPEG frame arrived within 3 s\n"), "{text}");
 }
@@ -118,23 +158,21 @@ fn becoming_unavailable_answers_waiters_ends_streams_and_stops_demand() {
     assert_eq!(h.streaming(0), 1);
     assert!(h.wants_frames(0, now));
     // The stream started at once, without a frame.
-    let head = response(&mut streaming);
+    let head = response(&mut h, &mut streaming);
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("multipart/x-mixed-replace"), "{head}");
     h.set_supply(0, JpegSupply::Unavailable("encoder gone".into()), now);
-    let text = response(&mut waiting);
+    let text = response(&mut h, &mut waiting);
     assert!(text.starts_with("HTTP/1.1 503 ") && text.ends_with("\r\n\r\nencoder gone\n"), "{text}");
-    assert!(matches!(streaming.read(&mut [0u8; 16]), Ok(0)), "the stream did not end");
+    assert!(ended(&mut h, &mut streaming), "the stream did not end");
     assert!(!h.wants_frames(0, now));
     h.store_frame(0, FRAME, now);
-    waiting.write_all(b"GET /live.mjpeg HTTP/1.1\r\n\r\n").unwrap();
-    deliver(&mut h, &waiting, now);
-    let text = response(&mut waiting);
+    send(&mut h, &mut waiting, b"GET /live.mjpeg HTTP/1.1\r\n\r\n", now);
+    let text = response(&mut h, &mut waiting);
     assert!(text.starts_with("HTTP/1.1 503 ") && text.ends_with("encoder gone\n"), "{text}");
     // Back to a supply: the frame stored while unavailable was dropped, so a snapshot waits.
     h.set_supply(0, JpegSupply::Stream, now);
-    waiting.write_all(b"GET /live.jpg HTTP/1.1\r\n\r\n").unwrap();
-    deliver(&mut h, &waiting, now);
-    assert!(nothing_sent(&mut waiting));
+    send(&mut h, &mut waiting, b"GET /live.jpg HTTP/1.1\r\n\r\n", now);
+    assert!(nothing_sent(&h, &waiting));
     assert!(h.wants_frames(0, now));
 }
 
@@ -145,7 +183,7 @@ fn an_overlong_reason_is_cut_at_a_character_boundary() {
     assert_eq!(cut.len(), MAX_REASON_BYTES);
     let mut h = server(JpegSupply::Unavailable("é".repeat(3 * MAX_REASON_BYTES)));
     let mut c = request(&mut h, "GET /live.jpg HTTP/1.1\r\n\r\n", Instant::now());
-    assert!(response(&mut c).starts_with("HTTP/1.1 503 "));
+    assert!(response(&mut h, &mut c).starts_with("HTTP/1.1 503 "));
 }
 
 const LOW: &[u8] = b"\xff\xd8 the low stream \xff\xd9";
@@ -164,7 +202,7 @@ fn a_client_gets_the_frames_of_its_stream_only() {
     let now = Instant::now();
     let mut h = servers(&[("/live", JpegSupply::Stream), ("/low", JpegSupply::OnDemand)], 4);
     let mut low = request(&mut h, "GET /low.mjpeg HTTP/1.1\r\n\r\n", now);
-    let head = response(&mut low);
+    let head = response(&mut h, &mut low);
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("multipart/x-mixed-replace"), "{head}");
     let mut live = request(&mut h, "GET /live.jpg HTTP/1.1\r\n\r\n", now);
     assert_eq!((h.streaming(0), h.streaming(1)), (0, 1));
@@ -172,30 +210,28 @@ fn a_client_gets_the_frames_of_its_stream_only() {
     // however its connection is pumped.
     h.store_frame(0, FRAME, now);
     h.pump_stream(0, now);
-    let text = response(&mut live);
+    let text = response(&mut h, &mut live);
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n") && body(&text).ends_with("jpeg \u{fffd}\u{fffd}"), "{text}");
     h.pump_stream(1, now);
-    poke(&mut h, now);
-    assert!(nothing_sent(&mut low));
+    assert!(nothing_sent(&h, &low));
     // A frame of stream 1 goes to /low.
     h.store_frame(1, LOW, now);
     h.pump_stream(1, now);
-    let part = response(&mut low);
+    let part = response(&mut h, &mut low);
     assert!(part.starts_with("--uavstreamframe\r\n") && part.ends_with("low stream \u{fffd}\u{fffd}\r\n"), "{part}");
     assert!(!part.contains("not really"), "{part}");
     assert_eq!((h.parts_sent(0), h.parts_sent(1)), (0, 1));
     // Same connection, other stream: each snapshot is its stream's latest frame.
     for (path, want) in [("/low.jpeg", "low stream"), ("/live.jpg", "not really"), ("/low.jpg", "low stream")] {
-        live.write_all(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes()).unwrap();
-        deliver(&mut h, &live, now);
-        let text = response(&mut live);
+        send(&mut h, &mut live, format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes(), now);
+        let text = response(&mut h, &mut live);
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n") && body(&text).contains(want), "{path}: {text}");
     }
     // Another frame of stream 0 only: the /low client stays at its frame.
     h.store_frame(0, b"\xff\xd8 newer live \xff\xd9", now);
     h.pump_stream(0, now);
     h.pump_stream(1, now);
-    assert!(nothing_sent(&mut low));
+    assert!(nothing_sent(&h, &low));
     assert_eq!((h.parts_sent(0), h.parts_sent(1)), (0, 1));
 }
 
@@ -208,7 +244,7 @@ fn the_index_lists_every_stream_and_unknown_paths_are_404() {
         2,
     );
     let mut c = request(&mut h, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", now);
-    let text = response(&mut c);
+    let text = response(&mut h, &mut c);
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n") && text.contains("Content-Type: text/html"), "{text}");
     assert!(text.contains("Connection: keep-alive\r\n"), "{text}");
     let page = body(&text).to_owned();
@@ -222,27 +258,23 @@ fn the_index_lists_every_stream_and_unknown_paths_are_404() {
     assert!(!page.contains("<img src=\"/raw"), "{page}");
     assert!(page.contains("the stream is H.264 &lt;passthrough&gt;"), "{page}");
     // HEAD: the same length, no page; then 404s on the same connection.
-    c.write_all(b"HEAD /index.html HTTP/1.1\r\n\r\n").unwrap();
-    deliver(&mut h, &c, now);
-    let text = response(&mut c);
+    send(&mut h, &mut c, b"HEAD /index.html HTTP/1.1\r\n\r\n", now);
+    let text = response(&mut h, &mut c);
     assert!(text.contains(&format!("Content-Length: {}\r\n", page.len())) && text.ends_with("\r\n\r\n"), "{text}");
     for path in ["/nothing", "/low", "/low.h264", "/lo.jpg", "/live.mjpeg/x", "/live/low.jpg"] {
-        c.write_all(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes()).unwrap();
-        deliver(&mut h, &c, now);
-        let text = response(&mut c);
+        send(&mut h, &mut c, format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes(), now);
+        let text = response(&mut h, &mut c);
         assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n"), "{path}: {text}");
     }
     // The unavailable stream answers with its reason; the others do not care.
-    c.write_all(b"GET /raw.mjpeg HTTP/1.1\r\n\r\n").unwrap();
-    deliver(&mut h, &c, now);
-    let text = response(&mut c);
+    send(&mut h, &mut c, b"GET /raw.mjpeg HTTP/1.1\r\n\r\n", now);
+    let text = response(&mut h, &mut c);
     assert!(text.starts_with("HTTP/1.1 503 ") && text.ends_with(&format!("\r\n\r\n{why}\n")), "{text}");
     // The page follows the supplies.
     h.set_supply(2, JpegSupply::OnDemand, now);
     h.set_supply(0, JpegSupply::Unavailable("camera gone".into()), now);
-    c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-    deliver(&mut h, &c, now);
-    let text = response(&mut c);
+    send(&mut h, &mut c, b"GET / HTTP/1.1\r\n\r\n", now);
+    let text = response(&mut h, &mut c);
     let page = body(&text);
     assert!(page.contains("<img src=\"/raw.mjpeg\"") && page.contains("<img src=\"/low.mjpeg\""), "{page}");
     assert!(!page.contains("<img src=\"/live") && page.contains("no JPEG frames: camera gone"), "{page}");
@@ -254,14 +286,14 @@ fn supply_and_demand_are_per_stream() {
     let mut h = servers(&[("/a", JpegSupply::OnDemand), ("/b", JpegSupply::OnDemand)], 4);
     assert!(!h.wants_frames(0, now) && !h.wants_frames(1, now));
     let mut a = request(&mut h, "GET /a.mjpeg HTTP/1.1\r\n\r\n", now);
-    assert!(response(&mut a).starts_with("HTTP/1.1 200 OK\r\n"));
+    assert!(response(&mut h, &mut a).starts_with("HTTP/1.1 200 OK\r\n"));
     assert!(h.wants_frames(0, now) && !h.wants_frames(1, now));
     // A snapshot of /b: wanted while it waits and DEMAND_LINGER after it was served.
     let mut b = request(&mut h, "GET /b.jpg HTTP/1.1\r\n\r\n", now);
     assert!(h.wants_frames(1, now));
     h.store_frame(1, LOW, now);
     h.pump_stream(1, now);
-    assert!(response(&mut b).starts_with("HTTP/1.1 200 OK\r\n"));
+    assert!(response(&mut h, &mut b).starts_with("HTTP/1.1 200 OK\r\n"));
     assert!(h.wants_frames(1, now + DEMAND_LINGER - Duration::from_millis(1)));
     assert!(!h.wants_frames(1, now + DEMAND_LINGER));
     assert!(h.wants_frames(0, now + DEMAND_LINGER), "/a is still streaming");
@@ -271,17 +303,15 @@ fn supply_and_demand_are_per_stream() {
     h.store_frame(1, LOW, now);
     h.store_frame(0, FRAME, now);
     h.pump_stream(0, now);
-    assert!(response(&mut a).starts_with("--uavstreamframe\r\n"));
-    b.write_all(b"GET /b.jpg HTTP/1.1\r\n\r\n").unwrap();
-    deliver(&mut h, &b, now);
-    let text = response(&mut b);
+    assert!(response(&mut h, &mut a).starts_with("--uavstreamframe\r\n"));
+    send(&mut h, &mut b, b"GET /b.jpg HTTP/1.1\r\n\r\n", now);
+    let text = response(&mut h, &mut b);
     assert!(text.starts_with("HTTP/1.1 503 ") && text.ends_with("b is gone\n"), "{text}");
-    b.write_all(b"GET /a.jpg HTTP/1.1\r\n\r\n").unwrap();
-    deliver(&mut h, &b, now);
-    assert!(response(&mut b).starts_with("HTTP/1.1 200 OK\r\n"));
+    send(&mut h, &mut b, b"GET /a.jpg HTTP/1.1\r\n\r\n", now);
+    assert!(response(&mut h, &mut b).starts_with("HTTP/1.1 200 OK\r\n"));
     // /a becomes unavailable: its stream ends.
     h.set_supply(0, JpegSupply::Unavailable("a is gone".into()), now);
-    assert!(matches!(a.read(&mut [0u8; 16]), Ok(0)), "the stream did not end");
+    assert!(ended(&mut h, &mut a), "the stream did not end");
     assert!(!h.wants_frames(0, now));
     // Streams that do not exist: nothing happens.
     h.store_frame(7, FRAME, now);
@@ -325,12 +355,11 @@ fn a_user_limited_to_a_path_gets_that_streams_routes_only() {
         ("pilot:s3cr3t", "/", 200),
     ];
     let mut c = request(&mut h, "GET /live.jpg HTTP/1.1\r\n\r\n", now);
-    assert!(response(&mut c).starts_with("HTTP/1.1 401 "));
+    assert!(response(&mut h, &mut c).starts_with("HTTP/1.1 401 "));
     for (user, path, status) in cases {
         let auth = if user.is_empty() { String::new() } else { basic(user) };
-        c.write_all(format!("GET {path} HTTP/1.1\r\n{auth}\r\n").as_bytes()).unwrap();
-        deliver(&mut h, &c, now);
-        let text = response(&mut c);
+        send(&mut h, &mut c, format!("GET {path} HTTP/1.1\r\n{auth}\r\n").as_bytes(), now);
+        let text = response(&mut h, &mut c);
         assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{user} {path}: {text}");
     }
 }
@@ -340,13 +369,12 @@ fn whep_offers_need_the_streams_credentials_and_their_body_arrives_in_pieces() {
     static USERS: [crate::rtsp::auth::Credential<'static>; 1] =
         [crate::rtsp::auth::Credential { user: "viewer", password: "look", path: Some("/live") }];
     let now = Instant::now();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let s = Duration::from_secs(10);
     let streams = vec![
         HttpStream { path: "/live".into(), supply: JpegSupply::OnDemand, webrtc: true },
         HttpStream { path: "/other".into(), supply: JpegSupply::OnDemand, webrtc: true },
     ];
-    let mut h = Http::new(listener, 4, streams, s, s, s).unwrap();
+    let mut h = HttpCore::new(4, streams, s, s, s);
     h.set_auth(crate::rtsp::auth::Auth { users: &USERS, secret: [7; 16] }, now);
     let offer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
     let head = |auth: &str, path: &str| {
@@ -358,23 +386,21 @@ fn whep_offers_need_the_streams_credentials_and_their_body_arrives_in_pieces() {
     // No credentials, or another stream's: 401, and nothing waits for the loop.
     for (auth, path) in [("", "/live/whep"), ("Authorization: Basic dmlld2VyOmxvb2s=\r\n", "/other/whep")] {
         let mut c = request(&mut h, &format!("{}{offer}", head(auth, path)), now);
-        assert!(response(&mut c).starts_with("HTTP/1.1 401 "), "{path}");
+        assert!(response(&mut h, &mut c).starts_with("HTTP/1.1 401 "), "{path}");
         assert_eq!(h.whep_offers().count(), 0);
     }
     // The head alone, then the body in two pieces: the offer waits for the loop once whole.
     let mut c = request(&mut h, &head("Authorization: Basic dmlld2VyOmxvb2s=\r\n", "/live/whep"), now);
     assert_eq!(h.whep_offers().count(), 0);
-    c.write_all(&offer.as_bytes()[..10]).unwrap();
-    deliver(&mut h, &c, now);
+    send(&mut h, &mut c, &offer.as_bytes()[..10], now);
     assert_eq!(h.whep_offers().count(), 0, "half a body");
-    c.write_all(&offer.as_bytes()[10..]).unwrap();
-    deliver(&mut h, &c, now);
+    send(&mut h, &mut c, &offer.as_bytes()[10..], now);
     let offers: Vec<(usize, usize)> = h.whep_offers().collect();
     assert_eq!(offers.len(), 1);
     let (conn, stream) = offers[0];
     assert_eq!((stream, h.whep_offer(conn).0), (0, offer.as_bytes()));
     h.answer_whep(conn, WhepAnswer::Created { id: 0xab, sdp: "v=0\r\n" }, now);
-    let text = response(&mut c);
+    let text = response(&mut h, &mut c);
     assert!(text.starts_with("HTTP/1.1 201 Created\r\n"), "{text}");
     assert!(text.contains("Location: /live/whep/00000000000000ab\r\n") && text.ends_with("\r\n\r\nv=0\r\n"), "{text}");
 }

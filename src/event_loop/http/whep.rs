@@ -7,8 +7,8 @@
 
 use std::time::Instant;
 
-use super::conn::State;
-use super::Http;
+use super::conn::{Close, State};
+use super::HttpCore;
 use crate::http::{self, Persistence};
 use crate::wbuf::WBuf;
 
@@ -21,24 +21,24 @@ pub(in crate::event_loop) enum WhepAnswer<'a> {
     Refused { status: u16, why: &'a str },
 }
 
-impl Http<'_> {
+impl HttpCore<'_> {
     /// A connection reading a WHEP body moves on once the body is complete; one whose client
     /// hung up before that is closed.
     pub(super) fn body_progress(&mut self, i: usize) {
-        let Some(c) = self.conns[i].as_mut().filter(|c| !c.dead) else { return };
+        let Some(c) = self.conns[i].as_mut().filter(|c| c.is_open()) else { return };
         let State::ReadingBody { stream, len, .. } = c.state else { return };
         if c.body.len() >= len {
             c.state = State::WaitingWhep { stream };
         } else if c.peer_eof {
             log::debug!("http {}: WHEP offer cut short ({} of {len} bytes)", c.peer, c.body.len());
-            c.dead = true;
+            c.close(Close::Drop);
         }
     }
 
     /// The complete offers waiting for an answer: `(connection, stream)`; the offer is
-    /// [`Http::whep_offer`].
+    /// [`HttpCore::whep_offer`].
     pub(in crate::event_loop) fn whep_offers(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        self.conns.iter().enumerate().filter_map(|(i, c)| match c.as_ref().filter(|c| !c.dead)?.state {
+        self.conns.iter().enumerate().filter_map(|(i, c)| match c.as_ref().filter(|c| c.is_open())?.state {
             State::WaitingWhep { stream } => Some((i, stream)),
             _ => None,
         })
@@ -51,7 +51,7 @@ impl Http<'_> {
 
     /// Answers the offer of connection `i`; `path` is its stream's path (for the `Location`).
     pub(in crate::event_loop) fn answer_whep(&mut self, i: usize, answer: WhepAnswer<'_>, now: Instant) {
-        let Some(c) = self.conns.get_mut(i).and_then(|c| c.as_mut()).filter(|c| !c.dead) else { return };
+        let Some(c) = self.conns.get_mut(i).and_then(|c| c.as_mut()).filter(|c| c.is_open()) else { return };
         let State::WaitingWhep { stream } = c.state else { return };
         let path = self.streams[stream].path.trim_end_matches('/');
         let mut w = WBuf::new(&mut self.scratch);
@@ -68,12 +68,12 @@ impl Http<'_> {
             }
         };
         if written.is_err() {
-            c.dead = true;
+            c.close(Close::Drop);
             return;
         }
         c.queue(w.written(), body.map(str::as_bytes), now);
         c.body.clear();
         c.state = State::Closing;
-        self.pump(i, now);
+        self.advance(i, now);
     }
 }
