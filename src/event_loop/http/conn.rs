@@ -18,7 +18,7 @@ pub(super) enum State {
     /// A snapshot of `stream` waiting `since` for a frame after number `seen`.
     WaitingFrame { stream: usize, since: Instant, seen: u64, head: bool, persistence: Persistence },
     /// A `/status` or `/metrics` request waiting for the loop to render it (within the same
-    /// turn of the loop: [`Http::reports_wanted`], [`Http::answer_reports`]).
+    /// turn of the loop: [`HttpCore::reports_wanted`], [`HttpCore::answer_reports`]).
     WaitingReport { report: Report, head: bool, persistence: Persistence },
     /// Sending the multipart stream of `stream`; `sent` is the sequence number of the last frame
     /// queued.
@@ -27,7 +27,7 @@ pub(super) enum State {
     /// head was complete (the request timeout runs on).
     ReadingBody { stream: usize, len: usize, since: Instant },
     /// A complete WHEP offer for `stream` waiting for the loop (within the same turn:
-    /// [`Http::whep_offers`], [`Http::answer_whep`]).
+    /// [`HttpCore::whep_offers`], [`HttpCore::answer_whep`]).
     WaitingWhep { stream: usize },
     /// Sending a last response, then closing.
     Closing,

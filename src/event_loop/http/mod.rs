@@ -27,7 +27,7 @@
 //! - Slots: a new connection with every slot taken evicts the connection idle longest between
 //!   requests (never a stream, a request in progress or a waiting snapshot); `503` and close only
 //!   when none is idle.
-//! - Timers, checked once a second by [`Http::enforce_limits`]: `request-timeout` from connect
+//! - Timers, checked once a second by [`HttpCore::enforce_limits`]: `request-timeout` from connect
 //!   or from a request's first byte to its complete head (`408`, close); `idle-timeout` between
 //!   requests on a persistent connection (closed, no response); `client-stall-timeout` while a
 //!   response is not taken; [`SNAPSHOT_WAIT`] for a snapshot waiting for a frame (`503`).
@@ -37,13 +37,13 @@
 //!   skips frames. A snapshot gets the latest frame only if it is fresh
 //!   ([`FRESH_FRAME_MAX_AGE`]), else the next one stored. A client only ever gets frames of the
 //!   stream it asked for.
-//! - Per stream: [`JpegSupply`], latest frame, demand ([`Http::wants_frames`]) and parts sent.
+//! - Per stream: [`JpegSupply`], latest frame, demand ([`HttpCore::wants_frames`]) and parts sent.
 //!   With `Unavailable(why)` that stream's JPEG routes answer `503` with `why` at once, and the
 //!   index page shows `why` instead of its picture; `Stream` and `OnDemand` behave alike here
-//!   ([`Http::wants_frames`] tells the loop when that stream's on-demand encoder is needed).
+//!   ([`HttpCore::wants_frames`] tells the loop when that stream's on-demand encoder is needed).
 //! - Bodies are read only for WHEP offers (at most [`http::MAX_OFFER_BYTES`], into the
 //!   connection's pooled body buffer), and such a connection closes after its answer.
-//! - Credentials ([`Http::set_auth`]): a user limited to a path gets that stream's routes only;
+//! - Credentials ([`HttpCore::set_auth`]): a user limited to a path gets that stream's routes only;
 //!   the index page and `404`s need a user allowed on at least one stream.
 
 use std::io::{self, Read, Write};
@@ -68,7 +68,7 @@ pub(super) use whep::WhepAnswer;
 pub(super) const FRESH_FRAME_MAX_AGE: Duration = Duration::from_secs(1);
 /// How long a snapshot waits for a frame before it gets `503`.
 pub(super) const SNAPSHOT_WAIT: Duration = Duration::from_secs(3);
-/// [`Http::wants_frames`] stays true this long after a client last asked for or took a frame,
+/// [`HttpCore::wants_frames`] stays true this long after a client last asked for or took a frame,
 /// so a script polling snapshots does not restart an on-demand encoder for every one.
 pub(super) const DEMAND_LINGER: Duration = Duration::from_secs(5);
 /// Longest `Unavailable` reason sent (it must fit the response scratch buffer with the head).
