@@ -1,8 +1,8 @@
 //! Replays every input kept in `fuzz/regressions/<target>/` (crashes found by `scripts/fuzz`) and
 //! every seed in `fuzz/seeds/<target>/` through the fuzz targets' own code
-//! (`fuzz/src/harness.rs`), so a fixed crash stays fixed in plain `cargo test`.
+//! (`fuzz/src/harness/mod.rs`), so a fixed crash stays fixed in plain `cargo test`.
 
-#[path = "../fuzz/src/harness.rs"]
+#[path = "../fuzz/src/harness/mod.rs"]
 mod harness;
 
 use std::fs;
