@@ -34,6 +34,7 @@ use str0m::media::{Frequency, MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
+pub(super) use super::webrtc_api::{PeerStatus, Refusal, Unit};
 use crate::media::h264::{annex_b, nal_type, nal_unit_type};
 
 /// A session that has not connected (ICE + DTLS) this long after its offer is ended.
@@ -45,22 +46,6 @@ const H264_PT: u8 = 102;
 const H264_RTX_PT: u8 = 103;
 /// Constrained baseline, level 3.1: what every browser decodes (see README, "In a browser").
 const PROFILE_LEVEL_ID: u32 = 0x42e01f;
-
-/// One access unit as WebRTC sessions take it.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Unit<'a> {
-    /// H.264 Annex B.
-    pub(super) data: &'a [u8],
-    pub(super) idr: bool,
-    /// 90 kHz since the hub's epoch (see `Hub::media_time`).
-    pub(super) media_time: u64,
-    pub(super) capture: Instant,
-    pub(super) sps: &'a [u8],
-    pub(super) pps: &'a [u8],
-}
-
-/// Why an offer is refused: an HTTP status and a one-line reason.
-pub(super) type Refusal = (u16, String);
 
 #[derive(Debug)]
 struct Peer {
@@ -79,18 +64,6 @@ struct Peer {
     frames: u64,
     bytes: u64,
     keyframe_requests: u64,
-}
-
-/// One session as `/status` reports it.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct PeerStatus {
-    pub(super) id: u64,
-    pub(super) stream: usize,
-    pub(super) peer: Option<SocketAddr>,
-    pub(super) connected: bool,
-    pub(super) frames: u64,
-    pub(super) bytes: u64,
-    pub(super) keyframe_requests: u64,
 }
 
 /// The WebRTC sessions, their sockets and what the loop must do for them.

@@ -6,6 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::time::Instant;
 
+pub(super) use super::webrtc_api::{PeerStatus, Refusal, Unit};
+
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Never {}
 
@@ -14,30 +16,6 @@ pub(super) struct WebRtc {
     never: Never,
     pub(super) created: u64,
     pub(super) ended: u64,
-}
-
-#[derive(Debug, Clone, Copy)]
-#[allow(dead_code)]
-pub(super) struct Unit<'a> {
-    pub(super) data: &'a [u8],
-    pub(super) idr: bool,
-    pub(super) media_time: u64,
-    pub(super) capture: Instant,
-    pub(super) sps: &'a [u8],
-    pub(super) pps: &'a [u8],
-}
-
-pub(super) type Refusal = (u16, String);
-
-#[derive(Debug, Clone, Copy)]
-pub(super) struct PeerStatus {
-    pub(super) id: u64,
-    pub(super) stream: usize,
-    pub(super) peer: Option<SocketAddr>,
-    pub(super) connected: bool,
-    pub(super) frames: u64,
-    pub(super) bytes: u64,
-    pub(super) keyframe_requests: u64,
 }
 
 impl WebRtc {
