@@ -15,7 +15,8 @@ use common::record::{complete_prefix, ffprobe, parse_complete, segments, Tmpfs};
 use uavstream::encode::software::{encode_frame, new_encoder, EncoderSettings};
 use uavstream::media::h264::{annex_b, nal_type, nal_unit_type};
 use uavstream::record::naming::parse_segment_name;
-use uavstream::record::writer::{repair, Repair, LATEST};
+use uavstream::record::repair::{repair, Repair};
+use uavstream::record::writer::LATEST;
 use uavstream::record::{FsyncPolicy, Recorder, RecorderSettings, RecorderState};
 use uavstream::source::testpattern::TestPattern;
 

@@ -7,6 +7,7 @@
 //! - [`writer`]: the [`Recorder`] the loop owns (bounded queue, writer thread, files).
 pub mod files;
 pub mod naming;
+pub mod repair;
 pub mod retention;
 pub mod segmenter;
 pub mod snapshot;
