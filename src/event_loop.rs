@@ -66,6 +66,7 @@ mod webrtc;
 #[cfg(not(feature = "webrtc"))]
 #[path = "event_loop/webrtc_off.rs"]
 mod webrtc;
+mod webrtc_api;
 mod whep;
 
 use std::io;
