@@ -15,11 +15,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
-use common::{have, run_with_timeout, Daemon};
+use common::{ffprobe_tcp, have, Daemon};
 
 static ONE_ENCODER_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -56,25 +54,7 @@ impl Capture {
 
 /// Reads `packets` video packets of `url` over RTSP/TCP with ffprobe.
 fn capture(url: &str, packets: usize) -> Capture {
-    let out = run_with_timeout(
-        Command::new("ffprobe").args([
-            "-v",
-            "error",
-            "-rtsp_transport",
-            "tcp",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "packet=pts,size",
-            "-of",
-            "csv=p=0",
-            "-read_intervals",
-            &format!("%+#{packets}"),
-            url,
-        ]),
-        Duration::from_secs(60),
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (text, stderr) = ffprobe_tcp(url, "packet=pts,size", false, packets);
     let (mut pts, mut sizes) = (Vec::new(), Vec::new());
     for line in text.lines() {
         let mut fields = line.split(',');
@@ -83,30 +63,8 @@ fn capture(url: &str, packets: usize) -> Capture {
         pts.push(p);
         sizes.push(s);
     }
-    assert!(
-        pts.len() >= packets.min(10),
-        "ffprobe read {} packets of {url}: {}\n{text}",
-        pts.len(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(pts.len() >= packets.min(10), "ffprobe read {} packets of {url}: {}\n{text}", pts.len(), stderr);
     Capture { pts, sizes }
-}
-
-/// The counter of the daemon's latest `stats: pipeline frames dropped N` line, waiting for one
-/// that comes after the capture.
-fn frames_dropped(d: &Daemon) -> u64 {
-    const NEEDLE: &str = "stats: pipeline frames dropped ";
-    let lines = |log: &str| log.lines().filter(|l| l.contains(NEEDLE)).count();
-    let before = lines(&d.log());
-    let t = Instant::now();
-    while lines(&d.log()) <= before {
-        assert!(t.elapsed() < Duration::from_secs(10), "no stats line:\n{}", d.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let log = d.log();
-    let line = log.lines().rfind(|l| l.contains(NEEDLE)).unwrap();
-    let after = line.split(NEEDLE).nth(1).unwrap();
-    after.split_whitespace().next().unwrap().parse().unwrap()
 }
 
 struct Case {
@@ -125,7 +83,7 @@ fn stream(case: &Case, frames: usize) -> (Capture, u64, String) {
         ["--codec", case.codec, "--width", &w, "--height", &h, "--bitrate", &b, "--fps", &fps, "--stats-interval", "1"];
     let mut d = Daemon::start(&args);
     let cap = capture(&d.url(), frames);
-    let dropped = frames_dropped(&d);
+    let dropped = d.frames_dropped_next_stats();
     let log = d.log_for_failure();
     (cap, dropped, log)
 }

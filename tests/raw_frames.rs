@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{have, run_with_timeout, Daemon};
+use common::{ffprobe_tcp, have, run_with_timeout, Daemon};
 use uavstream::raw::client::{RawClient, Received};
 
 const W: u32 = 320;
@@ -169,41 +169,11 @@ fn status_json(d: &Daemon) -> String {
 
 /// RTP timestamps (90 kHz) of `packets` video packets of `url`, read with ffprobe over TCP.
 fn rtp_pts(url: &str, packets: usize) -> Vec<i64> {
-    let out = run_with_timeout(
-        Command::new("ffprobe").args([
-            "-v",
-            "error",
-            "-rtsp_transport",
-            "tcp",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "packet=pts",
-            "-of",
-            "csv=p=0",
-            "-read_intervals",
-            &format!("%+#{packets}"),
-            url,
-        ]),
-        Duration::from_secs(60),
-    );
-    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().trim_end_matches(',').parse().ok()).collect()
-}
-
-/// The counter of the daemon's `stats: pipeline frames dropped N` line, from one that comes
-/// after the capture.
-fn frames_dropped(d: &Daemon) -> u64 {
-    const NEEDLE: &str = "stats: pipeline frames dropped ";
-    let lines = |log: &str| log.lines().filter(|l| l.contains(NEEDLE)).count();
-    let before = lines(&d.log());
-    let t = Instant::now();
-    while lines(&d.log()) <= before {
-        assert!(t.elapsed() < Duration::from_secs(10), "no stats line:\n{}", d.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let log = d.log();
-    let line = log.lines().rfind(|l| l.contains(NEEDLE)).unwrap_or_default();
-    line.split(NEEDLE).nth(1).and_then(|a| a.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+    ffprobe_tcp(url, "packet=pts", false, packets)
+        .0
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect()
 }
 
 #[test]
@@ -230,7 +200,7 @@ fn a_consumer_that_stops_reading_slows_neither_the_camera_nor_rtsp_nor_other_con
         let missing: i64 = pts.windows(2).map(|w| ((w[1] - w[0]) as f64 / 3000.0).round() as i64 - 1).sum();
         // A frame may be missing only where the machine could not keep up and the camera or
         // encoder counted it (as tests/frame_delivery allows), never because of a consumer.
-        let dropped = frames_dropped(&d);
+        let dropped = d.frames_dropped_next_stats();
         assert!(
             missing as u64 <= dropped,
             "RTP timestamps have {missing} frames missing, {dropped} counted: {pts:?}\n{}",

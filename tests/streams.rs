@@ -8,7 +8,9 @@ use std::net::UdpSocket;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ffmpeg_decode, gst_rtspsrc_decode_from, recv_with_tos, run_with_timeout, Daemon, RtspClient};
+use common::{
+    ffmpeg_decode, ffprobe_tcp, gst_rtspsrc_decode_from, recv_with_tos, run_with_timeout, Daemon, RtspClient,
+};
 
 /// What ffprobe saw of a stream: size, frames (distinct timestamps), media seconds they span,
 /// payload bytes.
@@ -33,25 +35,7 @@ impl Probe {
 
 /// Reads `packets` packets of `url` over RTSP/TCP with ffprobe.
 fn probe(url: &str, packets: usize) -> Probe {
-    let out = run_with_timeout(
-        Command::new("ffprobe").args([
-            "-v",
-            "error",
-            "-rtsp_transport",
-            "tcp",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=width,height:packet=pts_time,size",
-            "-read_intervals",
-            &format!("%+#{packets}"),
-            "-of",
-            "csv=p=1",
-            url,
-        ]),
-        Duration::from_secs(60),
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (text, stderr) = ffprobe_tcp(url, "stream=width,height:packet=pts_time,size", true, packets);
     let mut p = Probe { width: 0, height: 0, frames: 0, span_s: 0.0, bytes: 0 };
     let mut pts = BTreeSet::new();
     for line in text.lines() {
@@ -67,7 +51,7 @@ fn probe(url: &str, packets: usize) -> Probe {
             _ => {}
         }
     }
-    assert!(pts.len() > 10, "ffprobe {url}: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(pts.len() > 10, "ffprobe {url}: {text}\n{}", stderr);
     p.frames = pts.len();
     p.span_s = (pts.last().unwrap() - pts.first().unwrap()) as f64 / 90_000.0;
     p

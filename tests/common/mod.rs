@@ -134,6 +134,22 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+    /// The counter of the daemon's `stats: pipeline frames dropped N` line, from the first such
+    /// line logged after this call (waits up to 10 s for it).
+    pub fn frames_dropped_next_stats(&self) -> u64 {
+        const NEEDLE: &str = "stats: pipeline frames dropped ";
+        let lines = |log: &str| log.lines().filter(|l| l.contains(NEEDLE)).count();
+        let before = lines(&self.log());
+        let t = Instant::now();
+        while lines(&self.log()) <= before {
+            assert!(t.elapsed() < Duration::from_secs(10), "no stats line:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = self.log();
+        let line = log.lines().rfind(|l| l.contains(NEEDLE)).unwrap_or_default();
+        let n = line.split(NEEDLE).nth(1).and_then(|a| a.split_whitespace().next()).and_then(|n| n.parse().ok());
+        n.unwrap_or_else(|| panic!("no count in {line:?}"))
+    }
 
     /// Open file descriptors of the daemon.
     pub fn fds(&self) -> usize {
@@ -206,6 +222,32 @@ pub fn run_with_timeout_child(mut child: Child, limit: Duration) -> Output {
         std::thread::sleep(Duration::from_millis(20));
     };
     Output { status, stdout: o.join().unwrap(), stderr: e.join().unwrap() }
+}
+/// ffprobe's `-show_entries ENTRIES` of the first `packets` video packets of `url`, read over
+/// RTSP/TCP, as CSV (`-of csv=p=1` with `csv_prefix`, else `p=0`): stdout and stderr (at most
+/// 60 s).
+pub fn ffprobe_tcp(url: &str, entries: &str, csv_prefix: bool, packets: usize) -> (String, String) {
+    let read = format!("%+#{packets}");
+    let of = if csv_prefix { "csv=p=1" } else { "csv=p=0" };
+    let out = run_with_timeout(
+        Command::new("ffprobe").args([
+            "-v",
+            "error",
+            "-rtsp_transport",
+            "tcp",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            entries,
+            "-read_intervals",
+            &read,
+            "-of",
+            of,
+            url,
+        ]),
+        Duration::from_secs(60),
+    );
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// Decodes `frames` frames of `url` with ffmpeg over `transport` (`tcp`/`udp`) into framemd5;
