@@ -665,24 +665,29 @@ fn server_bench(a: &ServerArgs) {
         }
         let gst = row.last().expect("gst-rtsp-server's run");
         if tx == load::Transport::Udp {
-            // The same packets sent with the daemon's own send call and nothing else.
-            let load = load_average();
-            let f = floor::run(n, a.seconds);
-            println!(
-                "{:<16} {:<4} {:>4} {:>7.1} {:>7} {:>8} {:>7} {:>9} {:>17} {:>22} {:>6}  load {load}",
-                "kernel floor",
-                "udp",
-                n,
-                f.cpu_pct,
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-                format!("{}/{}/-", f.p50_us, f.p99_us),
-                "-"
-            );
-            for (name, r) in names.iter().zip(&row[..fanouts.len()]) {
+            // The same packets sent with the daemon's own send call and nothing else, by as
+            // many threads as each uavstream row.
+            let mut floor_of = Vec::new();
+            for &t in &fanouts {
+                let load = load_average();
+                let f = floor::run(n, a.seconds, t);
+                println!(
+                    "{:<16} {:<4} {:>4} {:>7.1} {:>7} {:>8} {:>7} {:>9} {:>17} {:>22} {:>6}  load {load}",
+                    if t == 1 { "kernel floor".to_owned() } else { format!("kernel floor x{t}") },
+                    "udp",
+                    n,
+                    f.cpu_pct,
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    format!("{}/{}/-", f.p50_us, f.p99_us),
+                    "-"
+                );
+                floor_of.push(f);
+            }
+            for ((name, r), f) in names.iter().zip(&row[..fanouts.len()]).zip(&floor_of) {
                 floors.push((name.clone(), n, f.p50_us, f.p99_us, f.cpu_pct, r.latency));
             }
         }
