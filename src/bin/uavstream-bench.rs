@@ -696,7 +696,7 @@ fn server_bench(a: &ServerArgs) {
         }
     }
     println!(
-        "uavstream's server-added latency / the kernel floor (same packets, the daemon's send call alone, one thread):"
+        "uavstream's server-added latency / the kernel floor (same packets, the daemon's send call alone, as many threads as the row):"
     );
     for (name, n, f50, f99, fcpu, lat) in &floors {
         if let Some((p50, p99, _)) = lat {
