@@ -446,4 +446,36 @@ mod tests {
         f.finish();
         assert!(f.outcome().iter().all(|d| d.reader.sent == 2 && d.reader.next == 8));
     }
+
+    #[test]
+    fn a_gso_refusal_in_a_sender_thread_comes_back_to_the_slot() {
+        let n = 8;
+        let (rxs, socks) = (receivers(n), sockets(n));
+        for s in &socks {
+            // Checksums off: the kernel refuses every GSO message on these sockets.
+            sys::test_disable_udp_checksum(s).unwrap();
+        }
+        let lens = [1200, 1200, 1200, 1200, 640];
+        let ring = ring_with(&lens);
+        let mut f = Fanout::start(2, socks, 64, 1500).unwrap();
+        f.clear();
+        for (i, rx) in rxs.iter().enumerate() {
+            f.add(i, rx.local_addr().unwrap(), &RingReader::default(), &UdpTx::new(true));
+        }
+        f.start_send(&ring);
+        f.finish();
+        let mut buf = [0u8; 2048];
+        for d in f.outcome() {
+            assert!(!d.tx.gso(), "slot {} still asks for GSO", d.slot);
+            assert_eq!((d.tx.gso_messages, d.tx.datagrams, d.reader.sent), (0, 5, 5));
+            for k in 0..5 {
+                let len = rxs[d.slot].recv(&mut buf).unwrap();
+                assert_eq!(&buf[..len], ring.get(k).unwrap().bytes);
+            }
+        }
+        let mut slot_tx = UdpTx::new(true);
+        slot_tx.merge(&f.outcome()[7].tx);
+        assert!(!slot_tx.gso());
+        assert_eq!(slot_tx.datagrams, 5);
+    }
 }
