@@ -4,10 +4,11 @@
 //! goes on (fork-join).
 //!
 //! ```text
-//!  loop:    catch_up each UDP slot ─▶ copy ring[min next..head) into the run ─▶ plan: (slot, dest,
-//!           start, GSO state) per slot, in fair order ─▶ share 1..T to the senders ─▶ send share 0
-//!           ─▶ take every share back ─▶ merge counters into the slots ─▶ carry on
-//!  sender k:            wait for a share ─▶ send it from the run (read-only) ─▶ hand it back
+//!  loop:     catch_up each UDP slot ─▶ plan: (slot, dest, start, GSO state) per slot, in fair
+//!            order ─▶ copy ring[earliest start..head) into the run ─▶ shares 1..T-1 to the
+//!            senders ─▶ write the interleaved (TCP) slots ─▶ send share 0 ─▶ take every share
+//!            back ─▶ merge what was sent and dropped into the slots ─▶ carry on
+//!  sender k:  wait for a share ─▶ send it from the run (read lock) ─▶ hand it back
 //! ```
 //!
 //! Invariants:
@@ -19,11 +20,16 @@
 //! - The run is a copy of the ring entries being sent, made before the shares go out and read
 //!   under a read lock only while the loop waits: the ring (written by the next access unit) is
 //!   never read by a sender, and no lock is held on anything the loop owns.
-//! - Fork-join: `send` returns only when every share is back; nothing a sender holds outlives
-//!   one access unit, and the loop's state after `send` is what the serial fan-out leaves.
+//! - Fork-join: [`Fanout::finish`] returns only when every share is back; nothing a sender
+//!   holds outlives one access unit, and the slots after it are as the serial fan-out leaves
+//!   them (same positions and counts; only the order of sends across clients differs). Between
+//!   [`Fanout::start_send`] and `finish` the loop touches only what no share holds: the
+//!   interleaved slots.
 //! - No allocation per packet or access unit: the run, the plan and every share have their
-//!   capacity from the start (`max-clients` destinations, a ring's worth of packets); the
-//!   shares travel in bounded channels (array-backed) as boxes that go back and forth.
+//!   capacity from the start (`max-clients` destinations, a ring's worth of packets: reserved,
+//!   resident only up to the largest access unit sent); the shares travel in bounded channels
+//!   (array-backed) as boxes that go back and forth. `tests/alloc.rs` counts the loop's
+//!   allocations with `fanout-threads=2`.
 //! - The sockets are the slots' own (bound at start, kept for the process's life), shared with
 //!   the senders once at start through `Arc`s: no fd is dup'ed, none is closed while a share is
 //!   out.
