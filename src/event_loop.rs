@@ -24,8 +24,9 @@
 //! `rtsp_conns` (RTSP connections), `slots` (session fan-out, client RTCP,
 //! sender reports), `feedback` (PLI/FIR → IDR, NACK → retransmission), `http` (HTTP
 //! connections), `status` (`/status`, `/metrics`), `multicast`, `side_jpeg`, `snapshots` (a
-//! camera's JPEG every interval), `udp_tx`, `cameras`, `latency_ring`,
-//! `ring_reader`. This file holds the fds, the tokens, the deadlines and the dispatch.
+//! camera's JPEG every interval), `udp_tx`, `fanout` (an access unit's UDP sends spread over
+//! threads), `cameras`, `latency_ring`, `ring_reader`. This file holds the fds, the tokens, the
+//! deadlines and the dispatch.
 //!
 //! Invariants:
 //! - Nothing here blocks: every socket is non-blocking; encoders are worker threads behind
@@ -36,7 +37,9 @@
 //!   backoff while every other stream, and every session, carries on.
 //! - UDP fan-out: every UDP reader (session slots, push, multicast) sends the ring bytes with
 //!   `sendmmsg(2)`, runs of equal-size packets as one UDP GSO message each, where the kernel and
-//!   the route allow it (see `udp_tx`); receivers get the same datagrams either way.
+//!   the route allow it (see `udp_tx`); receivers get the same datagrams either way. With
+//!   `fanout-threads` > 1, sender threads send an access unit to shares of the UDP slots while
+//!   the loop waits (fork-join); they only send, and never see session state (see `fanout`).
 //! - Latency first: a UDP send the kernel refuses is a dropped packet, never a queue; a TCP
 //!   client that falls behind the ring skips to the next IDR; per-connection output holds at
 //!   most one response and one partial packet.
@@ -47,6 +50,7 @@
 
 mod abr;
 mod cameras;
+mod fanout;
 mod feedback;
 mod http;
 mod idr;
@@ -152,6 +156,9 @@ pub struct EventLoop<'c> {
     keyframe_requests: Vec<u64>,
     /// Retransmissions per stream of sessions that ended (live sessions count their own).
     retransmitted_ended: Vec<u64>,
+    /// The fan-out threads, when `fanout-threads` > 1 (`None` while one access unit's fan-out
+    /// runs, and with one thread: the loop sends alone).
+    fanout: Option<fanout::Fanout>,
 }
 
 /// The configurable limits, as durations.
@@ -275,7 +282,7 @@ impl<'c> EventLoop<'c> {
         for (s, (rtp, rtcp, ports)) in sessions.iter_mut().zip(pairs) {
             s.server_ports = ports;
             slots.push(Slot {
-                rtp,
+                rtp: std::sync::Arc::new(rtp),
                 rtcp,
                 stream: 0,
                 dscp: cfg.dscp,
@@ -305,6 +312,15 @@ impl<'c> EventLoop<'c> {
             sessions,
             sys::random_u64(),
         );
+        let fanout = match cfg.fanout_threads {
+            0 | 1 => None,
+            t => Some(fanout::Fanout::start(
+                t,
+                slots.iter().map(|s: &Slot| std::sync::Arc::clone(&s.rtp)).collect(),
+                limits::RING_PACKETS,
+                cfg.max_rtp_packet().max(crate::rtp::jpeg::MIN_PACKET),
+            )?),
+        };
         let mut streams = Vec::with_capacity(pipelines.len());
         for (i, p) in pipelines.into_iter().enumerate() {
             streams.push(Stream::new(cfg, i, p, epoch, kernel_gso)?);
@@ -390,6 +406,7 @@ impl<'c> EventLoop<'c> {
             webrtc,
             publishers: publish::open(cfg, epoch),
             report_buf: String::new(),
+            fanout,
         };
         lp.start_cameras()?;
         Ok(lp)

@@ -109,6 +109,13 @@ impl Ring {
         (ends <= 1).then_some(k)
     }
 
+    /// Appends one packet (tests outside this module).
+    #[cfg(test)]
+    pub(crate) fn push_packet(&mut self, bytes: &[u8], keyframe_start: bool, marker: bool) {
+        self.slot_mut()[..bytes.len()].copy_from_slice(bytes);
+        self.commit(bytes.len(), keyframe_start, marker);
+    }
+
     fn slot_mut(&mut self) -> &mut [u8] {
         let s = (self.head % self.capacity() as u64) as usize;
         &mut self.buf[s * self.slot..(s + 1) * self.slot]

@@ -18,6 +18,9 @@ pub const MAX_INTERLEAVED_IN: usize = 2048;
 pub const DEFAULT_MAX_CLIENTS: usize = 16;
 pub const MAX_CLIENTS_LIMIT: usize = 8192;
 
+/// Most threads `fanout-threads` may ask for (the loop included).
+pub const MAX_FANOUT_THREADS: usize = 16;
+
 /// File descriptors the daemon may hold at once: two per session slot, one per RTSP and HTTP
 /// connection, and a margin for listeners, encoders, cameras, recorders and the like.
 pub fn fds_needed(max_clients: usize, max_pending_connections: usize, max_http_clients: usize) -> usize {

@@ -48,6 +48,21 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn streaming_to_ten_clients_allocates_nothing_on_the_loop() {
+    stream_and_count(1, 0);
+}
+
+/// With `fanout-threads=2` and eight more UDP clients of `/live` (enough to wake the sender
+/// thread): handing shares out and taking them back allocates nothing on the loop either.
+#[test]
+fn fanning_out_over_two_threads_allocates_nothing_on_the_loop() {
+    stream_and_count(2, 8);
+}
+
+/// One at a time: the count is global.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn stream_and_count(fanout_threads: usize, more_udp: usize) {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (a, b) = common::rtp_range(80);
     let group = std::net::Ipv4Addr::new(239, 255, 99, (std::process::id() % 250) as u8 + 1);
@@ -70,6 +85,9 @@ fn streaming_to_ten_clients_allocates_nothing_on_the_loop() {
             ("stream2.bitrate", "300k".to_owned()),
             ("stream3.path", "/mjpeg".to_owned()),
             ("stream3.codec", "mjpeg".to_owned()),
+            ("fanout-threads", fanout_threads.to_string()),
+            ("max-pending-connections", "64".to_owned()),
+            ("max-clients", "32".to_owned()),
         ] {
             raw.set(k, &v, uavstream::config::Origin::Flag);
         }
@@ -88,9 +106,10 @@ fn streaming_to_ten_clients_allocates_nothing_on_the_loop() {
     });
     ready_rx.recv().unwrap();
     let mut packets = Vec::new();
-    for i in 0..11 {
-        // The multicast receiver (i = 10) plays /live; the others are spread over the streams.
-        let path = ["/live", "/low", "/mjpeg"][if i == 10 { 0 } else { i % 3 }];
+    for i in 0..11 + more_udp {
+        // The multicast receiver (i = 10) and the UDP clients beyond it play /live; the others
+        // are spread over the streams.
+        let path = ["/live", "/low", "/mjpeg"][if i >= 10 { 0 } else { i % 3 }];
         let url = format!("rtsp://127.0.0.1:{port}{path}");
         packets.push(std::thread::spawn(move || -> u64 {
             let mut n = 0;
@@ -109,7 +128,7 @@ fn streaming_to_ten_clients_allocates_nothing_on_the_loop() {
                     }
                 }
                 assert!(n > 100, "the multicast receiver got only {n} packets");
-            } else if i % 2 == 0 {
+            } else if i % 2 == 0 && i < 10 {
                 let mut c = RtspClient::connect(&url);
                 c.play_tcp();
                 while t.elapsed() < Duration::from_secs(4) {
@@ -142,7 +161,7 @@ fn streaming_to_ten_clients_allocates_nothing_on_the_loop() {
     std::thread::sleep(Duration::from_millis(2000));
     let during = ALLOCS.load(Ordering::Relaxed) - before;
     let total: u64 = packets.into_iter().map(|h| h.join().unwrap()).sum();
-    eprintln!("figure: {during} heap allocations on the loop thread in 2 s of streaming to 10 clients and a multicast group ({total} packets received in 4 s)");
+    eprintln!("figure: {during} heap allocations on the loop thread in 2 s of streaming to {} clients and a multicast group, fanout-threads={fanout_threads} ({total} packets received in 4 s)", 10 + more_udp);
     assert!(total > 1000, "clients received only {total} packets");
     assert_eq!(during, 0, "the loop allocated while streaming");
 }

@@ -131,9 +131,33 @@ struct ServerArgs {
     /// working directory [a temporary directory]
     #[argh(option)]
     workdir: Option<PathBuf>,
-    /// only the UDP runs (N = 1, 10, 50, 100), not TCP
+    /// only the UDP runs (N = 1, 10, 50, 100, 300), not TCP
     #[argh(switch)]
     udp_only: bool,
+    /// uavstream's fanout-threads, one uavstream row each, comma-separated, e.g. 1,2 [1]
+    #[argh(option, default = "String::from(\"1\")")]
+    fanout_threads: String,
+    /// only these client counts, comma-separated, e.g. 100,300 [all]
+    #[argh(option)]
+    clients: Option<String>,
+}
+
+impl ServerArgs {
+    fn defaults() -> ServerArgs {
+        ServerArgs { seconds: 6, workdir: None, udp_only: false, fanout_threads: "1".into(), clients: None }
+    }
+}
+
+/// A comma-separated list of numbers; exits 2 naming the option on a bad one.
+fn number_list(option: &str, v: &str) -> Vec<usize> {
+    v.split(',')
+        .map(|x| {
+            x.trim().parse().unwrap_or_else(|_| {
+                eprintln!("--{option}: {x:?} is not a number");
+                std::process::exit(2)
+            })
+        })
+        .collect()
 }
 
 /// time from PLAY to the first IDR for late joiners, both servers
@@ -195,7 +219,7 @@ fn main() {
                 workdir: None,
             });
             println!();
-            server_bench(&ServerArgs { seconds: 6, workdir: None, udp_only: false });
+            server_bench(&ServerArgs::defaults());
             println!();
             join_bench(&JoinArgs { joiners: 12, workdir: None });
         }
@@ -587,25 +611,44 @@ fn server_bench(a: &ServerArgs) {
         (load::Transport::Tcp, 10),
         (load::Transport::Tcp, 50),
     ];
+    let fanouts = number_list("fanout-threads", &a.fanout_threads);
+    let only = a.clients.as_deref().map(|c| number_list("clients", c));
+    // One row per uavstream variant, then gst-rtsp-server's.
+    let names: Vec<String> = fanouts
+        .iter()
+        .map(|&t| if t == 1 { "uavstream".to_owned() } else { format!("uavstream x{t}") })
+        .chain(["gst-rtsp-server".to_owned()])
+        .collect();
     let mut ratios = Vec::new();
     let mut floors = Vec::new();
     for (tx, n) in runs {
-        if a.udp_only && tx != load::Transport::Udp {
+        if a.udp_only && tx != load::Transport::Udp || only.as_ref().is_some_and(|o| !o.contains(&n)) {
             continue;
         }
         let mut row = Vec::new();
-        for which in ["uavstream", "gst-rtsp-server"] {
+        for (k, which) in names.iter().enumerate() {
             let port = free_port();
-            let server = if which == "uavstream" {
-                peers::Server::uavstream(&bin, port, &["--source", &format!("file:{}", h264.display()), "--fps", "30"])
-            } else {
-                peers::Server::gst(&script, port, &launch)
+            let server = match fanouts.get(k) {
+                Some(t) => peers::Server::uavstream(
+                    &bin,
+                    port,
+                    &[
+                        "--source",
+                        &format!("file:{}", h264.display()),
+                        "--fps",
+                        "30",
+                        "--fanout-threads",
+                        &t.to_string(),
+                    ],
+                ),
+                None => peers::Server::gst(&script, port, &launch),
             };
             std::thread::sleep(Duration::from_millis(500));
+            let load = load_average();
             let r = measure(&server, n, tx, a.seconds);
             let lat = r.latency.map_or("-".to_owned(), |(p50, p99, max)| format!("{p50}/{p99}/{max}"));
             println!(
-                "{:<16} {:<4} {:>4} {:>7.1} {:>7.1} {:>8.1} {:>7.3} {:>9} {:>17} {:>22} {:>6}",
+                "{:<16} {:<4} {:>4} {:>7.1} {:>7.1} {:>8.1} {:>7.3} {:>9} {:>17} {:>22} {:>6}  load {load}",
                 which,
                 if tx == load::Transport::Udp { "udp" } else { "tcp" },
                 n,
@@ -620,42 +663,54 @@ fn server_bench(a: &ServerArgs) {
             );
             row.push(r);
         }
+        let gst = row.last().expect("gst-rtsp-server's run");
         if tx == load::Transport::Udp {
-            // The same packets sent with the daemon's own send call and nothing else.
-            let f = floor::run(n, a.seconds);
-            println!(
-                "{:<16} {:<4} {:>4} {:>7.1} {:>7} {:>8} {:>7} {:>9} {:>17} {:>22} {:>6}",
-                "kernel floor",
-                "udp",
-                n,
-                f.cpu_pct,
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-                format!("{}/{}/-", f.p50_us, f.p99_us),
-                "-"
-            );
-            floors.push((n, f, row[0].latency));
+            // The same packets sent with the daemon's own send call and nothing else, by as
+            // many threads as each uavstream row.
+            let mut floor_of = Vec::new();
+            for &t in &fanouts {
+                let load = load_average();
+                let f = floor::run(n, a.seconds, t);
+                println!(
+                    "{:<16} {:<4} {:>4} {:>7.1} {:>7} {:>8} {:>7} {:>9} {:>17} {:>22} {:>6}  load {load}",
+                    if t == 1 { "kernel floor".to_owned() } else { format!("kernel floor x{t}") },
+                    "udp",
+                    n,
+                    f.cpu_pct,
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    format!("{}/{}/-", f.p50_us, f.p99_us),
+                    "-"
+                );
+                floor_of.push(f);
+            }
+            for ((name, r), f) in names.iter().zip(&row[..fanouts.len()]).zip(&floor_of) {
+                floors.push((name.clone(), n, f.p50_us, f.p99_us, f.cpu_pct, r.latency));
+            }
         }
-        ratios.push((tx, n, row[0].cpu_pct / row[1].cpu_pct, row[0].rss_mib / row[1].rss_mib));
+        for (name, r) in names.iter().zip(&row[..fanouts.len()]) {
+            ratios.push((name.clone(), tx, n, r.cpu_pct / gst.cpu_pct, r.rss_mib / gst.rss_mib));
+        }
     }
-    println!("uavstream's server-added latency / the kernel floor (same packets, the daemon's send call alone):");
-    for (n, f, lat) in &floors {
+    println!(
+        "uavstream's server-added latency / the kernel floor (same packets, the daemon's send call alone, as many threads as the row):"
+    );
+    for (name, n, f50, f99, fcpu, lat) in &floors {
         if let Some((p50, p99, _)) = lat {
             println!(
-                "  udp  N={n:<4} p50 {:.2}  p99 {:.2}  (floor cpu {:.1} %)",
-                *p50 as f64 / f.p50_us.max(1) as f64,
-                *p99 as f64 / f.p99_us.max(1) as f64,
-                f.cpu_pct
+                "  {name:<14} udp  N={n:<4} p50 {:.2}  p99 {:.2}  (floor cpu {fcpu:.1} %)",
+                *p50 as f64 / (*f50).max(1) as f64,
+                *p99 as f64 / (*f99).max(1) as f64,
             );
         }
     }
     println!("uavstream / gst-rtsp-server:");
-    for (tx, n, cpu, rss) in ratios {
+    for (name, tx, n, cpu, rss) in ratios {
         println!(
-            "  {:<4} N={:<4} cpu {:.2}  rss {:.2}",
+            "  {name:<14} {:<4} N={:<4} cpu {:.2}  rss {:.2}",
             if tx == load::Transport::Udp { "udp" } else { "tcp" },
             n,
             cpu,
@@ -665,6 +720,13 @@ fn server_bench(a: &ServerArgs) {
     if a.workdir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// The 1-minute load average and the machine's CPU count (`uptime`'s figure), as `1.23/2`.
+fn load_average() -> String {
+    let avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{}/{cpus}", avg.split_whitespace().next().unwrap_or("?"))
 }
 
 /// One client plays throughout; `joiners` join one after another at varying phases.

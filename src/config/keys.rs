@@ -100,6 +100,7 @@ pub const KEYS: &[Key] = &[
     key("listen", G, "0.0.0.0", "address the RTSP server listens on"),
     key("port", G, "8554", "RTSP TCP port"),
     key("max-clients", G, "16", "RTSP session slots, allocated at start; more get 503"),
+    key("fanout-threads", G, "1", "threads that send each access unit to the UDP clients: 1 = the loop alone; N = the loop and N-1 sender threads, which only send (for hundreds of UDP clients on a multi-core board)"),
     key("rtp-ports", G, "50000-50999", "UDP port range for per-session RTP/RTCP pairs"),
     key("mtu", G, "1500", "link MTU; RTP packets are sized to fit IPv4 and IPv6"),
     key("session-timeout", G, "60", "seconds of silence before an RTSP session expires"),

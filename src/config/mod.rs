@@ -396,6 +396,7 @@ impl RawConfig {
             listen: p.field(g("listen"), |v| v.parse::<IpAddr>().map_err(|_| "not an IP address".into()))?,
             port: p.num(g("port"), 1, 65535)? as u16,
             max_clients,
+            fanout_threads: p.num(g("fanout-threads"), 1, limits::MAX_FANOUT_THREADS as u32)? as usize,
             rtp_ports,
             mtu: p.num(g("mtu"), limits::MIN_MTU as u32, limits::MAX_RTP_PACKET as u32)? as usize,
             session_timeout: p.num(g("session-timeout"), 5, 3600)?,
@@ -514,6 +515,9 @@ pub struct Config {
     pub listen: IpAddr,
     pub port: u16,
     pub max_clients: usize,
+    /// Threads that send an access unit to the UDP session slots: the loop and
+    /// `fanout_threads - 1` sender threads (see `event_loop::fanout`).
+    pub fanout_threads: usize,
     pub rtp_ports: (u16, u16),
     pub mtu: usize,
     pub session_timeout: u32,

@@ -80,6 +80,19 @@ fn cmdline_keys_use_kernel_quoting_and_dash_underscore_equivalence() {
 }
 
 #[test]
+fn fanout_threads_in_all_three_spellings() {
+    assert_eq!(RawConfig::new().resolve().unwrap().fanout_threads, 1);
+    let mut raw = RawConfig::new();
+    raw.apply_cmdline("uavstream.fanout-threads=4");
+    assert_eq!(raw.resolve().unwrap().fanout_threads, 4);
+    raw.apply_env(env(&[("UAVSTREAM_FANOUT_THREADS", "3")]));
+    assert_eq!(raw.resolve().unwrap().fanout_threads, 3);
+    raw.set("fanout-threads", "2", Origin::Flag);
+    assert_eq!(raw.get("fanout-threads"), ("2", Origin::Flag));
+    assert_eq!(raw.resolve().unwrap().fanout_threads, 2);
+}
+
+#[test]
 fn unknown_keys_warn() {
     let mut raw = RawConfig::new();
     raw.apply_cmdline("uavstream.widht=1 uavstream.fps uavstream.width=320");
@@ -107,6 +120,8 @@ fn bad_values_name_key_value_and_origin() {
         ("encoder", "x264", Origin::Flag, "--encoder"),
         ("path", "live", Origin::Flag, "--path"),
         ("max-clients", "0", Origin::Flag, "--max-clients"),
+        ("fanout-threads", "0", Origin::Flag, "--fanout-threads"),
+        ("fanout-threads", "17", Origin::KernelCmdline, "uavstream.fanout-threads"),
         ("rtp-ports", "6000-6010", Origin::Flag, "--rtp-ports"),
         ("rtp-ports", "7000-6000", Origin::Flag, "--rtp-ports"),
         ("mtu", "100", Origin::Flag, "--mtu"),

@@ -12,7 +12,7 @@ use super::udp_tx::UdpTx;
 use crate::hub::Ring;
 use crate::sys;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub(super) struct RingReader {
     /// Next ring index to send.
     pub(super) next: u64,
@@ -50,6 +50,19 @@ impl RingReader {
             }
         }
         true
+    }
+
+    /// The same position with zero counts, for a fan-out thread (see `fanout`).
+    pub(super) fn detached(&self) -> RingReader {
+        RingReader { next: self.next, waiting_keyframe: self.waiting_keyframe, ..RingReader::default() }
+    }
+
+    /// Takes back what a [`RingReader::detached`] copy did: its position and counts.
+    pub(super) fn merge(&mut self, part: &RingReader) {
+        self.next = part.next;
+        self.sent += part.sent;
+        self.bytes += part.bytes;
+        self.dropped += part.dropped;
     }
 
     /// The next packets to send, up to `batch.len()`; how many.

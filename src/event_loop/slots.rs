@@ -8,6 +8,7 @@
 
 use std::io::{self, IoSlice, Write};
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::ring_reader::RingReader;
@@ -20,7 +21,8 @@ use crate::sys;
 /// A session slot's sockets and fan-out position.
 #[derive(Debug)]
 pub(super) struct Slot {
-    pub(super) rtp: UdpSocket,
+    /// Shared with the fan-out threads (see `fanout`), which only send on it.
+    pub(super) rtp: Arc<UdpSocket>,
     pub(super) rtcp: UdpSocket,
     /// The stream its session plays (index into the loop's streams).
     pub(super) stream: usize,

@@ -401,12 +401,7 @@ impl EventLoop<'_> {
             let n = self.slots.len();
             let first = self.streams[si].fanout_start % n.max(1);
             self.streams[si].fanout_start = self.streams[si].fanout_start.wrapping_add(1);
-            for k in 0..n {
-                let s = (first + k) % n;
-                if self.slots[s].stream == si {
-                    self.pump(s, now);
-                }
-            }
+            self.fan_out(si, first, now);
             if let Some(h) = self.http.as_mut() {
                 h.pump_stream(si, now);
             }

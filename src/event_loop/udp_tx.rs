@@ -38,7 +38,7 @@ pub(super) fn kernel_gso() -> bool {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(super) struct UdpTx {
     /// The kernel has GSO.
     kernel: bool,
@@ -59,6 +59,19 @@ impl UdpTx {
     /// The sender gets a new destination: try GSO again, when the kernel has it.
     pub(super) fn new_destination(&mut self) {
         self.gso = self.kernel;
+    }
+
+    /// The same sender's state with zero counts, for a fan-out thread (see `fanout`).
+    pub(super) fn detached(&self) -> UdpTx {
+        UdpTx { gso_messages: 0, gso_packets: 0, datagrams: 0, ..*self }
+    }
+
+    /// Takes back what a [`UdpTx::detached`] copy did: its counts and GSO state.
+    pub(super) fn merge(&mut self, part: &UdpTx) {
+        self.gso = part.gso;
+        self.gso_messages += part.gso_messages;
+        self.gso_packets += part.gso_packets;
+        self.datagrams += part.datagrams;
     }
 
     /// Whether GSO is asked for on this sender now.

@@ -27,8 +27,10 @@ fn thread_cpu() -> Duration {
     Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
 }
 
-/// Runs the floor with `n` receivers for `seconds`.
-pub fn run(n: usize, seconds: u64) -> Floor {
+/// Runs the floor with `n` receivers for `seconds`, sent by `threads` threads: each sends every
+/// access unit to its share of the receivers, and the unit is done when all are (the fork-join
+/// of `fanout-threads`, with nothing else). CPU % is the sender threads' together.
+pub fn run(n: usize, seconds: u64, threads: usize) -> Floor {
     const PACKET: usize = 1400;
     let gso = uavstream::sys::udp_gso_probe(&UdpSocket::bind("127.0.0.1:0").expect("udp")).is_ok();
     let receivers: Vec<UdpSocket> = (0..n)
@@ -68,24 +70,59 @@ pub fn run(n: usize, seconds: u64) -> Floor {
     let payload = vec![0x5au8; PACKET];
     let mut times = Vec::new();
     let period = Duration::from_secs_f64(1.0 / 30.0);
-    let start = Instant::now();
-    let cpu0 = thread_cpu();
-    let mut k = 0u32;
-    while start.elapsed() < Duration::from_secs(seconds) {
-        std::thread::sleep((start + period * k).saturating_duration_since(Instant::now()));
-        let bytes = if k % 30 == 0 { unit * 4 } else { unit };
-        let count = bytes.div_ceil(PACKET);
+    let threads = threads.clamp(1, n.max(1));
+    let per = n.div_ceil(threads).max(1);
+    let shares: Vec<(&[UdpSocket], &[SocketAddr])> = senders.chunks(per).zip(dests.chunks(per)).collect();
+    // Packets of the current unit, and whether the run is over (read after the first barrier).
+    let count = std::sync::atomic::AtomicUsize::new(0);
+    let done = AtomicBool::new(false);
+    let barrier = std::sync::Barrier::new(shares.len());
+    let send_share = |share: &(&[UdpSocket], &[SocketAddr]), count: usize| {
         let packets: Vec<&[u8]> = (0..count).map(|_| &payload[..]).collect();
-        let t0 = Instant::now();
-        for (sock, dest) in senders.iter().zip(&dests) {
+        for (sock, dest) in share.0.iter().zip(share.1) {
             for chunk in packets.chunks(uavstream::sys::BATCH) {
                 let _ = uavstream::sys::send_packets(sock, dest, chunk, gso);
             }
         }
-        times.push(t0.elapsed().as_micros() as u64);
-        k += 1;
-    }
-    let cpu = thread_cpu() - cpu0;
+    };
+    let start = Instant::now();
+    let cpu0 = thread_cpu();
+    let helpers_cpu = std::thread::scope(|scope| {
+        let helpers: Vec<_> = shares[1..]
+            .iter()
+            .map(|share| {
+                let (barrier, count, done, send_share) = (&barrier, &count, &done, &send_share);
+                scope.spawn(move || {
+                    let cpu0 = thread_cpu();
+                    loop {
+                        barrier.wait();
+                        if done.load(Ordering::Acquire) {
+                            break;
+                        }
+                        send_share(share, count.load(Ordering::Acquire));
+                        barrier.wait();
+                    }
+                    thread_cpu() - cpu0
+                })
+            })
+            .collect();
+        let mut k = 0u32;
+        while start.elapsed() < Duration::from_secs(seconds) {
+            std::thread::sleep((start + period * k).saturating_duration_since(Instant::now()));
+            let bytes = if k % 30 == 0 { unit * 4 } else { unit };
+            count.store(bytes.div_ceil(PACKET), Ordering::Release);
+            let t0 = Instant::now();
+            barrier.wait();
+            send_share(&shares[0], bytes.div_ceil(PACKET));
+            barrier.wait();
+            times.push(t0.elapsed().as_micros() as u64);
+            k += 1;
+        }
+        done.store(true, Ordering::Release);
+        barrier.wait();
+        helpers.into_iter().map(|h| h.join().unwrap_or_default()).sum::<Duration>()
+    });
+    let cpu = thread_cpu() - cpu0 + helpers_cpu;
     let wall = start.elapsed();
     stop.store(true, Ordering::Relaxed);
     let _ = drain.join();
