@@ -177,9 +177,9 @@ mod tests {
         assert!(write_sdp(&p, &mut [0u8; 64]).is_err());
     }
 
-    #[test]
-    fn feedback_offer_is_avpf_with_rtcp_fb_and_rtx_after_the_media_payload_type() {
-        let p = SdpParams {
+    /// An H.264 stream at 30 fps whose parameter sets are not known yet.
+    fn h264_without_sets() -> SdpParams<'static> {
+        SdpParams {
             session_id: 42,
             session_version: 1,
             origin_addr: "127.0.0.1",
@@ -190,7 +190,12 @@ mod tests {
             pps: &[],
             framerate: 30,
             bandwidth_kbps: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn feedback_offer_is_avpf_with_rtcp_fb_and_rtx_after_the_media_payload_type() {
+        let p = h264_without_sets();
         let offer = FeedbackOffer { rtx: Some(RtxOffer { pt: 97, time_ms: 574 }) };
         let mut buf = [0xa5u8; 1024];
         let n = write_sdp_offer(&p, Some(&offer), &mut buf).unwrap();
@@ -216,18 +221,7 @@ mod tests {
 
     #[test]
     fn keyframe_requests_only_offer_pli_and_fir_without_nack_or_rtx() {
-        let p = SdpParams {
-            session_id: 42,
-            session_version: 1,
-            origin_addr: "127.0.0.1",
-            codec: Codec::H264,
-            payload_type: 96,
-            destination: None,
-            sps: &[],
-            pps: &[],
-            framerate: 30,
-            bandwidth_kbps: 0,
-        };
+        let p = h264_without_sets();
         let offer = FeedbackOffer { rtx: None };
         let mut buf = [0xa5u8; 1024];
         let n = write_sdp_offer(&p, Some(&offer), &mut buf).unwrap();
