@@ -5,6 +5,8 @@
 //!   at least 95 % of the frames without error through 5 % random loss, while ffmpeg (offered
 //!   plain `RTP/AVP`, no NACK) still plays the same stream.
 //! - A PLI (hand-made, on the session's RTCP port) makes the encoder send an IDR at once.
+//! - GStreamer itself (`rtph264depay request-keyframe=true`) sends PLIs when it loses packets,
+//!   with `nack` off (offered PLI/FIR only) and on, and the encoder answers them with IDRs.
 //! - ffmpeg plays an `RTP/AVPF` offer too (`nack=all`), taking the first payload type.
 //!
 //! The figure of merit is clean decoded frames over the frames the stream carried while the
@@ -61,10 +63,12 @@ impl GstRun {
 }
 
 /// Plays `url` with GStreamer over UDP for `frames` decoded frames (or until `limit`), counting
-/// decoded frames from fakesink's per-buffer messages.
-fn gst_play(url: &str, retransmission: bool, frames: usize, limit: Duration) -> GstRun {
+/// decoded frames from fakesink's per-buffer messages. With `request_keyframe` the depayloader
+/// asks upstream for a keyframe when it sees packets missing (rtpsession sends that as a PLI).
+fn gst_play(url: &str, retransmission: bool, request_keyframe: bool, frames: usize, limit: Duration) -> GstRun {
     let location = format!("location={url}");
     let rtx = format!("do-retransmission={retransmission}");
+    let keyframe = format!("request-keyframe={request_keyframe}");
     let eos = format!("eos-after={frames}");
     let out = run_with_timeout(
         Command::new("gst-launch-1.0").args([
@@ -77,6 +81,7 @@ fn gst_play(url: &str, retransmission: bool, frames: usize, limit: Duration) -> 
             &rtx,
             "!",
             "rtph264depay",
+            &keyframe,
             "!",
             "h264parse",
             "!",
@@ -131,7 +136,7 @@ fn gstreamer_with_retransmission_decodes_through_5_percent_loss_and_ffmpeg_still
     let Some(mut link) = link_or_skip("lossy link test") else { return };
     let mut d = Daemon::start_in(&link, STREAM_720P30, &[]);
     link.set_loss(Side::Host, 5).unwrap();
-    let run = gst_play(&d.url(), true, 240, Duration::from_secs(60));
+    let run = gst_play(&d.url(), true, false, 240, Duration::from_secs(60));
     // The stream's frame rate over the last seconds of the run (the measurement window is full
     // by now): the encoder may not keep 30 fps on a loaded machine.
     let st = status(&d);
@@ -222,6 +227,48 @@ fn a_pli_on_the_rtcp_port_makes_the_encoder_send_an_idr() {
     assert_eq!(field(&st, "keyframe_requests"), Some(1.0), "{st}");
     assert_eq!(field(&st, "plis"), Some(1.0), "{st}");
     drop(rtcp);
+}
+
+#[test]
+fn gstreamer_sends_plis_when_it_loses_packets_and_gets_idrs_with_nack_off_and_on() {
+    let Some(mut link) = link_or_skip("GStreamer PLI test") else { return };
+    link.set_loss(Side::Host, 5).unwrap();
+    for nack in ["off", "on"] {
+        // IDRs otherwise only every 300 frames (10 s), so the PLIs' IDRs stand out.
+        let d = Daemon::start_in(
+            &link,
+            &["--width", "640", "--height", "360", "--bitrate", "1M", "--idr-interval", "300", "--nack", nack],
+            &[],
+        );
+        let run = gst_play(&d.url(), false, true, 150, Duration::from_secs(40));
+        let st = status(&d);
+        let log = d.log();
+        // The session's end line: "...; PLI/FIR <n>".
+        let plis: u64 = log
+            .lines()
+            .filter(|l| l.contains(" ended ("))
+            .filter_map(|l| l.rsplit("PLI/FIR ").next()?.trim().parse::<u64>().ok())
+            .sum();
+        let (units, idrs, requests) = (
+            field(&st, "access_units").unwrap_or(0.0),
+            field(&st, "idrs").unwrap_or(0.0),
+            field(&st, "keyframe_requests").unwrap_or(0.0),
+        );
+        // Without PLIs: the first IDR, one every 300 access units, and the join's.
+        let periodic = (units / 300.0).floor() + 2.0;
+        println!(
+            "nack {nack}: GStreamer sent {plis} PLIs ({requests} keyframe requests); {idrs} IDRs in {units} access units (without PLIs at most {periodic}); {} frames decoded; link dropped {} datagrams",
+            run.decoded,
+            link.dropped(Side::Host)
+        );
+        assert!(log.contains("(RTP/AVPF)"), "nack {nack}: GStreamer did not set up RTP/AVPF:\n{log}");
+        assert!(run.decoded > 30, "nack {nack}: GStreamer decoded too little:\n{}\n{log}", run.output);
+        assert!(plis >= 3 && requests >= plis as f64, "nack {nack}: {plis} PLIs from GStreamer:\n{st}\n{log}");
+        assert!(idrs >= periodic + 2.0, "nack {nack}: {idrs} IDRs ({periodic} periodic) for {plis} PLIs:\n{st}\n{log}");
+        if nack == "off" {
+            assert!(log.contains("retransmitted 0;"), "nack off retransmitted:\n{log}");
+        }
+    }
 }
 
 fn send_rtcp(sock: &UdpSocket, d: &Daemon, port: u16, pkt: &[u8]) {

@@ -20,7 +20,7 @@
 //! - `scale`: the software scaler against ffmpeg's swscale (`flags=area`): ms per frame.
 //! - `latency`: capture → decoded pixels of the time-coded test pattern, read back from frames
 //!   decoded by ffmpeg and GStreamer, against gst-rtsp-server fed the same pattern (see
-//!   `bench/latency.rs`).
+//!   `bench/latency.rs`); with `--url`, one client of a running daemon (`scripts/bench-lossy`).
 //! - `raw`: the raw-frame socket, capture → consumer latency p50/p99/max with 1 and 10
 //!   consumers at 1920x1080 30 fps, frames each consumer was skipped, and the daemon's CPU.
 //!   No peer: the figure is against the 10 ms target.
@@ -206,7 +206,9 @@ fn main() {
         Cmd::Delivery(a) => delivery_bench(&a),
         Cmd::Scale(a) => print!("{}", scale::run_args(&a)),
         Cmd::Latency(a) => {
-            print_machine();
+            if !a.one_client() {
+                print_machine();
+            }
             latency::latency_bench(&a);
         }
         Cmd::Raw(a) => print!("{}", raw::run_args(&uavstream_bin(), &a)),

@@ -119,7 +119,7 @@ pub const KEYS: &[Key] = &[
     key("webrtc-interfaces", G, "", "interface names or IP addresses offered to browsers as ICE host candidates, comma-separated; empty = every IPv4 address of every up interface"),
     key("max-webrtc-sessions", G, "4", "WebRTC (WHEP) session slots; more get 503"),
     key("max-http-clients", G, "8", "HTTP connection slots, allocated at start; an idle keep-alive one gives way, else 503"),
-    key("nack", G, "off", "off | on | all: offer RTP/AVPF with NACK retransmission (RTX) and PLI/FIR to none, to clients known to use it (GStreamer, QGroundControl: give them a jitter buffer of 100 ms or more), or to every client (VLC cannot play then)"),
+    key("nack", G, "off", "off | on | all: offer RTP/AVPF with NACK retransmission (RTX) and PLI/FIR to none (GStreamer still gets PLI/FIR), to clients known to use it (GStreamer, QGroundControl: give them a jitter buffer of 100 ms or more), or to every client (VLC cannot play then)"),
     key("nack-window", G, "auto", "ms after sending a packet it may still be retransmitted (the receiver's jitter-buffer latency); auto = one frame interval + the session's RTT + 40 ms"),
     key("dscp", G, "0", "DSCP of all media packets: RTP/RTCP over UDP, RTSP and HTTP connections, multicast, push mode (IP_TOS = dscp << 2), e.g. 46 (EF); 0 = unmarked; streamN.dscp overrides it for a stream's UDP"),
 ];

@@ -5,9 +5,10 @@
 //! header on the stack (`sendmsg(2)` with two iovecs: no copy of the payload).
 //!
 //! Invariants:
-//! - Only sessions that set up `RTP/AVPF` over unicast UDP get retransmissions (they have a
-//!   [`Retransmitter`]); TCP-interleaved and multicast sessions, and `RTP/AVP` clients (which
-//!   would not know the RTX payload type), never do.
+//! - Only sessions that set up `RTP/AVPF` over unicast UDP while `nack` is `on` or `all` get
+//!   retransmissions (they have a [`Retransmitter`]); TCP-interleaved and multicast sessions,
+//!   `RTP/AVP` clients (which would not know the RTX payload type), and `RTP/AVPF` sessions of
+//!   `nack=off` (offered PLI/FIR only, no RTX payload type) never do.
 //! - A retransmission the kernel refuses is dropped, never queued; nothing here allocates.
 //! - A passthrough stream cannot make IDRs: a PLI is logged at debug level and ignored.
 
@@ -71,7 +72,8 @@ impl EventLoop<'_> {
     pub(super) fn arm_retransmission(&mut self, slot: usize, now: Instant) {
         let sess = self.server.sessions()[slot];
         let udp_avpf = matches!(sess.delivery, crate::rtsp::session::Delivery::Udp { .. })
-            && sess.profile == crate::rtsp::transport::Profile::Avpf;
+            && sess.profile == crate::rtsp::transport::Profile::Avpf
+            && self.cfg.nack != crate::rtsp::session::FeedbackPolicy::Off;
         let core_now = self.core_now(now);
         let s = &mut self.slots[slot];
         s.rtx = udp_avpf.then(|| {

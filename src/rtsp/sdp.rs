@@ -5,10 +5,13 @@
 //! `sprop-parameter-sets` always match what is on the wire. The same writer makes the SDP of
 //! push mode (`--sdp-out`), where `c=` names the destination and `m=` its port.
 //!
-//! With a [`FeedbackOffer`] the media is offered as `RTP/AVPF` (RFC 4585) with
-//! `a=rtcp-fb` (generic NACK; for H.264 also PLI and FIR, RFC 5104) and an RTX payload type
-//! (RFC 4588 §8.6: `rtx/90000`, `apt=`, `rtx-time=`) listed after the media's own, so clients
-//! that take the first payload type (ffmpeg, retina) keep decoding it. live555 (VLC) refuses an
+//! With a [`FeedbackOffer`] the media is offered as `RTP/AVPF` (RFC 4585) with `a=rtcp-fb`: for
+//! H.264 keyframe requests (PLI and FIR, RFC 5104), and with retransmission ([`RtxOffer`]) also
+//! generic NACK and an RTX payload type (RFC 4588 §8.6: `rtx/90000`, `apt=`, `rtx-time=`) listed
+//! after the media's own, so clients that take the first payload type (ffmpeg, retina) keep
+//! decoding it. An offer without retransmission is keyframe requests only: GStreamer sends PLIs
+//! only for a media whose SDP has `nack pli`, and sends no NACKs (nor waits for their answers)
+//! without `nack`. live555 (VLC) refuses an
 //! `m=` line whose profile is not exactly `RTP/AVP`, so the session core decides per client
 //! whether to offer it (see `session.rs`).
 
@@ -38,13 +41,28 @@ pub struct SdpParams<'a> {
     pub bandwidth_kbps: u32,
 }
 
-/// Feedback and retransmission offered with the media.
+/// Feedback (and retransmission) offered with the media.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FeedbackOffer {
+    /// Generic NACK answered by retransmission; `None`: keyframe requests (PLI/FIR) only.
+    pub rtx: Option<RtxOffer>,
+}
+
+/// Retransmission offered: generic NACK and an RTX payload type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtxOffer {
     /// Payload type of retransmissions.
-    pub rtx_pt: u8,
+    pub pt: u8,
     /// How long after sending a packet it may still be retransmitted (ms).
-    pub rtx_time_ms: u32,
+    pub time_ms: u32,
+}
+
+impl FeedbackOffer {
+    /// What of `self` a `codec` stream can use: JPEG frames are all keyframes, so a JPEG stream
+    /// without retransmission has nothing to offer (plain `RTP/AVP`).
+    fn for_codec(self, codec: Codec) -> Option<FeedbackOffer> {
+        (codec == Codec::H264 || self.rtx.is_some()).then_some(self)
+    }
 }
 
 /// Writes the SDP (plain `RTP/AVP`); returns the number of bytes written.
@@ -66,16 +84,18 @@ pub fn write_sdp_offer(p: &SdpParams<'_>, feedback: Option<&FeedbackOffer>, buf:
          a=tool:uavstream\r\na=type:broadcast\r\na=control:*\r\na=range:npt=now-\r\n",
         p.session_id, p.session_version, ip, p.origin_addr, conn_ip, conn_addr,
     ))?;
-    match feedback {
+    let feedback = feedback.and_then(|f| f.for_codec(p.codec));
+    match feedback.map(|f| f.rtx) {
         None => w.put_fmt(format_args!("m=video {port} RTP/AVP {}\r\n", p.payload_type))?,
-        Some(f) => w.put_fmt(format_args!("m=video {port} RTP/AVPF {} {}\r\n", p.payload_type, f.rtx_pt))?,
+        Some(None) => w.put_fmt(format_args!("m=video {port} RTP/AVPF {}\r\n", p.payload_type))?,
+        Some(Some(rtx)) => w.put_fmt(format_args!("m=video {port} RTP/AVPF {} {}\r\n", p.payload_type, rtx.pt))?,
     }
     if p.bandwidth_kbps > 0 {
         w.put_fmt(format_args!("b=AS:{}\r\n", p.bandwidth_kbps))?;
     }
     if p.codec == Codec::Jpeg {
         w.put_fmt(format_args!("a=rtpmap:{} JPEG/90000\r\n", p.payload_type))?;
-        put_feedback(&mut w, p, feedback)?;
+        put_feedback(&mut w, p, feedback.as_ref())?;
         if p.framerate > 0 {
             w.put_fmt(format_args!("a=framerate:{}\r\n", p.framerate))?;
         }
@@ -95,7 +115,7 @@ pub fn write_sdp_offer(p: &SdpParams<'_>, feedback: Option<&FeedbackOffer>, buf:
         put_base64(&mut w, p.pps)?;
     }
     w.put(b"\r\n")?;
-    put_feedback(&mut w, p, feedback)?;
+    put_feedback(&mut w, p, feedback.as_ref())?;
     if p.framerate > 0 {
         w.put_fmt(format_args!("a=framerate:{}\r\n", p.framerate))?;
     }
@@ -107,14 +127,17 @@ pub fn write_sdp_offer(p: &SdpParams<'_>, feedback: Option<&FeedbackOffer>, buf:
 fn put_feedback(w: &mut WBuf<'_>, p: &SdpParams<'_>, feedback: Option<&FeedbackOffer>) -> Result<(), Full> {
     let Some(f) = feedback else { return Ok(()) };
     let pt = p.payload_type;
-    w.put_fmt(format_args!("a=rtcp-fb:{pt} nack\r\n"))?;
+    if f.rtx.is_some() {
+        w.put_fmt(format_args!("a=rtcp-fb:{pt} nack\r\n"))?;
+    }
     if p.codec == Codec::H264 {
         w.put_fmt(format_args!("a=rtcp-fb:{pt} nack pli\r\na=rtcp-fb:{pt} ccm fir\r\n"))?;
     }
+    let Some(rtx) = f.rtx else { return Ok(()) };
     w.put_fmt(format_args!(
-        "a=rtpmap:{rtx} rtx/90000\r\na=fmtp:{rtx} apt={pt};rtx-time={}\r\n",
-        f.rtx_time_ms,
-        rtx = f.rtx_pt
+        "a=rtpmap:{rtx_pt} rtx/90000\r\na=fmtp:{rtx_pt} apt={pt};rtx-time={}\r\n",
+        rtx.time_ms,
+        rtx_pt = rtx.pt
     ))
 }
 
@@ -154,9 +177,9 @@ mod tests {
         assert!(write_sdp(&p, &mut [0u8; 64]).is_err());
     }
 
-    #[test]
-    fn feedback_offer_is_avpf_with_rtcp_fb_and_rtx_after_the_media_payload_type() {
-        let p = SdpParams {
+    /// An H.264 stream at 30 fps whose parameter sets are not known yet.
+    fn h264_without_sets() -> SdpParams<'static> {
+        SdpParams {
             session_id: 42,
             session_version: 1,
             origin_addr: "127.0.0.1",
@@ -167,8 +190,13 @@ mod tests {
             pps: &[],
             framerate: 30,
             bandwidth_kbps: 0,
-        };
-        let offer = FeedbackOffer { rtx_pt: 97, rtx_time_ms: 574 };
+        }
+    }
+
+    #[test]
+    fn feedback_offer_is_avpf_with_rtcp_fb_and_rtx_after_the_media_payload_type() {
+        let p = h264_without_sets();
+        let offer = FeedbackOffer { rtx: Some(RtxOffer { pt: 97, time_ms: 574 }) };
         let mut buf = [0xa5u8; 1024];
         let n = write_sdp_offer(&p, Some(&offer), &mut buf).unwrap();
         let sdp = core::str::from_utf8(&buf[..n]).unwrap();
@@ -189,6 +217,28 @@ mod tests {
         // Without an offer: exactly today's SDP.
         let n = write_sdp_offer(&p, None, &mut buf).unwrap();
         assert!(core::str::from_utf8(&buf[..n]).unwrap().contains("m=video 0 RTP/AVP 96\r\n"));
+    }
+
+    #[test]
+    fn keyframe_requests_only_offer_pli_and_fir_without_nack_or_rtx() {
+        let p = h264_without_sets();
+        let offer = FeedbackOffer { rtx: None };
+        let mut buf = [0xa5u8; 1024];
+        let n = write_sdp_offer(&p, Some(&offer), &mut buf).unwrap();
+        let sdp = core::str::from_utf8(&buf[..n]).unwrap();
+        assert!(
+            sdp.contains(
+                "m=video 0 RTP/AVPF 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n\
+                 a=rtcp-fb:96 nack pli\r\na=rtcp-fb:96 ccm fir\r\na=framerate:30\r\n"
+            ),
+            "{sdp}"
+        );
+        assert!(!sdp.contains("a=rtcp-fb:96 nack\r\n") && !sdp.contains("rtx"), "{sdp}");
+        // JPEG: nothing to ask for, so plain RTP/AVP.
+        let jpeg = SdpParams { codec: Codec::Jpeg, payload_type: 26, ..p };
+        let n = write_sdp_offer(&jpeg, Some(&offer), &mut buf).unwrap();
+        let sdp = core::str::from_utf8(&buf[..n]).unwrap();
+        assert!(sdp.contains("m=video 0 RTP/AVP 26\r\n") && !sdp.contains("rtcp-fb"), "{sdp}");
     }
 
     #[test]

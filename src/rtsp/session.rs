@@ -40,7 +40,7 @@ use core::time::Duration;
 
 use super::auth::{Auth, Verdict};
 use super::parse::{uri_path, Method, Request};
-use super::sdp::{write_sdp_offer, FeedbackOffer, SdpParams, TRACK_CONTROL};
+use super::sdp::{write_sdp_offer, FeedbackOffer, RtxOffer, SdpParams, TRACK_CONTROL};
 use super::transport::{self, Lower, MulticastGroup, Profile, TransportError};
 use crate::limits;
 use crate::time::Instant;
@@ -205,7 +205,7 @@ pub struct ServerConfig<'c> {
     pub session_timeout: Duration,
     /// When set, every method but OPTIONS needs valid credentials.
     pub auth: Option<Auth<'c>>,
-    /// To whom DESCRIBE offers `RTP/AVPF` with NACK, PLI/FIR and RTX (`nack`).
+    /// To whom DESCRIBE offers `RTP/AVPF` with PLI/FIR, and with NACK and RTX (`nack`).
     pub feedback: FeedbackPolicy,
     /// `nack-window`: how long after sending a packet it may be retransmitted; `None` = auto.
     pub nack_window: Option<Duration>,
@@ -214,7 +214,9 @@ pub struct ServerConfig<'c> {
 /// To whom DESCRIBE offers feedback and retransmission (`RTP/AVPF`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FeedbackPolicy {
-    /// Plain `RTP/AVP` for everyone (`nack=off`).
+    /// No retransmission (`nack=off`): clients known to use feedback get `RTP/AVPF` with
+    /// keyframe requests only (`nack pli`, `ccm fir`: no generic NACK, no RTX), so a GStreamer
+    /// viewer asks for an IDR when it loses part of a picture; every other gets plain `RTP/AVP`.
     Off,
     /// `RTP/AVPF` to clients known to use it, `RTP/AVP` to every other (`nack=on`): see
     /// [`client_uses_avpf`].
@@ -566,15 +568,14 @@ impl<'c, S: AsRef<[Session]> + AsMut<[Session]>> Server<'c, S> {
             finish(w, None, &[])?;
             return Ok(None);
         };
+        let known = client_uses_avpf(req.header("User-Agent"));
+        let rtx =
+            RtxOffer { pt: crate::rtp::RTX_PAYLOAD_TYPE, time_ms: rtx_time_ms(self.cfg.nack_window, stream.framerate) };
         let offer = match self.cfg.feedback {
-            FeedbackPolicy::Off => false,
-            FeedbackPolicy::KnownClients => client_uses_avpf(req.header("User-Agent")),
-            FeedbackPolicy::All => true,
-        }
-        .then(|| FeedbackOffer {
-            rtx_pt: crate::rtp::RTX_PAYLOAD_TYPE,
-            rtx_time_ms: rtx_time_ms(self.cfg.nack_window, stream.framerate),
-        });
+            FeedbackPolicy::Off => known.then_some(FeedbackOffer { rtx: None }),
+            FeedbackPolicy::KnownClients => known.then_some(FeedbackOffer { rtx: Some(rtx) }),
+            FeedbackPolicy::All => Some(FeedbackOffer { rtx: Some(rtx) }),
+        };
         let mut sdp = [0u8; limits::MAX_SDP_BYTES];
         let n = write_sdp_offer(
             &SdpParams {

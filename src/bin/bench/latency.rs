@@ -12,6 +12,12 @@
 //! Breakdown for uavstream from its `/status`: `encode` (capture → access unit in the loop) and
 //! `server` (access unit → last packet sent); the rest is network + client (jitter buffer,
 //! depacketizer, decoder, pipe).
+//!
+//! With `--url` it measures one GStreamer client of a uavstream already running (e.g. across
+//! the emulated lossy link of `scripts/bench-lossy`) with a jitter buffer of `--jitter-ms`,
+//! retransmission requests on or off, and only frames decoded without error (`avdec_h264
+//! output-corrupt=false`), and prints one line: `frames <n> unreadable <n> p50 <ms> p99 <ms>`.
+//! The daemon must run on this machine (the time code is CLOCK_MONOTONIC).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -38,12 +44,45 @@ pub struct LatencyArgs {
     /// working directory (kept)
     #[argh(option)]
     workdir: Option<PathBuf>,
+    /// measure one GStreamer client of this running uavstream H.264 stream (UDP) and print one
+    /// line, instead of the comparison
+    #[argh(option)]
+    url: Option<String>,
+    /// with --url: the stream's size, WxH
+    #[argh(option, default = "String::from(\"1280x720\")")]
+    size: String,
+    /// with --url: rtspsrc latency (jitter buffer), ms
+    #[argh(option, default = "300")]
+    jitter_ms: u32,
+    /// with --url: rtspsrc do-retransmission (NACKs, when the server offers RTX)
+    #[argh(option, default = "false")]
+    retransmission: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl LatencyArgs {
+    /// Whether this is a one-client run (`--url`): its output is one line, no machine header.
+    pub fn one_client(&self) -> bool {
+        self.url.is_some()
+    }
+}
+
+/// How a GStreamer client is set up.
+#[derive(Debug, Clone, Copy)]
+struct GstClient {
+    jitter_ms: u32,
+    /// `do-retransmission`; `None` leaves rtspsrc's default.
+    retransmission: Option<bool>,
+    /// H.264 decoded by `avdec_h264 output-corrupt=false`: frames with errors are not output.
+    clean_h264: bool,
+}
+
+/// The comparison's client: no jitter buffer, whatever the stream's codec.
+const LOW_LATENCY: GstClient = GstClient { jitter_ms: 0, retransmission: None, clean_h264: false };
+
+#[derive(Debug, Clone, Copy)]
 enum Decoder {
     Ffmpeg,
-    Gst,
+    Gst(GstClient),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,13 +109,20 @@ fn decoder_cmd(d: Decoder, url: &str, udp: bool) -> Command {
                 .args(["-i", url, "-f", "rawvideo", "-pix_fmt", "gray", "-vsync", "passthrough", "pipe:1"]);
             c
         }
-        Decoder::Gst => {
+        Decoder::Gst(g) => {
             let mut c = Command::new("gst-launch-1.0");
             c.arg("-q")
-                .args(["rtspsrc", &format!("location={url}"), "latency=0"])
-                .arg(format!("protocols={}", if udp { "udp" } else { "tcp" }))
-                .args(["!", "decodebin", "!", "videoconvert", "!", "video/x-raw,format=GRAY8", "!"])
-                .args(["fdsink", "fd=1", "sync=false"]);
+                .args(["rtspsrc", &format!("location={url}"), &format!("latency={}", g.jitter_ms)])
+                .arg(format!("protocols={}", if udp { "udp" } else { "tcp" }));
+            if let Some(r) = g.retransmission {
+                c.arg(format!("do-retransmission={r}"));
+            }
+            if g.clean_h264 {
+                c.args(["!", "rtph264depay", "!", "h264parse", "!", "avdec_h264", "output-corrupt=false"]);
+            } else {
+                c.args(["!", "decodebin"]);
+            }
+            c.args(["!", "videoconvert", "!", "video/x-raw,format=GRAY8", "!"]).args(["fdsink", "fd=1", "sync=false"]);
             c
         }
     }
@@ -226,7 +272,20 @@ fn serve(which: &str, run: &Run, script: &Path, stop: &Arc<AtomicBool>) -> (peer
     }
 }
 
+/// `--url`: one GStreamer client of a running daemon; one line of figures.
+fn one_client(a: &LatencyArgs, url: &str) {
+    let size = a.size.split_once('x').and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?))).expect("--size WxH");
+    let client = GstClient { jitter_ms: a.jitter_ms, retransmission: Some(a.retransmission), clean_h264: true };
+    let mut seen = watch(Decoder::Gst(client), url, true, size, Duration::from_secs(2), a.seconds);
+    let (p50, p99) = (percentile(&mut seen.ms, 0.5), percentile(&mut seen.ms, 0.99));
+    println!("frames {} unreadable {} p50 {p50:.1} p99 {p99:.1}", seen.frames, seen.unreadable);
+}
+
 pub fn latency_bench(a: &LatencyArgs) {
+    if let Some(url) = &a.url {
+        one_client(a, url);
+        return;
+    }
     let dir = workdir(&a.workdir, "latency");
     let gst = peers::gst_available();
     if !gst {
@@ -260,7 +319,7 @@ pub fn latency_bench(a: &LatencyArgs) {
             if which != "uavstream" && !gst {
                 continue;
             }
-            for decoder in [Decoder::Ffmpeg, Decoder::Gst] {
+            for decoder in [Decoder::Ffmpeg, Decoder::Gst(LOW_LATENCY)] {
                 let stop = Arc::new(AtomicBool::new(false));
                 let (server, http) = serve(which, run, &script, &stop);
                 std::thread::sleep(Duration::from_millis(300));
@@ -298,7 +357,7 @@ pub fn latency_bench(a: &LatencyArgs) {
                     format!("{}x{}", run.size.0, run.size.1),
                     if run.udp { "udp" } else { "tcp" },
                     run.clients,
-                    if decoder == Decoder::Ffmpeg { "ffmpeg" } else { "gst" },
+                    if matches!(decoder, Decoder::Ffmpeg) { "ffmpeg" } else { "gst" },
                     p50,
                     p99,
                     if seen.unreadable > 0 {

@@ -423,8 +423,16 @@ fn avpf_is_offered_to_gstreamer_only_unless_configured() {
     srv.cfg.feedback = FeedbackPolicy::All;
     srv.cfg.nack_window = Some(Duration::from_millis(250));
     assert!(body(&mut srv, &vlc).contains("a=fmtp:97 apt=96;rtx-time=250\r\n"));
+    // Off: no retransmission, but GStreamer is still offered keyframe requests (it sends PLIs
+    // only for `nack pli`); VLC and ffmpeg keep plain RTP/AVP.
     srv.cfg.feedback = FeedbackPolicy::Off;
-    assert!(body(&mut srv, &gst).contains("m=video 0 RTP/AVP 96\r\n"));
+    let sdp = body(&mut srv, &gst);
+    assert!(sdp.contains("m=video 0 RTP/AVPF 96\r\n") && sdp.contains("a=rtcp-fb:96 nack pli\r\n"), "{sdp}");
+    assert!(!sdp.contains("a=rtcp-fb:96 nack\r\n") && !sdp.contains("rtx/90000"), "{sdp}");
+    for r in [&vlc, &ffmpeg] {
+        let sdp = body(&mut srv, r);
+        assert!(sdp.contains("m=video 0 RTP/AVP 96\r\n") && !sdp.contains("rtcp-fb"), "{sdp}");
+    }
 }
 
 #[test]
