@@ -18,10 +18,11 @@ use libcamera::stream::Stream;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use super::buffers::{map_planes, memfd_buffer, CamBuffer, PlaneMap};
-use super::configure::{configure, start_controls, stream_of};
+use super::configure::{configure, put_controls, readback_line, start_controls, stream_of, SetControl};
+use super::convert::{rgb24_to_i420, Rgb24};
 use super::settings::{lores_size, select_camera, CameraEntry, CameraSelector, RequeuePacer, Verdict};
 use crate::config::{EncoderChoice, PipelineConfig};
-use crate::pipeline::frames::{FrameLayout, FramePool, FrameTap};
+use crate::pipeline::frames::{FrameLayout, FramePool, FrameTap, Thinning};
 use crate::source::{Codec, IdrControl, Pipeline, PollRequest, Sink};
 
 thread_local! {
@@ -71,7 +72,10 @@ impl Completions {
 /// One libcamera output (the main stream, or the Viewfinder one).
 struct Output {
     stream: Stream,
+    /// The frames the encoders and taps get.
     layout: FrameLayout,
+    /// Set when the camera's buffers hold packed RGB (`layout` is then I420 at the same size).
+    rgb: Option<(Rgb24, FrameLayout)>,
     /// Per request (by cookie): its buffer's planes, mapped read-only.
     maps: Vec<Vec<PlaneMap>>,
     pool: FramePool,
@@ -81,9 +85,15 @@ impl Output {
     /// The frame of request `index`, copied once into a shared frame (`None`: pool exhausted).
     fn copy(&mut self, index: usize, capture: Instant) -> Option<crate::pipeline::frames::SharedFrame> {
         let planes = self.maps.get(index)?;
-        self.pool.fill(self.layout, capture, |buf| {
-            for p in planes {
-                buf.extend_from_slice(p.bytes());
+        let rgb = self.rgb;
+        self.pool.fill(self.layout, capture, |buf| match (rgb, planes.first()) {
+            (Some((order, cam)), Some(p)) => {
+                rgb24_to_i420(p.bytes(), order, cam.width as usize, cam.height as usize, cam.stride as usize, buf)
+            }
+            _ => {
+                for p in planes {
+                    buf.extend_from_slice(p.bytes());
+                }
             }
         })
     }
@@ -116,6 +126,11 @@ pub(super) struct LibcameraPipeline {
     lores: Option<Output>,
     taps: Vec<FrameTap>,
     pacer: RequeuePacer,
+    /// The controls set at start, compared with the first completed request's metadata.
+    readback: Option<Vec<SetControl>>,
+    /// For a camera without `FrameDurationLimits` (vimc): frames beyond the configured rate are
+    /// not delivered (their requests go back at once).
+    thinning: Option<Thinning>,
     desc: String,
     codec: Codec,
     frames: u64,
@@ -242,7 +257,12 @@ pub fn build(cfg: &PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
             layout.stride,
             bufs.len()
         );
-        outputs.push(Output { stream, layout, maps, pool: FramePool::default() });
+        let rgb = Rgb24::of_fourcc(layout.fourcc).map(|order| (order, layout));
+        let layout = match rgb {
+            Some(_) => FrameLayout { fourcc: *b"YU12", stride: layout.width, ..layout },
+            None => layout,
+        };
+        outputs.push(Output { stream, layout, rgb, maps, pool: FramePool::default() });
         buffers.push(bufs);
     }
     let mut requests = Vec::new();
@@ -257,7 +277,16 @@ pub fn build(cfg: &PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
         requests.push(req);
     }
 
-    let controls = start_controls(&cam, cfg, &name)?;
+    let (controls, set_controls) = start_controls(&cam, cfg, &name)?;
+    if let Some(first) = requests.first_mut() {
+        put_controls(first, &set_controls, &name);
+    }
+    let thinning = if set_controls.iter().any(|c| c.name == "FrameDurationLimits") {
+        None
+    } else {
+        log::info!("{name}: no frame rate control: frames beyond {} fps are skipped", cfg.fps);
+        Some(Thinning::new(Duration::from_secs(1) / cfg.fps.max(1)))
+    };
     let completions = Arc::new(Completions {
         queue: Mutex::new(Vec::with_capacity(n)),
         disconnected: AtomicBool::new(false),
@@ -280,7 +309,7 @@ pub fn build(cfg: &PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
     let mut outputs = outputs.into_iter();
     let main = outputs.next().ok_or("no main stream")?;
     let lores = outputs.next();
-    let (backend, enc_desc) = start_backend(cfg, &main.layout)?;
+    let (backend, enc_desc) = start_backend(cfg, &main.layout, main.rgb.is_none())?;
     cam.start(Some(&controls)).map_err(|e| format!("{name}: start: {e}"))?;
     for req in requests {
         cam.queue_request(req).map_err(|(_, e)| format!("{name}: queue request: {e}"))?;
@@ -307,6 +336,8 @@ pub fn build(cfg: &PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
         lores,
         taps: Vec::new(),
         pacer: RequeuePacer::new(cfg.fps),
+        readback: Some(set_controls),
+        thinning,
         desc,
         codec: cfg.codec,
         frames: 0,
@@ -328,7 +359,9 @@ fn starve_file() -> Option<std::path::PathBuf> {
     std::env::var_os("UAVSTREAM_FAULT_LIBCAMERA_STARVE").map(std::path::PathBuf::from)
 }
 
-fn start_backend(cfg: &PipelineConfig, layout: &FrameLayout) -> Result<(Backend, String), String> {
+/// `dmabuf`: the camera's buffers are what the encoder reads (not so for converted RGB).
+#[cfg_attr(not(feature = "v4l2"), allow(unused_variables))]
+fn start_backend(cfg: &PipelineConfig, layout: &FrameLayout, dmabuf: bool) -> Result<(Backend, String), String> {
     if cfg.codec == Codec::Jpeg {
         let j = crate::encode::jpeg::JpegPipeline::start_frames(*layout, cfg.jpeg_quality)
             .map_err(|e| format!("JPEG encoder: {e}"))?;
@@ -337,7 +370,7 @@ fn start_backend(cfg: &PipelineConfig, layout: &FrameLayout) -> Result<(Backend,
     }
     #[cfg(feature = "v4l2")]
     if cfg.encoder != EncoderChoice::Software {
-        if let Some(b) = m2m_backend(cfg, layout)? {
+        if let Some(b) = m2m_backend(cfg, layout, dmabuf)? {
             return Ok(b);
         }
     }
@@ -367,7 +400,7 @@ fn software_backend(_: &PipelineConfig, _: &FrameLayout) -> Result<(Backend, Str
 
 /// CM4: bcm2835-codec takes libcamera's DMABUFs by fd, as V4L2 capture's do.
 #[cfg(feature = "v4l2")]
-fn m2m_backend(cfg: &PipelineConfig, layout: &FrameLayout) -> Result<Option<(Backend, String)>, String> {
+fn m2m_backend(cfg: &PipelineConfig, layout: &FrameLayout, dmabuf: bool) -> Result<Option<(Backend, String)>, String> {
     use crate::encode::v4l2_m2m::{find_encoder, M2mEncoder, M2mSettings};
     let Some(node) = find_encoder(*b"H264", Some(layout.fourcc)) else { return Ok(None) };
     let settings = M2mSettings {
@@ -380,7 +413,7 @@ fn m2m_backend(cfg: &PipelineConfig, layout: &FrameLayout) -> Result<Option<(Bac
         bitrate: cfg.bitrate,
         idr_period: cfg.idr_period(),
         jpeg_quality: cfg.jpeg_quality,
-        dmabuf: true,
+        dmabuf,
     };
     let e = M2mEncoder::open(&node, &settings)?;
     let d = format!("V4L2 M2M H.264 encoder {} (input: {})", e.describe(), e.path);
@@ -431,6 +464,9 @@ impl LibcameraPipeline {
                 self.requeue(req)?;
                 continue;
             }
+            if let Some(set) = self.readback.take() {
+                log::info!("{}: {}", self.desc, readback_line(&set, req.metadata()));
+            }
             let ts = req.metadata().get::<libcamera::controls::SensorTimestamp>().ok().map(|t| t.0);
             let capture = capture_instant(ts, mono, now);
             self.frames += 1;
@@ -443,6 +479,9 @@ impl LibcameraPipeline {
                         );
                     }
                     self.parked.push(req);
+                }
+                (Verdict::Deliver, _) if self.thinning.as_mut().is_some_and(|t| !t.due(capture)) => {
+                    self.requeue(req)?;
                 }
                 (Verdict::Deliver, _) => {
                     if let Some((old, _)) = newest.replace((req, capture)) {
