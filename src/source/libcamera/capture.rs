@@ -121,7 +121,11 @@ pub(super) struct LibcameraPipeline {
     #[cfg_attr(not(feature = "v4l2"), allow(dead_code))]
     in_encoder: Vec<Request>,
     completions: Arc<Completions>,
-    cam: ActiveCamera<'static>,
+    /// `None` only while being dropped (a camera whose device is gone is leaked, see `drop`).
+    cam: Option<ActiveCamera<'static>>,
+    /// The camera's first capture node, opened only to see the kernel remove it (see
+    /// [`device_watch`]).
+    watch: Option<std::fs::File>,
     main: Output,
     lores: Option<Output>,
     taps: Vec<FrameTap>,
@@ -185,7 +189,17 @@ impl std::fmt::Debug for LibcameraPipeline {
 
 impl Drop for LibcameraPipeline {
     fn drop(&mut self) {
-        let _ = self.cam.stop();
+        if self.watch.as_ref().is_some_and(device_gone) {
+            // libcamera 0.4 cannot stop a camera whose device the kernel removed unless its
+            // pipeline handler does hotplug (only uvcvideo does): the V4L2 STREAMOFF fails, the
+            // queued requests never come back and `PipelineHandler::stop` aborts the process
+            // on an assertion. So the camera is left as it is (its memory and fds stay with
+            // it) and only the camera manager goes, which a new one can then replace.
+            log::warn!("{}: the camera's device is gone: leaving the camera unstopped", self.desc);
+            std::mem::forget(self.cam.take());
+        } else if let Some(cam) = &mut self.cam {
+            let _ = cam.stop();
+        }
         self.parked.clear();
         self.starved.clear();
         self.in_encoder.clear();
@@ -206,6 +220,7 @@ pub fn build(cfg: &PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
     let list = mgr.cameras();
     let camera = list.get(index).ok_or("the camera went away while it was chosen")?;
     let name = format!("{} ({})", cams[index].model, cams[index].id);
+    let watch = device_watch(&camera);
     let mut cam = camera.acquire().map_err(|e| format!("{name}: acquire: {e} (another process uses it?)"))?;
     drop(camera);
 
@@ -331,7 +346,8 @@ pub fn build(cfg: &PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
         starve: starve_file(),
         in_encoder: Vec::new(),
         completions,
-        cam,
+        cam: Some(cam),
+        watch,
         main,
         lores,
         taps: Vec::new(),
@@ -346,6 +362,39 @@ pub fn build(cfg: &PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
         latency: Latency::default(),
         _manager: mgr,
     }))
+}
+
+/// The camera's first capture video node (libcamera's `SystemDevices` property), opened
+/// read-only: once the kernel unregisters the device (driver unbound, USB pulled), poll on this
+/// file reports POLLERR | POLLHUP, even if a new device took its place. `None` for cameras
+/// without kernel devices (the virtual handler).
+fn device_watch(camera: &libcamera::camera::Camera<'_>) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let devs = camera.properties().get::<libcamera::properties::SystemDevices>().ok()?.0;
+    let dev = *devs.first()? as libc::dev_t;
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let uevent = std::fs::read_to_string(format!("/sys/dev/char/{major}:{minor}/uevent")).ok()?;
+    let node = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME="))?;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(format!("/dev/{node}"))
+        .ok()
+}
+
+/// POLLPRI only: V4L2 gives it for pending events (none are subscribed), and POLLERR | POLLHUP
+/// once the device is unregistered; buffer readiness (libcamera's queue) is not asked for.
+const WATCH_EVENTS: i16 = libc::POLLPRI;
+
+fn gone(revents: i16) -> bool {
+    revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
+/// Whether the kernel removed the device `watch` is a node of.
+fn device_gone(watch: &std::fs::File) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(watch.as_fd(), PollFlags::from_bits_truncate(WATCH_EVENTS))];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) && fds[0].revents().is_some_and(|r| gone(r.bits()))
 }
 
 /// Test-only fault: with `UAVSTREAM_FAULT_INJECTION=1`, while the file named by
@@ -437,7 +486,8 @@ fn capture_instant(sensor_ns: Option<i64>, mono_now: Duration, now: Instant) -> 
 impl LibcameraPipeline {
     fn requeue(&mut self, mut req: Request) -> io::Result<()> {
         req.reuse(ReuseFlag::REUSE_BUFFERS);
-        self.cam.queue_request(req).map_err(|(_, e)| io::Error::other(format!("{}: queue request: {e}", self.desc)))
+        let Some(cam) = &self.cam else { return Ok(()) };
+        cam.queue_request(req).map_err(|(_, e)| io::Error::other(format!("{}: queue request: {e}", self.desc)))
     }
 
     fn on_completions(&mut self, now: Instant) -> io::Result<()> {
@@ -618,6 +668,7 @@ fn capture_ts(capture: Instant) -> Duration {
 impl Pipeline for LibcameraPipeline {
     fn poll_requests(&self, out: &mut Vec<PollRequest>) {
         out.push(PollRequest { fd: self.completions.efd.as_fd().as_raw_fd(), events: libc::POLLIN });
+        out.push(PollRequest { fd: self.watch.as_ref().map_or(-1, |w| w.as_raw_fd()), events: WATCH_EVENTS });
         match &self.backend {
             #[cfg(feature = "software")]
             Backend::Software(sw) => sw.poll_requests(out),
@@ -632,6 +683,16 @@ impl Pipeline for LibcameraPipeline {
         if index == 0 {
             return self.on_completions(now);
         }
+        if index == 1 {
+            if gone(revents) {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{}: the camera's device is gone (the kernel removed it)", self.desc),
+                ));
+            }
+            return Ok(());
+        }
+        let index = index - 1;
         // Capture (sensor timestamp) to the access unit leaving the encoder, for the stats line.
         let latency = &mut self.latency;
         let sink = &mut |unit: &[u8], capture: Instant| {
