@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by rig/run and rig/libcamera-vimc: Debian 12's own kernel for the QEMU guests, and
 # media drivers Debian does not build, built out of tree from its source.
 #
@@ -39,7 +40,9 @@ kernel_fetch() {
 		dpkg-deb -x "$CACHE/$img" "$kdir"
 		touch "$kdir/.done"
 	fi
+	# shellcheck disable=SC2034  # for the sourcing script
 	VMLINUZ="$kdir/boot/vmlinuz-$KVER"
+	# shellcheck disable=SC2034
 	MODDIR="$kdir/lib/modules/$KVER/kernel"
 }
 

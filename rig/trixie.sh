@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by rig/libcamera and rig/libcamera-vimc: the Debian trixie chroot with libcamera 0.4.0
 # (Debian 12's 0.0.3 is too old for the libcamera crate) and the way to build in it.
 #
@@ -61,6 +62,7 @@ trixie_mounts() {
 }
 
 trixie_enter() {
+	# shellcheck disable=SC2163  # exports the function named by $1
 	export -f "$1" trixie_mounts stage in_chroot
 	export CHROOT ROOT T0 HOME LCTARGET CACHE
 	$SUDO unshare -m bash -c 'trixie_mounts "$0"' "$1"
