@@ -132,8 +132,9 @@ pub(super) struct LibcameraPipeline {
     pacer: RequeuePacer,
     /// The controls set at start, compared with the first completed request's metadata.
     readback: Option<Vec<SetControl>>,
-    /// For a camera without `FrameDurationLimits` (vimc): frames beyond the configured rate are
-    /// not delivered (their requests go back at once).
+    /// For a camera without `FrameDurationLimits` (vimc) or one that does not pace its frames
+    /// (the virtual handler): frames beyond the configured rate are not delivered (their
+    /// requests go back at once).
     thinning: Option<Thinning>,
     desc: String,
     codec: Codec,
@@ -523,6 +524,10 @@ impl LibcameraPipeline {
             match self.pacer.on_completed(capture) {
                 (Verdict::Park, first) => {
                     if first {
+                        // Requests completing a little later than the park window would still
+                        // run it above the rate: thin those too.
+                        let interval = self.pacer.interval();
+                        self.thinning.get_or_insert_with(|| Thinning::new(interval));
                         log::info!(
                             "{}: the camera completes requests as soon as they are queued (it does not pace frames): requests are re-queued once per frame interval",
                             self.desc
