@@ -20,18 +20,20 @@ handler's static `created_` and no later manager gets a virtual camera again.
 Every wait is bounded.
 """
 import os
-import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from rtsp_check import RtspTcpClient, free_port, setup, until  # noqa: E402
+from rtsp_check import ffprobe as probe  # noqa: E402
+
 ROOT, CHROOT = os.environ["ROOT"], os.environ["CHROOT"]
-BIN = f"{ROOT}/target/libcamera/debug/uavstream"
-LOG = f"{ROOT}/target/libcamera/daemon.log"
-STARVE = f"{ROOT}/target/libcamera/starve"
+LCTARGET = os.environ.get("LCTARGET", f"{ROOT}/target/libcamera")
+BIN = f"{LCTARGET}/debug/uavstream"
+LOG = f"{LCTARGET}/daemon.log"
+STARVE = f"{LCTARGET}/starve"
 T0 = time.monotonic()
 daemon = None
 
@@ -57,31 +59,11 @@ def in_chroot(*args):
     return ["bash", "-c", 'in_chroot "$@"', "in_chroot", *args]
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 def daemon_log():
     try:
         return open(LOG, errors="replace").read()
     except OSError:
         return ""
-
-
-def until(what, seconds, fn):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        v = fn()
-        if v:
-            return v
-        if daemon and daemon.poll() is not None:
-            fail(f"{what}: the daemon exited with status {daemon.returncode}")
-        time.sleep(0.5)
-    fail(f"{what}: not within {seconds} s")
 
 
 def restore_camera():
@@ -94,16 +76,7 @@ URL = f"rtsp://127.0.0.1:{PORT}"
 
 
 def ffprobe(path, size, frames):
-    r = subprocess.run(["timeout", "60", "ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-select_streams",
-                        "v:0", "-count_frames", "-read_intervals", f"%+#{frames}", "-show_entries",
-                        "stream=codec_name,width,height,nb_read_frames", "-of", "csv=p=0", URL + path],
-                       capture_output=True, text=True)
-    out = r.stdout.strip()
-    log(f"ffprobe {path}: {out or r.stderr.strip()}")
-    f = out.split(",")
-    want = ["h264", str(size[0]), str(size[1])]
-    if len(f) < 4 or f[:3] != want or not f[3].isdigit() or int(f[3]) < frames * 2 // 3:
-        fail(f"ffprobe did not decode {frames * 2 // 3} frames of {size[0]}x{size[1]} H.264 from {path}: {out}")
+    probe(URL + path, size, frames)
 
 
 def colour_bars():
@@ -120,91 +93,7 @@ def colour_bars():
         fail(f"the decoded frame does not show colour bars ({colours})")
 
 
-class RtspTcpClient:
-    """DESCRIBE/SETUP (interleaved)/PLAY over one TCP connection, reading on a thread."""
-
-    def __init__(self, path):
-        self.url = URL + path
-        self.s = socket.create_connection(("127.0.0.1", PORT), timeout=30)
-        self.buf = b""
-        self.cseq = 0
-        self.rtp = 0
-        self.session = None
-        self.answers = []
-        self.lock = threading.Lock()
-        self.stop = False
-
-    def request(self, method, url, headers=""):
-        self.cseq += 1
-        self.s.sendall(f"{method} {url} RTSP/1.0\r\nCSeq: {self.cseq}\r\n{headers}\r\n".encode())
-        while b"\r\n\r\n" not in self.buf:
-            self._fill()
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        head = head.decode(errors="replace")
-        n = int((re.search(r"(?im)^content-length:\s*(\d+)", head) or [0, 0])[1])
-        while len(self.buf) < n:
-            self._fill()
-        body, self.buf = self.buf[:n].decode(errors="replace"), self.buf[n:]
-        if not head.startswith("RTSP/1.0 200"):
-            fail(f"{method} {url} answered: {head.splitlines()[0]}")
-        return head, body
-
-    def _fill(self):
-        b = self.s.recv(65536)
-        if not b:
-            raise EOFError
-        self.buf += b
-
-    def play(self):
-        head, sdp = self.request("DESCRIBE", self.url, "Accept: application/sdp\r\n")
-        base = (re.search(r"(?im)^content-base:\s*(\S+)", head) or [None, self.url + "/"])[1]
-        ctl = [c for c in re.findall(r"(?m)^a=control:(\S+)", sdp) if c != "*"] or [""]
-        track = ctl[-1] if ctl[-1].startswith("rtsp://") else base.rstrip("/") + "/" + ctl[-1]
-        head, _ = self.request("SETUP", track, "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n")
-        self.session = re.search(r"(?im)^session:\s*([^;\s]+)", head)[1]
-        self.request("PLAY", self.url, f"Session: {self.session}\r\nRange: npt=0.000-\r\n")
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self):
-        """Counts $-framed RTP packets; keeps RTSP answers (GET_PARAMETER) for the main thread."""
-        self.s.settimeout(1)
-        while not self.stop:
-            while self.buf:
-                if self.buf[0] == 0x24:
-                    if len(self.buf) < 4:
-                        break
-                    ch, n = self.buf[1], int.from_bytes(self.buf[2:4], "big")
-                    if len(self.buf) < 4 + n:
-                        break
-                    self.buf = self.buf[4 + n:]
-                    if ch == 0:
-                        with self.lock:
-                            self.rtp += 1
-                elif b"\r\n\r\n" in self.buf:
-                    head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-                    self.answers.append(head.decode(errors="replace"))
-                else:
-                    break
-            try:
-                self._fill()
-            except socket.timeout:
-                continue
-            except (EOFError, OSError):
-                return
-
-    def packets(self):
-        with self.lock:
-            return self.rtp
-
-    def keepalive_ok(self):
-        """GET_PARAMETER on the session it started with."""
-        self.cseq += 1
-        self.s.sendall(f"GET_PARAMETER {self.url} RTSP/1.0\r\nCSeq: {self.cseq}\r\nSession: {self.session}\r\n\r\n"
-                       .encode())
-        until(f"GET_PARAMETER answer on {self.url}", 10, lambda: any(f"CSeq: {self.cseq}" in a for a in self.answers))
-        answer = next(a for a in self.answers if f"CSeq: {self.cseq}" in a)
-        return answer.startswith("RTSP/1.0 200")
+setup(log, fail, lambda: daemon is None or daemon.poll() is None)
 
 
 # --- --list-devices --------------------------------------------------------------------------
@@ -241,7 +130,7 @@ ffprobe("/stream2", (320, 180), 30)
 colour_bars()
 
 # --- faults: requests stop, the camera vanishes, it comes back ---------------------------------
-clients = [RtspTcpClient("/live"), RtspTcpClient("/stream2")]
+clients = [RtspTcpClient("127.0.0.1", PORT, "/live"), RtspTcpClient("127.0.0.1", PORT, "/stream2")]
 for c in clients:
     c.play()
 until("both clients playing", 20, lambda: all(c.packets() >= 30 for c in clients))

@@ -13,6 +13,8 @@
 //! Dropped Buffers" (a camera that stalls but stays there) and "Disconnect" (the instance's nodes
 //! are unregistered, as if it were unplugged; vivid registers them again when the last open file
 //! is closed, so `--hold` is how long the camera stays away after the daemon let go of it).
+//! `--get-ctrl NAME` prints one control's value (the vimc rig reads back what libcamera set on
+//! the vimc sensor's subdevice).
 #![allow(clippy::print_stdout)]
 
 use std::collections::HashMap;
@@ -54,20 +56,19 @@ struct Args {
     /// VALUE (0 for a button), e.g. "Percentage of Dropped Buffers=100" or "Disconnect"
     #[argh(option)]
     set_ctrl: Option<String>,
+    /// instead of the self-test: print the value of the control NAME of --device (a video node
+    /// or a subdevice), e.g. "Brightness"
+    #[argh(option)]
+    get_ctrl: Option<String>,
     /// with --set-ctrl: seconds to keep the device open afterwards [0]
     #[argh(option, default = "0.0")]
     hold: f64,
 }
 
-/// `--set-ctrl`: finds the control by name (VIDIOC_QUERYCTRL with NEXT_CTRL), sets it
-/// (VIDIOC_S_CTRL), keeps the file open for `hold`.
-fn set_ctrl(device: &str, spec: &str, hold: Duration) -> Result<String, String> {
+/// The id of the control `name` of `device` (VIDIOC_QUERYCTRL with NEXT_CTRL), and the open file.
+fn find_ctrl(device: &str, name: &str) -> Result<(File, u32), String> {
     use v4l2r::bindings::{v4l2_queryctrl, V4L2_CTRL_FLAG_DISABLED};
-    use v4l2r::ioctl::{queryctrl, s_ctrl, CtrlId, QueryCtrlFlags};
-    let (name, value) = match spec.rsplit_once('=') {
-        Some((n, v)) => (n, v.trim().parse::<i32>().map_err(|_| format!("{spec:?}: the value is not an integer"))?),
-        None => (spec, 0),
-    };
+    use v4l2r::ioctl::{queryctrl, CtrlId, QueryCtrlFlags};
     let fd = open_node(std::path::Path::new(device)).map_err(|e| format!("{device}: {e}"))?;
     let mut next = 0u32;
     let mut names = Vec::new();
@@ -85,6 +86,25 @@ fn set_ctrl(device: &str, spec: &str, hold: Duration) -> Result<String, String> 
         }
         names.push(found);
     };
+    Ok((fd, id))
+}
+
+/// `--get-ctrl`: the control's current value (VIDIOC_G_CTRL).
+fn get_ctrl(device: &str, name: &str) -> Result<String, String> {
+    let (fd, id) = find_ctrl(device, name)?;
+    let value = v4l2r::ioctl::g_ctrl(&fd, id).map_err(|e| format!("{device}: reading {name:?}: {e}"))?;
+    Ok(format!("{device}: {name:?} (0x{id:08x}) = {value}"))
+}
+
+/// `--set-ctrl`: finds the control by name, sets it (VIDIOC_S_CTRL), keeps the file open for
+/// `hold`.
+fn set_ctrl(device: &str, spec: &str, hold: Duration) -> Result<String, String> {
+    use v4l2r::ioctl::s_ctrl;
+    let (name, value) = match spec.rsplit_once('=') {
+        Some((n, v)) => (n, v.trim().parse::<i32>().map_err(|_| format!("{spec:?}: the value is not an integer"))?),
+        None => (spec, 0),
+    };
+    let (fd, id) = find_ctrl(device, name)?;
     s_ctrl(&fd, id, value).map_err(|e| format!("{device}: setting {name:?} (0x{id:08x}) to {value}: {e}"))?;
     std::thread::sleep(hold);
     Ok(format!("{device}: {name:?} (0x{id:08x}) set to {value}, device held open {:.1} s", hold.as_secs_f64()))
@@ -356,6 +376,18 @@ fn run(
 fn main() -> ExitCode {
     let args: Args = argh::from_env();
     let _ = env_logger::Builder::new().parse_filters("info").try_init();
+    if let Some(name) = &args.get_ctrl {
+        return match get_ctrl(&args.device, name) {
+            Ok(v) => {
+                println!("m2m-selftest: get-ctrl: {v}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                println!("m2m-selftest: get-ctrl: FAIL: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(spec) = &args.set_ctrl {
         return match set_ctrl(&args.device, spec, Duration::from_secs_f64(args.hold.max(0.0))) {
             Ok(done) => {

@@ -25,7 +25,7 @@ const MAILBOX_RECHECK: Duration = Duration::from_millis(100);
 /// Layout of raw camera frames handed to an encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameLayout {
-    /// `YU12` (I420), `NV12` or `YUYV`.
+    /// `YU12` (I420), `NV12` or `YUYV` (a camera's own buffers may also be packed RGB: `BG24`, `RG24`).
     pub fourcc: [u8; 4],
     pub width: u32,
     pub height: u32,
@@ -38,7 +38,7 @@ impl FrameLayout {
     pub fn frame_bytes(&self) -> usize {
         let (s, h) = (self.stride as usize, self.height as usize);
         match &self.fourcc {
-            b"YUYV" => s * h,
+            b"YUYV" | b"BG24" | b"RG24" => s * h,
             _ => s * h + s * h / 2,
         }
     }

@@ -44,7 +44,7 @@ impl AsFrameBuffer for CamBuffer {
 pub(super) fn plane_spans(layout: &FrameLayout) -> Vec<(usize, usize)> {
     let (s, h) = (layout.stride as usize, layout.height as usize);
     match &layout.fourcc {
-        b"YUYV" => vec![(0, s * h)],
+        b"YUYV" | b"BG24" | b"RG24" => vec![(0, s * h)],
         b"NV12" => vec![(0, s * h), (s * h, s * h / 2)],
         _ => vec![(0, s * h), (s * h, s * h / 4), (s * h + s * h / 4, s * h / 4)],
     }

@@ -18,10 +18,11 @@ use libcamera::stream::Stream;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use super::buffers::{map_planes, memfd_buffer, CamBuffer, PlaneMap};
-use super::configure::{configure, start_controls, stream_of};
+use super::configure::{configure, put_controls, readback_line, start_controls, stream_of, SetControl};
+use super::convert::{rgb24_to_i420, Rgb24};
 use super::settings::{lores_size, select_camera, CameraEntry, CameraSelector, RequeuePacer, Verdict};
 use crate::config::{EncoderChoice, PipelineConfig};
-use crate::pipeline::frames::{FrameLayout, FramePool, FrameTap};
+use crate::pipeline::frames::{FrameLayout, FramePool, FrameTap, Thinning};
 use crate::source::{Codec, IdrControl, Pipeline, PollRequest, Sink};
 
 thread_local! {
@@ -71,7 +72,10 @@ impl Completions {
 /// One libcamera output (the main stream, or the Viewfinder one).
 struct Output {
     stream: Stream,
+    /// The frames the encoders and taps get.
     layout: FrameLayout,
+    /// Set when the camera's buffers hold packed RGB (`layout` is then I420 at the same size).
+    rgb: Option<(Rgb24, FrameLayout)>,
     /// Per request (by cookie): its buffer's planes, mapped read-only.
     maps: Vec<Vec<PlaneMap>>,
     pool: FramePool,
@@ -81,9 +85,15 @@ impl Output {
     /// The frame of request `index`, copied once into a shared frame (`None`: pool exhausted).
     fn copy(&mut self, index: usize, capture: Instant) -> Option<crate::pipeline::frames::SharedFrame> {
         let planes = self.maps.get(index)?;
-        self.pool.fill(self.layout, capture, |buf| {
-            for p in planes {
-                buf.extend_from_slice(p.bytes());
+        let rgb = self.rgb;
+        self.pool.fill(self.layout, capture, |buf| match (rgb, planes.first()) {
+            (Some((order, cam)), Some(p)) => {
+                rgb24_to_i420(p.bytes(), order, cam.width as usize, cam.height as usize, cam.stride as usize, buf)
+            }
+            _ => {
+                for p in planes {
+                    buf.extend_from_slice(p.bytes());
+                }
             }
         })
     }
@@ -111,11 +121,21 @@ pub(super) struct LibcameraPipeline {
     #[cfg_attr(not(feature = "v4l2"), allow(dead_code))]
     in_encoder: Vec<Request>,
     completions: Arc<Completions>,
-    cam: ActiveCamera<'static>,
+    /// `None` only while being dropped (a camera whose device is gone is leaked, see `drop`).
+    cam: Option<ActiveCamera<'static>>,
+    /// The camera's first capture node, opened only to see the kernel remove it (see
+    /// [`device_watch`]).
+    watch: Option<std::fs::File>,
     main: Output,
     lores: Option<Output>,
     taps: Vec<FrameTap>,
     pacer: RequeuePacer,
+    /// The controls set at start, compared with the first completed request's metadata.
+    readback: Option<Vec<SetControl>>,
+    /// For a camera without `FrameDurationLimits` (vimc) or one that does not pace its frames
+    /// (the virtual handler): frames beyond the configured rate are not delivered (their
+    /// requests go back at once).
+    thinning: Option<Thinning>,
     desc: String,
     codec: Codec,
     frames: u64,
@@ -170,7 +190,17 @@ impl std::fmt::Debug for LibcameraPipeline {
 
 impl Drop for LibcameraPipeline {
     fn drop(&mut self) {
-        let _ = self.cam.stop();
+        if self.watch.as_ref().is_some_and(device_gone) {
+            // libcamera 0.4 cannot stop a camera whose device the kernel removed unless its
+            // pipeline handler does hotplug (only uvcvideo does): the V4L2 STREAMOFF fails, the
+            // queued requests never come back and `PipelineHandler::stop` aborts the process
+            // on an assertion. So the camera is left as it is (its memory and fds stay with
+            // it) and only the camera manager goes, which a new one can then replace.
+            log::warn!("{}: the camera's device is gone: leaving the camera unstopped", self.desc);
+            std::mem::forget(self.cam.take());
+        } else if let Some(cam) = &mut self.cam {
+            let _ = cam.stop();
+        }
         self.parked.clear();
         self.starved.clear();
         self.in_encoder.clear();
@@ -191,6 +221,7 @@ pub fn build(cfg: &PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
     let list = mgr.cameras();
     let camera = list.get(index).ok_or("the camera went away while it was chosen")?;
     let name = format!("{} ({})", cams[index].model, cams[index].id);
+    let watch = device_watch(&camera);
     let mut cam = camera.acquire().map_err(|e| format!("{name}: acquire: {e} (another process uses it?)"))?;
     drop(camera);
 
@@ -242,7 +273,12 @@ pub fn build(cfg: &PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
             layout.stride,
             bufs.len()
         );
-        outputs.push(Output { stream, layout, maps, pool: FramePool::default() });
+        let rgb = Rgb24::of_fourcc(layout.fourcc).map(|order| (order, layout));
+        let layout = match rgb {
+            Some(_) => FrameLayout { fourcc: *b"YU12", stride: layout.width, ..layout },
+            None => layout,
+        };
+        outputs.push(Output { stream, layout, rgb, maps, pool: FramePool::default() });
         buffers.push(bufs);
     }
     let mut requests = Vec::new();
@@ -257,7 +293,16 @@ pub fn build(cfg: &PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
         requests.push(req);
     }
 
-    let controls = start_controls(&cam, cfg, &name)?;
+    let (controls, set_controls) = start_controls(&cam, cfg, &name)?;
+    if let Some(first) = requests.first_mut() {
+        put_controls(first, &set_controls, &name);
+    }
+    let thinning = if set_controls.iter().any(|c| c.name == "FrameDurationLimits") {
+        None
+    } else {
+        log::info!("{name}: no frame rate control: frames beyond {} fps are skipped", cfg.fps);
+        Some(Thinning::new(Duration::from_secs(1) / cfg.fps.max(1)))
+    };
     let completions = Arc::new(Completions {
         queue: Mutex::new(Vec::with_capacity(n)),
         disconnected: AtomicBool::new(false),
@@ -280,7 +325,7 @@ pub fn build(cfg: &PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
     let mut outputs = outputs.into_iter();
     let main = outputs.next().ok_or("no main stream")?;
     let lores = outputs.next();
-    let (backend, enc_desc) = start_backend(cfg, &main.layout)?;
+    let (backend, enc_desc) = start_backend(cfg, &main.layout, main.rgb.is_none())?;
     cam.start(Some(&controls)).map_err(|e| format!("{name}: start: {e}"))?;
     for req in requests {
         cam.queue_request(req).map_err(|(_, e)| format!("{name}: queue request: {e}"))?;
@@ -302,11 +347,14 @@ pub fn build(cfg: &PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
         starve: starve_file(),
         in_encoder: Vec::new(),
         completions,
-        cam,
+        cam: Some(cam),
+        watch,
         main,
         lores,
         taps: Vec::new(),
         pacer: RequeuePacer::new(cfg.fps),
+        readback: Some(set_controls),
+        thinning,
         desc,
         codec: cfg.codec,
         frames: 0,
@@ -315,6 +363,39 @@ pub fn build(cfg: &PipelineConfig) -> Result<Box<dyn Pipeline>, String> {
         latency: Latency::default(),
         _manager: mgr,
     }))
+}
+
+/// The camera's first capture video node (libcamera's `SystemDevices` property), opened
+/// read-only: once the kernel unregisters the device (driver unbound, USB pulled), poll on this
+/// file reports POLLERR | POLLHUP, even if a new device took its place. `None` for cameras
+/// without kernel devices (the virtual handler).
+fn device_watch(camera: &libcamera::camera::Camera<'_>) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let devs = camera.properties().get::<libcamera::properties::SystemDevices>().ok()?.0;
+    let dev = *devs.first()? as libc::dev_t;
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let uevent = std::fs::read_to_string(format!("/sys/dev/char/{major}:{minor}/uevent")).ok()?;
+    let node = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME="))?;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(format!("/dev/{node}"))
+        .ok()
+}
+
+/// POLLPRI only: V4L2 gives it for pending events (none are subscribed), and POLLERR | POLLHUP
+/// once the device is unregistered; buffer readiness (libcamera's queue) is not asked for.
+const WATCH_EVENTS: i16 = libc::POLLPRI;
+
+fn gone(revents: i16) -> bool {
+    revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
+/// Whether the kernel removed the device `watch` is a node of.
+fn device_gone(watch: &std::fs::File) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(watch.as_fd(), PollFlags::from_bits_truncate(WATCH_EVENTS))];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) && fds[0].revents().is_some_and(|r| gone(r.bits()))
 }
 
 /// Test-only fault: with `UAVSTREAM_FAULT_INJECTION=1`, while the file named by
@@ -328,7 +409,9 @@ fn starve_file() -> Option<std::path::PathBuf> {
     std::env::var_os("UAVSTREAM_FAULT_LIBCAMERA_STARVE").map(std::path::PathBuf::from)
 }
 
-fn start_backend(cfg: &PipelineConfig, layout: &FrameLayout) -> Result<(Backend, String), String> {
+/// `dmabuf`: the camera's buffers are what the encoder reads (not so for converted RGB).
+#[cfg_attr(not(feature = "v4l2"), allow(unused_variables))]
+fn start_backend(cfg: &PipelineConfig, layout: &FrameLayout, dmabuf: bool) -> Result<(Backend, String), String> {
     if cfg.codec == Codec::Jpeg {
         let j = crate::encode::jpeg::JpegPipeline::start_frames(*layout, cfg.jpeg_quality)
             .map_err(|e| format!("JPEG encoder: {e}"))?;
@@ -337,7 +420,7 @@ fn start_backend(cfg: &PipelineConfig, layout: &FrameLayout) -> Result<(Backend,
     }
     #[cfg(feature = "v4l2")]
     if cfg.encoder != EncoderChoice::Software {
-        if let Some(b) = m2m_backend(cfg, layout)? {
+        if let Some(b) = m2m_backend(cfg, layout, dmabuf)? {
             return Ok(b);
         }
     }
@@ -367,7 +450,7 @@ fn software_backend(_: &PipelineConfig, _: &FrameLayout) -> Result<(Backend, Str
 
 /// CM4: bcm2835-codec takes libcamera's DMABUFs by fd, as V4L2 capture's do.
 #[cfg(feature = "v4l2")]
-fn m2m_backend(cfg: &PipelineConfig, layout: &FrameLayout) -> Result<Option<(Backend, String)>, String> {
+fn m2m_backend(cfg: &PipelineConfig, layout: &FrameLayout, dmabuf: bool) -> Result<Option<(Backend, String)>, String> {
     use crate::encode::v4l2_m2m::{find_encoder, M2mEncoder, M2mSettings};
     let Some(node) = find_encoder(*b"H264", Some(layout.fourcc)) else { return Ok(None) };
     let settings = M2mSettings {
@@ -380,7 +463,7 @@ fn m2m_backend(cfg: &PipelineConfig, layout: &FrameLayout) -> Result<Option<(Bac
         bitrate: cfg.bitrate,
         idr_period: cfg.idr_period(),
         jpeg_quality: cfg.jpeg_quality,
-        dmabuf: true,
+        dmabuf,
     };
     let e = M2mEncoder::open(&node, &settings)?;
     let d = format!("V4L2 M2M H.264 encoder {} (input: {})", e.describe(), e.path);
@@ -404,7 +487,8 @@ fn capture_instant(sensor_ns: Option<i64>, mono_now: Duration, now: Instant) -> 
 impl LibcameraPipeline {
     fn requeue(&mut self, mut req: Request) -> io::Result<()> {
         req.reuse(ReuseFlag::REUSE_BUFFERS);
-        self.cam.queue_request(req).map_err(|(_, e)| io::Error::other(format!("{}: queue request: {e}", self.desc)))
+        let Some(cam) = &self.cam else { return Ok(()) };
+        cam.queue_request(req).map_err(|(_, e)| io::Error::other(format!("{}: queue request: {e}", self.desc)))
     }
 
     fn on_completions(&mut self, now: Instant) -> io::Result<()> {
@@ -431,18 +515,28 @@ impl LibcameraPipeline {
                 self.requeue(req)?;
                 continue;
             }
+            if let Some(set) = self.readback.take() {
+                log::info!("{}: {}", self.desc, readback_line(&set, req.metadata()));
+            }
             let ts = req.metadata().get::<libcamera::controls::SensorTimestamp>().ok().map(|t| t.0);
             let capture = capture_instant(ts, mono, now);
             self.frames += 1;
             match self.pacer.on_completed(capture) {
                 (Verdict::Park, first) => {
                     if first {
+                        // Requests completing a little later than the park window would still
+                        // run it above the rate: thin those too.
+                        let interval = self.pacer.interval();
+                        self.thinning.get_or_insert_with(|| Thinning::new(interval));
                         log::info!(
                             "{}: the camera completes requests as soon as they are queued (it does not pace frames): requests are re-queued once per frame interval",
                             self.desc
                         );
                     }
                     self.parked.push(req);
+                }
+                (Verdict::Deliver, _) if self.thinning.as_mut().is_some_and(|t| !t.due(capture)) => {
+                    self.requeue(req)?;
                 }
                 (Verdict::Deliver, _) => {
                     if let Some((old, _)) = newest.replace((req, capture)) {
@@ -579,6 +673,7 @@ fn capture_ts(capture: Instant) -> Duration {
 impl Pipeline for LibcameraPipeline {
     fn poll_requests(&self, out: &mut Vec<PollRequest>) {
         out.push(PollRequest { fd: self.completions.efd.as_fd().as_raw_fd(), events: libc::POLLIN });
+        out.push(PollRequest { fd: self.watch.as_ref().map_or(-1, |w| w.as_raw_fd()), events: WATCH_EVENTS });
         match &self.backend {
             #[cfg(feature = "software")]
             Backend::Software(sw) => sw.poll_requests(out),
@@ -593,6 +688,16 @@ impl Pipeline for LibcameraPipeline {
         if index == 0 {
             return self.on_completions(now);
         }
+        if index == 1 {
+            if gone(revents) {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{}: the camera's device is gone (the kernel removed it)", self.desc),
+                ));
+            }
+            return Ok(());
+        }
+        let index = index - 1;
         // Capture (sensor timestamp) to the access unit leaving the encoder, for the stats line.
         let latency = &mut self.latency;
         let sink = &mut |unit: &[u8], capture: Instant| {

@@ -8,6 +8,7 @@ use libcamera::geometry::Size;
 use libcamera::pixel_format::PixelFormat;
 use libcamera::stream::{Stream, StreamRole};
 
+use super::convert::Rgb24;
 use super::settings::{check_lores, frame_duration_limits, resolve_controls, ControlSetting, ControlVal, Flip};
 use crate::config::PipelineConfig;
 use crate::pipeline::frames::FrameLayout;
@@ -18,7 +19,7 @@ const MAX_REQUESTS: u32 = 6;
 const MIN_REQUESTS: u32 = 3;
 
 /// Formats the encoders read, best first: the Pi ISP's native YUV420, then NV12 (the virtual
-/// and simple pipelines), then YUYV.
+/// and simple pipelines), then YUYV. Packed RGB (vimc) is accepted too and converted.
 const FORMATS: [[u8; 4]; 3] = [*b"YU12", *b"NV12", *b"YUYV"];
 
 fn pixel_format(fourcc: [u8; 4]) -> PixelFormat {
@@ -137,7 +138,12 @@ fn fill(
     for i in 0..config.len() {
         let Some(sc) = config.get(i) else { continue };
         let f = fourcc(sc.get_pixel_format());
-        if !FORMATS.contains(&f) {
+        if Rgb24::of_fourcc(f).is_some() {
+            log::info!(
+                "{name}: stream {i} comes as {} (the pipeline offers no YUV): converted to I420 in the frame copy",
+                sc.get_pixel_format()
+            );
+        } else if !FORMATS.contains(&f) {
             return Err(format!(
                 "{name}: stream {i} would come as {}, which the encoders do not read; the camera offers {}",
                 sc.get_pixel_format(),
@@ -166,13 +172,21 @@ fn fill(
     Ok(())
 }
 
+/// A control the camera was started with, to compare with what its requests report.
+#[derive(Debug, Clone)]
+pub(super) struct SetControl {
+    pub name: String,
+    pub id: u32,
+    pub value: ControlVal,
+}
+
 /// The controls the camera starts with: the configured ones it offers (the rest are warnings
-/// naming the key) and the frame rate through `FrameDurationLimits`.
+/// naming the key) and the frame rate through `FrameDurationLimits`; with the list of those set.
 pub(super) fn start_controls(
     cam: &ActiveCamera<'static>,
     cfg: &PipelineConfig,
     name: &str,
-) -> Result<libcamera::utils::UniquePtr<ControlList>, String> {
+) -> Result<(libcamera::utils::UniquePtr<ControlList>, Vec<SetControl>), String> {
     let mut list = ControlList::from_info_map(cam.controls()).ok_or("cannot create a control list")?;
     let ids: Vec<(String, u32)> = list
         .id_map()
@@ -195,18 +209,91 @@ pub(super) fn start_controls(
     for n in &r.notes {
         log::info!("{name}: {n}");
     }
+    let mut set = Vec::new();
     for (control, val) in &r.set {
         let Some(&(_, id)) = offered.iter().find(|(o, _)| o == control) else { continue };
-        let value = match *val {
-            ControlVal::Bool(b) => ControlValue::from(b),
-            ControlVal::Int(i) => ControlValue::from(i),
-            ControlVal::Float(f) => ControlValue::from(f.0),
-            ControlVal::I64Pair(p) => ControlValue::from(p),
-        };
-        match list.set_raw(id, value) {
-            Ok(()) => log::info!("{name}: control {control} = {val:?}"),
+        match list.set_raw(id, control_value(*val)) {
+            Ok(()) => {
+                log::info!("{name}: control {control} = {val:?}");
+                set.push(SetControl { name: (*control).to_owned(), id, value: *val });
+            }
             Err(e) => log::warn!("{name}: control {control} = {val:?} refused: {e:?}; ignored"),
         }
     }
-    Ok(list)
+    Ok((list, set))
+}
+
+pub(super) fn control_value(v: ControlVal) -> ControlValue {
+    match v {
+        ControlVal::Bool(b) => ControlValue::from(b),
+        ControlVal::Int(i) => ControlValue::from(i),
+        ControlVal::Float(f) => ControlValue::from(f.0),
+        ControlVal::I64Pair(p) => ControlValue::from(p),
+    }
+}
+
+/// Puts the start controls on `req` too: some pipeline handlers ignore the list `start()` gets
+/// (vimc's in libcamera 0.4 does) and apply only what requests carry.
+pub(super) fn put_controls(req: &mut libcamera::request::Request, set: &[SetControl], name: &str) {
+    for c in set {
+        if let Err(e) = req.controls_mut().set_raw(c.id, control_value(c.value)) {
+            log::warn!("{name}: control {} on the first request refused: {e:?}", c.name);
+        }
+    }
+}
+
+/// A control value as the read-back line prints it: scalars plain (`0.5`), arrays `[a, b]`.
+fn value_text(v: &ControlValue) -> String {
+    fn list<T: std::fmt::Display>(v: &[T]) -> String {
+        match v {
+            [one] => one.to_string(),
+            many => format!("[{}]", many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),
+        }
+    }
+    match v {
+        ControlValue::Bool(v) => list(v),
+        ControlValue::Byte(v) => list(v),
+        ControlValue::Uint16(v) => list(v),
+        ControlValue::Uint32(v) => list(v),
+        ControlValue::Int32(v) => list(v),
+        ControlValue::Int64(v) => list(v),
+        ControlValue::Float(v) => list(v),
+        other => format!("{other:?}"),
+    }
+}
+
+fn val_text(v: &ControlVal) -> String {
+    match v {
+        ControlVal::Bool(b) => b.to_string(),
+        ControlVal::Int(i) => i.to_string(),
+        ControlVal::Float(f) => f.0.to_string(),
+        ControlVal::I64Pair([a, b]) => format!("[{a}, {b}]"),
+    }
+}
+
+/// The line that compares the controls the camera started with against a completed request's
+/// metadata (what the pipeline handler and its IPA report they applied), and names every
+/// control the metadata carries.
+pub(super) fn readback_line(set: &[SetControl], metadata: &ControlList) -> String {
+    let reported: Vec<(u32, ControlValue)> = metadata.into_iter().collect();
+    let mut parts: Vec<String> = set
+        .iter()
+        .map(|c| match reported.iter().find(|(id, _)| *id == c.id) {
+            Some((_, v)) => {
+                let (got, want) = (value_text(v), val_text(&c.value));
+                let verdict = if got == want { "matches" } else { "differs" };
+                format!("{} = {got} (set {want}: {verdict})", c.name)
+            }
+            None => format!("{} not reported (set {})", c.name, val_text(&c.value)),
+        })
+        .collect();
+    let names: Vec<String> = reported
+        .iter()
+        .map(|(id, _)| match libcamera::controls::ControlId::try_from(*id) {
+            Ok(c) => format!("{c:?}"),
+            Err(_) => format!("0x{id:x}"),
+        })
+        .collect();
+    parts.push(format!("the metadata carries {}", if names.is_empty() { "nothing".into() } else { names.join(", ") }));
+    format!("controls read back from request metadata: {}", parts.join("; "))
 }

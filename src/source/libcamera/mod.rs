@@ -8,7 +8,7 @@
 //! ```text
 //!  libcamera thread: requestCompleted ─▶ completed queue (mutex) + eventfd write   (nothing else)
 //!  poll loop: eventfd ─▶ newest request wins (older ones re-queued at once, counted)
-//!      │ main stream (VideoRecording) ─┬─ mmap (read-only) ─ one copy ─▶ shared frame ─▶ encoder, taps
+//!      │ main stream (VideoRecording) ─┬─ mmap (read-only) ─ one copy (RGB: to I420) ─▶ shared frame ─▶ encoder, taps
 //!      │                               └─ DMABUF fd ─▶ V4L2 M2M encoder (CM4; `v4l2` feature)
 //!      │ second stream (Viewfinder) ─ mmap ─ one copy ─▶ the taps that encode at its size
 //!      └─ request re-queued at once (M2M: once the encoder lets go of its buffer)
@@ -19,6 +19,7 @@
 //! camera that stops completing requests stalls its stream, and the loop rebuilds it with
 //! backoff (sessions stay); a disconnected camera is an `Err` at once.
 
+pub mod convert;
 pub mod settings;
 
 #[cfg(feature = "libcamera")]

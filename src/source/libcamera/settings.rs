@@ -364,6 +364,11 @@ impl RequeuePacer {
         }
     }
 
+    /// The configured frame interval.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
     /// When a parked request goes back to the camera.
     pub fn release_at(&self) -> Option<Instant> {
         self.last.map(|t| t + self.interval)
