@@ -10,6 +10,7 @@ RTSP-over-TCP client here (RFC 2326 interleaved framing), since that is the one 
 a BYE sent at shutdown can be seen on the host without a packet capture.
 Every wait is bounded; the whole run is bounded by the caller's timeout too.
 """
+import os
 import re
 import socket
 import subprocess
@@ -17,20 +18,16 @@ import sys
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from rtsp_check import RtspTcpClient, free_port, setup, until  # noqa: E402
+from rtsp_check import ffprobe as probe  # noqa: E402
+
 KIND, VMLINUZ, INITRD, CONSOLE = sys.argv[1:5]
 T0 = time.monotonic()
 
 
 def log(msg):
     print(f"== {KIND} [{time.monotonic() - T0:.0f} s] {msg}", flush=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 RTSP_PORT, CMD_PORT = free_port(), free_port()
@@ -61,6 +58,9 @@ def fail(msg):
         pass
     qemu.kill()
     sys.exit(1)
+
+
+setup(log, fail)
 
 
 def guest(cmd, timeout=60, check=True, booting=False):
@@ -117,122 +117,28 @@ def wait_guest(seconds):
     fail(f"the guest's command server did not answer within {seconds} s")
 
 
-def until(what, seconds, fn):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        v = fn()
-        if v:
-            return v
-        time.sleep(1)
-    fail(f"{what}: not within {seconds} s")
-
-
 def ffprobe(frames):
-    url = f"rtsp://127.0.0.1:{RTSP_PORT}{PATH}"
-    r = subprocess.run(["timeout", "90", "ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-select_streams",
-                        "v:0", "-count_frames", "-read_intervals", f"%+#{frames}", "-show_entries",
-                        "stream=codec_name,width,height,nb_read_frames", "-of", "csv=p=0", url],
-                       capture_output=True, text=True)
-    out = r.stdout.strip()
-    log(f"ffprobe {url}: {out or r.stderr.strip()}")
-    f = out.split(",")
-    if len(f) < 4 or f[:3] != ["h264", "320", "180"] or not f[3].isdigit() or int(f[3]) < frames * 2 // 3:
-        fail(f"ffprobe did not decode {frames * 2 // 3} frames of 320x180 H.264 from {url}: {out} {r.stderr}")
-
-
-class RtspTcpClient:
-    """DESCRIBE/SETUP (interleaved)/PLAY over one TCP connection; records what comes back."""
-
-    def __init__(self):
-        self.url = f"rtsp://127.0.0.1:{RTSP_PORT}{PATH}"
-        self.s = socket.create_connection(("127.0.0.1", RTSP_PORT), timeout=30)
-        self.buf = b""
-        self.cseq = 0
-        self.rtp = 0
-        self.rtcp = []
-        self.closed = False
-
-    def request(self, method, url, headers=""):
-        self.cseq += 1
-        self.s.sendall(f"{method} {url} RTSP/1.0\r\nCSeq: {self.cseq}\r\n{headers}\r\n".encode())
-        while b"\r\n\r\n" not in self.buf:
-            self._fill()
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        head = head.decode(errors="replace")
-        n = int((re.search(r"(?im)^content-length:\s*(\d+)", head) or [0, 0])[1])
-        while len(self.buf) < n:
-            self._fill()
-        body, self.buf = self.buf[:n].decode(errors="replace"), self.buf[n:]
-        if not head.startswith("RTSP/1.0 200"):
-            fail(f"{method} answered: {head.splitlines()[0]}")
-        return head, body
-
-    def _fill(self):
-        b = self.s.recv(65536)
-        if not b:
-            raise EOFError
-        self.buf += b
-
-    def play(self):
-        head, sdp = self.request("DESCRIBE", self.url, "Accept: application/sdp\r\n")
-        base = (re.search(r"(?im)^content-base:\s*(\S+)", head) or [None, self.url + "/"])[1]
-        ctl = re.findall(r"(?m)^a=control:(\S+)", sdp)
-        ctl = [c for c in ctl if c != "*"] or [""]
-        track = ctl[-1] if ctl[-1].startswith("rtsp://") else base.rstrip("/") + "/" + ctl[-1]
-        head, _ = self.request("SETUP", track, "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n")
-        session = re.search(r"(?im)^session:\s*([^;\s]+)", head)[1]
-        self.request("PLAY", self.url, f"Session: {session}\r\nRange: npt=0.000-\r\n")
-
-    def read_interleaved(self, seconds, stop=lambda: False):
-        """Reads $-framed packets until EOF, `stop()` or `seconds`."""
-        end = time.monotonic() + seconds
-        self.s.settimeout(1)
-        while time.monotonic() < end and not stop():
-            while len(self.buf) >= 4 and self.buf[0] == 0x24:
-                ch, n = self.buf[1], int.from_bytes(self.buf[2:4], "big")
-                if len(self.buf) < 4 + n:
-                    break
-                pkt, self.buf = self.buf[4:4 + n], self.buf[4 + n:]
-                if ch == 0:
-                    self.rtp += 1
-                elif ch == 1:
-                    self.rtcp.append(pkt)
-            try:
-                self._fill()
-            except socket.timeout:
-                continue
-            except (EOFError, ConnectionResetError):
-                self.closed = True
-                return
-
-    def saw_bye(self):
-        for pkt in self.rtcp:
-            i = 0
-            while i + 4 <= len(pkt):
-                if pkt[i + 1] == 203:
-                    return True
-                i += 4 * (int.from_bytes(pkt[i + 2:i + 4], "big") + 1)
-        return False
+    probe(f"rtsp://127.0.0.1:{RTSP_PORT}{PATH}", (320, 180), frames, timeout=90)
 
 
 def bye_on_stop(stop_cmd):
     """A TCP client plays; `stop_cmd` runs in the guest; the client must get an RTCP BYE."""
-    c = RtspTcpClient()
+    c = RtspTcpClient("127.0.0.1", RTSP_PORT, PATH)
     c.play()
-    c.read_interleaved(60, stop=lambda: c.rtp >= 30)
-    if c.rtp < 30:
-        fail(f"the RTSP TCP client got only {c.rtp} RTP packets")
-    before = len(c.rtcp)
+    until("30 RTP packets on the RTSP TCP client", 60, lambda: c.packets() >= 30)
+    before = c.rtcp_count()
     result = {}
     t = threading.Thread(target=lambda: result.update(r=guest(stop_cmd, timeout=90)))
     t.start()
-    c.read_interleaved(60)
+    end = time.monotonic() + 60
+    while not c.is_closed() and time.monotonic() < end:
+        time.sleep(0.2)
     t.join()
-    log(f"`{stop_cmd}`: client got {c.rtp} RTP and {len(c.rtcp)} RTCP packets "
-        f"({len(c.rtcp) - before} after the stop), connection closed: {c.closed}, BYE: {c.saw_bye()}")
+    log(f"`{stop_cmd}`: client got {c.packets()} RTP and {c.rtcp_count()} RTCP packets "
+        f"({c.rtcp_count() - before} after the stop), connection closed: {c.is_closed()}, BYE: {c.saw_bye()}")
     if not c.saw_bye():
         fail(f"no RTCP BYE reached the playing client on `{stop_cmd}`")
-    if not c.closed:
+    if not c.is_closed():
         fail(f"the connection stayed open after `{stop_cmd}`")
     return result["r"][1]
 

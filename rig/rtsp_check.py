@@ -1,6 +1,7 @@
-"""Helpers the rig's Python checks share (rig/libcamera.py, rig/libcamera_vimc.py): bounded
-waits, ffprobe of an RTSP path, and a plain RTSP client over TCP that counts RTP packets, notes
-when each arrived and which H.264 NAL unit it starts, and can send GET_PARAMETER on the session
+"""Helpers the rig's Python checks share (rig/libcamera.py, rig/libcamera_vimc.py,
+rig/init-systems.py): bounded waits, ffprobe of an RTSP path, and a plain RTSP client over TCP
+that counts RTP packets, notes when each arrived and which H.264 NAL unit it starts, keeps the
+RTCP packets (an RTCP BYE), sees the connection close, and can send GET_PARAMETER on the session
 it started with.
 
 Every check module calls `setup(log, fail, alive)` first: `fail` ends the run (it must not
@@ -91,6 +92,9 @@ class RtspTcpClient:
         self.pictures = []
         self.session = None
         self.answers = []
+        # RTCP packets (interleaved channel 1), and whether the server closed the connection.
+        self.rtcp = []
+        self.closed = False
         self.lock = threading.Lock()
         self.stop = False
 
@@ -147,6 +151,9 @@ class RtspTcpClient:
                             if ts is not None and (not self.pictures or self.pictures[-1][1] != ts):
                                 self.pictures.append((now, ts))
                             self.nals.extend((now, t) for t in nal_types(pkt[12 + 4 * cc:]))
+                    elif ch == 1:
+                        with self.lock:
+                            self.rtcp.append(pkt)
                 elif b"\r\n\r\n" in self.buf:
                     head, self.buf = self.buf.split(b"\r\n\r\n", 1)
                     self.answers.append(head.decode(errors="replace"))
@@ -157,6 +164,8 @@ class RtspTcpClient:
             except socket.timeout:
                 continue
             except (EOFError, OSError):
+                with self.lock:
+                    self.closed = True
                 return
 
     def packets(self):
@@ -181,6 +190,26 @@ class RtspTcpClient:
         span_ts = ((p[-1][1] - p[0][1]) & 0xFFFFFFFF) / 90000
         span_arrival = p[-1][0] - p[0][0]
         return (len(p) - 1) / span_ts if span_ts else None, (len(p) - 1) / span_arrival if span_arrival else None
+
+    def is_closed(self):
+        with self.lock:
+            return self.closed
+
+    def rtcp_count(self):
+        with self.lock:
+            return len(self.rtcp)
+
+    def saw_bye(self):
+        """Whether an RTCP BYE (packet type 203) came in any compound packet."""
+        with self.lock:
+            packets = list(self.rtcp)
+        for pkt in packets:
+            i = 0
+            while i + 4 <= len(pkt):
+                if pkt[i + 1] == 203:
+                    return True
+                i += 4 * (int.from_bytes(pkt[i + 2:i + 4], "big") + 1)
+        return False
 
     def keepalive_ok(self):
         """GET_PARAMETER on the session it started with."""
