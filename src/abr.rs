@@ -49,11 +49,8 @@
 //!   last cut or failed probe.
 //! - Each cut or failed probe remembers the delivered rate as a **ceiling**: probing stops where
 //!   the cut would have gone (90 % of it, less headers) for [`AbrConfig::ceiling_ttl`] (so a settled stream does not keep knocking at a fixed
-//!   cap), after which it probes past it in case the link got better: at the usual pace up to
-//!   the delivered rate itself (still under the old cap, so no loss if it holds), then one step
-//!   per round of reports, so an overshoot lasts one report interval, until it is 10 % past
-//!   the old ceiling. (One step a round all the way from 90 % took five rounds, 15–25 s with
-//!   plain RTCP's 3–5 s reports, before a lifted cap could be seen.)
+//!   cap), after which it probes past it in case the link got better — one step per round of
+//!   reports, so an overshoot lasts one report interval, until it is 10 % past the old ceiling.
 //!   Hitting about the same ceiling again that way doubles that time, up to
 //!   [`AbrConfig::ceiling_ttl_max`].
 
@@ -433,21 +430,12 @@ impl Abr {
         if let Some(limit) = self.ceiling_limit(now) {
             to = to.min(limit);
         } else if let Some((c, _, _)) = self.ceiling {
-            // Past an expired ceiling. Up to `c`, what the link carried at the cut, steps are as
-            // quick as ever: under the old cap they lose nothing if it still holds. Beyond it
-            // one step per round of reports, so an overshoot is one step for one report
-            // interval; well past it, the link got better: forget it.
-            if self.target < c {
-                to = to.min(c);
-            } else {
-                let heard = self
-                    .receivers
-                    .iter()
-                    .filter(|r| self.live(r, now))
-                    .all(|r| self.last_probe.is_none_or(|p| r.at > p));
-                if !heard {
-                    return None;
-                }
+            // Past an expired ceiling: one step per round of reports, so an overshoot is one
+            // step for one report interval; well past it, the link got better: forget it.
+            let heard =
+                self.receivers.iter().filter(|r| self.live(r, now)).all(|r| self.last_probe.is_none_or(|p| r.at > p));
+            if !heard {
+                return None;
             }
             if self.target > scale(c, 11, 10) {
                 self.ceiling = None;

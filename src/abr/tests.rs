@@ -149,8 +149,7 @@ fn loss_between_2_and_10_percent_holds_and_clean_reports_probe_slowly_after_the_
         assert!(matches!(w[1].reason, Reason::Probe { receivers: 1, .. }));
     }
     // After a cut, clean reports wait: the cut went to 90 % of the rate the link delivered, the
-    // ceiling, which holds for 20 s; then steps a second up to the delivered rate, and one step
-    // per round of reports past it.
+    // ceiling, which holds for 20 s; then one step per round of reports.
     a.handle_report(A, Transport::Udp, loss(40), ms(30_000));
     let cut = a.poll_change(ms(30_000)).unwrap();
     for t in [31_000, 36_000, 41_000, 46_000] {
@@ -159,7 +158,7 @@ fn loss_between_2_and_10_percent_holds_and_clean_reports_probe_slowly_after_the_
         assert_eq!(a.state(ms(t + 3_900)), State::Ceiling);
     }
     let next = run(&mut a, 50_000, 55_000);
-    assert!((2..=4).contains(&next.len()), "{next:?}");
+    assert_eq!(next.len(), 1, "{next:?}");
     assert_eq!(next[0].from_bps, cut.to_bps);
     a.handle_report(A, Transport::Udp, 0, ms(56_000));
     assert_eq!(run(&mut a, 56_000, 60_000).len(), 1);
@@ -353,11 +352,6 @@ fn a_cap_drop_from_6_to_2_mbit_settles_and_lifting_it_recovers() {
     s.cap = 6_000_000;
     s.run(120_000);
     assert_eq!(s.abr.target(), 5_500_000, "{:?}", s.changes);
-    // Back at 90 % of max within 45 s of the lift, 12.5 s of it the ceiling's hold (about 50 s
-    // when every step past the expired ceiling waited for a 5 s report; tests/abr.rs's
-    // bench_abr_settle_and_recover measures the real link).
-    let back = s.changes.iter().find(|(_, c)| c.to_bps >= 4_950_000).map(|(t, _)| *t).unwrap();
-    assert!(back <= 35_000 + 45_000, "at {back} ms: {:?}", s.changes);
     // Going up never overshot into heavy loss: no cut after the lift.
     assert!(s.changes.iter().filter(|(t, _)| *t > 40_000).all(|(_, c)| c.to_bps > c.from_bps));
 }
@@ -371,41 +365,4 @@ fn at_a_fixed_cap_probing_past_the_ceiling_gets_rarer() {
     let gaps: std::vec::Vec<u64> = cuts.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(gaps.last() > gaps.first(), "cuts at {cuts:?}");
     assert!(cuts.len() < 12, "{cuts:?}");
-}
-
-/// Past an expired ceiling the link carried `c` at the cut, so steps up to `c` are as quick as
-/// ever (they are under the old cap: no loss if it still holds); beyond `c` one step a round of
-/// reports (an overshoot lasts one report interval) until 10 % past it.
-#[test]
-fn past_an_expired_ceiling_steps_are_quick_up_to_it_and_one_a_report_beyond() {
-    let mut a = abr(300_000, 8_000_000, 4_000_000);
-    a.handle_send_rate(4_000_000, ms(1_000));
-    a.handle_report(A, Transport::Udp, loss(30), ms(2_000));
-    let cut = a.poll_change(ms(2_000)).expect("a cut");
-    // 30 % of 4 M lost: the link carried c = 2.8 M of encoder bytes; 90 % of it less headers.
-    let c = scale(4_000_000, 256 - u32::from(loss(30)), 256);
-    assert_eq!(cut.to_bps, headroom(c));
-    let mut changes = std::vec::Vec::new();
-    let mut report_at = std::vec::Vec::new();
-    for t in (2_100..=40_000).step_by(100) {
-        if t % 5_000 == 2_000 {
-            a.handle_report(A, Transport::Udp, 0, ms(t));
-            report_at.push(t);
-        }
-        while let Some(ch) = a.poll_change(ms(t)) {
-            changes.push((t, ch.to_bps));
-        }
-    }
-    // Nothing while the ceiling holds (20 s).
-    assert!(changes.iter().all(|&(t, _)| t >= 22_000), "{changes:?}");
-    // Then a step a second up to c, and not past it before the next report.
-    let quick: std::vec::Vec<_> = changes.iter().filter(|&&(t, _)| t < 27_000).collect();
-    assert_eq!(quick.last().map(|&&(_, to)| to), Some(c), "{changes:?}");
-    assert!(quick.len() >= 3 && quick.windows(2).all(|w| w[1].0 - w[0].0 == 1_000), "{changes:?}");
-    // Beyond c: the next two steps each wait for a report after the one before.
-    let beyond: std::vec::Vec<_> = changes.iter().filter(|&&(_, to)| to > c).take(2).collect();
-    assert_eq!(beyond.iter().map(|&&(t, _)| t).collect::<std::vec::Vec<_>>(), [27_000, 32_000], "{changes:?}");
-    // 10 % past c: the link got better; a step a second again.
-    let last = changes.iter().rev().take(3).map(|&(t, _)| t).collect::<std::vec::Vec<_>>();
-    assert_eq!((last[0] - last[1], last[1] - last[2]), (1_000, 1_000), "{changes:?}");
 }
