@@ -3,9 +3,8 @@
 //!
 //! # Rules
 //! - `handle_*` in, `poll_*` out. The loop feeds receiver reports with [`Abr::handle_report`]
-//!   (fraction lost, as RTCP carries it, per receiver), what it retransmitted to a receiver
-//!   over that report's interval with [`Abr::handle_retransmit_rate`], receivers that leave
-//!   with [`Abr::handle_leave`] and the stream's measured payload rate with
+//!   (fraction lost, as RTCP carries it, per receiver), receivers that leave with
+//!   [`Abr::handle_leave`] and the stream's measured payload rate with
 //!   [`Abr::handle_send_rate`]; then it drains [`Abr::poll_change`] and applies each change to
 //!   the encoder. [`Abr::poll_timeout`] says when a probe step may next be due.
 //! - The core never reads a clock: every call takes `now`; a `now` older than the latest seen is
@@ -31,10 +30,7 @@
 //!   every ~100 ms. Plain RTCP receiver reports come every 2–7 s (RFC 3550's 5 s minimum,
 //!   randomised), so a GCC cut alone needs several reports, tens of seconds, to get under a
 //!   capacity drop. When the stream's measured send rate is known, heavy loss is also a
-//!   measurement of the link: `delivered = (send_rate + retransmitted) × (1 − loss)`, where
-//!   `retransmitted` is what the loop resent (RTX) to that receiver over the report's interval:
-//!   the receiver's link carried those bytes too, so leaving them out would take the link for
-//!   slower than it is and cut deeper than needed. The cut goes to the lower of
+//!   measurement of the link: `delivered = send_rate × (1 − loss)`. The cut goes to the lower of
 //!   GCC's rate and 90 % of `delivered` less the packets' headers (RTP/UDP/IP, about 4 %: the
 //!   send rate counts the encoder's bytes), never below half the target in one step (cut factor
 //!   0.5–0.98). The link also carries the receivers' retransmissions; receiver reports count
@@ -176,8 +172,6 @@ struct Receiver {
     at: Instant,
     /// When its report before this one came.
     prev_at: Option<Instant>,
-    /// What was retransmitted to it (RTX, bit/s) over its last report's interval.
-    rtx_bps: u32,
     /// Not acted on yet.
     fresh: bool,
 }
@@ -260,23 +254,15 @@ impl Abr {
     pub fn handle_report(&mut self, id: ReceiverId, transport: Transport, fraction_lost: u8, now: Instant) {
         let now = self.clamp_now(now);
         if let Some(r) = self.receivers.iter_mut().find(|r| r.id == id) {
-            *r = Receiver { id, transport, loss: fraction_lost, at: now, prev_at: Some(r.at), rtx_bps: 0, fresh: true };
+            *r = Receiver { id, transport, loss: fraction_lost, at: now, prev_at: Some(r.at), fresh: true };
             return;
         }
-        let new = Receiver { id, transport, loss: fraction_lost, at: now, prev_at: None, rtx_bps: 0, fresh: true };
+        let new = Receiver { id, transport, loss: fraction_lost, at: now, prev_at: None, fresh: true };
         if self.receivers.push(new).is_err() {
             // Full: the receiver heard from longest ago gives way.
             if let Some(oldest) = self.receivers.iter_mut().min_by_key(|r| r.at) {
                 *oldest = new;
             }
-        }
-    }
-
-    /// What was retransmitted to receiver `id` (RTX bytes, in bit/s) over the interval of its
-    /// latest report: call right after [`Abr::handle_report`]. A receiver not followed is ignored.
-    pub fn handle_retransmit_rate(&mut self, id: ReceiverId, bps: u32) {
-        if let Some(r) = self.receivers.iter_mut().find(|r| r.id == id) {
-            r.rtx_bps = bps;
         }
     }
 
@@ -325,14 +311,12 @@ impl Abr {
         rate
     }
 
-    /// The rate the link to `r` carried: the measured send rate (when recent) or the target,
-    /// and what was retransmitted to `r`.
-    fn sent_rate(&self, r: &Receiver, now: Instant) -> u32 {
-        let media = match self.send_rate {
+    /// The rate the link carried: the measured send rate (when recent) or the target.
+    fn sent_rate(&self, now: Instant) -> u32 {
+        match self.send_rate {
             Some((bps, at)) if bps > 0 && now.saturating_since(at) <= Duration::from_secs(3) => bps,
             _ => self.target,
-        };
-        media.saturating_add(r.rtx_bps)
+        }
     }
 
     fn set_ceiling(&mut self, delivered: u32, now: Instant) {
@@ -386,7 +370,7 @@ impl Abr {
             }
             let keep = 256 - u32::from(w.loss);
             let gcc = scale(self.target, 512 - u32::from(w.loss), 512);
-            let delivered = scale(self.sent_rate(&w, now), keep, 256);
+            let delivered = scale(self.sent_rate(now), keep, 256);
             let to = gcc.min(headroom(delivered)).clamp(scale(self.target, 1, 2), scale(self.target, 98, 100));
             self.last_cut = Some(now);
             self.last_probe = None;
@@ -406,7 +390,7 @@ impl Abr {
                 return None;
             }
             let clean = w.prev_at.map_or(self.target, |t| self.target_at(t));
-            let delivered = scale(self.sent_rate(&w, now), 256 - u32::from(w.loss), 256);
+            let delivered = scale(self.sent_rate(now), 256 - u32::from(w.loss), 256);
             self.last_probe = None;
             self.last_cut = Some(now);
             self.hold_until = now + self.cfg.hold_after_cut;

@@ -69,41 +69,6 @@ fn the_cut_leaves_room_for_headers_and_retransmissions() {
     assert_eq!(a.state(ms(20_000)), State::Ceiling);
 }
 
-/// The receiver's link carried the retransmissions as well as the stream: with 600 kbit/s of
-/// RTX on a 3 Mbit/s stream at 24 % loss, the link delivered (3.0 + 0.6) × 0.76 = 2.74 Mbit/s,
-/// not 2.28; the cut follows the link, and another receiver's retransmissions do not count.
-#[test]
-fn retransmitted_bytes_count_as_carried_by_the_receivers_link() {
-    let cut = |rtx_a: Option<u32>, rtx_b: Option<u32>| {
-        let mut a = abr(300_000, 4_000_000, 3_000_000);
-        a.handle_send_rate(3_000_000, ms(2_000));
-        a.handle_report(B, Transport::Udp, 0, ms(2_900));
-        if let Some(bps) = rtx_b {
-            a.handle_retransmit_rate(B, bps);
-        }
-        a.handle_report(A, Transport::Udp, loss(24), ms(3_000));
-        if let Some(bps) = rtx_a {
-            a.handle_retransmit_rate(A, bps);
-        }
-        a.poll_change(ms(3_000)).expect("a cut").to_bps
-    };
-    let without = cut(None, None);
-    let with = cut(Some(600_000), None);
-    // 90 % of the delivered rate, less 4 % of headers.
-    let expect = |delivered: u64| delivered * 9 / 10 * 1000 / 1040;
-    let near = |x: u32, y: u64| (i64::from(x) - y as i64).unsigned_abs() < 20_000;
-    assert!(near(without, expect(3_000_000 * 195 / 256)), "{without}");
-    assert!(near(with, expect(3_600_000 * 195 / 256)), "{with}");
-    assert_eq!(cut(None, Some(600_000)), without, "B's retransmissions crossed B's link, not A's");
-    // A new report without a rate: nothing retransmitted in that interval.
-    let mut a = abr(300_000, 4_000_000, 3_000_000);
-    a.handle_send_rate(3_000_000, ms(2_000));
-    a.handle_report(A, Transport::Udp, 0, ms(2_000));
-    a.handle_retransmit_rate(A, 600_000);
-    a.handle_report(A, Transport::Udp, loss(24), ms(3_000));
-    assert_eq!(a.poll_change(ms(3_000)).unwrap().to_bps, without);
-}
-
 #[test]
 fn without_a_send_rate_the_cut_is_bounded_between_half_and_98_percent() {
     let mut a = abr(300_000, 8_000_000, 4_000_000);

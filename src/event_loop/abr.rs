@@ -6,8 +6,7 @@
 //!   (its deadline is part of the stream's), never on its own.
 //! - Receivers are the stream's playing sessions. UDP sessions: their RTCP receiver reports as the
 //!   RTSP core keeps them (a new one shows as the report count going up, so neither the RTCP path
-//!   nor the core changes for ABR), each with what the session retransmitted (RTX bytes) since
-//!   its previous report, which crossed the same link. Interleaved (TCP) sessions lose nothing, their reports say 0:
+//!   nor the core changes for ABR). Interleaved (TCP) sessions lose nothing, their reports say 0:
 //!   their loss is the share of packets they skipped because their socket backed up (the reader
 //!   fell behind the ring), taken once a second. Multicast and push receivers are not followed:
 //!   their reports reach no session.
@@ -39,9 +38,6 @@ struct Seen {
     sent: u64,
     dropped: u64,
     at: Instant,
-    /// RTX bytes sent to the session, and when, at its last report.
-    rtx_bytes: u64,
-    report_at: Instant,
 }
 
 /// One stream's controller and what the loop keeps around it.
@@ -122,8 +118,6 @@ impl EventLoop<'_> {
                 sent: reader.sent,
                 dropped: reader.dropped,
                 at: now,
-                rtx_bytes: self.slots[slot].rtx.as_ref().map_or(0, |r| r.counters.retransmitted_bytes),
-                report_at: now,
             });
             let id = ReceiverId(sess.id);
             match sess.delivery {
@@ -131,13 +125,6 @@ impl EventLoop<'_> {
                     if sess.reception.reports != s.reports {
                         s.reports = sess.reception.reports;
                         a.ctl.handle_report(id, Transport::Udp, sess.reception.fraction_lost, core_now);
-                        let rtx = self.slots[slot].rtx.as_ref().map_or(0, |r| r.counters.retransmitted_bytes);
-                        let secs = now.saturating_duration_since(s.report_at).as_secs_f64();
-                        if secs > 0.0 {
-                            let bps = rtx.saturating_sub(s.rtx_bytes) as f64 * 8.0 / secs;
-                            a.ctl.handle_retransmit_rate(id, bps.min(f64::from(u32::MAX)) as u32);
-                        }
-                        (s.rtx_bytes, s.report_at) = (rtx, now);
                     }
                 }
                 Delivery::Interleaved { .. } if now.saturating_duration_since(s.at) >= TCP_PERIOD => {
